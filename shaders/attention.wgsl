@@ -1,0 +1,101 @@
+// Multi-head self-attention in one kernel with an online softmax: the T x T score matrix is never
+// stored. q, k, v and out are [B, heads * D, T] (channel-major, as a 1x1 projection of an NCHW
+// feature map writes them): element (b, h, d, t) sits at ((b * heads + h) * D + d) * T + t.
+//
+// One invocation owns one query of one (batch, head): it keeps q and the running output in
+// registers (D up to 4 * MAX_D4), walks the keys in blocks of KB, and rescales the running sum once per
+// block:  m' = max(m, max_j s_j);  l' = l e^(m - m') + sum_j e^(s_j - m');  o' = o e^(m - m') + sum_j e^(s_j - m') v_j.
+// All invocations of a workgroup read the same keys at the same time, so k and v loads are shared.
+
+struct Params {
+    bh: u32,     // batch * heads
+    d: u32,      // head dim
+    t: u32,      // tokens
+    scale: f32,  // usually 1 / sqrt(d)
+}
+
+const MAX_D4: u32 = 128u;
+const KB: u32 = 8u;
+override WG: u32 = 64u;
+
+@group(0) @binding(0) var<storage, read> q: array<f32>;
+@group(0) @binding(1) var<storage, read> k: array<f32>;
+@group(0) @binding(2) var<storage, read> v: array<f32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+
+// Four head-dim entries (4 * d4 .. 4 * d4 + 3) of token `tok`; entries past D read as zero.
+fn load4(src: u32, base: u32, d4: u32, tok: u32) -> vec4<f32> {
+    let d = vec4<u32>(4u * d4) + vec4<u32>(0u, 1u, 2u, 3u);
+    let ok = d < vec4<u32>(p.d);
+    let idx = select(vec4<u32>(base + tok), base + d * p.t + tok, ok);
+    var r: vec4<f32>;
+    if (src == 0u) {
+        r = vec4<f32>(q[idx.x], q[idx.y], q[idx.z], q[idx.w]);
+    } else if (src == 1u) {
+        r = vec4<f32>(k[idx.x], k[idx.y], k[idx.z], k[idx.w]);
+    } else {
+        r = vec4<f32>(v[idx.x], v[idx.y], v[idx.z], v[idx.w]);
+    }
+    return select(vec4<f32>(0.0), r, ok);
+}
+
+@compute @workgroup_size(WG)
+fn attention(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    let bh = gid.y;
+    if (i >= p.t || bh >= p.bh) {
+        return;
+    }
+    let base = bh * p.d * p.t;
+    let d4n = (p.d + 3u) / 4u;
+
+    var qv: array<vec4<f32>, MAX_D4>;
+    var acc: array<vec4<f32>, MAX_D4>;
+    for (var d4 = 0u; d4 < d4n; d4++) {
+        qv[d4] = load4(0u, base, d4, i) * p.scale;
+        acc[d4] = vec4<f32>(0.0);
+    }
+    var m = -3.0e38;
+    var l = 0.0;
+    var s: array<f32, KB>;
+    for (var j0 = 0u; j0 < p.t; j0 += KB) {
+        var m_blk = m;
+        for (var jj = 0u; jj < KB; jj++) {
+            let j = j0 + jj;
+            var dot_qk = -3.0e38; // keys past the end get no weight
+            if (j < p.t) {
+                dot_qk = 0.0;
+                for (var d4 = 0u; d4 < d4n; d4++) {
+                    dot_qk += dot(qv[d4], load4(1u, base, d4, j));
+                }
+            }
+            s[jj] = dot_qk;
+            m_blk = max(m_blk, dot_qk);
+        }
+        let corr = exp(m - m_blk);
+        l *= corr;
+        for (var jj = 0u; jj < KB; jj++) {
+            s[jj] = select(0.0, exp(s[jj] - m_blk), j0 + jj < p.t);
+            l += s[jj];
+        }
+        for (var d4 = 0u; d4 < d4n; d4++) {
+            var o = acc[d4] * corr;
+            for (var jj = 0u; jj < KB; jj++) {
+                let j = min(j0 + jj, p.t - 1u);
+                o = fma(vec4<f32>(s[jj]), load4(2u, base, d4, j), o);
+            }
+            acc[d4] = o;
+        }
+        m = m_blk;
+    }
+
+    let inv_l = 1.0 / l;
+    for (var d4 = 0u; d4 < d4n; d4++) {
+        let o = acc[d4] * inv_l;
+        for (var c = 0u; c < 4u; c++) {
+            let d = 4u * d4 + c;
+            if (d < p.d) { out[base + d * p.t + i] = o[c]; }
+        }
+    }
+}

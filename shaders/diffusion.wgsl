@@ -1,0 +1,85 @@
+// The diffusion updates: forward noising and one reverse (sampler) step.
+//
+// add_noise:     x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, with t per batch element, read from a
+//                table of (sqrt(abar), sqrt(1 - abar)) indexed by timestep.
+// sampler_step:  one step of DDPM / DDIM (and any sampler of the same linear form) with coefficients
+//                read from a per-step table by the step index held on the device, so a whole chain can
+//                be recorded without reading anything back:
+//                  x0   = x0_x * x + x0_m * model_out                       (prediction type)
+//                  x0   = clamp(x0, -clip, clip)                            (when clip > 0)
+//                  eps  = eps_x * x + eps_m * model_out + eps_x0 * x0      (noise implied by x0)
+//                  x   <- next_x0 * x0 + next_x * x + next_eps * eps + noise_scale * z
+//                It updates x in place (element i reads and writes only element i).
+// advance_step:  step += 1, recorded after each step of a chain.
+
+struct StepCoeffs {
+    x0_x: f32, x0_m: f32, clip: f32, eps_x: f32,
+    eps_m: f32, eps_x0: f32, next_x0: f32, next_x: f32,
+    next_eps: f32, noise_scale: f32, _pad0: f32, _pad1: f32,
+}
+
+struct Params {
+    len: u32,       // elements in total
+    per_item: u32,  // elements per batch item (add_noise)
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const WG: u32 = 256u;
+
+fn element(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * WG + lid;
+}
+
+// ---- add_noise ----
+@group(0) @binding(0) var<storage, read> an_x0: array<f32>;
+@group(0) @binding(1) var<storage, read> an_eps: array<f32>;
+@group(0) @binding(2) var<storage, read> an_t: array<u32>;
+@group(0) @binding(3) var<storage, read> an_table: array<vec2<f32>>;
+@group(0) @binding(4) var<storage, read_write> an_out: array<f32>;
+@group(0) @binding(5) var<uniform> an_p: Params;
+
+@compute @workgroup_size(WG)
+fn add_noise(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= an_p.len) { return; }
+    let c = an_table[an_t[i / an_p.per_item]];
+    an_out[i] = c.x * an_x0[i] + c.y * an_eps[i];
+}
+
+// ---- sampler_step ----
+@group(0) @binding(0) var<storage, read_write> st_x: array<f32>;
+@group(0) @binding(1) var<storage, read> st_model: array<f32>;
+@group(0) @binding(2) var<storage, read> st_noise: array<f32>;
+@group(0) @binding(3) var<storage, read> st_table: array<StepCoeffs>;
+@group(0) @binding(4) var<storage, read> st_step: array<u32>;
+@group(0) @binding(5) var<uniform> st_p: Params;
+
+@compute @workgroup_size(WG)
+fn sampler_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= st_p.len) { return; }
+    let c = st_table[st_step[0]];
+    let x = st_x[i];
+    let m = st_model[i];
+    var x0 = c.x0_x * x + c.x0_m * m;
+    if (c.clip > 0.0) {
+        x0 = clamp(x0, -c.clip, c.clip);
+    }
+    let eps = c.eps_x * x + c.eps_m * m + c.eps_x0 * x0;
+    var next = c.next_x0 * x0 + c.next_x * x + c.next_eps * eps;
+    if (c.noise_scale != 0.0) {
+        next += c.noise_scale * st_noise[i];
+    }
+    st_x[i] = next;
+}
+
+// ---- advance_step ----
+@group(0) @binding(0) var<storage, read_write> step_counter: array<u32>;
+
+@compute @workgroup_size(1)
+fn advance_step() {
+    step_counter[0] += 1u;
+}

@@ -1,0 +1,81 @@
+// Elementwise kernels, one invocation per output element: SiLU, add, scale, channel concatenation
+// and nearest 2x upsampling, all NCHW f32. They share one binding layout (src0, src1, dst, params);
+// unary kernels leave src1 unused.
+
+struct Params {
+    len: u32,    // output elements
+    c0: u32,     // concat: channels of src0
+    c1: u32,     // concat: channels of src1
+    hw: u32,     // concat: H*W
+    h: u32,      // upsample: input height
+    w: u32,      // upsample: input width
+    alpha: f32,  // scale: factor
+    _pad: u32,
+}
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<storage, read> src0: array<f32>;
+@group(0) @binding(1) var<storage, read> src1: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+// Linear element index over a grid that may be split across x and y (see gpu::grid).
+fn element(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * nwg.x) * WG + lid;
+}
+
+@compute @workgroup_size(WG)
+fn silu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let v = src0[i];
+    dst[i] = v / (1.0 + exp(-v));
+}
+
+@compute @workgroup_size(WG)
+fn add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+       @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    dst[i] = src0[i] + src1[i];
+}
+
+@compute @workgroup_size(WG)
+fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    dst[i] = src0[i] * p.alpha;
+}
+
+// dst[n] = [src0[n]; src1[n]] along channels.
+@compute @workgroup_size(WG)
+fn concat_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let c = p.c0 + p.c1;
+    let r = i % p.hw;
+    let ch = (i / p.hw) % c;
+    let n = i / (p.hw * c);
+    if (ch < p.c0) {
+        dst[i] = src0[(n * p.c0 + ch) * p.hw + r];
+    } else {
+        dst[i] = src1[(n * p.c1 + ch - p.c0) * p.hw + r];
+    }
+}
+
+// Nearest-neighbour 2x upsampling of each (n, c) plane: dst[y, x] = src[y / 2, x / 2].
+@compute @workgroup_size(WG)
+fn upsample_nearest2x(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let w2 = 2u * p.w;
+    let ox = i % w2;
+    let oy = (i / w2) % (2u * p.h);
+    let plane = i / (4u * p.h * p.w);
+    dst[i] = src0[(plane * p.h + oy / 2u) * p.w + ox / 2u];
+}

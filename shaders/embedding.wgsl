@@ -1,0 +1,57 @@
+// Sinusoidal timestep embedding as diffusers' get_timestep_embedding computes it:
+//   f_k = exp(-ln(max_period) * k / (half - freq_shift)),  arg = t * f_k,
+//   emb = [sin(arg), cos(arg)]  (or [cos, sin] with flip_sin_to_cos), zero-padded when dim is odd.
+// The frequencies come from the host, rounded to f32 exactly as PyTorch rounds them, so only t * f_k
+// is computed here (one correctly rounded multiply, as in PyTorch). Arguments reach ~1000 rad, where
+// a GPU's sin/cos may be loose (Vulkan allows 2^-11 absolute error even inside [-pi, pi]), so sin
+// and cos are evaluated here: Cody-Waite reduction by pi/2 and minimax polynomials on [-pi/4, pi/4].
+
+struct Params {
+    batch: u32,
+    dim: u32,
+    half_dim: u32,
+    flip: u32,   // 1: [cos, sin]
+}
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<storage, read> timesteps: array<f32>;
+@group(0) @binding(1) var<storage, read> freqs: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
+
+// (sin x, cos x) to ~1 ulp for |x| up to ~1e4.
+fn sincos(x: f32) -> vec2<f32> {
+    let q = round(x * 0.63661977236758134); // 2 / pi
+    // pi/2 split so that q * PIO2_A and q * PIO2_B are exact for |q| < 2^12.
+    var r = fma(-q, 1.5703125, x);
+    r = fma(-q, 4.837512969970703125e-4, r);
+    r = fma(-q, 7.549789948768648e-8, r);
+    let z = r * r;
+    let s = r + r * z * (-1.6666654611e-1 + z * (8.3321608736e-3 + z * -1.9515295891e-4));
+    let c = 1.0 - 0.5 * z + z * z * (4.166664568298827e-2 + z * (-1.388731625493765e-3 + z * 2.443315711809948e-5));
+    let quadrant = u32(i32(q) & 3);
+    switch quadrant {
+        case 0u: { return vec2<f32>(s, c); }
+        case 1u: { return vec2<f32>(c, -s); }
+        case 2u: { return vec2<f32>(-s, -c); }
+        default: { return vec2<f32>(-c, s); }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn timestep_embedding(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= p.batch * p.dim) { return; }
+    let b = i / p.dim;
+    let j = i % p.dim;
+    if (j >= 2u * p.half_dim) {
+        out[i] = 0.0; // odd dim: diffusers pads one zero column
+        return;
+    }
+    let first_half = j < p.half_dim;
+    let k = select(j - p.half_dim, j, first_half);
+    let sc = sincos(timesteps[b] * freqs[k]);
+    // Without flip: first half sin, second half cos. With flip: swapped.
+    out[i] = select(sc.y, sc.x, first_half != (p.flip == 1u));
+}

@@ -1,0 +1,46 @@
+//! Argument parsing and dispatch to the subcommands.
+
+mod info;
+
+use clap::{Args, Parser, Subcommand};
+use wgpu_diffusion::gpu::{BackendChoice, ContextOptions};
+use wgpu_diffusion::Result;
+
+#[derive(Parser, Debug)]
+#[command(name = "wgpu-diffusion", version, about = "Denoising diffusion models on any GPU, through wgpu")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List adapters with their backend, type, driver, features and limits.
+    Info(info::InfoArgs),
+}
+
+/// Adapter choice, shared by every subcommand that uses the GPU.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DeviceArgs {
+    /// Only use adapters of this backend: vulkan, metal, dx12 or gl.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Use adapter N of the list that `info` prints (default: the best one).
+    #[arg(long)]
+    pub adapter: Option<usize>,
+}
+
+impl DeviceArgs {
+    pub fn options(&self) -> Result<ContextOptions> {
+        Ok(ContextOptions {
+            backend: self.backend.as_deref().map(BackendChoice::parse).transpose()?,
+            adapter: self.adapter,
+        })
+    }
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info(args) => info::run(&args),
+    }
+}

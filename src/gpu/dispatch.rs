@@ -1,0 +1,53 @@
+//! A recorded kernel launch: what the graph executor stores and replays.
+
+/// Work done by one dispatch, for the profiler's GFLOP/s and GB/s.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cost {
+    pub flops: u64,
+    /// Bytes read plus bytes written, counting each tensor once.
+    pub bytes: u64,
+}
+
+/// One kernel launch, built once and recorded any number of times.
+#[derive(Clone, Debug)]
+pub struct Dispatch {
+    pub label: &'static str,
+    pub pipeline: wgpu::ComputePipeline,
+    pub bind_group: wgpu::BindGroup,
+    pub workgroups: [u32; 3],
+    pub cost: Cost,
+}
+
+impl Dispatch {
+    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
+        pass.set_pipeline(&self.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
+/// Splits `groups` workgroups over x and y so no dimension exceeds `max_per_dim`.
+/// Kernels rebuild the linear index as `wg.x + wg.y * num_workgroups.x` and bound-check it.
+pub fn grid(groups: u32, max_per_dim: u32) -> [u32; 3] {
+    if groups <= max_per_dim {
+        [groups.max(1), 1, 1]
+    } else {
+        [max_per_dim, groups.div_ceil(max_per_dim), 1]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grid;
+
+    #[test]
+    fn grid_covers_all_groups() {
+        for (groups, max) in [(1, 65535), (65535, 65535), (65536, 65535), (1_000_000, 65535), (7, 3)] {
+            let [x, y, z] = grid(groups, max);
+            assert!(x <= max && y <= max && z == 1);
+            assert!(x as u64 * y as u64 >= groups as u64);
+            assert!((x as u64) * (y as u64 - 1) < groups as u64, "no empty row of groups");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The device layer: adapter and device, buffers from a pool, cached pipelines, dispatch recording.
+
+mod buffers;
+mod context;
+mod dispatch;
+mod pipelines;
+
+pub use buffers::{BufferPool, PooledBuffer, Tensor};
+pub use context::{list_adapters, AdapterSummary, BackendChoice, Context, ContextOptions};
+pub use dispatch::{grid, Cost, Dispatch};
+pub use pipelines::{Binding, KernelSpec, PipelineCache, ShaderSource};

@@ -1,0 +1,196 @@
+//! Shader modules, bind group layouts and compute pipelines, each built once and cached.
+//!
+//! A pipeline is keyed by (shader file, entry point, override constants): kernels are specialised
+//! with WGSL `override`s (tile sizes, fused epilogues) rather than by editing source text.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::context::Context;
+use super::dispatch::{Cost, Dispatch};
+use crate::{Error, Result};
+
+/// One `.wgsl` file of `shaders/`, compiled into the binary.
+#[derive(Debug)]
+pub struct ShaderSource {
+    pub name: &'static str,
+    pub source: &'static str,
+}
+
+/// How a kernel sees one binding of group 0 (in binding order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Binding {
+    /// `var<storage, read>`
+    Read,
+    /// `var<storage, read_write>`
+    Write,
+    /// `var<uniform>`
+    Uniform,
+}
+
+/// An entry point and the bindings it declares.
+#[derive(Debug)]
+pub struct KernelSpec {
+    pub shader: &'static ShaderSource,
+    pub entry: &'static str,
+    pub bindings: &'static [Binding],
+}
+
+type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+
+#[derive(Default)]
+pub struct PipelineCache {
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    layouts: Mutex<HashMap<Vec<Binding>, (wgpu::BindGroupLayout, wgpu::PipelineLayout)>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl PipelineCache {
+    /// Number of distinct pipelines built so far.
+    pub fn len(&self) -> usize {
+        lock(&self.pipelines).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn layout(
+        &self,
+        device: &wgpu::Device,
+        bindings: &[Binding],
+    ) -> (wgpu::BindGroupLayout, wgpu::PipelineLayout) {
+        lock(&self.layouts)
+            .entry(bindings.to_vec())
+            .or_insert_with(|| {
+                let entries: Vec<_> = bindings
+                    .iter()
+                    .enumerate()
+                    .map(|(i, b)| wgpu::BindGroupLayoutEntry {
+                        binding: i as u32,
+                        visibility: wgpu::ShaderStages::COMPUTE,
+                        ty: wgpu::BindingType::Buffer {
+                            ty: match b {
+                                Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                                Binding::Write => wgpu::BufferBindingType::Storage { read_only: false },
+                                Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                            },
+                            has_dynamic_offset: false,
+                            min_binding_size: None,
+                        },
+                        count: None,
+                    })
+                    .collect();
+                let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: None,
+                    entries: &entries,
+                });
+                let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: None,
+                    bind_group_layouts: &[Some(&bgl)],
+                    immediate_size: 0,
+                });
+                (bgl, pl)
+            })
+            .clone()
+    }
+
+    /// The pipeline for `spec` with these override constants, built on first use.
+    pub fn get(
+        &self,
+        device: &wgpu::Device,
+        spec: &KernelSpec,
+        overrides: &[(&'static str, f64)],
+    ) -> (wgpu::ComputePipeline, wgpu::BindGroupLayout) {
+        let (bgl, layout) = self.layout(device, spec.bindings);
+        let key = (
+            spec.shader.name,
+            spec.entry,
+            overrides.iter().map(|&(k, v)| (k, v.to_bits())).collect::<Vec<_>>(),
+        );
+        if let Some(p) = lock(&self.pipelines).get(&key) {
+            return (p.clone(), bgl);
+        }
+        let module = lock(&self.modules)
+            .entry(spec.shader.name)
+            .or_insert_with(|| {
+                device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(spec.shader.name),
+                    source: wgpu::ShaderSource::Wgsl(spec.shader.source.into()),
+                })
+            })
+            .clone();
+        let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(spec.entry),
+            layout: Some(&layout),
+            module: &module,
+            entry_point: Some(spec.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: overrides,
+                // Kernels initialise the workgroup memory they read.
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        lock(&self.pipelines).insert(key, pipeline.clone());
+        (pipeline, bgl)
+    }
+}
+
+impl Context {
+    /// Builds one launch: the cached pipeline, a bind group over `buffers` (in binding order) and
+    /// the workgroup count. Fails with a clear error when a buffer exceeds a binding limit.
+    pub fn dispatch(
+        &self,
+        spec: &KernelSpec,
+        overrides: &[(&'static str, f64)],
+        buffers: &[&wgpu::Buffer],
+        workgroups: [u32; 3],
+        cost: Cost,
+    ) -> Result<Dispatch> {
+        if buffers.len() != spec.bindings.len() {
+            return Err(Error::Gpu(format!(
+                "{}: {} buffers for {} bindings",
+                spec.entry,
+                buffers.len(),
+                spec.bindings.len()
+            )));
+        }
+        let max_dim = self.limits.max_compute_workgroups_per_dimension;
+        if workgroups.iter().any(|&g| g > max_dim) {
+            return Err(Error::Shape(format!(
+                "{}: {workgroups:?} workgroups exceed this device's {max_dim} per dimension; use a smaller batch",
+                spec.entry
+            )));
+        }
+        for (b, kind) in buffers.iter().zip(spec.bindings) {
+            let limit = match kind {
+                Binding::Uniform => self.limits.max_uniform_buffer_binding_size,
+                _ => self.limits.max_storage_buffer_binding_size,
+            };
+            if b.size() > limit {
+                return Err(Error::Shape(format!(
+                    "{}: a buffer of {} bytes exceeds this device's binding limit of {limit} bytes; use a smaller batch",
+                    spec.entry,
+                    b.size()
+                )));
+            }
+        }
+        let (pipeline, bgl) = self.pipelines.get(&self.device, spec, overrides);
+        let entries: Vec<_> = buffers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .collect();
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(spec.entry),
+            layout: &bgl,
+            entries: &entries,
+        });
+        Ok(Dispatch { label: spec.entry, pipeline, bind_group, workgroups, cost })
+    }
+}

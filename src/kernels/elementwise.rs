@@ -1,0 +1,153 @@
+//! Elementwise kernels (shaders/elementwise.wgsl): SiLU, add, scale, channel concat, nearest 2x
+//! upsample. One launcher per op over a shared binding layout, each beside its reference.
+
+use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
+use crate::kernels::{check_len, grid_1d};
+use crate::{bail_shape, Result};
+
+const BINDINGS: &[Binding] = &[Binding::Read, Binding::Read, Binding::Write, Binding::Uniform];
+const WG: usize = 256;
+
+macro_rules! spec {
+    ($name:ident, $entry:literal) => {
+        static $name: KernelSpec =
+            KernelSpec { shader: &crate::shaders::ELEMENTWISE, entry: $entry, bindings: BINDINGS };
+    };
+}
+spec!(SILU, "silu");
+spec!(ADD, "add");
+spec!(SCALE, "scale");
+spec!(CONCAT, "concat_channels");
+spec!(UPSAMPLE, "upsample_nearest2x");
+
+#[repr(C)]
+#[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    len: u32,
+    c0: u32,
+    c1: u32,
+    hw: u32,
+    h: u32,
+    w: u32,
+    alpha: f32,
+    _pad: u32,
+}
+
+fn launch(
+    ctx: &Context,
+    spec: &KernelSpec,
+    params: Params,
+    src0: &wgpu::Buffer,
+    src1: Option<&wgpu::Buffer>,
+    dst: &wgpu::Buffer,
+    bytes: usize,
+) -> Result<Dispatch> {
+    let len = params.len as usize;
+    if len == 0 {
+        bail_shape!("{}: empty tensor", spec.entry);
+    }
+    check_len(spec.entry, "output", dst, len)?;
+    let uniform = ctx.uniform(&params);
+    ctx.dispatch(
+        spec,
+        &[],
+        &[src0, src1.unwrap_or(&ctx.dummy), dst, &uniform],
+        grid_1d(ctx, len, WG),
+        Cost { flops: len as u64, bytes: 4 * bytes as u64 },
+    )
+}
+
+/// y = x * sigmoid(x) over `len` elements.
+pub fn silu(ctx: &Context, len: usize, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<Dispatch> {
+    check_len("silu", "input", x, len)?;
+    let p = Params { len: len as u32, ..Default::default() };
+    launch(ctx, &SILU, p, x, None, y, 2 * len)
+}
+
+/// y = a + b over `len` elements.
+pub fn add(
+    ctx: &Context,
+    len: usize,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    check_len("add", "a", a, len)?;
+    check_len("add", "b", b, len)?;
+    let p = Params { len: len as u32, ..Default::default() };
+    launch(ctx, &ADD, p, a, Some(b), y, 3 * len)
+}
+
+/// y = alpha * x over `len` elements.
+pub fn scale(ctx: &Context, len: usize, alpha: f32, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<Dispatch> {
+    check_len("scale", "input", x, len)?;
+    let p = Params { len: len as u32, alpha, ..Default::default() };
+    launch(ctx, &SCALE, p, x, None, y, 2 * len)
+}
+
+/// y [N, Ca + Cb, HW] = concat(a [N, Ca, HW], b [N, Cb, HW]) along channels.
+#[allow(clippy::too_many_arguments)]
+pub fn concat_channels(
+    ctx: &Context,
+    n: usize,
+    ca: usize,
+    cb: usize,
+    hw: usize,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    check_len("concat", "first input", a, n * ca * hw)?;
+    check_len("concat", "second input", b, n * cb * hw)?;
+    let len = n * (ca + cb) * hw;
+    let p = Params { len: len as u32, c0: ca as u32, c1: cb as u32, hw: hw as u32, ..Default::default() };
+    launch(ctx, &CONCAT, p, a, Some(b), y, 2 * len)
+}
+
+/// y [planes, 2H, 2W] = nearest 2x upsampling of x [planes, H, W] (planes = N * C).
+pub fn upsample_nearest2x(
+    ctx: &Context,
+    planes: usize,
+    h: usize,
+    w: usize,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    check_len("upsample", "input", x, planes * h * w)?;
+    let len = planes * 4 * h * w;
+    let p = Params { len: len as u32, h: h as u32, w: w as u32, ..Default::default() };
+    launch(ctx, &UPSAMPLE, p, x, None, y, len + len / 4)
+}
+
+pub fn reference_silu(x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| (v as f64 / (1.0 + (-v as f64).exp())) as f32).collect()
+}
+
+pub fn reference_add(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(x, y)| x + y).collect()
+}
+
+pub fn reference_scale(alpha: f32, x: &[f32]) -> Vec<f32> {
+    x.iter().map(|v| v * alpha).collect()
+}
+
+pub fn reference_concat(n: usize, ca: usize, cb: usize, hw: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut y = Vec::with_capacity(n * (ca + cb) * hw);
+    for i in 0..n {
+        y.extend_from_slice(&a[i * ca * hw..(i + 1) * ca * hw]);
+        y.extend_from_slice(&b[i * cb * hw..(i + 1) * cb * hw]);
+    }
+    y
+}
+
+pub fn reference_upsample(planes: usize, h: usize, w: usize, x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0; planes * 4 * h * w];
+    for p in 0..planes {
+        for oy in 0..2 * h {
+            for ox in 0..2 * w {
+                y[(p * 2 * h + oy) * 2 * w + ox] = x[(p * h + oy / 2) * w + ox / 2];
+            }
+        }
+    }
+    y
+}

@@ -1,0 +1,98 @@
+//! group norm (shaders/group_norm.wgsl), optionally fused with SiLU, and its CPU reference.
+
+use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
+use crate::kernels::{check_len, grid_1d};
+use crate::{bail_shape, Result};
+
+static SPEC: KernelSpec = KernelSpec {
+    shader: &crate::shaders::GROUP_NORM,
+    entry: "group_norm",
+    bindings: &[Binding::Read, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
+};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GroupNormShape {
+    pub n: usize,
+    pub c: usize,
+    /// H * W
+    pub hw: usize,
+    pub groups: usize,
+    pub eps: f32,
+    pub silu: bool,
+}
+
+impl GroupNormShape {
+    pub fn check(&self) -> Result<()> {
+        if self.groups == 0 || !self.c.is_multiple_of(self.groups) {
+            bail_shape!("group norm: {} groups do not divide {} channels", self.groups, self.c);
+        }
+        if self.n == 0 || self.hw == 0 {
+            bail_shape!("group norm: empty shape {self:?}");
+        }
+        Ok(())
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    groups_total: u32,
+    channels: u32,
+    hw: u32,
+    groups: u32,
+    eps: f32,
+    _pad: [u32; 3],
+}
+
+/// y = GroupNorm(x) * gamma + beta (then SiLU), x and y [N, C, H, W], gamma and beta [C].
+pub fn group_norm(
+    ctx: &Context,
+    s: &GroupNormShape,
+    x: &wgpu::Buffer,
+    gamma: &wgpu::Buffer,
+    beta: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    s.check()?;
+    let len = s.n * s.c * s.hw;
+    check_len("group norm", "input", x, len)?;
+    check_len("group norm", "output", y, len)?;
+    check_len("group norm", "weight", gamma, s.c)?;
+    check_len("group norm", "bias", beta, s.c)?;
+    let params = ctx.uniform(&Params {
+        groups_total: (s.n * s.groups) as u32,
+        channels: s.c as u32,
+        hw: s.hw as u32,
+        groups: s.groups as u32,
+        eps: s.eps,
+        _pad: [0; 3],
+    });
+    ctx.dispatch(
+        &SPEC,
+        &[("SILU", s.silu as u8 as f64)],
+        &[x, gamma, beta, y, &params],
+        grid_1d(ctx, s.n * s.groups, 1),
+        Cost { flops: 8 * len as u64, bytes: 4 * (3 * len + 2 * s.c) as u64 },
+    )
+}
+
+pub fn reference(s: &GroupNormShape, x: &[f32], gamma: &[f32], beta: &[f32]) -> Vec<f32> {
+    let cg = s.c / s.groups;
+    let len = cg * s.hw;
+    let mut y = vec![0.0f32; x.len()];
+    for g in 0..s.n * s.groups {
+        let span = &x[g * len..(g + 1) * len];
+        let mean = span.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
+        let var = span.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len as f64;
+        let rstd = 1.0 / (var + s.eps as f64).sqrt();
+        for (i, &v) in span.iter().enumerate() {
+            let c = (g % s.groups) * cg + i / s.hw;
+            let mut o = (v as f64 - mean) * rstd * gamma[c] as f64 + beta[c] as f64;
+            if s.silu {
+                o /= 1.0 + (-o).exp();
+            }
+            y[g * len + i] = o as f32;
+        }
+    }
+    y
+}

@@ -1,0 +1,188 @@
+//! matmul (shaders/matmul.wgsl): batched, strided C = A @ B (+ bias) (SiLU), and `linear` on top of it.
+
+use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
+use crate::kernels::{check_len, groups};
+use crate::{bail_shape, Result};
+
+static SPEC: KernelSpec = KernelSpec {
+    shader: &crate::shaders::MATMUL,
+    entry: "matmul",
+    bindings: &[Binding::Read, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
+};
+
+/// How an operand is laid out: element (b, r, c) is at `b * batch + r * row + c * col`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Strides {
+    pub batch: usize,
+    pub row: usize,
+    pub col: usize,
+}
+
+impl Strides {
+    /// A dense row-major [batch, rows, cols] operand.
+    pub fn row_major(rows: usize, cols: usize) -> Self {
+        Self { batch: rows * cols, row: cols, col: 1 }
+    }
+    /// The transpose of a dense row-major [batch, cols, rows] operand (e.g. a Linear weight as W^T).
+    pub fn transposed(rows: usize, cols: usize) -> Self {
+        Self { batch: rows * cols, row: 1, col: rows }
+    }
+    /// The same operand for every batch entry.
+    pub fn broadcast(self) -> Self {
+        Self { batch: 0, ..self }
+    }
+    fn max_index(&self, batch: usize, rows: usize, cols: usize) -> usize {
+        (batch - 1) * self.batch + (rows - 1) * self.row + (cols - 1) * self.col
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bias {
+    None,
+    /// bias[n], one per output column (a Linear layer's bias).
+    PerColumn,
+    /// bias[m], one per output row.
+    PerRow,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulShape {
+    pub batch: usize,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: Strides,
+    pub b: Strides,
+    pub bias: Bias,
+    pub silu: bool,
+}
+
+impl MatmulShape {
+    pub fn flops(&self) -> u64 {
+        2 * (self.batch * self.m * self.n * self.k) as u64
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    a_bs: u32,
+    a_rs: u32,
+    a_cs: u32,
+    _pad0: u32,
+    b_bs: u32,
+    b_rs: u32,
+    b_cs: u32,
+    _pad1: u32,
+}
+
+const WG_X: usize = 16;
+const WG_Y: usize = 4;
+
+/// C [batch, M, N] = A [batch, M, K] @ B [batch, K, N] (+ bias) (then SiLU), operands via strides.
+pub fn matmul(
+    ctx: &Context,
+    s: &MatmulShape,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    c: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    if s.batch == 0 || s.m == 0 || s.n == 0 || s.k == 0 {
+        bail_shape!("matmul: empty shape {s:?}");
+    }
+    check_len("matmul", "A", a, s.a.max_index(s.batch, s.m, s.k) + 1)?;
+    check_len("matmul", "B", b, s.b.max_index(s.batch, s.k, s.n) + 1)?;
+    check_len("matmul", "C", c, s.batch * s.m * s.n)?;
+    let bias_mode = match (s.bias, bias) {
+        (Bias::None, _) => 0,
+        (Bias::PerColumn, Some(buf)) => check_len("matmul", "bias", buf, s.n).map(|_| 1)?,
+        (Bias::PerRow, Some(buf)) => check_len("matmul", "bias", buf, s.m).map(|_| 2)?,
+        (_, None) => bail_shape!("matmul: {:?} bias asked for but no bias buffer given", s.bias),
+    };
+    let params = ctx.uniform(&Params {
+        m: s.m as u32,
+        n: s.n as u32,
+        k: s.k as u32,
+        batch: s.batch as u32,
+        a_bs: s.a.batch as u32,
+        a_rs: s.a.row as u32,
+        a_cs: s.a.col as u32,
+        _pad0: 0,
+        b_bs: s.b.batch as u32,
+        b_rs: s.b.row as u32,
+        b_cs: s.b.col as u32,
+        _pad1: 0,
+    });
+    let overrides = [
+        ("WG_X", WG_X as f64),
+        ("WG_Y", WG_Y as f64),
+        ("BIAS_MODE", bias_mode as f64),
+        ("SILU", s.silu as u8 as f64),
+    ];
+    let bytes = 4 * (s.batch * (s.m * s.k + s.k * s.n + s.m * s.n)) as u64;
+    ctx.dispatch(
+        &SPEC,
+        &overrides,
+        &[a, b, bias.unwrap_or(&ctx.dummy), c, &params],
+        [groups(s.n, 4 * WG_X), groups(s.m, 4 * WG_Y), s.batch as u32],
+        Cost { flops: s.flops(), bytes },
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+/// A PyTorch Linear: y [rows, out] = x [rows, in] @ W^T + b (then SiLU), W stored [out, in].
+pub fn linear(
+    ctx: &Context,
+    rows: usize,
+    in_features: usize,
+    out_features: usize,
+    silu: bool,
+    x: &wgpu::Buffer,
+    weight: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    y: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let shape = MatmulShape {
+        batch: 1,
+        m: rows,
+        n: out_features,
+        k: in_features,
+        a: Strides::row_major(rows, in_features),
+        b: Strides::transposed(in_features, out_features),
+        bias: if bias.is_some() { Bias::PerColumn } else { Bias::None },
+        silu,
+    };
+    matmul(ctx, &shape, x, weight, bias, y)
+}
+
+/// Plain reference of `matmul` over the same strided operands.
+pub fn reference(s: &MatmulShape, a: &[f32], b: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let mut c = vec![0.0f32; s.batch * s.m * s.n];
+    for bi in 0..s.batch {
+        for i in 0..s.m {
+            for j in 0..s.n {
+                let mut acc = 0.0f64;
+                for kk in 0..s.k {
+                    let av = a[bi * s.a.batch + i * s.a.row + kk * s.a.col] as f64;
+                    let bv = b[bi * s.b.batch + kk * s.b.row + j * s.b.col] as f64;
+                    acc += av * bv;
+                }
+                acc += match (s.bias, bias) {
+                    (Bias::PerColumn, Some(v)) => v[j] as f64,
+                    (Bias::PerRow, Some(v)) => v[i] as f64,
+                    _ => 0.0,
+                };
+                if s.silu {
+                    acc /= 1.0 + (-acc).exp();
+                }
+                c[(bi * s.m + i) * s.n + j] = acc as f32;
+            }
+        }
+    }
+    c
+}

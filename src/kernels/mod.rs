@@ -1,0 +1,30 @@
+//! One module per WGSL kernel family: the launcher (shapes in, `Dispatch` out) beside a plain-Rust
+//! reference of what the kernel computes. References accumulate in f64 and are used by tests and
+//! `--check` runs only.
+
+pub mod attention;
+pub mod conv2d;
+pub mod diffusion;
+pub mod elementwise;
+pub mod embedding;
+pub mod group_norm;
+pub mod matmul;
+pub mod rng;
+
+/// Workgroups needed for `n` items at `per_group` items each.
+pub(crate) fn groups(n: usize, per_group: usize) -> u32 {
+    n.div_ceil(per_group).max(1) as u32
+}
+
+/// Checks that `buf` holds at least `len` f32 values, naming the op and the operand otherwise.
+pub(crate) fn check_len(op: &str, what: &str, buf: &wgpu::Buffer, len: usize) -> crate::Result<()> {
+    if buf.size() < (len * 4) as u64 {
+        crate::bail_shape!("{op}: {what} holds {} values, needs {len}", buf.size() / 4);
+    }
+    Ok(())
+}
+
+/// Splits a 1-D launch of `n` items, `per_group` per workgroup, over x and y within the device limit.
+pub(crate) fn grid_1d(ctx: &crate::gpu::Context, n: usize, per_group: usize) -> [u32; 3] {
+    crate::gpu::grid(groups(n, per_group), ctx.limits.max_compute_workgroups_per_dimension)
+}

@@ -1,0 +1,33 @@
+//! The WGSL sources of `shaders/`, compiled into the binary (one file per kernel family).
+
+use crate::gpu::ShaderSource;
+
+macro_rules! shader {
+    ($ident:ident, $file:literal) => {
+        pub static $ident: ShaderSource =
+            ShaderSource { name: $file, source: include_str!(concat!("../shaders/", $file)) };
+    };
+}
+
+shader!(CONV2D, "conv2d.wgsl");
+shader!(MATMUL, "matmul.wgsl");
+shader!(GROUP_NORM, "group_norm.wgsl");
+shader!(ATTENTION, "attention.wgsl");
+shader!(ELEMENTWISE, "elementwise.wgsl");
+shader!(EMBEDDING, "embedding.wgsl");
+shader!(DIFFUSION, "diffusion.wgsl");
+shader!(RNG, "rng.wgsl");
+
+/// Every shader, for validation and for `info`.
+pub static ALL: [&ShaderSource; 8] =
+    [&CONV2D, &MATMUL, &GROUP_NORM, &ATTENTION, &ELEMENTWISE, &EMBEDDING, &DIFFUSION, &RNG];
+
+/// Parses and validates a WGSL source with naga, as wgpu will (no device needed).
+pub fn validate(shader: &ShaderSource) -> Result<(), String> {
+    let module = naga::front::wgsl::parse_str(shader.source)
+        .map_err(|e| e.emit_to_string_with_path(shader.source, shader.name))?;
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+        .validate(&module)
+        .map_err(|e| e.emit_to_string_with_path(shader.source, shader.name))?;
+    Ok(())
+}

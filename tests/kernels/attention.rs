@@ -1,0 +1,70 @@
+use rand::Rng;
+use wgpu_diffusion::kernels::attention::{self, AttentionShape};
+
+use crate::*;
+
+fn check_scaled(batch: usize, heads: usize, head_dim: usize, tokens: usize, amplitude: f32, seed: u64) {
+    let s = AttentionShape { batch, heads, head_dim, tokens, scale: 1.0 / (head_dim as f32).sqrt() };
+    let mut r = rng(seed);
+    let mut q = random(&mut r, s.len());
+    q.iter_mut().for_each(|v| *v *= amplitude);
+    let (k, v) = (random(&mut r, s.len()), random(&mut r, s.len()));
+    let want = attention::reference(&s, &q, &k, &v);
+    let (qt, kt, vt, o) = (upload(&q), upload(&k), upload(&v), output(s.len()));
+    run(attention::attention(ctx(), &s, &qt.buffer, &kt.buffer, &vt.buffer, &o.buffer).unwrap());
+    assert_close(&format!("attention {s:?}"), &read(&o), &want, RTOL);
+}
+
+fn check(batch: usize, heads: usize, head_dim: usize, tokens: usize, seed: u64) {
+    check_scaled(batch, heads, head_dim, tokens, 1.0, seed);
+}
+
+#[test]
+fn attention_single_head_odd_sizes() {
+    check(1, 1, 3, 1, 1); // one token: the output is v
+    check(1, 1, 3, 7, 2);
+    check(2, 1, 5, 49, 3);
+    check(1, 1, 4, 9, 4);
+}
+
+#[test]
+fn attention_multi_head() {
+    check(2, 2, 8, 49, 5);
+    check(2, 4, 16, 64, 6);
+    check(1, 3, 6, 25, 7);
+}
+
+#[test]
+fn attention_unet_shapes() {
+    check(1, 1, 64, 256, 8); // 16x16 feature map, 64 channels, one head
+    check(2, 1, 130, 17, 9); // head dim not a multiple of 4
+    check(1, 1, 512, 16, 10); // the largest head dim supported
+}
+
+#[test]
+fn attention_online_softmax_survives_large_scores() {
+    // Scores in the hundreds: a softmax without the running max would overflow exp().
+    check_scaled(1, 2, 16, 40, 60.0, 11);
+}
+
+#[test]
+fn attention_random_shapes() {
+    let mut r = rng(5);
+    for seed in 0..8 {
+        check(
+            r.random_range(1..=2),
+            r.random_range(1..=3),
+            r.random_range(1..=40),
+            r.random_range(1..=70),
+            100 + seed,
+        );
+    }
+}
+
+#[test]
+fn attention_rejects_too_large_head_dim() {
+    let s = AttentionShape { batch: 1, heads: 1, head_dim: 600, tokens: 2, scale: 1.0 };
+    let t = output(1200);
+    let err = attention::attention(ctx(), &s, &t.buffer, &t.buffer, &t.buffer, &t.buffer).unwrap_err();
+    assert!(err.to_string().contains("head dim 600"), "{err}");
+}

@@ -1,0 +1,150 @@
+use rand::Rng;
+use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Epilogue, Padding};
+
+use crate::*;
+
+#[derive(Clone, Copy)]
+struct Flags {
+    bias: bool,
+    channel_add: bool,
+    residual: bool,
+    scale: f32,
+}
+
+const PLAIN: Flags = Flags { bias: true, channel_add: false, residual: false, scale: 1.0 };
+
+fn check(s: Conv2dShape, f: Flags, seed: u64) {
+    let c = ctx();
+    let mut r = rng(seed);
+    let out_len = s.out_len().expect("valid shape");
+    let x = random(&mut r, s.n * s.cin * s.h * s.w);
+    let w = random(&mut r, s.cout * s.cin * s.kh * s.kw);
+    let bias = random(&mut r, s.cout);
+    let chan = random(&mut r, s.n * s.cout);
+    let res = random(&mut r, out_len);
+    let want = conv2d::reference(
+        &s,
+        &x,
+        &w,
+        f.bias.then_some(&bias[..]),
+        f.channel_add.then_some(&chan[..]),
+        f.residual.then_some(&res[..]),
+        f.scale,
+    );
+    let packed = conv2d::pack_weight(&w, s.cout, s.cin, s.kh, s.kw).unwrap();
+    let (xt, wt, bt, ct, rt, out) =
+        (upload(&x), upload(&packed), upload(&bias), upload(&chan), upload(&res), output(out_len));
+    let epi = Epilogue {
+        bias: f.bias.then_some(&*bt.buffer),
+        channel_add: f.channel_add.then_some(&*ct.buffer),
+        residual: f.residual.then_some(&*rt.buffer),
+        scale: f.scale,
+    };
+    run(conv2d::conv2d(c, &s, &xt.buffer, &wt.buffer, &epi, &out.buffer).unwrap());
+    assert_close(&format!("conv2d {s:?}"), &read(&out), &want, RTOL);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn shape(
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: Padding,
+) -> Conv2dShape {
+    Conv2dShape { n, cin, h, w, cout, kh: k, kw: k, stride, pad }
+}
+
+#[test]
+fn conv2d_3x3_same_padding_odd_sizes() {
+    check(shape(1, 3, 7, 7, 5, 3, 1, Padding::same(1)), PLAIN, 1);
+    check(shape(2, 5, 9, 6, 7, 3, 1, Padding::same(1)), PLAIN, 2);
+}
+
+#[test]
+fn conv2d_stride_2_both_paddings() {
+    // Downsample2D(padding=1) and Downsample2D(padding=0): pad right/bottom by one.
+    check(shape(2, 4, 8, 8, 8, 3, 2, Padding::same(1)), PLAIN, 3);
+    check(shape(2, 4, 8, 8, 8, 3, 2, Padding::right_bottom(1)), PLAIN, 4);
+    check(shape(1, 3, 7, 7, 3, 3, 2, Padding::right_bottom(1)), PLAIN, 5);
+    check(shape(1, 6, 7, 5, 9, 3, 2, Padding::same(1)), PLAIN, 6);
+}
+
+#[test]
+fn conv2d_1x1_and_1x1_spatial() {
+    check(shape(2, 8, 5, 6, 3, 1, 1, Padding::default()), PLAIN, 7);
+    check(shape(3, 6, 1, 1, 7, 1, 1, Padding::default()), PLAIN, 8);
+    check(shape(3, 6, 1, 1, 7, 3, 1, Padding::same(1)), PLAIN, 9);
+    check(shape(1, 1, 1, 1, 1, 1, 1, Padding::default()), PLAIN, 10);
+}
+
+#[test]
+fn conv2d_larger_kernels_and_channels() {
+    check(shape(1, 2, 6, 6, 1, 5, 1, Padding::same(2)), PLAIN, 11);
+    check(shape(1, 32, 16, 16, 64, 3, 1, Padding::same(1)), PLAIN, 12);
+    check(shape(2, 64, 8, 8, 32, 3, 1, Padding::same(1)), PLAIN, 13);
+}
+
+#[test]
+fn conv2d_every_fusion_flag() {
+    let s = shape(2, 6, 5, 7, 10, 3, 1, Padding::same(1));
+    let mut seed = 100;
+    for bias in [false, true] {
+        for channel_add in [false, true] {
+            for residual in [false, true] {
+                for scale in [1.0, 0.5] {
+                    seed += 1;
+                    check(s, Flags { bias, channel_add, residual, scale }, seed);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn conv2d_random_shapes() {
+    let mut r = rng(42);
+    for seed in 0..12 {
+        let k = [1, 3, 3, 5][r.random_range(0..4)];
+        let stride = r.random_range(1..=2);
+        let pad = match r.random_range(0..3) {
+            0 => Padding::default(),
+            1 => Padding::same(k / 2),
+            _ => Padding::right_bottom(1),
+        };
+        let s = shape(
+            r.random_range(1..=3),
+            r.random_range(1..=9),
+            r.random_range(k..=11),
+            r.random_range(k..=11),
+            r.random_range(1..=13),
+            k,
+            stride,
+            pad,
+        );
+        let f = Flags {
+            bias: r.random_bool(0.7),
+            channel_add: r.random_bool(0.5),
+            residual: r.random_bool(0.5),
+            scale: if r.random_bool(0.5) { 1.0 } else { 0.7 },
+        };
+        check(s, f, 1000 + seed);
+    }
+}
+
+#[test]
+fn conv2d_rejects_bad_shapes() {
+    let c = ctx();
+    let s = shape(1, 2, 2, 2, 2, 5, 1, Padding::default());
+    let x = output(8);
+    let err = conv2d::conv2d(c, &s, &x.buffer, &x.buffer, &Epilogue::default(), &x.buffer).unwrap_err();
+    assert!(err.to_string().contains("does not fit"), "{err}");
+    let s = shape(1, 2, 16, 16, 2, 3, 1, Padding::same(1));
+    let small = output(100);
+    let w = output(s.packed_weight_len());
+    let err = conv2d::conv2d(c, &s, &small.buffer, &w.buffer, &Epilogue::default(), &x.buffer).unwrap_err();
+    assert!(err.to_string().contains("input holds"), "{err}");
+}

@@ -1,0 +1,176 @@
+use wgpu_diffusion::kernels::diffusion::{self as diff, DdpmVariance, Prediction, StepCoeffs};
+
+use crate::*;
+
+/// diffusers' linear betas 1e-4..0.02 over T = 1000 (f32 linspace), and their cumulative product.
+fn alphas_cumprod() -> Vec<f64> {
+    let t = 1000;
+    let mut acc = 1.0f64;
+    (0..t)
+        .map(|i| {
+            let beta = (1e-4f32 + (0.02f32 - 1e-4f32) * i as f32 / (t - 1) as f32) as f64;
+            acc *= 1.0 - beta;
+            acc
+        })
+        .collect()
+}
+
+/// The DDPM step as diffusers writes it, in f64, independent of StepCoeffs.
+#[allow(clippy::too_many_arguments)]
+fn ddpm_direct(
+    at: f64,
+    ap: f64,
+    pred: Prediction,
+    clip: Option<f64>,
+    var: DdpmVariance,
+    x: f64,
+    m: f64,
+    z: f64,
+) -> f64 {
+    let mut x0 = match pred {
+        Prediction::Epsilon => (x - (1.0 - at).sqrt() * m) / at.sqrt(),
+        Prediction::Sample => m,
+        Prediction::VPrediction => at.sqrt() * x - (1.0 - at).sqrt() * m,
+    };
+    if let Some(c) = clip {
+        x0 = x0.clamp(-c, c);
+    }
+    let beta = 1.0 - at / ap;
+    let mean = ap.sqrt() * beta / (1.0 - at) * x0 + (1.0 - beta).sqrt() * (1.0 - ap) / (1.0 - at) * x;
+    let v = match var {
+        DdpmVariance::FixedSmall => ((1.0 - ap) / (1.0 - at) * beta).max(1e-20),
+        DdpmVariance::FixedLarge => beta,
+    };
+    mean + v.sqrt() * z
+}
+
+/// The DDIM step as diffusers writes it (use_clipped_model_output = false), in f64.
+#[allow(clippy::too_many_arguments)]
+fn ddim_direct(
+    at: f64,
+    ap: f64,
+    pred: Prediction,
+    clip: Option<f64>,
+    eta: f64,
+    x: f64,
+    m: f64,
+    z: f64,
+) -> f64 {
+    let (mut x0, eps) = match pred {
+        Prediction::Epsilon => ((x - (1.0 - at).sqrt() * m) / at.sqrt(), m),
+        Prediction::Sample => (m, (x - at.sqrt() * m) / (1.0 - at).sqrt()),
+        Prediction::VPrediction => {
+            (at.sqrt() * x - (1.0 - at).sqrt() * m, at.sqrt() * m + (1.0 - at).sqrt() * x)
+        }
+    };
+    if let Some(c) = clip {
+        x0 = x0.clamp(-c, c);
+    }
+    let std = eta * ((1.0 - ap) / (1.0 - at) * (1.0 - at / ap)).sqrt();
+    ap.sqrt() * x0 + (1.0 - ap - std * std).sqrt() * eps + std * z
+}
+
+/// Runs `sampler_step` on the device for each table row in turn (advancing the step counter on
+/// the device between them) and checks every intermediate against `direct`.
+fn check_chain(rows: &[StepCoeffs], direct: &dyn Fn(usize, f64, f64, f64) -> f64, what: &str) {
+    let c = ctx();
+    let len = 1000;
+    let mut r = rng(7);
+    let mut x = random(&mut r, len).iter().map(|v| v * 3.0).collect::<Vec<f32>>(); // some x0 beyond the clip
+    let xt = upload(&x);
+    let table = upload(bytemuck::cast_slice(rows));
+    let counter = ctx().upload_u32(&[0], &[1]).unwrap();
+    for (i, row) in rows.iter().enumerate() {
+        let (m, z) = (random(&mut r, len), random(&mut r, len));
+        let (mt, zt) = (upload(&m), upload(&z));
+        c.run(&[
+            diff::sampler_step(
+                c,
+                len,
+                rows.len(),
+                &xt.buffer,
+                &mt.buffer,
+                &zt.buffer,
+                &table.buffer,
+                &counter.buffer,
+            )
+            .unwrap(),
+            diff::advance_step(c, &counter.buffer).unwrap(),
+        ]);
+        let got = read(&xt);
+        let want_kernel = diff::reference_step(row, &x, &m, &z);
+        assert_close(&format!("{what} step {i} vs reference_step"), &got, &want_kernel, RTOL);
+        let want_direct: Vec<f32> =
+            (0..len).map(|j| direct(i, x[j] as f64, m[j] as f64, z[j] as f64) as f32).collect();
+        assert_close(&format!("{what} step {i} vs diffusers formula"), &got, &want_direct, RTOL);
+        x = got;
+    }
+    assert_eq!(ctx().read_u32(&counter).unwrap(), vec![rows.len() as u32]);
+}
+
+#[test]
+fn ddpm_steps_every_prediction_variance_and_clip() {
+    let ac = alphas_cumprod();
+    let ts = [999usize, 600, 100, 1, 0];
+    for pred in [Prediction::Epsilon, Prediction::Sample, Prediction::VPrediction] {
+        for var in [DdpmVariance::FixedSmall, DdpmVariance::FixedLarge] {
+            for clip in [None, Some(1.0f32)] {
+                let prev = |i: usize| if ts[i] == 0 { 1.0 } else { ac[ts[i] - 1] };
+                let rows: Vec<_> = (0..ts.len())
+                    .map(|i| StepCoeffs::ddpm(ac[ts[i]], prev(i), pred, clip, var, ts[i] > 0))
+                    .collect();
+                let direct = |i: usize, x, m, z| {
+                    let z = if ts[i] > 0 { z } else { 0.0 };
+                    ddpm_direct(ac[ts[i]], prev(i), pred, clip.map(|c| c as f64), var, x, m, z)
+                };
+                check_chain(&rows, &direct, &format!("ddpm {pred:?} {var:?} clip {clip:?}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn ddim_steps_every_prediction_eta_and_clip() {
+    let ac = alphas_cumprod();
+    let ts = [980usize, 780, 580, 380, 180, 0];
+    for pred in [Prediction::Epsilon, Prediction::Sample, Prediction::VPrediction] {
+        for eta in [0.0, 1.0] {
+            for clip in [None, Some(1.0f32)] {
+                // prev_t = t - 200; set_alpha_to_one gives abar_prev = 1 below zero.
+                let prev = |i: usize| if ts[i] < 200 { 1.0 } else { ac[ts[i] - 200] };
+                let rows: Vec<_> = (0..ts.len())
+                    .map(|i| StepCoeffs::ddim(ac[ts[i]], prev(i), pred, clip, eta, false))
+                    .collect();
+                let direct = |i: usize, x, m, z| {
+                    ddim_direct(ac[ts[i]], prev(i), pred, clip.map(|c| c as f64), eta, x, m, z)
+                };
+                check_chain(&rows, &direct, &format!("ddim {pred:?} eta {eta} clip {clip:?}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn add_noise_uses_each_items_timestep() {
+    let ac = alphas_cumprod();
+    let (batch, per_item) = (5, 37);
+    let t = [0u32, 1, 500, 998, 999];
+    let mut r = rng(3);
+    let (x0, eps) = (random(&mut r, batch * per_item), random(&mut r, batch * per_item));
+    let (x0t, epst, out) = (upload(&x0), upload(&eps), output(batch * per_item));
+    let tt = ctx().upload_u32(&t, &[batch]).unwrap();
+    let table = upload(&diff::noise_table(&ac));
+    run(diff::add_noise(
+        ctx(),
+        batch,
+        per_item,
+        ac.len(),
+        &x0t.buffer,
+        &epst.buffer,
+        &tt.buffer,
+        &table.buffer,
+        &out.buffer,
+    )
+    .unwrap());
+    assert_close("add_noise", &read(&out), &diff::reference_add_noise(&ac, &t, &x0, &eps), RTOL);
+}

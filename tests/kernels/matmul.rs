@@ -1,0 +1,119 @@
+use rand::Rng;
+use wgpu_diffusion::kernels::matmul::{self, Bias, MatmulShape, Strides};
+
+use crate::*;
+
+fn check(s: MatmulShape, seed: u64) {
+    let mut r = rng(seed);
+    let a_len = (s.batch - 1) * s.a.batch + (s.m - 1) * s.a.row + (s.k - 1) * s.a.col + 1;
+    let b_len = (s.batch - 1) * s.b.batch + (s.k - 1) * s.b.row + (s.n - 1) * s.b.col + 1;
+    let a = random(&mut r, a_len);
+    let b = random(&mut r, b_len);
+    let bias = random(&mut r, s.m.max(s.n));
+    let want = matmul::reference(&s, &a, &b, Some(&bias));
+    let (at, bt, biast, c) = (upload(&a), upload(&b), upload(&bias), output(s.batch * s.m * s.n));
+    let bias_buf = (s.bias != Bias::None).then_some(&*biast.buffer);
+    run(matmul::matmul(ctx(), &s, &at.buffer, &bt.buffer, bias_buf, &c.buffer).unwrap());
+    assert_close(&format!("matmul {s:?}"), &read(&c), &want, RTOL);
+}
+
+fn dense(batch: usize, m: usize, n: usize, k: usize) -> MatmulShape {
+    MatmulShape {
+        batch,
+        m,
+        n,
+        k,
+        a: Strides::row_major(m, k),
+        b: Strides::row_major(k, n),
+        bias: Bias::None,
+        silu: false,
+    }
+}
+
+#[test]
+fn matmul_dense_shapes() {
+    check(dense(1, 1, 1, 1), 1);
+    check(dense(1, 7, 5, 3), 2);
+    check(dense(3, 13, 17, 29), 3);
+    check(dense(1, 64, 64, 64), 4);
+    check(dense(2, 33, 65, 130), 5);
+    check(dense(1, 128, 96, 257), 6);
+}
+
+#[test]
+fn matmul_transposed_and_broadcast_operands() {
+    let mut s = dense(2, 9, 11, 6);
+    s.b = Strides::transposed(6, 11);
+    check(s, 7);
+    s.a = Strides::transposed(9, 6);
+    check(s, 8);
+    s.b = Strides::row_major(6, 11).broadcast();
+    check(s, 9);
+}
+
+#[test]
+fn matmul_bias_and_silu() {
+    for (i, bias) in [Bias::None, Bias::PerColumn, Bias::PerRow].into_iter().enumerate() {
+        for silu in [false, true] {
+            let mut s = dense(2, 10, 14, 23);
+            s.bias = bias;
+            s.silu = silu;
+            check(s, 20 + i as u64 * 2 + silu as u64);
+        }
+    }
+}
+
+#[test]
+fn matmul_random_shapes() {
+    let mut r = rng(77);
+    for seed in 0..15 {
+        let mut s = dense(
+            r.random_range(1..=3),
+            r.random_range(1..=70),
+            r.random_range(1..=70),
+            r.random_range(1..=90),
+        );
+        if r.random_bool(0.5) {
+            s.b = Strides::transposed(s.k, s.n);
+        }
+        s.bias = [Bias::None, Bias::PerColumn, Bias::PerRow][r.random_range(0..3)];
+        s.silu = r.random_bool(0.5);
+        check(s, 100 + seed);
+    }
+}
+
+#[test]
+fn linear_matches_pytorch_layout() {
+    // y = x W^T + b with W stored [out, in], as torch.nn.Linear.
+    let (rows, fin, fout) = (5, 12, 7);
+    let mut r = rng(3);
+    let (x, w, b) = (random(&mut r, rows * fin), random(&mut r, fout * fin), random(&mut r, fout));
+    for silu in [false, true] {
+        let want: Vec<f32> = (0..rows * fout)
+            .map(|i| {
+                let (row, o) = (i / fout, i % fout);
+                let mut v: f64 =
+                    (0..fin).map(|k| x[row * fin + k] as f64 * w[o * fin + k] as f64).sum::<f64>()
+                        + b[o] as f64;
+                if silu {
+                    v /= 1.0 + (-v).exp();
+                }
+                v as f32
+            })
+            .collect();
+        let (xt, wt, bt, y) = (upload(&x), upload(&w), upload(&b), output(rows * fout));
+        run(matmul::linear(
+            ctx(),
+            rows,
+            fin,
+            fout,
+            silu,
+            &xt.buffer,
+            &wt.buffer,
+            Some(&bt.buffer),
+            &y.buffer,
+        )
+        .unwrap());
+        assert_close("linear", &read(&y), &want, RTOL);
+    }
+}
