@@ -1,4 +1,4 @@
-// Elementwise kernels, one invocation per output element: SiLU, add, scale, channel concatenation
+// Elementwise kernels, one invocation per output element: SiLU, add, affine (alpha x + beta), channel concatenation
 // and nearest 2x upsampling, all NCHW f32. They share one binding layout (src0, src1, dst, params);
 // unary kernels leave src1 unused.
 
@@ -9,8 +9,8 @@ struct Params {
     hw: u32,     // concat: H*W
     h: u32,      // upsample: input height
     w: u32,      // upsample: input width
-    alpha: f32,  // scale: factor
-    _pad: u32,
+    alpha: f32,  // affine: factor
+    beta: f32,   // affine: offset
 }
 
 const WG: u32 = 256u;
@@ -43,11 +43,11 @@ fn add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
 }
 
 @compute @workgroup_size(WG)
-fn scale(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+fn affine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
          @builtin(local_invocation_index) lid: u32) {
     let i = element(wg, nwg, lid);
     if (i >= p.len) { return; }
-    dst[i] = src0[i] * p.alpha;
+    dst[i] = fma(src0[i], p.alpha, p.beta);
 }
 
 // dst[n] = [src0[n]; src1[n]] along channels.

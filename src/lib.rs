@@ -1,11 +1,14 @@
 //! wgpu-diffusion: denoising diffusion models on any GPU through wgpu and hand-written WGSL kernels.
 //!
-//! Layers, top to bottom (see DESIGN.md): `kernels` (one launcher + CPU reference per WGSL file)
+//! Layers, top to bottom (see DESIGN.md): `model` (diffusers folders, UNet2DModel) on `graph`
+//! (static graph, buffer plan, executable) on `kernels` (one launcher + CPU reference per WGSL file)
 //! on `gpu` (adapter, device, buffer pool, pipeline cache, dispatch recording).
 
 pub mod error;
 pub mod gpu;
+pub mod graph;
 pub mod kernels;
+pub mod model;
 pub mod shaders;
 
 pub use error::{Error, Result};

@@ -2,6 +2,7 @@
 
 use clap::Args;
 use wgpu_diffusion::gpu::{list_adapters, AdapterSummary, Context};
+use wgpu_diffusion::model::{ModelFolder, UNet};
 use wgpu_diffusion::Result;
 
 use super::DeviceArgs;
@@ -10,6 +11,53 @@ use super::DeviceArgs;
 pub struct InfoArgs {
     #[command(flatten)]
     pub device: DeviceArgs,
+    /// Also describe this diffusers model folder: parameters, layers, planned activation memory.
+    #[arg(long)]
+    pub model: Option<std::path::PathBuf>,
+    /// Batch size for the model's memory plan.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+}
+
+/// 1234567 -> "1,234,567"
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+fn print_model(ctx: &Context, dir: &std::path::Path, batch: usize) -> Result<()> {
+    let folder = ModelFolder::open(dir)?;
+    let mut unet = UNet::load(ctx, &folder)?;
+    let c = &unet.config;
+    println!("model {}", dir.display());
+    println!(
+        "  UNet2DModel {}x{}, {} -> {} channels, blocks {:?}, {} layers per block",
+        c.sample_size, c.sample_size, c.in_channels, c.out_channels, c.block_out_channels, c.layers_per_block
+    );
+    println!(
+        "  {} parameters in {} tensors; {} ops per forward",
+        thousands(unet.bank.parameters as u64),
+        unet.bank.tensors_used,
+        unet.ops
+    );
+    let (peak, naive) = unet.plan_bytes(ctx, batch)?;
+    println!(
+        "  batch {batch}: planned activation memory {:.2} MiB (one buffer per tensor would take {:.2} MiB)",
+        peak as f64 / MIB as f64,
+        naive as f64 / MIB as f64
+    );
+    println!("  largest batch within this device's buffer limits: {}", unet.max_batch(ctx)?);
+    if let Some(s) = &folder.scheduler_config {
+        println!("  scheduler config {}", s.display());
+    }
+    Ok(())
 }
 
 const MIB: u64 = 1 << 20;
@@ -68,8 +116,8 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     }
     let ctx = Context::new(&options)?;
     println!("chosen: {} ({:?}, {:?})", ctx.info.name, ctx.info.backend, ctx.info.device_type);
-    if ctx.features.is_empty() {
-        println!("  no optional features enabled");
+    if let Some(dir) = &args.model {
+        print_model(&ctx, dir, args.batch)?;
     }
     Ok(())
 }

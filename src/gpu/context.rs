@@ -257,6 +257,12 @@ impl Context {
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
+    /// Reads the first `len` f32 values of any buffer (waits for the device).
+    pub fn read_buffer(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let bytes = self.read_bytes(buffer, (len * 4) as u64)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
     pub fn read_u32(&self, t: &Tensor) -> Result<Vec<u32>> {
         let bytes = self.read_bytes(&t.buffer, (t.numel() * 4) as u64)?;
         Ok(bytemuck::pod_collect_to_vec(&bytes))

@@ -1,4 +1,4 @@
-//! Elementwise kernels (shaders/elementwise.wgsl): SiLU, add, scale, channel concat, nearest 2x
+//! Elementwise kernels (shaders/elementwise.wgsl): SiLU, add, affine, channel concat, nearest 2x
 //! upsample. One launcher per op over a shared binding layout, each beside its reference.
 
 use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
@@ -16,7 +16,7 @@ macro_rules! spec {
 }
 spec!(SILU, "silu");
 spec!(ADD, "add");
-spec!(SCALE, "scale");
+spec!(AFFINE, "affine");
 spec!(CONCAT, "concat_channels");
 spec!(UPSAMPLE, "upsample_nearest2x");
 
@@ -30,7 +30,7 @@ struct Params {
     h: u32,
     w: u32,
     alpha: f32,
-    _pad: u32,
+    beta: f32,
 }
 
 fn launch(
@@ -78,11 +78,18 @@ pub fn add(
     launch(ctx, &ADD, p, a, Some(b), y, 3 * len)
 }
 
-/// y = alpha * x over `len` elements.
-pub fn scale(ctx: &Context, len: usize, alpha: f32, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<Dispatch> {
-    check_len("scale", "input", x, len)?;
-    let p = Params { len: len as u32, alpha, ..Default::default() };
-    launch(ctx, &SCALE, p, x, None, y, 2 * len)
+/// y = alpha * x + beta over `len` elements.
+pub fn affine(
+    ctx: &Context,
+    len: usize,
+    alpha: f32,
+    beta: f32,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    check_len("affine", "input", x, len)?;
+    let p = Params { len: len as u32, alpha, beta, ..Default::default() };
+    launch(ctx, &AFFINE, p, x, None, y, 2 * len)
 }
 
 /// y [N, Ca + Cb, HW] = concat(a [N, Ca, HW], b [N, Cb, HW]) along channels.
@@ -127,8 +134,8 @@ pub fn reference_add(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(x, y)| x + y).collect()
 }
 
-pub fn reference_scale(alpha: f32, x: &[f32]) -> Vec<f32> {
-    x.iter().map(|v| v * alpha).collect()
+pub fn reference_affine(alpha: f32, beta: f32, x: &[f32]) -> Vec<f32> {
+    x.iter().map(|&v| (v as f64 * alpha as f64 + beta as f64) as f32).collect()
 }
 
 pub fn reference_concat(n: usize, ca: usize, cb: usize, hw: usize, a: &[f32], b: &[f32]) -> Vec<f32> {

@@ -5,7 +5,7 @@ use crate::*;
 const LENS: [usize; 5] = [1, 7, 255, 257, 10_007];
 
 #[test]
-fn silu_add_scale() {
+fn silu_add_affine() {
     for (i, &len) in LENS.iter().enumerate() {
         let mut r = rng(i as u64);
         let a: Vec<f32> = random(&mut r, len).iter().map(|v| v * 20.0).collect(); // saturating tails too
@@ -21,8 +21,8 @@ fn silu_add_scale() {
         assert_close("add", &read(&y), &ew::reference_add(&a, &b), RTOL);
 
         let y = output(len);
-        run(ew::scale(ctx(), len, -0.37, &at.buffer, &y.buffer).unwrap());
-        assert_close("scale", &read(&y), &ew::reference_scale(-0.37, &a), RTOL);
+        run(ew::affine(ctx(), len, -0.37, 0.25, &at.buffer, &y.buffer).unwrap());
+        assert_close("affine", &read(&y), &ew::reference_affine(-0.37, 0.25, &a), RTOL);
     }
 }
 

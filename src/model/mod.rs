@@ -1,0 +1,209 @@
+//! Diffusers models: folder layouts, config.json, safetensors weights, and UNet2DModel on the graph.
+
+pub mod config;
+pub mod tensors;
+pub mod unet;
+pub mod weights;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub use config::UNetConfig;
+pub use tensors::HostTensor;
+pub use weights::WeightBank;
+
+use crate::gpu::Context;
+use crate::graph::{Executable, TensorId};
+use crate::{Error, Result};
+
+/// Where a model's files are: a flat UNet folder (as on the hub) or a pipeline folder
+/// (`save_pretrained` of a pipeline: `unet/` and `scheduler/`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModelFolder {
+    pub root: PathBuf,
+    pub unet_config: PathBuf,
+    pub unet_weights: PathBuf,
+    pub scheduler_config: Option<PathBuf>,
+}
+
+const CONVERT_BIN: &str = "convert it once with: python -c \"import torch, safetensors.torch as st; \
+st.save_file(torch.load('diffusion_pytorch_model.bin', map_location='cpu'), 'diffusion_pytorch_model.safetensors')\"";
+
+impl ModelFolder {
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::Invalid(format!("model folder {} does not exist", dir.display())));
+        }
+        let (unet_dir, scheduler) = if dir.join("unet").join("config.json").is_file() {
+            (dir.join("unet"), dir.join("scheduler").join("scheduler_config.json"))
+        } else {
+            (dir.to_path_buf(), dir.join("scheduler_config.json"))
+        };
+        let unet_config = unet_dir.join("config.json");
+        if !unet_config.is_file() {
+            return Err(Error::Invalid(format!(
+                "{}: no config.json (a diffusers UNet folder has config.json and diffusion_pytorch_model.safetensors, \
+                 a pipeline folder has them under unet/)",
+                dir.display()
+            )));
+        }
+        let candidates = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"];
+        let unet_weights = match candidates.iter().map(|n| unet_dir.join(n)).find(|p| p.is_file()) {
+            Some(p) => p,
+            None if unet_dir.join("diffusion_pytorch_model.bin").is_file() => {
+                return Err(Error::Invalid(format!(
+                    "{}: only a PyTorch .bin checkpoint is there; {CONVERT_BIN}",
+                    unet_dir.display()
+                )))
+            }
+            None => {
+                return Err(Error::Invalid(format!(
+                    "{}: no diffusion_pytorch_model.safetensors",
+                    unet_dir.display()
+                )))
+            }
+        };
+        Ok(Self {
+            root: dir.to_path_buf(),
+            unet_config,
+            unet_weights,
+            scheduler_config: scheduler.is_file().then_some(scheduler),
+        })
+    }
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+}
+
+/// A UNet2DModel with its weights on the device.
+pub struct UNet {
+    pub config: UNetConfig,
+    pub bank: WeightBank,
+    /// Ops in one forward (graph nodes, batch independent).
+    pub ops: usize,
+}
+
+/// A forward for a fixed batch: the executable and where its inputs and output live.
+pub struct UNetExecutable {
+    pub exe: Executable,
+    pub batch: usize,
+    pub sample: TensorId,
+    pub timesteps: TensorId,
+    pub output: TensorId,
+}
+
+impl UNetExecutable {
+    pub fn sample_buffer(&self) -> &wgpu::Buffer {
+        self.exe.buffer(self.sample)
+    }
+    pub fn timesteps_buffer(&self) -> &wgpu::Buffer {
+        self.exe.buffer(self.timesteps)
+    }
+    pub fn output_buffer(&self) -> &wgpu::Buffer {
+        self.exe.buffer(self.output)
+    }
+}
+
+impl UNet {
+    /// Loads a model folder (flat or pipeline layout).
+    pub fn load(ctx: &Context, folder: &ModelFolder) -> Result<Self> {
+        let config =
+            UNetConfig::parse(&read_text(&folder.unet_config)?, &folder.unet_config.display().to_string())?;
+        let tensors = tensors::read_safetensors(&folder.unet_weights)?;
+        Self::from_tensors(ctx, config, tensors, &folder.unet_weights.display().to_string())
+    }
+
+    /// Checks every tensor the architecture needs (names and shapes) and uploads it.
+    pub fn from_tensors(
+        ctx: &Context,
+        config: UNetConfig,
+        tensors: HashMap<String, HostTensor>,
+        source: &str,
+    ) -> Result<Self> {
+        let mut bank = WeightBank::new(tensors, source);
+        let ops = unet::build(ctx, &config, &mut bank, 1)?.graph.nodes.len();
+        bank.release_host();
+        Ok(Self { config, bank, ops })
+    }
+
+    /// The graph for `batch` images, planned and lowered.
+    pub fn executable(&mut self, ctx: &Context, batch: usize) -> Result<UNetExecutable> {
+        let g = unet::build(ctx, &self.config, &mut self.bank, batch)?;
+        let exe = Executable::new(ctx, &g.graph, &self.bank.buffers)?;
+        Ok(UNetExecutable { exe, batch, sample: g.sample, timesteps: g.timesteps, output: g.output })
+    }
+
+    /// Planned (peak, naive) activation bytes for `batch`, without allocating.
+    pub fn plan_bytes(&mut self, ctx: &Context, batch: usize) -> Result<(u64, u64)> {
+        let g = unet::build(ctx, &self.config, &mut self.bank, batch)?;
+        let plan = crate::graph::Plan::new(&g.graph);
+        Ok((plan.peak_bytes, plan.naive_bytes))
+    }
+
+    /// The largest batch whose every tensor fits the device's buffer and binding limits.
+    pub fn max_batch(&mut self, ctx: &Context) -> Result<usize> {
+        let g = unet::build(ctx, &self.config, &mut self.bank, 1)?;
+        let per_image = (0..g.graph.shapes.len()).map(|t| g.graph.bytes(t)).max().unwrap_or(1);
+        let limit = ctx.limits.max_buffer_size.min(ctx.limits.max_storage_buffer_binding_size);
+        let max = (limit / per_image.max(1)) as usize;
+        if max == 0 {
+            return Err(Error::Shape(format!(
+                "one image needs a {per_image}-byte tensor, over this device's {limit}-byte buffer limit"
+            )));
+        }
+        Ok(max)
+    }
+
+    /// One forward on host data: sample [B, C, H, W] and one timestep per image. Batches over the
+    /// device's limits run as micro-batches of the largest size that fits.
+    pub fn forward(&mut self, ctx: &Context, sample: &[f32], timesteps: &[f32]) -> Result<Vec<f32>> {
+        self.forward_micro(ctx, sample, timesteps, usize::MAX)
+    }
+
+    /// `forward` with micro-batches of at most `max_micro` images.
+    pub fn forward_micro(
+        &mut self,
+        ctx: &Context,
+        sample: &[f32],
+        timesteps: &[f32],
+        max_micro: usize,
+    ) -> Result<Vec<f32>> {
+        let batch = timesteps.len();
+        let s = self.config.sample_size;
+        let per_in = self.config.in_channels * s * s;
+        let per_out = self.config.out_channels * s * s;
+        if batch == 0 || sample.len() != batch * per_in {
+            return Err(Error::Shape(format!(
+                "sample has {} values; {batch} images of [{}, {s}, {s}] need {}",
+                sample.len(),
+                self.config.in_channels,
+                batch * per_in
+            )));
+        }
+        let micro = batch.min(self.max_batch(ctx)?).min(max_micro.max(1));
+        let unet = self.executable(ctx, micro)?;
+        let mut out = Vec::with_capacity(batch * per_out);
+        for start in (0..batch).step_by(micro) {
+            let n = micro.min(batch - start);
+            // A last, smaller micro-batch runs padded with copies of its first image.
+            let mut xs = sample[start * per_in..(start + n) * per_in].to_vec();
+            let mut ts = timesteps[start..start + n].to_vec();
+            for _ in n..micro {
+                xs.extend_from_slice(&sample[start * per_in..(start + 1) * per_in]);
+                ts.push(timesteps[start]);
+            }
+            ctx.queue.write_buffer(unet.sample_buffer(), 0, bytemuck::cast_slice(&xs));
+            ctx.queue.write_buffer(unet.timesteps_buffer(), 0, bytemuck::cast_slice(&ts));
+            let mut enc = ctx.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = enc.begin_compute_pass(&Default::default());
+                unet.exe.record(&mut pass);
+            }
+            ctx.queue.submit([enc.finish()]);
+            let y = ctx.read_buffer(unet.output_buffer(), micro * per_out)?;
+            out.extend_from_slice(&y[..n * per_out]);
+        }
+        Ok(out)
+    }
+}

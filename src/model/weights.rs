@@ -1,0 +1,165 @@
+//! The model's weights: host tensors read from safetensors are checked against the shapes the
+//! architecture needs (by name), converted to the layout each kernel wants and uploaded once.
+
+use std::collections::HashMap;
+
+use super::tensors::HostTensor;
+use crate::gpu::Context;
+use crate::graph::{ConvWeight, LinearWeight, NormWeight, WeightId};
+use crate::kernels::conv2d;
+use crate::{Error, Result};
+
+/// diffusers' names for attention projections, and the legacy names older checkpoints use.
+const LEGACY_ATTENTION: [(&str, &str); 4] =
+    [(".to_q.", ".query."), (".to_k.", ".key."), (".to_v.", ".value."), (".to_out.0.", ".proj_attn.")];
+
+pub struct WeightBank {
+    host: HashMap<String, HostTensor>,
+    source: String,
+    /// Device buffers, indexed by WeightId.
+    pub buffers: Vec<wgpu::Buffer>,
+    by_key: HashMap<String, WeightId>,
+    /// Parameters (values of file tensors) used by the model.
+    pub parameters: usize,
+    /// File tensors used by the model.
+    pub tensors_used: usize,
+}
+
+impl WeightBank {
+    /// `source` names the weights file in errors.
+    pub fn new(host: HashMap<String, HostTensor>, source: &str) -> Self {
+        Self {
+            host,
+            source: source.to_string(),
+            buffers: Vec::new(),
+            by_key: HashMap::new(),
+            parameters: 0,
+            tensors_used: 0,
+        }
+    }
+
+    /// The file's tensor for a diffusers name, accepting the legacy attention names.
+    fn find(&self, name: &str) -> Option<&HostTensor> {
+        self.host.get(name).or_else(|| {
+            LEGACY_ATTENTION
+                .iter()
+                .find(|(new, _)| name.contains(new))
+                .and_then(|(new, old)| self.host.get(&name.replacen(new, old, 1)))
+        })
+    }
+
+    /// The tensor `name` with exactly `shape` (a Linear weight stored as [out, in, 1, 1] is accepted).
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<&HostTensor> {
+        let t = self
+            .find(name)
+            .ok_or_else(|| Error::Invalid(format!("{}: missing tensor '{name}'", self.source)))?;
+        let squeezed: Vec<usize> = t.shape.iter().copied().filter(|&d| d != 1).collect();
+        let wanted: Vec<usize> = shape.iter().copied().filter(|&d| d != 1).collect();
+        let same = t.shape == shape || (t.shape.len() != shape.len() && squeezed == wanted);
+        if !same {
+            return Err(Error::Invalid(format!(
+                "{}: tensor '{name}' has shape {:?}, expected {shape:?}",
+                self.source, t.shape
+            )));
+        }
+        Ok(t)
+    }
+
+    fn upload(&mut self, ctx: &Context, key: String, data: &[f32], params: usize) -> WeightId {
+        if let Some(&id) = self.by_key.get(&key) {
+            return id;
+        }
+        use wgpu::util::DeviceExt;
+        let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(&key),
+            contents: bytemuck::cast_slice(if data.is_empty() { &[0.0f32] } else { data }),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+        self.buffers.push(buffer);
+        self.parameters += params;
+        self.tensors_used += (params > 0) as usize;
+        let id = self.buffers.len() - 1;
+        self.by_key.insert(key, id);
+        id
+    }
+
+    fn plain(&mut self, ctx: &Context, name: &str, shape: &[usize]) -> Result<WeightId> {
+        if let Some(&id) = self.by_key.get(name) {
+            return Ok(id);
+        }
+        let data = self.tensor(name, shape)?.data.clone();
+        let n = data.len();
+        Ok(self.upload(ctx, name.to_string(), &data, n))
+    }
+
+    /// `{prefix}.weight` [cout, cin, k, k] packed for the conv kernel, and `{prefix}.bias` [cout].
+    pub fn conv(
+        &mut self,
+        ctx: &Context,
+        prefix: &str,
+        cout: usize,
+        cin: usize,
+        k: usize,
+    ) -> Result<ConvWeight> {
+        let name = format!("{prefix}.weight");
+        let key = format!("{name} (packed)");
+        let weight = match self.by_key.get(&key) {
+            Some(&id) => id,
+            None => {
+                let t = self.tensor(&name, &[cout, cin, k, k])?;
+                let packed = conv2d::pack_weight(&t.data, cout, cin, k, k)?;
+                let n = t.data.len();
+                self.upload(ctx, key, &packed, n)
+            }
+        };
+        let bias = Some(self.plain(ctx, &format!("{prefix}.bias"), &[cout])?);
+        Ok(ConvWeight { weight, bias, cout, cin, k })
+    }
+
+    /// A Linear `{prefix}` [fout, fin] used as a 1x1 conv over an NCHW map (attention projections).
+    pub fn linear_as_conv(
+        &mut self,
+        ctx: &Context,
+        prefix: &str,
+        fout: usize,
+        fin: usize,
+    ) -> Result<ConvWeight> {
+        let name = format!("{prefix}.weight");
+        let key = format!("{name} (packed 1x1)");
+        let weight = match self.by_key.get(&key) {
+            Some(&id) => id,
+            None => {
+                let t = self.tensor(&name, &[fout, fin])?;
+                let packed = conv2d::pack_weight(&t.data, fout, fin, 1, 1)?;
+                let n = t.data.len();
+                self.upload(ctx, key, &packed, n)
+            }
+        };
+        let bias = Some(self.plain(ctx, &format!("{prefix}.bias"), &[fout])?);
+        Ok(ConvWeight { weight, bias, cout: fout, cin: fin, k: 1 })
+    }
+
+    /// A Linear `{prefix}` [fout, fin] with bias, as stored.
+    pub fn linear(&mut self, ctx: &Context, prefix: &str, fout: usize, fin: usize) -> Result<LinearWeight> {
+        let weight = self.plain(ctx, &format!("{prefix}.weight"), &[fout, fin])?;
+        let bias = Some(self.plain(ctx, &format!("{prefix}.bias"), &[fout])?);
+        Ok(LinearWeight { weight, bias, fout, fin })
+    }
+
+    /// A GroupNorm's `{prefix}.weight` and `{prefix}.bias`, [c] each.
+    pub fn norm(&mut self, ctx: &Context, prefix: &str, c: usize) -> Result<NormWeight> {
+        let gamma = self.plain(ctx, &format!("{prefix}.weight"), &[c])?;
+        let beta = self.plain(ctx, &format!("{prefix}.bias"), &[c])?;
+        Ok(NormWeight { gamma, beta, c })
+    }
+
+    /// A constant the model derives (not a file tensor), uploaded once under `key`.
+    pub fn constant(&mut self, ctx: &Context, key: &str, data: &[f32]) -> WeightId {
+        self.upload(ctx, key.to_string(), data, 0)
+    }
+
+    /// Drops the host copies once every weight is on the device.
+    pub fn release_host(&mut self) {
+        self.host = HashMap::new();
+    }
+}
