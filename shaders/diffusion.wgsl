@@ -2,27 +2,31 @@
 //
 // add_noise:     x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, with t per batch element, read from a
 //                table of (sqrt(abar), sqrt(1 - abar)) indexed by timestep.
-// sampler_step:  one step of DDPM / DDIM (and any sampler of the same linear form) with coefficients
-//                read from a per-step table by the step index held on the device, so a whole chain can
-//                be recorded without reading anything back:
+// prepare_step:  the UNet's inputs for this step: model_in = model_in_scale * x (diffusers'
+//                scale_model_input) and the step's timestep for every batch item.
+// sampler_step:  one step of DDPM, DDIM, Euler, Euler ancestral or DPM-Solver++(2M), all of one linear
+//                form, with coefficients read from a per-step table by the step index held on the
+//                device, so a whole chain can be recorded without reading anything back:
 //                  x0   = x0_x * x + x0_m * model_out                       (prediction type)
 //                  x0   = clamp(x0, -clip, clip)                            (when clip > 0)
 //                  eps  = eps_x * x + eps_m * model_out + eps_x0 * x0      (noise implied by x0)
-//                  x   <- next_x0 * x0 + next_x * x + next_eps * eps + noise_scale * z
-//                It updates x in place (element i reads and writes only element i).
+//                  x   <- next_x0 * x0 + next_x * x + next_eps * eps + next_prev_x0 * prev_x0 + noise_scale * z
+//                  prev_x0 <- x0                                          (multistep history)
+//                It updates x and prev_x0 in place (element i reads and writes only element i).
 // advance_step:  step += 1, recorded after each step of a chain.
 
 struct StepCoeffs {
     x0_x: f32, x0_m: f32, clip: f32, eps_x: f32,
     eps_m: f32, eps_x0: f32, next_x0: f32, next_x: f32,
-    next_eps: f32, noise_scale: f32, _pad0: f32, _pad1: f32,
+    next_eps: f32, next_prev_x0: f32, noise_scale: f32, model_in_scale: f32,
+    timestep: f32, _pad0: f32, _pad1: f32, _pad2: f32,
 }
 
 struct Params {
     len: u32,       // elements in total
     per_item: u32,  // elements per batch item (add_noise)
-    _pad0: u32,
-    _pad1: u32,
+    batch: u32,     // batch items (prepare_step)
+    _pad: u32,
 }
 
 const WG: u32 = 256u;
@@ -48,13 +52,35 @@ fn add_noise(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     an_out[i] = c.x * an_x0[i] + c.y * an_eps[i];
 }
 
+// ---- prepare_step ----
+@group(0) @binding(0) var<storage, read> ps_x: array<f32>;
+@group(0) @binding(1) var<storage, read> ps_table: array<StepCoeffs>;
+@group(0) @binding(2) var<storage, read> ps_step: array<u32>;
+@group(0) @binding(3) var<storage, read_write> ps_model_in: array<f32>;
+@group(0) @binding(4) var<storage, read_write> ps_timesteps: array<f32>;
+@group(0) @binding(5) var<uniform> ps_p: Params;
+
+@compute @workgroup_size(WG)
+fn prepare_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    let c = ps_table[ps_step[0]];
+    if (i < ps_p.batch) {
+        ps_timesteps[i] = c.timestep;
+    }
+    if (i < ps_p.len) {
+        ps_model_in[i] = c.model_in_scale * ps_x[i];
+    }
+}
+
 // ---- sampler_step ----
 @group(0) @binding(0) var<storage, read_write> st_x: array<f32>;
 @group(0) @binding(1) var<storage, read> st_model: array<f32>;
 @group(0) @binding(2) var<storage, read> st_noise: array<f32>;
 @group(0) @binding(3) var<storage, read> st_table: array<StepCoeffs>;
 @group(0) @binding(4) var<storage, read> st_step: array<u32>;
-@group(0) @binding(5) var<uniform> st_p: Params;
+@group(0) @binding(5) var<storage, read_write> st_prev_x0: array<f32>;
+@group(0) @binding(6) var<uniform> st_p: Params;
 
 @compute @workgroup_size(WG)
 fn sampler_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -70,10 +96,14 @@ fn sampler_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     }
     let eps = c.eps_x * x + c.eps_m * m + c.eps_x0 * x0;
     var next = c.next_x0 * x0 + c.next_x * x + c.next_eps * eps;
+    if (c.next_prev_x0 != 0.0) {
+        next += c.next_prev_x0 * st_prev_x0[i];
+    }
     if (c.noise_scale != 0.0) {
         next += c.noise_scale * st_noise[i];
     }
     st_x[i] = next;
+    st_prev_x0[i] = x0;
 }
 
 // ---- advance_step ----

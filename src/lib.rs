@@ -4,9 +4,11 @@
 //! (static graph, buffer plan, executable) on `kernels` (one launcher + CPU reference per WGSL file)
 //! on `gpu` (adapter, device, buffer pool, pipeline cache, dispatch recording).
 
+pub mod diffusion;
 pub mod error;
 pub mod gpu;
 pub mod graph;
+pub mod io;
 pub mod kernels;
 pub mod model;
 pub mod shaders;

@@ -66,3 +66,137 @@ fn no_adapter_says_how_to_get_one() {
     let (ok, _, err) = cli(&["info", "--backend", "dx12"]);
     assert_one_line_error(ok, &err, &["no GPU adapter", "mesa-vulkan-drivers"]);
 }
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-scratch/cli").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn sample_writes_a_grid_an_npy_and_numbered_pngs() {
+    let dir = scratch("sample");
+    let (grid, npy) = (dir.join("grid.png"), dir.join("out.npy"));
+    let model = golden("fashion-f16");
+    let args = ["sample", "--model", &model, "--steps", "3", "--batch", "3", "--seed", "4"];
+    let (ok, _, err) =
+        cli(&[&args[..], &["--out", grid.to_str().unwrap(), "--save-npy", npy.to_str().unwrap()]].concat());
+    assert!(ok, "{err}");
+    let img = image::open(&grid).unwrap();
+    assert_eq!((img.width(), img.height()), (2 * 28 + 2, 2 * 28 + 2), "3 images in a 2x2 grid");
+    let (shape, values) = wgpu_diffusion::io::npy::read(&npy).unwrap();
+    assert_eq!(shape, vec![3, 1, 28, 28]);
+    assert!(values.iter().all(|v| v.is_finite()));
+
+    // The same seed gives the same bytes; --out-dir writes one PNG per image.
+    let again = dir.join("again.npy");
+    let out_dir = dir.join("each");
+    let (ok, _, err) =
+        cli(&[&args[..], &["--out-dir", out_dir.to_str().unwrap(), "--save-npy", again.to_str().unwrap()]]
+            .concat());
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(&npy).unwrap(), std::fs::read(&again).unwrap());
+    for i in 0..3 {
+        let one = image::open(out_dir.join(format!("{i:03}.png"))).unwrap();
+        assert_eq!((one.width(), one.height()), (28, 28));
+    }
+
+    // --init-noise: x_T from a file gives the sampler's deterministic result for that x_T.
+    let x_t = dir.join("x_t.npy");
+    let z: Vec<f32> = (0..3 * 28 * 28).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
+    wgpu_diffusion::io::npy::write(&x_t, &[3, 1, 28, 28], &z).unwrap();
+    let from_file = dir.join("from_file.npy");
+    let (ok, _, err) = cli(&[
+        "sample",
+        "--model",
+        &model,
+        "--scheduler",
+        "ddim",
+        "--steps",
+        "3",
+        "--init-noise",
+        x_t.to_str().unwrap(),
+        "--save-npy",
+        from_file.to_str().unwrap(),
+        "--out",
+        grid.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(wgpu_diffusion::io::npy::read(&from_file).unwrap().0, vec![3, 1, 28, 28]);
+}
+
+#[test]
+fn sample_refuses_bad_input_with_one_line() {
+    let dir = scratch("refuse");
+    let model = golden("fashion-f16");
+    let base = ["sample", "--model", model.as_str()];
+    let run = |extra: &[&str]| cli(&[&base[..], extra].concat());
+    let (ok, _, err) = run(&["--steps", "0"]);
+    assert_one_line_error(ok, &err, &["--steps 0"]);
+    let (ok, _, err) = run(&["--steps", "1001"]);
+    assert_one_line_error(ok, &err, &["--steps 1001", "1000"]);
+    let (ok, _, err) = run(&["--scheduler", "lms"]);
+    assert_one_line_error(ok, &err, &["unknown sampler 'lms'", "dpm++2m"]);
+    let garbage = dir.join("garbage.npy");
+    std::fs::write(&garbage, b"not numpy").unwrap();
+    let (ok, _, err) = run(&["--init-noise", garbage.to_str().unwrap()]);
+    assert_one_line_error(ok, &err, &["garbage.npy", "not a NumPy"]);
+    let wrong = dir.join("wrong.npy");
+    wgpu_diffusion::io::npy::write(&wrong, &[2, 3, 28, 28], &vec![0.0; 2 * 3 * 28 * 28]).unwrap();
+    let (ok, _, err) = run(&["--init-noise", wrong.to_str().unwrap()]);
+    assert_one_line_error(ok, &err, &["[2, 3, 28, 28]", "[2, 1, 28, 28]"]);
+    let (ok, _, err) = run(&["--out", "/nonexistent/dir/x.png"]);
+    assert_one_line_error(ok, &err, &["cannot write /nonexistent/dir/x.png"]);
+}
+
+#[test]
+fn noise_draws_the_forward_process() {
+    let dir = scratch("noise");
+    let input = dir.join("in.png");
+    image::GrayImage::from_fn(40, 40, |x, y| image::Luma([((x * 6 + y) % 256) as u8])).save(&input).unwrap();
+    let out = dir.join("strip.png");
+    let (ok, _, err) = cli(&[
+        "noise",
+        "--image",
+        input.to_str().unwrap(),
+        "--model",
+        &golden("fashion-f16"),
+        "--steps",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let strip = image::open(&out).unwrap().to_luma8();
+    assert_eq!((strip.width(), strip.height()), (5 * 28 + 4 * 2, 28));
+    // Frame 0 (t = 0) is nearly the image; the last frame (t = 999) is nearly pure noise.
+    let resized = image::imageops::resize(
+        &image::open(&input).unwrap().to_luma8(),
+        28,
+        28,
+        image::imageops::FilterType::Triangle,
+    );
+    let frame_diff = |k: u32| -> f64 {
+        let mut sum = 0.0;
+        for y in 0..28 {
+            for x in 0..28 {
+                sum +=
+                    (strip.get_pixel(k * 30 + x, y).0[0] as f64 - resized.get_pixel(x, y).0[0] as f64).abs();
+            }
+        }
+        sum / (28.0 * 28.0)
+    };
+    assert!(frame_diff(0) < 4.0, "t = 0 differs from the image by {}", frame_diff(0));
+    assert!(frame_diff(4) > 30.0, "t = 999 is still the image ({})", frame_diff(4));
+    let (ok, _, err) = cli(&[
+        "noise",
+        "--image",
+        "/nonexistent.png",
+        "--model",
+        &golden("fashion-f16"),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_one_line_error(ok, &err, &["cannot read image /nonexistent.png"]);
+}

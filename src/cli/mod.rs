@@ -1,6 +1,8 @@
 //! Argument parsing and dispatch to the subcommands.
 
 mod info;
+mod noise;
+mod sample;
 
 use clap::{Args, Parser, Subcommand};
 use wgpu_diffusion::gpu::{BackendChoice, ContextOptions};
@@ -15,6 +17,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Turn noise into images with the whole reverse chain on the GPU.
+    Sample(sample::SampleArgs),
+    /// Draw the forward (noising) process of one image as a strip, noised on the GPU.
+    Noise(noise::NoiseArgs),
     /// List adapters with their backend, type, driver, features and limits.
     Info(info::InfoArgs),
 }
@@ -41,6 +47,8 @@ impl DeviceArgs {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Sample(args) => sample::run(&args),
+        Command::Noise(args) => noise::run(&args),
         Command::Info(args) => info::run(&args),
     }
 }

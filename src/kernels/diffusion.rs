@@ -10,10 +10,30 @@ static ADD_NOISE: KernelSpec = KernelSpec {
     entry: "add_noise",
     bindings: &[Binding::Read, Binding::Read, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
 };
+static PREPARE_STEP: KernelSpec = KernelSpec {
+    shader: &crate::shaders::DIFFUSION,
+    entry: "prepare_step",
+    bindings: &[
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Write,
+        Binding::Write,
+        Binding::Uniform,
+    ],
+};
 static SAMPLER_STEP: KernelSpec = KernelSpec {
     shader: &crate::shaders::DIFFUSION,
     entry: "sampler_step",
-    bindings: &[Binding::Write, Binding::Read, Binding::Read, Binding::Read, Binding::Read, Binding::Uniform],
+    bindings: &[
+        Binding::Write,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Write,
+        Binding::Uniform,
+    ],
 };
 static ADVANCE_STEP: KernelSpec =
     KernelSpec { shader: &crate::shaders::DIFFUSION, entry: "advance_step", bindings: &[Binding::Write] };
@@ -33,9 +53,11 @@ pub enum DdpmVariance {
     FixedLarge,
 }
 
-/// One row of the per-step table read by `sampler_step` (layout = the shader's `StepCoeffs`):
+/// One row of the per-step table read by `prepare_step` and `sampler_step` (layout = the shader's
+/// `StepCoeffs`):
+///   model input = model_in_scale x, at `timestep`;
 ///   x0 = x0_x x + x0_m m;  x0 = clamp(x0, +-clip) if clip > 0;  eps = eps_x x + eps_m m + eps_x0 x0;
-///   x <- next_x0 x0 + next_x x + next_eps eps + noise_scale z.
+///   x <- next_x0 x0 + next_x x + next_eps eps + next_prev_x0 prev_x0 + noise_scale z;  prev_x0 <- x0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct StepCoeffs {
@@ -48,9 +70,18 @@ pub struct StepCoeffs {
     pub next_x0: f32,
     pub next_x: f32,
     pub next_eps: f32,
+    /// Weight of the previous step's x0 (multistep solvers).
+    pub next_prev_x0: f32,
     pub noise_scale: f32,
-    pub _pad: [f32; 2],
+    /// diffusers' scale_model_input factor (1 for DDPM, DDIM and DPM-Solver).
+    pub model_in_scale: f32,
+    /// The timestep the UNet sees at this step.
+    pub timestep: f32,
+    pub _pad: [f32; 3],
 }
+
+/// f32 values per table row.
+pub const ROW_LEN: usize = std::mem::size_of::<StepCoeffs>() / 4;
 
 /// (x0_x, x0_m): the x0 implied by the model output `m` at cumulative alpha `abar`.
 fn x0_from(prediction: Prediction, abar: f64) -> (f64, f64) {
@@ -86,6 +117,7 @@ impl StepCoeffs {
             next_x0: (abar_prev.sqrt() * beta_t / (1.0 - abar_t)) as f32,
             next_x: ((1.0 - beta_t).sqrt() * (1.0 - abar_prev) / (1.0 - abar_t)) as f32,
             noise_scale: if add_noise { var.sqrt() as f32 } else { 0.0 },
+            model_in_scale: 1.0,
             ..Default::default()
         }
     }
@@ -105,7 +137,8 @@ impl StepCoeffs {
         // eps implied by the model output, as diffusers' pred_epsilon.
         let (mut eps_x, mut eps_m, mut eps_x0) = match prediction {
             Prediction::Epsilon => (0.0, 1.0, 0.0),
-            Prediction::Sample => (1.0 / s1a, 0.0, -sa / s1a),
+            // From the model's (unclipped) x0, before any clipping, as diffusers derives it.
+            Prediction::Sample => (1.0 / s1a, -sa / s1a, 0.0),
             Prediction::VPrediction => (s1a, sa, 0.0),
         };
         if use_clipped_model_output {
@@ -123,6 +156,7 @@ impl StepCoeffs {
             next_x0: abar_prev.sqrt() as f32,
             next_eps: (1.0 - abar_prev - std * std).max(0.0).sqrt() as f32,
             noise_scale: std as f32,
+            model_in_scale: 1.0,
             ..Default::default()
         }
     }
@@ -138,7 +172,8 @@ pub fn noise_table(alphas_cumprod: &[f64]) -> Vec<f32> {
 struct Params {
     len: u32,
     per_item: u32,
-    _pad: [u32; 2],
+    batch: u32,
+    _pad: u32,
 }
 
 /// x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps for `batch` items of `per_item` values; `t` holds
@@ -165,7 +200,8 @@ pub fn add_noise(
         check_len("add_noise", what, buf, n)?;
     }
     check_len("add_noise", "table", table, 2 * timesteps)?;
-    let params = ctx.uniform(&Params { len: len as u32, per_item: per_item as u32, _pad: [0; 2] });
+    let params =
+        ctx.uniform(&Params { len: len as u32, per_item: per_item as u32, batch: batch as u32, _pad: 0 });
     ctx.dispatch(
         &ADD_NOISE,
         &[],
@@ -175,33 +211,75 @@ pub fn add_noise(
     )
 }
 
+/// The UNet's inputs for the current step: `model_in` = model_in_scale * x, and `timesteps` [batch]
+/// set to the row's timestep.
 #[allow(clippy::too_many_arguments)]
-/// One sampler step on `x` in place, with row `step_counter[0]` of `table` (StepCoeffs rows).
-pub fn sampler_step(
+pub fn prepare_step(
     ctx: &Context,
+    batch: usize,
     len: usize,
     steps: usize,
     x: &wgpu::Buffer,
-    model_out: &wgpu::Buffer,
-    noise: &wgpu::Buffer,
     table: &wgpu::Buffer,
     step_counter: &wgpu::Buffer,
+    model_in: &wgpu::Buffer,
+    timesteps: &wgpu::Buffer,
 ) -> Result<Dispatch> {
+    if len == 0 || batch == 0 {
+        bail_shape!("prepare_step: empty sample");
+    }
+    check_len("prepare_step", "sample", x, len)?;
+    check_len("prepare_step", "model input", model_in, len)?;
+    check_len("prepare_step", "timesteps", timesteps, batch)?;
+    check_len("prepare_step", "table", table, steps * ROW_LEN)?;
+    check_len("prepare_step", "step counter", step_counter, 1)?;
+    let params = ctx.uniform(&Params {
+        len: len as u32,
+        per_item: (len / batch) as u32,
+        batch: batch as u32,
+        _pad: 0,
+    });
+    ctx.dispatch(
+        &PREPARE_STEP,
+        &[],
+        &[x, table, step_counter, model_in, timesteps, &params],
+        grid_1d(ctx, len.max(batch), 256),
+        Cost { flops: len as u64, bytes: 8 * len as u64 },
+    )
+}
+
+/// The buffers one sampler step reads and updates.
+pub struct StepBuffers<'a> {
+    /// The sample, updated in place.
+    pub x: &'a wgpu::Buffer,
+    pub model_out: &'a wgpu::Buffer,
+    pub noise: &'a wgpu::Buffer,
+    /// The previous step's x0, replaced by this step's.
+    pub prev_x0: &'a wgpu::Buffer,
+    /// `steps` StepCoeffs rows.
+    pub table: &'a wgpu::Buffer,
+    pub step_counter: &'a wgpu::Buffer,
+}
+
+/// One sampler step over `len` values with row `step_counter[0]` of the table.
+pub fn sampler_step(ctx: &Context, len: usize, steps: usize, b: &StepBuffers) -> Result<Dispatch> {
     if len == 0 {
         bail_shape!("sampler_step: empty sample");
     }
-    for (what, buf) in [("sample", x), ("model output", model_out), ("noise", noise)] {
+    for (what, buf) in
+        [("sample", b.x), ("model output", b.model_out), ("noise", b.noise), ("previous x0", b.prev_x0)]
+    {
         check_len("sampler_step", what, buf, len)?;
     }
-    check_len("sampler_step", "table", table, steps * 12)?;
-    check_len("sampler_step", "step counter", step_counter, 1)?;
-    let params = ctx.uniform(&Params { len: len as u32, per_item: len as u32, _pad: [0; 2] });
+    check_len("sampler_step", "table", b.table, steps * ROW_LEN)?;
+    check_len("sampler_step", "step counter", b.step_counter, 1)?;
+    let params = ctx.uniform(&Params { len: len as u32, per_item: len as u32, batch: 1, _pad: 0 });
     ctx.dispatch(
         &SAMPLER_STEP,
         &[],
-        &[x, model_out, noise, table, step_counter, &params],
+        &[b.x, b.model_out, b.noise, b.table, b.step_counter, b.prev_x0, &params],
         grid_1d(ctx, len, 256),
-        Cost { flops: 14 * len as u64, bytes: 16 * len as u64 },
+        Cost { flops: 16 * len as u64, bytes: 24 * len as u64 },
     )
 }
 
@@ -211,8 +289,9 @@ pub fn advance_step(ctx: &Context, step_counter: &wgpu::Buffer) -> Result<Dispat
     ctx.dispatch(&ADVANCE_STEP, &[], &[step_counter], [1, 1, 1], Cost { flops: 1, bytes: 8 })
 }
 
-/// Reference of `sampler_step` for one coefficient row.
-pub fn reference_step(c: &StepCoeffs, x: &[f32], m: &[f32], z: &[f32]) -> Vec<f32> {
+/// Reference of `sampler_step` for one coefficient row: the new sample; `prev_x0` becomes this
+/// step's x0.
+pub fn reference_step(c: &StepCoeffs, x: &[f32], m: &[f32], z: &[f32], prev_x0: &mut [f32]) -> Vec<f32> {
     let f = |v: f32| v as f64;
     (0..x.len())
         .map(|i| {
@@ -222,7 +301,13 @@ pub fn reference_step(c: &StepCoeffs, x: &[f32], m: &[f32], z: &[f32]) -> Vec<f3
                 x0 = x0.clamp(-f(c.clip), f(c.clip));
             }
             let eps = f(c.eps_x) * xi + f(c.eps_m) * mi + f(c.eps_x0) * x0;
-            (f(c.next_x0) * x0 + f(c.next_x) * xi + f(c.next_eps) * eps + f(c.noise_scale) * f(z[i])) as f32
+            let next = f(c.next_x0) * x0
+                + f(c.next_x) * xi
+                + f(c.next_eps) * eps
+                + f(c.next_prev_x0) * f(prev_x0[i])
+                + f(c.noise_scale) * f(z[i]);
+            prev_x0[i] = x0 as f32;
+            next as f32
         })
         .collect()
 }

@@ -80,25 +80,26 @@ fn check_chain(rows: &[StepCoeffs], direct: &dyn Fn(usize, f64, f64, f64) -> f64
     let xt = upload(&x);
     let table = upload(bytemuck::cast_slice(rows));
     let counter = ctx().upload_u32(&[0], &[1]).unwrap();
+    let mut prev = random(&mut r, len);
+    let prevt = upload(&prev);
     for (i, row) in rows.iter().enumerate() {
         let (m, z) = (random(&mut r, len), random(&mut r, len));
         let (mt, zt) = (upload(&m), upload(&z));
+        let bufs = diff::StepBuffers {
+            x: &xt.buffer,
+            model_out: &mt.buffer,
+            noise: &zt.buffer,
+            prev_x0: &prevt.buffer,
+            table: &table.buffer,
+            step_counter: &counter.buffer,
+        };
         c.run(&[
-            diff::sampler_step(
-                c,
-                len,
-                rows.len(),
-                &xt.buffer,
-                &mt.buffer,
-                &zt.buffer,
-                &table.buffer,
-                &counter.buffer,
-            )
-            .unwrap(),
+            diff::sampler_step(c, len, rows.len(), &bufs).unwrap(),
             diff::advance_step(c, &counter.buffer).unwrap(),
         ]);
         let got = read(&xt);
-        let want_kernel = diff::reference_step(row, &x, &m, &z);
+        let want_kernel = diff::reference_step(row, &x, &m, &z, &mut prev);
+        assert_close(&format!("{what} step {i}: previous x0"), &read(&prevt), &prev, RTOL);
         assert_close(&format!("{what} step {i} vs reference_step"), &got, &want_kernel, RTOL);
         let want_direct: Vec<f32> =
             (0..len).map(|j| direct(i, x[j] as f64, m[j] as f64, z[j] as f64) as f32).collect();
@@ -173,4 +174,72 @@ fn add_noise_uses_each_items_timestep() {
     )
     .unwrap());
     assert_close("add_noise", &read(&out), &diff::reference_add_noise(&ac, &t, &x0, &eps), RTOL);
+}
+
+#[test]
+fn multistep_history_and_prepare_step() {
+    // A row that uses the previous x0 (as DPM-Solver++ 2M does) and a model-input scale (as Euler does).
+    let c = ctx();
+    let (batch, per) = (3, 50);
+    let len = batch * per;
+    let rows = [
+        StepCoeffs {
+            x0_x: 0.5,
+            x0_m: -0.25,
+            next_x0: 0.7,
+            next_x: 0.1,
+            model_in_scale: 0.3,
+            timestep: 980.5,
+            ..Default::default()
+        },
+        StepCoeffs {
+            x0_x: 0.9,
+            x0_m: 0.2,
+            next_x0: 1.2,
+            next_prev_x0: -0.4,
+            model_in_scale: 0.6,
+            timestep: 20.0,
+            ..Default::default()
+        },
+    ];
+    let mut r = rng(11);
+    let mut x = random(&mut r, len);
+    let mut prev = vec![0.0; len];
+    let (xt, prevt, zt) = (upload(&x), upload(&prev), upload(&vec![0.0; len]));
+    let (model_in, tt) = (output(len), output(batch));
+    let table = upload(bytemuck::cast_slice(&rows));
+    let counter = c.upload_u32(&[0], &[1]).unwrap();
+    for row in &rows {
+        run(diff::prepare_step(
+            c,
+            batch,
+            len,
+            rows.len(),
+            &xt.buffer,
+            &table.buffer,
+            &counter.buffer,
+            &model_in.buffer,
+            &tt.buffer,
+        )
+        .unwrap());
+        assert_eq!(read(&tt), vec![row.timestep; batch]);
+        let want_in: Vec<f32> = x.iter().map(|v| v * row.model_in_scale).collect();
+        assert_close("model input", &read(&model_in), &want_in, RTOL);
+        let m = random(&mut r, len);
+        let mt = upload(&m);
+        let bufs = diff::StepBuffers {
+            x: &xt.buffer,
+            model_out: &mt.buffer,
+            noise: &zt.buffer,
+            prev_x0: &prevt.buffer,
+            table: &table.buffer,
+            step_counter: &counter.buffer,
+        };
+        c.run(&[
+            diff::sampler_step(c, len, rows.len(), &bufs).unwrap(),
+            diff::advance_step(c, &counter.buffer).unwrap(),
+        ]);
+        x = diff::reference_step(row, &x, &m, &vec![0.0; len], &mut prev);
+        assert_close("multistep sample", &read(&xt), &x, RTOL);
+    }
 }

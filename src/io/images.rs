@@ -1,0 +1,109 @@
+//! Samples to PNG, as diffusers pipelines convert them: (x / 2 + 0.5) clamped to [0, 1], times 255,
+//! rounded to 8 bits. One channel gives grayscale, three give RGB.
+
+use std::path::Path;
+
+use image::{DynamicImage, GrayImage, ImageBuffer, RgbImage};
+
+use crate::{Error, Result};
+
+/// One image [C, H, W] in the model's [-1, 1] range to 8-bit pixels.
+pub fn to_u8(x: f32) -> u8 {
+    // numpy rounds halves to even.
+    ((x / 2.0 + 0.5).clamp(0.0, 1.0) * 255.0).round_ties_even() as u8
+}
+
+/// A grid of `images` ([N, C, H, W] values) with `cols` columns and a 2-pixel gray gap.
+pub fn grid(images: &[f32], n: usize, c: usize, h: usize, w: usize, cols: usize) -> Result<DynamicImage> {
+    if c != 1 && c != 3 {
+        return Err(Error::Invalid(format!("cannot write {c}-channel images as PNG (1 or 3 channels)")));
+    }
+    let cols = cols.clamp(1, n.max(1));
+    let rows = n.div_ceil(cols);
+    let gap = 2;
+    let (gw, gh) = (cols * w + (cols - 1) * gap, rows * h + (rows - 1) * gap);
+    let mut rgb = vec![128u8; gw * gh * 3];
+    for i in 0..n {
+        let (ox, oy) = ((i % cols) * (w + gap), (i / cols) * (h + gap));
+        for y in 0..h {
+            for x in 0..w {
+                for ch in 0..3 {
+                    let src = images[((i * c + ch.min(c - 1)) * h + y) * w + x];
+                    rgb[((oy + y) * gw + ox + x) * 3 + ch] = to_u8(src);
+                }
+            }
+        }
+    }
+    let rgb: RgbImage = ImageBuffer::from_raw(gw as u32, gh as u32, rgb).expect("sized above"); // ok: exact size
+    Ok(if c == 1 {
+        DynamicImage::ImageLuma8(DynamicImage::ImageRgb8(rgb).to_luma8())
+    } else {
+        DynamicImage::ImageRgb8(rgb)
+    })
+}
+
+/// A square-ish grid: ceil(sqrt(n)) columns.
+pub fn square_cols(n: usize) -> usize {
+    (n as f64).sqrt().ceil().max(1.0) as usize
+}
+
+pub fn save_png(img: &DynamicImage, path: &Path) -> Result<()> {
+    img.save_with_format(path, image::ImageFormat::Png)
+        .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", path.display())))
+}
+
+/// Reads a PNG (or any format the image crate reads) as [C, size, size] in [-1, 1], converted to
+/// `channels` (1: luma, 3: RGB) and resized to `size` x `size` when it differs.
+pub fn load_as_sample(path: &Path, channels: usize, size: usize) -> Result<Vec<f32>> {
+    let img = image::open(path)
+        .map_err(|e| Error::Invalid(format!("cannot read image {}: {e}", path.display())))?;
+    let img = if img.width() as usize != size || img.height() as usize != size {
+        img.resize_exact(size as u32, size as u32, image::imageops::FilterType::Triangle)
+    } else {
+        img
+    };
+    let to_unit = |v: u8| v as f32 / 127.5 - 1.0;
+    match channels {
+        1 => {
+            let g: GrayImage = img.to_luma8();
+            Ok(g.pixels().map(|p| to_unit(p.0[0])).collect())
+        }
+        3 => {
+            let rgb = img.to_rgb8();
+            let mut out = vec![0.0; 3 * size * size];
+            for (i, p) in rgb.pixels().enumerate() {
+                for ch in 0..3 {
+                    out[ch * size * size + i] = to_unit(p.0[ch]);
+                }
+            }
+            Ok(out)
+        }
+        c => Err(Error::Invalid(format!("cannot make a {c}-channel sample from an image (1 or 3 channels)"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conversion_matches_diffusers() {
+        assert_eq!(to_u8(-1.0), 0);
+        assert_eq!(to_u8(1.0), 255);
+        assert_eq!(to_u8(0.0), 128); // 127.5 rounds to even, as numpy does
+        assert_eq!(to_u8(-5.0), 0);
+        assert_eq!(to_u8(7.0), 255);
+        assert_eq!(to_u8(f32::NAN), 0);
+    }
+
+    #[test]
+    fn grid_layout() {
+        let n = 5;
+        let imgs: Vec<f32> = (0..n).flat_map(|i| vec![i as f32 / 4.0 * 2.0 - 1.0; 4]).collect();
+        let g = grid(&imgs, n, 1, 2, 2, square_cols(n)).unwrap().to_luma8();
+        assert_eq!((g.width(), g.height()), (3 * 2 + 2 * 2, 2 * 2 + 2));
+        assert_eq!(g.get_pixel(0, 0).0[0], 0); // image 0 is -1
+        assert_eq!(g.get_pixel(4, 0).0[0], 64); // image 1 at x = 4
+        assert_eq!(g.get_pixel(2, 0).0[0], 128); // the gap
+    }
+}
