@@ -3,12 +3,13 @@
 //   out[n, co, oh, ow] = sum_{kh, kw, ci} w[co, ci, kh, kw] * x[n, ci, oh*s + kh - pad_top, ow*s + kw - pad_left]
 //
 // The weight is repacked once at load time to [KH*KW, Cin, Cout4] vec4s (Cout padded to a multiple of
-// 4 with zeros), so the 4 output channels of a block are one aligned vec4 load. Each invocation owns a
-// 4x4 block: 4 output channels x 4 consecutive output pixels (pixels run over N*Hout*Wout, so a block
-// may span rows or images). Loops run (kh, kw) outside and Cin inside, so bounds checks and spatial
-// offsets are computed once per tap and the inner loop is 4 loads, 1 vec4 load and 4 vec4 FMAs.
-// Padding is implicit: taps outside the input read nothing and count as zero, which also gives
-// diffusers' right/bottom-only pad (Downsample2D with padding=0) through pad_top = pad_left = 0.
+// 4 with zeros), so 4 output channels are one aligned vec4 load. Each invocation owns 8 consecutive
+// output pixels (two quads; pixels run over N*Hout*Wout, so a block may span rows or images) x 8
+// output channels (two vec4 blocks): 16 vec4 accumulators in registers. Per input channel and tap it
+// loads 2 weight vec4s and 8 input values for 16 vec4 FMAs. Loops run (kh, kw) outside and Cin
+// inside, so bounds checks and spatial offsets are computed once per tap. Padding is implicit: taps
+// outside the input count as zero, which also gives diffusers' right/bottom-only pad (Downsample2D
+// with padding=0) through pad_top = pad_left = 0.
 //
 // Epilogue, fused: + bias[co], + chan_add[n, co] (time embedding), + residual[n, co, oh, ow], * scale.
 
@@ -19,8 +20,7 @@ struct Params {
     pad_left: u32, scale: f32, _pad0: u32, _pad1: u32,
 }
 
-override WG_X: u32 = 16;          // pixel blocks per workgroup
-override WG_Y: u32 = 4;           // channel blocks per workgroup
+override WG_X: u32 = 64;          // pixel blocks per workgroup (one channel block pair per workgroup row)
 override HAS_BIAS: bool = true;
 override HAS_CHANNEL_ADD: bool = false;
 override HAS_RESIDUAL: bool = false;
@@ -33,6 +33,40 @@ override HAS_RESIDUAL: bool = false;
 @group(0) @binding(5) var<storage, read_write> out: array<f32>;
 @group(0) @binding(6) var<uniform> p: Params;
 
+// Four output pixels x four output channels: pixel k's channels are field k.
+struct Acc4 { p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>, p3: vec4<f32> }
+
+fn fma4(a: Acc4, w: vec4<f32>, xq: vec4<f32>) -> Acc4 {
+    return Acc4(fma(w, vec4<f32>(xq.x), a.p0), fma(w, vec4<f32>(xq.y), a.p1),
+                fma(w, vec4<f32>(xq.z), a.p2), fma(w, vec4<f32>(xq.w), a.p3));
+}
+
+// A pixel quad's geometry: where each image starts, and the top-left input tap of each pixel.
+struct Quad { img: vec4<u32>, ih0: vec4<i32>, iw0: vec4<i32> }
+
+fn quad(first: u32, npix: u32) -> Quad {
+    // Pixels past the end are clamped to the last one: computed, never stored.
+    let pix = min(vec4<u32>(first) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(npix - 1u));
+    let hw_out = p.hout * p.wout;
+    let r = pix % hw_out;
+    return Quad((pix / hw_out) * (p.cin * p.h * p.w),
+                vec4<i32>((r / p.wout) * p.stride) - i32(p.pad_top),
+                vec4<i32>((r % p.wout) * p.stride) - i32(p.pad_left));
+}
+
+// For tap (kh, kw): the input index of each pixel at channel 0, and which taps fall inside the image.
+fn tap(q: Quad, kh: u32, kw: u32, ok: ptr<function, vec4<bool>>) -> vec4<u32> {
+    let ih = q.ih0 + i32(kh);
+    let iw = q.iw0 + i32(kw);
+    *ok = (ih >= vec4<i32>(0)) & (ih < vec4<i32>(i32(p.h))) & (iw >= vec4<i32>(0)) & (iw < vec4<i32>(i32(p.w)));
+    // Taps outside the image read a valid element and are replaced by zero.
+    return select(vec4<u32>(0u), q.img + vec4<u32>(ih * i32(p.w) + iw), *ok);
+}
+
+fn load4(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
+    return select(vec4<f32>(0.0), vec4<f32>(x[idx.x], x[idx.y], x[idx.z], x[idx.w]), ok);
+}
+
 fn store(pix: u32, co: u32, acc: f32) {
     let hw_out = p.hout * p.wout;
     let n = pix / hw_out;
@@ -44,59 +78,62 @@ fn store(pix: u32, co: u32, acc: f32) {
     out[off] = v * p.scale;
 }
 
-@compute @workgroup_size(WG_X, WG_Y)
-fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let hw_out = p.hout * p.wout;
-    let npix = p.n * hw_out;
-    let pix0 = gid.x * 4u;
-    let cb = gid.y;
-    if (pix0 >= npix || cb >= p.cout4) {
+fn store4(first: u32, cb: u32, a: Acc4, npix: u32) {
+    let pixels = array<vec4<f32>, 4>(a.p0, a.p1, a.p2, a.p3);
+    for (var k = 0u; k < 4u; k++) {
+        if (first + k >= npix) { return; }
+        for (var c = 0u; c < 4u; c++) {
+            if (cb * 4u + c < p.cout) { store(first + k, cb * 4u + c, pixels[k][c]); }
+        }
+    }
+}
+
+@compute @workgroup_size(WG_X)
+fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let npix = p.n * p.hout * p.wout;
+    let pix0 = gid.x * 8u;
+    let cb = wid.y * 2u; // first of the two channel blocks
+    // Only uniform exits before the loops: after a divergent one, CPU drivers such as lavapipe run
+    // every later load lane by lane.
+    if (cb >= p.cout4) {
         return;
     }
-    // The 4 pixels of this block (clamped to the last one; their results are not stored).
-    let pix = min(vec4<u32>(pix0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(npix - 1u));
-    let n = pix / hw_out;
-    let r = pix % hw_out;
-    let ih0 = vec4<i32>((r / p.wout) * p.stride) - i32(p.pad_top);
-    let iw0 = vec4<i32>((r % p.wout) * p.stride) - i32(p.pad_left);
-    let hw_in = p.h * p.w;
-    let img = n * (p.cin * hw_in);
-    let h = i32(p.h);
-    let w = i32(p.w);
-
-    var acc0 = vec4<f32>(0.0);
-    var acc1 = vec4<f32>(0.0);
-    var acc2 = vec4<f32>(0.0);
-    var acc3 = vec4<f32>(0.0);
+    // The second channel block may not exist (Cout4 odd): it reads block cb again and is not stored.
+    let cb1 = min(cb + 1u, p.cout4 - 1u);
+    let q0 = quad(pix0, npix);
+    let q1 = quad(pix0 + 4u, npix);
+    let hw_in = vec4<u32>(p.h * p.w);
+    let zero = Acc4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var a00 = zero; // quad 0, channel block 0
+    var a01 = zero; // quad 0, channel block 1
+    var a10 = zero;
+    var a11 = zero;
     for (var kh = 0u; kh < p.kh; kh++) {
-        let ih = ih0 + i32(kh);
-        let row_ok = (ih >= vec4<i32>(0)) & (ih < vec4<i32>(h));
         for (var kw = 0u; kw < p.kw; kw++) {
-            let iw = iw0 + i32(kw);
-            let ok = row_ok & (iw >= vec4<i32>(0)) & (iw < vec4<i32>(w));
-            // Taps outside the image read a valid element and are replaced by zero.
-            var idx = select(vec4<u32>(0u), img + vec4<u32>(ih * w + iw), ok);
-            var widx = ((kh * p.kw + kw) * p.cin) * p.cout4 + cb;
+            var ok0: vec4<bool>;
+            var ok1: vec4<bool>;
+            var idx0 = tap(q0, kh, kw, &ok0);
+            var idx1 = tap(q1, kh, kw, &ok1);
+            var widx = (kh * p.kw + kw) * p.cin * p.cout4;
             for (var ci = 0u; ci < p.cin; ci++) {
-                let wv = wt[widx];
-                let xv = select(vec4<f32>(0.0), vec4<f32>(x[idx.x], x[idx.y], x[idx.z], x[idx.w]), ok);
-                acc0 = fma(wv, vec4<f32>(xv.x), acc0);
-                acc1 = fma(wv, vec4<f32>(xv.y), acc1);
-                acc2 = fma(wv, vec4<f32>(xv.z), acc2);
-                acc3 = fma(wv, vec4<f32>(xv.w), acc3);
-                idx += vec4<u32>(hw_in);
+                let w0 = wt[widx + cb];
+                let w1 = wt[widx + cb1];
+                let x0 = load4(idx0, ok0);
+                let x1 = load4(idx1, ok1);
+                a00 = fma4(a00, w0, x0);
+                a01 = fma4(a01, w1, x0);
+                a10 = fma4(a10, w0, x1);
+                a11 = fma4(a11, w1, x1);
+                idx0 += hw_in;
+                idx1 += hw_in;
                 widx += p.cout4;
             }
         }
     }
-
-    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
-    for (var j = 0u; j < 4u; j++) {
-        let pj = pix0 + j;
-        if (pj >= npix) { break; }
-        for (var c = 0u; c < 4u; c++) {
-            let co = cb * 4u + c;
-            if (co < p.cout) { store(pj, co, accs[j][c]); }
-        }
+    store4(pix0, cb, a00, npix);
+    store4(pix0 + 4u, cb, a10, npix);
+    if (cb + 1u < p.cout4) {
+        store4(pix0, cb + 1u, a01, npix);
+        store4(pix0 + 4u, cb + 1u, a11, npix);
     }
 }

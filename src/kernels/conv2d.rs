@@ -174,15 +174,9 @@ pub fn conv2d(
         check_len("conv2d", "residual", b, out_len)?;
     }
     let cout4 = s.cout4();
-    // Narrow channel counts (conv_out with 1 or 3 channels) spend the workgroup on pixels instead.
-    let wg_y = if cout4 >= 4 {
-        4
-    } else if cout4 >= 2 {
-        2
-    } else {
-        1
-    };
-    let wg_x = 64 / wg_y;
+    // Each invocation makes 8 pixels x 8 channels (two vec4 channel blocks); a workgroup is a row
+    // of WG_X invocations over pixels, one workgroup row per channel-block pair.
+    const WG_X: usize = 64;
     let params = ctx.uniform(&Params {
         n: s.n as u32,
         cin: s.cin as u32,
@@ -202,8 +196,7 @@ pub fn conv2d(
     });
     let dummy = &ctx.dummy;
     let overrides = [
-        ("WG_X", wg_x as f64),
-        ("WG_Y", wg_y as f64),
+        ("WG_X", WG_X as f64),
         ("HAS_BIAS", epilogue.bias.is_some() as u8 as f64),
         ("HAS_CHANNEL_ADD", epilogue.channel_add.is_some() as u8 as f64),
         ("HAS_RESIDUAL", epilogue.residual.is_some() as u8 as f64),
@@ -224,7 +217,7 @@ pub fn conv2d(
             out,
             &params,
         ],
-        [groups(s.n * hout * wout, 4 * wg_x), groups(cout4, wg_y), 1],
+        [groups(s.n * hout * wout, 8 * WG_X), groups(cout4, 2), 1],
         Cost { flops: s.flops(), bytes },
     )
 }
