@@ -1,5 +1,6 @@
 //! Argument parsing and dispatch to the subcommands.
 
+mod bench;
 mod info;
 mod noise;
 mod sample;
@@ -23,6 +24,8 @@ pub enum Command {
     Noise(noise::NoiseArgs),
     /// List adapters with their backend, type, driver, features and limits.
     Info(info::InfoArgs),
+    /// Time a whole UNet forward (per op, from GPU timestamps) and a sampling chain.
+    Bench(bench::BenchArgs),
 }
 
 /// Adapter choice, shared by every subcommand that uses the GPU.
@@ -50,5 +53,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Sample(args) => sample::run(&args),
         Command::Noise(args) => noise::run(&args),
         Command::Info(args) => info::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }

@@ -268,6 +268,11 @@ impl Context {
         Ok(bytemuck::pod_collect_to_vec(&bytes))
     }
 
+    /// The first `size` bytes of any buffer with COPY_SRC usage (waits for the device).
+    pub fn read_raw(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
+        self.read_bytes(buffer, size)
+    }
+
     fn read_bytes(&self, buffer: &wgpu::Buffer, size: u64) -> Result<Vec<u8>> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),

@@ -4,8 +4,10 @@ mod buffers;
 mod context;
 mod dispatch;
 mod pipelines;
+mod profiler;
 
 pub use buffers::{BufferPool, PooledBuffer, Tensor};
 pub use context::{list_adapters, AdapterSummary, BackendChoice, Context, ContextOptions};
 pub use dispatch::{grid, Cost, Dispatch};
 pub use pipelines::{Binding, KernelSpec, PipelineCache, ShaderSource};
+pub use profiler::Profiler;

@@ -1,5 +1,6 @@
 //! Diffusers models: folder layouts, config.json, safetensors weights, and UNet2DModel on the graph.
 
+pub mod arch;
 pub mod config;
 pub mod tensors;
 pub mod unet;
@@ -124,6 +125,13 @@ impl UNet {
         let mut bank = WeightBank::new(tensors, source);
         let ops = unet::build(ctx, &config, &mut bank, 1)?.graph.nodes.len();
         bank.release_host();
+        Ok(Self { config, bank, ops })
+    }
+
+    /// An architecture with random weights (benchmarks).
+    pub fn random(ctx: &Context, config: UNetConfig, seed: u64) -> Result<Self> {
+        let mut bank = WeightBank::synthetic(seed);
+        let ops = unet::build(ctx, &config, &mut bank, 1)?.graph.nodes.len();
         Ok(Self { config, bank, ops })
     }
 

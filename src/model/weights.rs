@@ -15,6 +15,8 @@ const LEGACY_ATTENTION: [(&str, &str); 4] =
 
 pub struct WeightBank {
     host: HashMap<String, HostTensor>,
+    /// Random weights for tensors the file does not have (named architectures, benchmarks).
+    synthetic: Option<rand::rngs::StdRng>,
     source: String,
     /// Device buffers, indexed by WeightId.
     pub buffers: Vec<wgpu::Buffer>,
@@ -30,12 +32,40 @@ impl WeightBank {
     pub fn new(host: HashMap<String, HostTensor>, source: &str) -> Self {
         Self {
             host,
+            synthetic: None,
             source: source.to_string(),
             buffers: Vec::new(),
             by_key: HashMap::new(),
             parameters: 0,
             tensors_used: 0,
         }
+    }
+
+    /// A bank that makes up every tensor (uniform in +-1/sqrt(fan_in); norm scales 1): an
+    /// architecture with random weights, for benchmarks.
+    pub fn synthetic(seed: u64) -> Self {
+        use rand::SeedableRng;
+        Self {
+            synthetic: Some(rand::rngs::StdRng::seed_from_u64(seed)),
+            ..Self::new(HashMap::new(), "random weights")
+        }
+    }
+
+    /// The values of tensor `name` with `shape`, from the file or made up by a synthetic bank.
+    fn fetch(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        if self.find(name).is_none() {
+            if let Some(rng) = self.synthetic.as_mut() {
+                use rand::Rng;
+                let n: usize = shape.iter().product();
+                if shape.len() == 1 && name.ends_with(".weight") {
+                    return Ok(vec![1.0; n]); // a norm's scale
+                }
+                let fan_in: usize = shape.iter().skip(1).product::<usize>().max(1);
+                let b = 1.0 / (fan_in as f32).sqrt();
+                return Ok((0..n).map(|_| rng.random_range(-b..b)).collect());
+            }
+        }
+        Ok(self.tensor(name, shape)?.data.clone())
     }
 
     /// The file's tensor for a diffusers name, accepting the legacy attention names.
@@ -87,7 +117,7 @@ impl WeightBank {
         if let Some(&id) = self.by_key.get(name) {
             return Ok(id);
         }
-        let data = self.tensor(name, shape)?.data.clone();
+        let data = self.fetch(name, shape)?;
         let n = data.len();
         Ok(self.upload(ctx, name.to_string(), &data, n))
     }
@@ -106,9 +136,9 @@ impl WeightBank {
         let weight = match self.by_key.get(&key) {
             Some(&id) => id,
             None => {
-                let t = self.tensor(&name, &[cout, cin, k, k])?;
-                let packed = conv2d::pack_weight(&t.data, cout, cin, k, k)?;
-                let n = t.data.len();
+                let data = self.fetch(&name, &[cout, cin, k, k])?;
+                let packed = conv2d::pack_weight(&data, cout, cin, k, k)?;
+                let n = data.len();
                 self.upload(ctx, key, &packed, n)
             }
         };
@@ -129,9 +159,9 @@ impl WeightBank {
         let weight = match self.by_key.get(&key) {
             Some(&id) => id,
             None => {
-                let t = self.tensor(&name, &[fout, fin])?;
-                let packed = conv2d::pack_weight(&t.data, fout, fin, 1, 1)?;
-                let n = t.data.len();
+                let data = self.fetch(&name, &[fout, fin])?;
+                let packed = conv2d::pack_weight(&data, fout, fin, 1, 1)?;
+                let n = data.len();
                 self.upload(ctx, key, &packed, n)
             }
         };

@@ -1,0 +1,296 @@
+//! Kernel bench harness: every kernel at the shapes the ddpm-cifar10-32 UNet and the bundled
+//! Fashion-MNIST model use, plus the reference shapes of the performance table (rows `ref-*`).
+//!
+//!     cargo bench --bench kernels [-- --filter conv2d] [-- --save-baseline NAME] [-- --baseline NAME]
+//!
+//! GPU time comes from timestamp queries (wall time with a device sync where the adapter has none,
+//! and the table says so). Each row: a warm-up run, then repeated runs; median and min, GFLOP/s and
+//! GB/s from the kernel's own FLOP and byte counts. Writes target/bench/kernels.json.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde_json::{json, Value};
+use wgpu_diffusion::gpu::{Context, ContextOptions, Dispatch, Profiler, Tensor};
+use wgpu_diffusion::kernels::attention::{self, AttentionShape};
+use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Epilogue, Padding};
+use wgpu_diffusion::kernels::diffusion::{self as diff, StepCoeffs};
+use wgpu_diffusion::kernels::group_norm::{self, GroupNormShape};
+use wgpu_diffusion::kernels::matmul::{self, Bias, MatmulShape, Strides};
+use wgpu_diffusion::kernels::{elementwise, rng};
+
+/// Builds a case's dispatch, returning it with the tensors it needs kept alive.
+type Build = Box<dyn Fn(&Context) -> (Dispatch, Vec<Tensor>)>;
+
+/// A benchmark case: its name, a shape description, and its builder.
+struct Case {
+    name: String,
+    shape: String,
+    build: Build,
+}
+
+fn zeros(ctx: &Context, n: usize) -> Tensor {
+    ctx.upload(&vec![0.01; n], &[n]).expect("alloc")
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_case(
+    name: &str,
+    n: usize,
+    cin: usize,
+    hw: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: Padding,
+) -> Case {
+    let s = Conv2dShape { n, cin, h: hw, w: hw, cout, kh: k, kw: k, stride, pad };
+    Case {
+        name: name.into(),
+        shape: format!("{n}x{cin}x{hw}x{hw} -> {cout}, {k}x{k}/{stride}"),
+        build: Box::new(move |ctx| {
+            let (x, w, b, o) = (
+                zeros(ctx, n * cin * hw * hw),
+                zeros(ctx, s.packed_weight_len()),
+                zeros(ctx, cout),
+                zeros(ctx, s.out_len().expect("shape")),
+            );
+            let epi = Epilogue { bias: Some(&b.buffer), ..Default::default() };
+            let d = conv2d::conv2d(ctx, &s, &x.buffer, &w.buffer, &epi, &o.buffer).expect("conv2d");
+            (d, vec![x, w, b, o])
+        }),
+    }
+}
+
+fn gn_case(name: &str, n: usize, c: usize, hw: usize, groups: usize, silu: bool) -> Case {
+    let s = GroupNormShape { n, c, hw: hw * hw, groups, eps: 1e-6, silu };
+    Case {
+        name: name.into(),
+        shape: format!("{n}x{c}x{hw}x{hw}, {groups} groups{}", if silu { " +SiLU" } else { "" }),
+        build: Box::new(move |ctx| {
+            let (x, g, b, y) =
+                (zeros(ctx, n * c * hw * hw), zeros(ctx, c), zeros(ctx, c), zeros(ctx, n * c * hw * hw));
+            let d = group_norm::group_norm(ctx, &s, &x.buffer, &g.buffer, &b.buffer, &y.buffer).expect("gn");
+            (d, vec![x, g, b, y])
+        }),
+    }
+}
+
+fn attn_case(name: &str, batch: usize, heads: usize, head_dim: usize, tokens: usize) -> Case {
+    let s = AttentionShape { batch, heads, head_dim, tokens, scale: 1.0 / (head_dim as f32).sqrt() };
+    Case {
+        name: name.into(),
+        shape: format!("{batch} x {tokens} tokens x {heads} heads x {head_dim}"),
+        build: Box::new(move |ctx| {
+            let t: Vec<Tensor> = (0..4).map(|_| zeros(ctx, s.len())).collect();
+            let d = attention::attention(ctx, &s, &t[0].buffer, &t[1].buffer, &t[2].buffer, &t[3].buffer)
+                .expect("attn");
+            (d, t)
+        }),
+    }
+}
+
+fn matmul_case(name: &str, m: usize, n: usize, k: usize) -> Case {
+    let s = MatmulShape {
+        batch: 1,
+        m,
+        n,
+        k,
+        a: Strides::row_major(m, k),
+        b: Strides::row_major(k, n),
+        bias: Bias::None,
+        silu: false,
+    };
+    Case {
+        name: name.into(),
+        shape: format!("{m}x{k} @ {k}x{n}"),
+        build: Box::new(move |ctx| {
+            let (a, b, c) = (zeros(ctx, m * k), zeros(ctx, k * n), zeros(ctx, m * n));
+            let d = matmul::matmul(ctx, &s, &a.buffer, &b.buffer, None, &c.buffer).expect("matmul");
+            (d, vec![a, b, c])
+        }),
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let same = Padding::same(1);
+    let mut v = vec![
+        // The performance table's reference shapes.
+        matmul_case("ref-matmul-512", 512, 512, 512),
+        conv_case("ref-conv2d-b8", 8, 128, 32, 128, 3, 1, same),
+        conv_case("ref-conv2d-b1", 1, 128, 32, 128, 3, 1, same),
+        gn_case("ref-group-norm-b8", 8, 128, 32, 32, false),
+        attn_case("ref-attention-b8", 8, 1, 128, 256),
+        // ddpm-cifar10-32, batch 1.
+        conv_case("cifar-conv2d-in", 1, 3, 32, 128, 3, 1, same),
+        conv_case("cifar-conv2d-256x16", 1, 256, 16, 256, 3, 1, same),
+        conv_case("cifar-conv2d-256x8", 1, 256, 8, 256, 3, 1, same),
+        conv_case("cifar-conv2d-256x4", 1, 256, 4, 256, 3, 1, same),
+        conv_case("cifar-conv2d-down", 1, 128, 32, 128, 3, 2, Padding::right_bottom(1)),
+        conv_case("cifar-conv2d-shortcut", 1, 384, 16, 256, 1, 1, Padding::default()),
+        conv_case("cifar-conv2d-out", 1, 128, 32, 3, 3, 1, same),
+        gn_case("cifar-group-norm-128x32", 1, 128, 32, 32, true),
+        gn_case("cifar-group-norm-256x16", 1, 256, 16, 32, true),
+        attn_case("cifar-attention-16x16", 1, 1, 256, 256),
+        matmul_case("cifar-matmul-temb", 1, 512, 128),
+        // The bundled Fashion-MNIST model, batch 16.
+        conv_case("fashion-conv2d-32x28", 16, 32, 28, 32, 3, 1, same),
+        conv_case("fashion-conv2d-64x14", 16, 64, 14, 64, 3, 1, same),
+        conv_case("fashion-conv2d-64x7", 16, 64, 7, 64, 3, 1, same),
+        conv_case("fashion-conv2d-out", 16, 32, 28, 1, 3, 1, same),
+        gn_case("fashion-group-norm-32x28", 16, 32, 28, 8, true),
+        attn_case("fashion-attention-7x7", 16, 2, 32, 49),
+    ];
+    let n = 16 * 784;
+    v.push(Case {
+        name: "fashion-silu".into(),
+        shape: format!("{n}"),
+        build: Box::new(move |ctx| {
+            let (x, y) = (zeros(ctx, n), zeros(ctx, n));
+            (elementwise::silu(ctx, n, &x.buffer, &y.buffer).expect("silu"), vec![x, y])
+        }),
+    });
+    v.push(Case {
+        name: "fashion-upsample".into(),
+        shape: "16x64x7x7 -> 14x14".into(),
+        build: Box::new(|ctx| {
+            let (x, y) = (zeros(ctx, 16 * 64 * 49), zeros(ctx, 16 * 64 * 196));
+            (
+                elementwise::upsample_nearest2x(ctx, 16 * 64, 7, 7, &x.buffer, &y.buffer).expect("up"),
+                vec![x, y],
+            )
+        }),
+    });
+    v.push(Case {
+        name: "fashion-sampler-step".into(),
+        shape: format!("{n}"),
+        build: Box::new(move |ctx| {
+            let t: Vec<Tensor> = (0..4).map(|_| zeros(ctx, n)).collect();
+            let table =
+                ctx.upload(bytemuck::cast_slice(&[StepCoeffs::default()]), &[diff::ROW_LEN]).expect("table");
+            let counter = ctx.upload_u32(&[0], &[1]).expect("counter");
+            let bufs = diff::StepBuffers {
+                x: &t[0].buffer,
+                model_out: &t[1].buffer,
+                noise: &t[2].buffer,
+                prev_x0: &t[3].buffer,
+                table: &table.buffer,
+                step_counter: &counter.buffer,
+            };
+            let d = diff::sampler_step(ctx, n, 1, &bufs).expect("step");
+            let mut keep = t;
+            keep.extend([table, counter]);
+            (d, keep)
+        }),
+    });
+    v.push(Case {
+        name: "rng-normal-1m".into(),
+        shape: "1048576".into(),
+        build: Box::new(|ctx| {
+            let out = zeros(ctx, 1 << 20);
+            (
+                rng::normal(ctx, rng::NoiseKey::default(), 1, 1 << 20, None, &out.buffer).expect("rng"),
+                vec![out],
+            )
+        }),
+    });
+    v
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn arg(args: &[String], flag: &str) -> Option<String> {
+    args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let filter = arg(&args, "--filter");
+    let ctx = match Context::new(&ContextOptions::default()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    };
+    let profiler = Profiler::new(&ctx);
+    let adapter = format!("{} ({:?})", ctx.info.name, ctx.info.backend);
+    let timing =
+        if profiler.is_some() { "GPU timestamps" } else { "wall time with a sync (no TIMESTAMP_QUERY)" };
+    println!("adapter: {adapter}; timing: {timing}");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    let baseline: Option<Value> = arg(&args, "--baseline").map(|name| {
+        let path = dir.join("baselines").join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            eprintln!("error: cannot read baseline {}: {e}", path.display());
+            std::process::exit(1)
+        });
+        serde_json::from_str(&text).expect("a baseline written by --save-baseline")
+    });
+    println!(
+        "{:<28} {:<36} {:>10} {:>10} {:>9} {:>8}{}",
+        "kernel",
+        "shape",
+        "median ms",
+        "min ms",
+        "GFLOP/s",
+        "GB/s",
+        if baseline.is_some() { "  vs baseline" } else { "" }
+    );
+    let mut rows = Vec::new();
+    for case in cases() {
+        if filter.as_ref().is_some_and(|f| !case.name.contains(f.as_str())) {
+            continue;
+        }
+        let (d, _keep) = (case.build)(&ctx);
+        ctx.run(std::slice::from_ref(&d));
+        ctx.wait().expect("warm-up");
+        // About a second of work, at least 3 runs.
+        let t0 = Instant::now();
+        ctx.run(std::slice::from_ref(&d));
+        ctx.wait().expect("probe");
+        let reps = ((1.0 / t0.elapsed().as_secs_f64().max(1e-6)) as usize).clamp(3, 50);
+        let mut times: Vec<f64> = match &profiler {
+            Some(p) => p.time(&ctx, &vec![d.clone(); reps]).expect("timestamps"),
+            None => (0..reps)
+                .map(|_| {
+                    let t = Instant::now();
+                    ctx.run(std::slice::from_ref(&d));
+                    ctx.wait().expect("sync");
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect(),
+        };
+        let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
+        let med = median(&mut times);
+        let gflops = d.cost.flops as f64 / med / 1e6;
+        let gbps = d.cost.bytes as f64 / med / 1e6;
+        let vs = baseline
+            .as_ref()
+            .and_then(|b| b.as_array())
+            .and_then(|rows| rows.iter().find(|r| r["name"] == case.name.as_str()))
+            .and_then(|r| r["median_ms"].as_f64())
+            .map(|base| format!("  {:.2}x {}", base / med, if base >= med { "faster" } else { "slower" }))
+            .unwrap_or_default();
+        println!(
+            "{:<28} {:<36} {med:>10.3} {min:>10.3} {gflops:>9.2} {gbps:>8.2}{vs}",
+            case.name, case.shape
+        );
+        rows.push(json!({
+            "name": case.name, "shape": case.shape, "median_ms": med, "min_ms": min,
+            "gflops": gflops, "gbps": gbps, "adapter": adapter, "timing": timing,
+        }));
+    }
+    std::fs::create_dir_all(dir.join("baselines")).expect("target/bench");
+    let text = serde_json::to_string_pretty(&rows).expect("json");
+    std::fs::write(dir.join("kernels.json"), &text).expect("write kernels.json");
+    println!("wrote {}", dir.join("kernels.json").display());
+    if let Some(name) = arg(&args, "--save-baseline") {
+        let path = dir.join("baselines").join(format!("{name}.json"));
+        std::fs::write(&path, &text).expect("write baseline");
+        println!("saved baseline {}", path.display());
+    }
+}

@@ -1,0 +1,152 @@
+//! `bench`: a whole UNet forward and a sampling chain, timed. Per-op GPU times come from timestamp
+//! queries (which ops take the time); the chain is timed by the wall clock.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use wgpu_diffusion::diffusion::{self, ChainInput, SamplerKind, SamplerPlan};
+use wgpu_diffusion::gpu::{Context, Profiler};
+use wgpu_diffusion::model::{arch, UNet};
+use wgpu_diffusion::{Error, Result};
+
+use super::sample::{model_folder, scheduler_config};
+use super::DeviceArgs;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// A diffusers model folder (default: the bundled model, unless --arch is given).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// A named architecture with random weights instead of a model folder: ddpm-cifar10-32, fashion-mnist.
+    #[arg(long, conflicts_with = "model")]
+    pub arch: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Steps of the timed sampling chain (0 skips it).
+    #[arg(long, default_value_t = 5)]
+    pub steps: usize,
+    #[arg(long, default_value = "ddim")]
+    pub scheduler: String,
+    /// Timed forwards (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.batch == 0 || args.repeats == 0 {
+        return Err(Error::Invalid("--batch and --repeats must be at least 1".into()));
+    }
+    let ctx = Context::new(&args.device.options()?)?;
+    let kind = SamplerKind::parse(&args.scheduler)?;
+    let (mut unet, name, sched) = match &args.arch {
+        Some(a) => {
+            let unet = UNet::random(&ctx, arch::config(a)?, 0)?;
+            (unet, format!("{a} (random weights)"), diffusion::SchedulerConfig::resolve(kind, None, a)?)
+        }
+        None => {
+            let folder = model_folder(args.model.as_deref())?;
+            let sched = scheduler_config(&folder, kind)?;
+            (UNet::load(&ctx, &folder)?, folder.root.display().to_string(), sched)
+        }
+    };
+    let net = unet.executable(&ctx, args.batch)?;
+    let flops: u64 = net.exe.dispatches.iter().map(|d| d.cost.flops).sum();
+    println!(
+        "{name}: batch {}, {} ops, {:.2} GFLOP per forward, on {}",
+        args.batch,
+        net.exe.dispatches.len(),
+        flops as f64 / 1e9,
+        ctx.info.name
+    );
+    println!(
+        "planned activation memory {:.2} MiB (one buffer per tensor: {:.2} MiB), weights {:.2} MiB",
+        net.exe.plan.peak_bytes as f64 / (1 << 20) as f64,
+        net.exe.plan.naive_bytes as f64 / (1 << 20) as f64,
+        unet.bank.parameters as f64 * 4.0 / (1 << 20) as f64
+    );
+    // Warm-up: pipelines compiled, caches warm.
+    ctx.run(&net.exe.dispatches);
+    ctx.wait()?;
+
+    // Wall time of whole forwards, recorded into one pass each.
+    let mut wall = Vec::new();
+    for _ in 0..args.repeats {
+        let t0 = Instant::now();
+        ctx.run(&net.exe.dispatches);
+        ctx.wait()?;
+        wall.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    let forward_ms = median(&mut wall);
+    println!(
+        "UNet forward: {forward_ms:.2} ms wall ({:.2} ms per image, {:.2} GFLOP/s)",
+        forward_ms / args.batch as f64,
+        flops as f64 / forward_ms / 1e6
+    );
+
+    match Profiler::new(&ctx) {
+        Some(profiler) => {
+            let mut per_dispatch = vec![Vec::new(); net.exe.dispatches.len()];
+            for _ in 0..args.repeats {
+                for (i, t) in profiler.time(&ctx, &net.exe.dispatches)?.into_iter().enumerate() {
+                    per_dispatch[i].push(t);
+                }
+            }
+            // Per op kind: (count, ms, flops, bytes)
+            let mut ops: BTreeMap<&str, (usize, f64, u64, u64)> = BTreeMap::new();
+            for (d, times) in net.exe.dispatches.iter().zip(per_dispatch.iter_mut()) {
+                let e = ops.entry(d.label).or_default();
+                e.0 += 1;
+                e.1 += median(times);
+                e.2 += d.cost.flops;
+                e.3 += d.cost.bytes;
+            }
+            let total: f64 = ops.values().map(|o| o.1).sum();
+            let mut rows: Vec<_> = ops.into_iter().collect();
+            rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+            println!(
+                "GPU time per op (timestamp queries, median of {}), {total:.2} ms in all:",
+                args.repeats
+            );
+            println!(
+                "  {:<20} {:>5} {:>10} {:>6} {:>9} {:>8}",
+                "op", "count", "ms", "share", "GFLOP/s", "GB/s"
+            );
+            for (op, (count, ms, f, b)) in rows {
+                println!(
+                    "  {op:<20} {count:>5} {ms:>10.3} {:>5.1}% {:>9.2} {:>8.2}",
+                    100.0 * ms / total,
+                    f as f64 / ms / 1e6,
+                    b as f64 / ms / 1e6
+                );
+            }
+        }
+        None => println!("(no TIMESTAMP_QUERY on this adapter: per-op GPU times are not available)"),
+    }
+
+    if args.steps > 0 {
+        let plan = SamplerPlan::new(&sched, args.steps, 0.0)?;
+        let t0 = Instant::now();
+        let input = ChainInput { seed: 0, batch: args.batch, init_noise: None };
+        diffusion::sample(&ctx, &mut unet, &plan, &input, &mut |_, _| {})?;
+        let secs = t0.elapsed().as_secs_f64();
+        println!(
+            "sampling chain ({}, {} steps, batch {}): {:.2} s, {:.2} steps/s, {:.3} images/s",
+            args.scheduler,
+            args.steps,
+            args.batch,
+            secs,
+            args.steps as f64 / secs,
+            args.batch as f64 / secs
+        );
+    }
+    Ok(())
+}
