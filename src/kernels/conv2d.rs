@@ -175,8 +175,9 @@ pub fn conv2d(
     }
     let cout4 = s.cout4();
     // Each invocation makes 8 pixels x 8 channels (two vec4 channel blocks); a workgroup is a row
-    // of WG_X invocations over pixels, one workgroup row per channel-block pair.
-    const WG_X: usize = 64;
+    // of invocations over pixels, one workgroup row per channel-block pair. Small maps get narrow
+    // workgroups: invocations past the last pixel still run the loops (no divergent exit).
+    let wg_x = (s.n * hout * wout).div_ceil(8).next_power_of_two().clamp(8, 64);
     let params = ctx.uniform(&Params {
         n: s.n as u32,
         cin: s.cin as u32,
@@ -196,7 +197,7 @@ pub fn conv2d(
     });
     let dummy = &ctx.dummy;
     let overrides = [
-        ("WG_X", WG_X as f64),
+        ("WG_X", wg_x as f64),
         ("HAS_BIAS", epilogue.bias.is_some() as u8 as f64),
         ("HAS_CHANNEL_ADD", epilogue.channel_add.is_some() as u8 as f64),
         ("HAS_RESIDUAL", epilogue.residual.is_some() as u8 as f64),
@@ -217,7 +218,7 @@ pub fn conv2d(
             out,
             &params,
         ],
-        [groups(s.n * hout * wout, 8 * WG_X), groups(cout4, 2), 1],
+        [groups(s.n * hout * wout, 8 * wg_x), groups(cout4, 2), 1],
         Cost { flops: s.flops(), bytes },
     )
 }
