@@ -14,7 +14,7 @@ struct Params {
     _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
-const WG: u32 = 256u;
+const WG: u32 = 64u;
 override SILU: bool = false;
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;

@@ -71,7 +71,7 @@ fn parse(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
     } else {
         data[..count * 8]
             .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32) // ok: chunks_exact(8)
             .collect()
     };
     Ok((shape, values))

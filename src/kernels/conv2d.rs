@@ -5,19 +5,19 @@ use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
 use crate::kernels::{check_len, groups};
 use crate::{bail_shape, Result};
 
-static SPEC: KernelSpec = KernelSpec {
-    shader: &crate::shaders::CONV2D,
-    entry: "conv2d",
-    bindings: &[
-        Binding::Read,
-        Binding::Read,
-        Binding::Read,
-        Binding::Read,
-        Binding::Read,
-        Binding::Write,
-        Binding::Uniform,
-    ],
-};
+const BINDINGS: &[Binding] = &[
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::Read,
+    Binding::Write,
+    Binding::Uniform,
+];
+static SPEC: KernelSpec = KernelSpec { shader: &crate::shaders::CONV2D, entry: "conv2d", bindings: BINDINGS };
+/// The same convolution sharing weights across a subgroup (conv2d_subgroup.wgsl).
+static SPEC_SUBGROUP: KernelSpec =
+    KernelSpec { shader: &crate::shaders::CONV2D_SUBGROUP, entry: "conv2d", bindings: BINDINGS };
 
 /// Zero padding on each side. diffusers' `Downsample2D(padding=0)` pads only right and bottom.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -147,9 +147,38 @@ struct Params {
     _pad: [u32; 2],
 }
 
+/// Which of the two conv kernels to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// The subgroup kernel where the adapter and the layer allow it, else the portable one.
+    Auto,
+    /// conv2d.wgsl: 8 pixels x 8 channels per invocation, any adapter.
+    Portable,
+    /// conv2d_subgroup.wgsl: needs SUBGROUP with subgroups of at least 8 lanes.
+    Subgroup,
+}
+
 /// conv2d of `x` [N, Cin, H, W] with a packed weight (see `pack_weight`) into `out` [N, Cout, Ho, Wo].
 pub fn conv2d(
     ctx: &Context,
+    s: &Conv2dShape,
+    x: &wgpu::Buffer,
+    packed_weight: &wgpu::Buffer,
+    epilogue: &Epilogue,
+    out: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    conv2d_variant(ctx, Variant::Auto, s, x, packed_weight, epilogue, out)
+}
+
+/// Whether this adapter can run the subgroup kernel.
+pub fn has_subgroup_kernel(ctx: &Context) -> bool {
+    ctx.has(wgpu::Features::SUBGROUP) && ctx.info.subgroup_min_size >= 8
+}
+
+/// `conv2d` with the kernel chosen by the caller (tests run both).
+pub fn conv2d_variant(
+    ctx: &Context,
+    variant: Variant,
     s: &Conv2dShape,
     x: &wgpu::Buffer,
     packed_weight: &wgpu::Buffer,
@@ -174,10 +203,20 @@ pub fn conv2d(
         check_len("conv2d", "residual", b, out_len)?;
     }
     let cout4 = s.cout4();
-    // Each invocation makes 8 pixels x 8 channels (two vec4 channel blocks); a workgroup is a row
-    // of invocations over pixels, one workgroup row per channel-block pair. Small maps get narrow
-    // workgroups: invocations past the last pixel still run the loops (no divergent exit).
-    let wg_x = (s.n * hout * wout).div_ceil(8).next_power_of_two().clamp(8, 64);
+    let npix = s.n * hout * wout;
+    // With subgroups of 8 or more lanes and at least 8 channel blocks, the subgroup kernel shares
+    // each weight load across the subgroup: 4 pixels x 32 channels per invocation. Otherwise the
+    // portable kernel: 8 pixels x 8 channels. A workgroup is a row of invocations over pixels, one
+    // row per channel group; small maps get narrow workgroups (invocations past the last pixel still
+    // run the loops, since neither kernel exits early).
+    let subgroups = match variant {
+        Variant::Auto => has_subgroup_kernel(ctx) && cout4 >= 8,
+        Variant::Portable => false,
+        Variant::Subgroup if has_subgroup_kernel(ctx) => true,
+        Variant::Subgroup => bail_shape!("conv2d: the subgroup kernel needs subgroups of at least 8 lanes"),
+    };
+    let (spec, pix_per, blocks_per) = if subgroups { (&SPEC_SUBGROUP, 4, 8) } else { (&SPEC, 8, 2) };
+    let wg_x = npix.div_ceil(pix_per).next_power_of_two().clamp(8, 64);
     let params = ctx.uniform(&Params {
         n: s.n as u32,
         cin: s.cin as u32,
@@ -207,7 +246,7 @@ pub fn conv2d(
             + s.packed_weight_len()
             + out_len * (1 + epilogue.residual.is_some() as usize)) as u64;
     ctx.dispatch(
-        &SPEC,
+        spec,
         &overrides,
         &[
             x,
@@ -218,7 +257,7 @@ pub fn conv2d(
             out,
             &params,
         ],
-        [groups(s.n * hout * wout, 8 * wg_x), groups(cout4, 2), 1],
+        [groups(npix, pix_per * wg_x), groups(cout4, blocks_per), 1],
         Cost { flops: s.flops(), bytes },
     )
 }

@@ -1,5 +1,5 @@
 use rand::Rng;
-use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Epilogue, Padding};
+use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Epilogue, Padding, Variant};
 
 use crate::*;
 
@@ -13,7 +13,17 @@ struct Flags {
 
 const PLAIN: Flags = Flags { bias: true, channel_add: false, residual: false, scale: 1.0 };
 
+/// Checks `s` with every kernel variant this adapter can run.
 fn check(s: Conv2dShape, f: Flags, seed: u64) {
+    check_variant(s, f, seed, Variant::Portable);
+    if conv2d::has_subgroup_kernel(ctx()) {
+        check_variant(s, f, seed, Variant::Subgroup);
+    } else {
+        eprintln!("no subgroups of 8+ lanes on this adapter: the subgroup conv kernel is not tested here");
+    }
+}
+
+fn check_variant(s: Conv2dShape, f: Flags, seed: u64, variant: Variant) {
     let c = ctx();
     let mut r = rng(seed);
     let out_len = s.out_len().expect("valid shape");
@@ -40,8 +50,8 @@ fn check(s: Conv2dShape, f: Flags, seed: u64) {
         residual: f.residual.then_some(&*rt.buffer),
         scale: f.scale,
     };
-    run(conv2d::conv2d(c, &s, &xt.buffer, &wt.buffer, &epi, &out.buffer).unwrap());
-    assert_close(&format!("conv2d {s:?}"), &read(&out), &want, RTOL);
+    run(conv2d::conv2d_variant(c, variant, &s, &xt.buffer, &wt.buffer, &epi, &out.buffer).unwrap());
+    assert_close(&format!("conv2d {variant:?} {s:?}"), &read(&out), &want, RTOL);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -89,8 +99,29 @@ fn conv2d_larger_kernels_and_channels() {
 }
 
 #[test]
+fn conv2d_wide_layers_with_partial_channel_groups() {
+    // 33 and 37 output channels: the subgroup kernel's second group of 8 blocks is partial.
+    check(shape(2, 5, 7, 7, 33, 3, 1, Padding::same(1)), PLAIN, 30);
+    check(
+        shape(1, 9, 9, 9, 37, 3, 2, Padding::right_bottom(1)),
+        Flags { bias: true, channel_add: true, residual: false, scale: 0.5 },
+        31,
+    );
+    check(
+        shape(3, 16, 1, 1, 40, 1, 1, Padding::default()),
+        Flags { bias: false, channel_add: true, residual: true, scale: 1.0 },
+        32,
+    );
+    check(
+        shape(1, 8, 5, 3, 64, 3, 1, Padding::same(1)),
+        Flags { bias: true, channel_add: true, residual: true, scale: 0.7 },
+        33,
+    );
+}
+
+#[test]
 fn conv2d_every_fusion_flag() {
-    let s = shape(2, 6, 5, 7, 10, 3, 1, Padding::same(1));
+    let s = shape(2, 6, 5, 7, 34, 3, 1, Padding::same(1));
     let mut seed = 100;
     for bias in [false, true] {
         for channel_add in [false, true] {
@@ -120,7 +151,7 @@ fn conv2d_random_shapes() {
             r.random_range(1..=9),
             r.random_range(k..=11),
             r.random_range(k..=11),
-            r.random_range(1..=13),
+            r.random_range(1..=45),
             k,
             stride,
             pad,

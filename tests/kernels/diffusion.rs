@@ -70,10 +70,23 @@ fn ddim_direct(
     ap.sqrt() * x0 + (1.0 - ap - std * std).sqrt() * eps + std * z
 }
 
+/// One `sampler_step` then `advance_step` over [x, model output, noise, prev x0, table, counter].
+fn step_on_device(len: usize, steps: usize, t: [&wgpu_diffusion::gpu::Tensor; 6]) {
+    let bufs = diff::StepBuffers {
+        x: &t[0].buffer,
+        model_out: &t[1].buffer,
+        noise: &t[2].buffer,
+        prev_x0: &t[3].buffer,
+        table: &t[4].buffer,
+        step_counter: &t[5].buffer,
+    };
+    let c = ctx();
+    c.run(&[diff::sampler_step(c, len, steps, &bufs).unwrap(), diff::advance_step(c, &t[5].buffer).unwrap()]);
+}
+
 /// Runs `sampler_step` on the device for each table row in turn (advancing the step counter on
 /// the device between them) and checks every intermediate against `direct`.
 fn check_chain(rows: &[StepCoeffs], direct: &dyn Fn(usize, f64, f64, f64) -> f64, what: &str) {
-    let c = ctx();
     let len = 1000;
     let mut r = rng(7);
     let mut x = random(&mut r, len).iter().map(|v| v * 3.0).collect::<Vec<f32>>(); // some x0 beyond the clip
@@ -85,18 +98,7 @@ fn check_chain(rows: &[StepCoeffs], direct: &dyn Fn(usize, f64, f64, f64) -> f64
     for (i, row) in rows.iter().enumerate() {
         let (m, z) = (random(&mut r, len), random(&mut r, len));
         let (mt, zt) = (upload(&m), upload(&z));
-        let bufs = diff::StepBuffers {
-            x: &xt.buffer,
-            model_out: &mt.buffer,
-            noise: &zt.buffer,
-            prev_x0: &prevt.buffer,
-            table: &table.buffer,
-            step_counter: &counter.buffer,
-        };
-        c.run(&[
-            diff::sampler_step(c, len, rows.len(), &bufs).unwrap(),
-            diff::advance_step(c, &counter.buffer).unwrap(),
-        ]);
+        step_on_device(len, rows.len(), [&xt, &mt, &zt, &prevt, &table, &counter]);
         let got = read(&xt);
         let want_kernel = diff::reference_step(row, &x, &m, &z, &mut prev);
         assert_close(&format!("{what} step {i}: previous x0"), &read(&prevt), &prev, RTOL);
@@ -227,18 +229,7 @@ fn multistep_history_and_prepare_step() {
         assert_close("model input", &read(&model_in), &want_in, RTOL);
         let m = random(&mut r, len);
         let mt = upload(&m);
-        let bufs = diff::StepBuffers {
-            x: &xt.buffer,
-            model_out: &mt.buffer,
-            noise: &zt.buffer,
-            prev_x0: &prevt.buffer,
-            table: &table.buffer,
-            step_counter: &counter.buffer,
-        };
-        c.run(&[
-            diff::sampler_step(c, len, rows.len(), &bufs).unwrap(),
-            diff::advance_step(c, &counter.buffer).unwrap(),
-        ]);
+        step_on_device(len, rows.len(), [&xt, &mt, &zt, &prevt, &table, &counter]);
         x = diff::reference_step(row, &x, &m, &vec![0.0; len], &mut prev);
         assert_close("multistep sample", &read(&xt), &x, RTOL);
     }

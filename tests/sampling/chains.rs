@@ -104,3 +104,20 @@ fn ddpm_chain_statistics_over_many_seeds() {
     assert!(mean.abs() < 5.0 * (var / n).sqrt(), "mean {mean}, expected 0 (var {var})");
     assert!((got_var - var).abs() < 5.0 * var * (2.0 / n).sqrt(), "variance {got_var}, expected {var}");
 }
+
+#[test]
+fn bundled_model_ddim_matches_diffusers() {
+    // weights/fashion-mnist, loaded as a user loads it, against diffusers' DDIM from the same x_T
+    // (tools/make_bundled_golden.py).
+    let folder = ModelFolder::open(&golden("../../weights/fashion-mnist")).unwrap();
+    let mut unet = UNet::load(ctx(), &folder).unwrap();
+    let path = folder.scheduler_config.clone().expect("the bundled model has a scheduler config");
+    let file = SchedulerConfig::parse_file(&std::fs::read_to_string(&path).unwrap(), "scheduler_config.json")
+        .unwrap();
+    let cfg = SchedulerConfig::resolve(SamplerKind::Ddim, Some(&file), "scheduler_config.json").unwrap();
+    let plan = SamplerPlan::new(&cfg, 10, 0.0).unwrap();
+    let g = read_safetensors(&golden("samplers/chains/bundled-ddim-10.safetensors")).unwrap();
+    let input = ChainInput { seed: 0, batch: 4, init_noise: Some(&g["x_T"].data) };
+    let got = diffusion::sample(ctx(), &mut unet, &plan, &input, &mut |_, _| {}).unwrap();
+    assert_close("bundled model, DDIM 10 steps from x_T", &got, &g["sample"].data, RTOL);
+}

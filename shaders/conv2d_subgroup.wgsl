@@ -1,0 +1,121 @@
+// conv2d, NCHW f32: the implicit GEMM of conv2d.wgsl, sharing weights across a subgroup.
+// Used where the adapter has subgroups of at least 8 lanes and the layer has at least 32 output
+// channels; conv2d.wgsl is the portable kernel and the reference layout (same params, same
+// bindings, same repacked [KH*KW, Cin, Cout4] weights, same fused epilogue).
+//
+// Every lane of a subgroup works on the same 32 output channels (8 vec4 blocks) for its own 4
+// pixels. Per input channel and tap, lane k < 8 loads weight block k once and
+// subgroupBroadcast hands it to every lane: each lane loads 4 input values and one weight vec4 for
+// 32 vec4 FMAs, four times the FMAs per loaded value of conv2d.wgsl. Loads are what costs most on
+// CPU drivers (lavapipe runs each one lane by lane), and on GPUs the broadcast replaces redundant
+// cache traffic.
+
+// (wgpu 30 takes subgroup builtins without an `enable` directive, with the SUBGROUP feature on.)
+
+struct Params {
+    n: u32, cin: u32, h: u32, w: u32,
+    cout: u32, hout: u32, wout: u32, cout4: u32,
+    kh: u32, kw: u32, stride: u32, pad_top: u32,
+    pad_left: u32, scale: f32, _pad0: u32, _pad1: u32,
+}
+
+override WG_X: u32 = 64;
+override HAS_BIAS: bool = true;
+override HAS_CHANNEL_ADD: bool = false;
+override HAS_RESIDUAL: bool = false;
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> wt: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read> chan_add: array<f32>;
+@group(0) @binding(4) var<storage, read> residual: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(6) var<uniform> p: Params;
+
+struct Acc4 { p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>, p3: vec4<f32> }
+
+fn fma4(a: Acc4, w: vec4<f32>, xq: vec4<f32>) -> Acc4 {
+    return Acc4(fma(w, vec4<f32>(xq.x), a.p0), fma(w, vec4<f32>(xq.y), a.p1),
+                fma(w, vec4<f32>(xq.z), a.p2), fma(w, vec4<f32>(xq.w), a.p3));
+}
+
+fn store(pix: u32, co: u32, acc: f32) {
+    let hw_out = p.hout * p.wout;
+    let n = pix / hw_out;
+    let off = (n * p.cout + co) * hw_out + pix % hw_out;
+    var v = acc;
+    if (HAS_BIAS) { v += bias[co]; }
+    if (HAS_CHANNEL_ADD) { v += chan_add[n * p.cout + co]; }
+    if (HAS_RESIDUAL) { v += residual[off]; }
+    out[off] = v * p.scale;
+}
+
+fn store4(first: u32, cb: u32, a: Acc4, npix: u32) {
+    if (cb >= p.cout4) { return; }
+    let pixels = array<vec4<f32>, 4>(a.p0, a.p1, a.p2, a.p3);
+    for (var k = 0u; k < 4u; k++) {
+        if (first + k >= npix) { return; }
+        for (var c = 0u; c < 4u; c++) {
+            if (cb * 4u + c < p.cout) { store(first + k, cb * 4u + c, pixels[k][c]); }
+        }
+    }
+}
+
+@compute @workgroup_size(WG_X)
+fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+          @builtin(subgroup_invocation_id) lane: u32) {
+    let hw_out = p.hout * p.wout;
+    let npix = p.n * hw_out;
+    let pix0 = gid.x * 4u;
+    let cb0 = wid.y * 8u;
+    // Every lane stays to the end: the broadcasts need the whole subgroup, and a divergent exit
+    // would make CPU drivers run later loads lane by lane. Pixels past the end are clamped.
+    let pix = min(vec4<u32>(pix0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(npix - 1u));
+    let r = pix % hw_out;
+    let img = (pix / hw_out) * (p.cin * p.h * p.w);
+    let ih0 = vec4<i32>((r / p.wout) * p.stride) - i32(p.pad_top);
+    let iw0 = vec4<i32>((r % p.wout) * p.stride) - i32(p.pad_left);
+    let hw_in = vec4<u32>(p.h * p.w);
+    // The weight block this lane fetches for the subgroup (clamped: blocks past Cout4 are not stored).
+    let my_block = min(cb0 + (lane & 7u), p.cout4 - 1u);
+    let zero = Acc4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var a0 = zero;
+    var a1 = zero;
+    var a2 = zero;
+    var a3 = zero;
+    var a4 = zero;
+    var a5 = zero;
+    var a6 = zero;
+    var a7 = zero;
+    for (var kh = 0u; kh < p.kh; kh++) {
+        for (var kw = 0u; kw < p.kw; kw++) {
+            let ih = ih0 + i32(kh);
+            let iw = iw0 + i32(kw);
+            let ok = (ih >= vec4<i32>(0)) & (ih < vec4<i32>(i32(p.h))) & (iw >= vec4<i32>(0)) & (iw < vec4<i32>(i32(p.w)));
+            var idx = select(vec4<u32>(0u), img + vec4<u32>(ih * i32(p.w) + iw), ok);
+            var widx = (kh * p.kw + kw) * p.cin * p.cout4 + my_block;
+            for (var ci = 0u; ci < p.cin; ci++) {
+                let mine = wt[widx];
+                let xq = select(vec4<f32>(0.0), vec4<f32>(x[idx.x], x[idx.y], x[idx.z], x[idx.w]), ok);
+                a0 = fma4(a0, subgroupBroadcast(mine, 0u), xq);
+                a1 = fma4(a1, subgroupBroadcast(mine, 1u), xq);
+                a2 = fma4(a2, subgroupBroadcast(mine, 2u), xq);
+                a3 = fma4(a3, subgroupBroadcast(mine, 3u), xq);
+                a4 = fma4(a4, subgroupBroadcast(mine, 4u), xq);
+                a5 = fma4(a5, subgroupBroadcast(mine, 5u), xq);
+                a6 = fma4(a6, subgroupBroadcast(mine, 6u), xq);
+                a7 = fma4(a7, subgroupBroadcast(mine, 7u), xq);
+                idx += hw_in;
+                widx += p.cout4;
+            }
+        }
+    }
+    store4(pix0, cb0, a0, npix);
+    store4(pix0, cb0 + 1u, a1, npix);
+    store4(pix0, cb0 + 2u, a2, npix);
+    store4(pix0, cb0 + 3u, a3, npix);
+    store4(pix0, cb0 + 4u, a4, npix);
+    store4(pix0, cb0 + 5u, a5, npix);
+    store4(pix0, cb0 + 6u, a6, npix);
+    store4(pix0, cb0 + 7u, a7, npix);
+}
