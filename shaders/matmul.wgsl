@@ -34,10 +34,8 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
     let col0 = gid.x * 4u;
     let row0 = gid.y * 4u;
     let batch = gid.z;
-    if (col0 >= p.n || row0 >= p.m || batch >= p.batch) {
-        return;
-    }
-    // Rows and columns past the edge are clamped for loading and skipped when storing.
+    // No exit before the loop (after a divergent one, CPU drivers run every load lane by lane):
+    // rows and columns past the edge are clamped for loading and skipped when storing.
     let rows = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u));
     let cols = min(vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
     var ai = batch * p.a_bs + rows * p.a_rs;
@@ -58,6 +56,9 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
         bi += vec4<u32>(p.b_rs);
     }
 
+    if (col0 >= p.n || row0 >= p.m || batch >= p.batch) {
+        return;
+    }
     let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     let out0 = batch * p.m * p.n;
     for (var i = 0u; i < 4u; i++) {

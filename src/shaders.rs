@@ -12,6 +12,7 @@ macro_rules! shader {
 shader!(CONV2D, "conv2d.wgsl");
 shader!(CONV2D_SUBGROUP, "conv2d_subgroup.wgsl");
 shader!(MATMUL, "matmul.wgsl");
+shader!(MATMUL_SUBGROUP, "matmul_subgroup.wgsl");
 shader!(GROUP_NORM, "group_norm.wgsl");
 shader!(ATTENTION, "attention.wgsl");
 shader!(ELEMENTWISE, "elementwise.wgsl");
@@ -20,8 +21,18 @@ shader!(DIFFUSION, "diffusion.wgsl");
 shader!(RNG, "rng.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 9] =
-    [&CONV2D, &CONV2D_SUBGROUP, &MATMUL, &GROUP_NORM, &ATTENTION, &ELEMENTWISE, &EMBEDDING, &DIFFUSION, &RNG];
+pub static ALL: [&ShaderSource; 10] = [
+    &CONV2D,
+    &CONV2D_SUBGROUP,
+    &MATMUL,
+    &MATMUL_SUBGROUP,
+    &GROUP_NORM,
+    &ATTENTION,
+    &ELEMENTWISE,
+    &EMBEDDING,
+    &DIFFUSION,
+    &RNG,
+];
 
 /// Parses and validates a WGSL source with naga, as wgpu will (no device needed).
 pub fn validate(shader: &ShaderSource) -> Result<(), String> {

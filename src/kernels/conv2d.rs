@@ -2,7 +2,8 @@
 //! scale epilogue, and its CPU reference.
 
 use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
-use crate::kernels::{check_len, groups};
+pub use crate::kernels::Variant;
+use crate::kernels::{check_len, groups, use_subgroups};
 use crate::{bail_shape, Result};
 
 const BINDINGS: &[Binding] = &[
@@ -147,17 +148,6 @@ struct Params {
     _pad: [u32; 2],
 }
 
-/// Which of the two conv kernels to run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Variant {
-    /// The subgroup kernel where the adapter and the layer allow it, else the portable one.
-    Auto,
-    /// conv2d.wgsl: 8 pixels x 8 channels per invocation, any adapter.
-    Portable,
-    /// conv2d_subgroup.wgsl: needs SUBGROUP with subgroups of at least 8 lanes.
-    Subgroup,
-}
-
 /// conv2d of `x` [N, Cin, H, W] with a packed weight (see `pack_weight`) into `out` [N, Cout, Ho, Wo].
 pub fn conv2d(
     ctx: &Context,
@@ -168,11 +158,6 @@ pub fn conv2d(
     out: &wgpu::Buffer,
 ) -> Result<Dispatch> {
     conv2d_variant(ctx, Variant::Auto, s, x, packed_weight, epilogue, out)
-}
-
-/// Whether this adapter can run the subgroup kernel.
-pub fn has_subgroup_kernel(ctx: &Context) -> bool {
-    ctx.has(wgpu::Features::SUBGROUP) && ctx.info.subgroup_min_size >= 8
 }
 
 /// `conv2d` with the kernel chosen by the caller (tests run both).
@@ -209,12 +194,7 @@ pub fn conv2d_variant(
     // portable kernel: 8 pixels x 8 channels. A workgroup is a row of invocations over pixels, one
     // row per channel group; small maps get narrow workgroups (invocations past the last pixel still
     // run the loops, since neither kernel exits early).
-    let subgroups = match variant {
-        Variant::Auto => has_subgroup_kernel(ctx) && cout4 >= 8,
-        Variant::Portable => false,
-        Variant::Subgroup if has_subgroup_kernel(ctx) => true,
-        Variant::Subgroup => bail_shape!("conv2d: the subgroup kernel needs subgroups of at least 8 lanes"),
-    };
+    let subgroups = use_subgroups(ctx, variant, cout4 >= 8, "conv2d")?;
     let (spec, pix_per, blocks_per) = if subgroups { (&SPEC_SUBGROUP, 4, 8) } else { (&SPEC, 8, 2) };
     let wg_x = npix.div_ceil(pix_per).next_power_of_two().clamp(8, 64);
     let params = ctx.uniform(&Params {

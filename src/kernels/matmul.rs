@@ -1,14 +1,14 @@
 //! matmul (shaders/matmul.wgsl): batched, strided C = A @ B (+ bias) (SiLU), and `linear` on top of it.
 
 use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
-use crate::kernels::{check_len, groups};
+use crate::kernels::{check_len, groups, use_subgroups, Variant};
 use crate::{bail_shape, Result};
 
-static SPEC: KernelSpec = KernelSpec {
-    shader: &crate::shaders::MATMUL,
-    entry: "matmul",
-    bindings: &[Binding::Read, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
-};
+const BINDINGS: &[Binding] = &[Binding::Read, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform];
+static SPEC: KernelSpec = KernelSpec { shader: &crate::shaders::MATMUL, entry: "matmul", bindings: BINDINGS };
+/// The same matmul sharing A across a subgroup (matmul_subgroup.wgsl).
+static SPEC_SUBGROUP: KernelSpec =
+    KernelSpec { shader: &crate::shaders::MATMUL_SUBGROUP, entry: "matmul", bindings: BINDINGS };
 
 /// How an operand is laid out: element (b, r, c) is at `b * batch + r * row + c * col`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +92,19 @@ pub fn matmul(
     bias: Option<&wgpu::Buffer>,
     c: &wgpu::Buffer,
 ) -> Result<Dispatch> {
+    matmul_variant(ctx, Variant::Auto, s, a, b, bias, c)
+}
+
+/// `matmul` with the kernel chosen by the caller (tests run both).
+pub fn matmul_variant(
+    ctx: &Context,
+    variant: Variant,
+    s: &MatmulShape,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    c: &wgpu::Buffer,
+) -> Result<Dispatch> {
     if s.batch == 0 || s.m == 0 || s.n == 0 || s.k == 0 {
         bail_shape!("matmul: empty shape {s:?}");
     }
@@ -118,18 +131,29 @@ pub fn matmul(
         b_cs: s.b.col as u32,
         _pad1: 0,
     });
-    let overrides = [
-        ("WG_X", WG_X as f64),
-        ("WG_Y", WG_Y as f64),
-        ("BIAS_MODE", bias_mode as f64),
-        ("SILU", s.silu as u8 as f64),
-    ];
+    // The subgroup kernel: 4 columns x 32 rows per invocation, a workgroup row of up to 64
+    // invocations over columns per 32 rows. The portable one: 4x4 per invocation, 16x4 workgroups.
+    let subgroups = use_subgroups(ctx, variant, s.m >= 32, "matmul")?;
+    // Few rows (a time-embedding MLP has one per image): fewer row blocks per workgroup, since
+    // blocks past the last row still run the loop.
+    let wg_y = s.m.div_ceil(4).next_power_of_two().min(WG_Y);
+    let (spec, wg_x, workgroups) = if subgroups {
+        let wg_x = s.n.div_ceil(4).next_power_of_two().clamp(8, 64);
+        (&SPEC_SUBGROUP, wg_x, [groups(s.n, 4 * wg_x), groups(s.m, 32), s.batch as u32])
+    } else {
+        (&SPEC, WG_X, [groups(s.n, 4 * WG_X), groups(s.m, 4 * wg_y), s.batch as u32])
+    };
+    let mut overrides =
+        vec![("WG_X", wg_x as f64), ("BIAS_MODE", bias_mode as f64), ("SILU", s.silu as u8 as f64)];
+    if !subgroups {
+        overrides.push(("WG_Y", wg_y as f64));
+    }
     let bytes = 4 * (s.batch * (s.m * s.k + s.k * s.n + s.m * s.n)) as u64;
     ctx.dispatch(
-        &SPEC,
+        spec,
         &overrides,
         &[a, b, bias.unwrap_or(&ctx.dummy), c, &params],
-        [groups(s.n, 4 * WG_X), groups(s.m, 4 * WG_Y), s.batch as u32],
+        workgroups,
         Cost { flops: s.flops(), bytes },
     )
 }

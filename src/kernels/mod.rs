@@ -28,3 +28,37 @@ pub(crate) fn check_len(op: &str, what: &str, buf: &wgpu::Buffer, len: usize) ->
 pub(crate) fn grid_1d(ctx: &crate::gpu::Context, n: usize, per_group: usize) -> [u32; 3] {
     crate::gpu::grid(groups(n, per_group), ctx.limits.max_compute_workgroups_per_dimension)
 }
+
+/// Which kernel of a family with a subgroup variant (conv2d, matmul) to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Variant {
+    /// The subgroup kernel where the adapter and the shape allow it, else the portable one.
+    Auto,
+    /// The portable kernel: any adapter.
+    Portable,
+    /// The subgroup kernel: needs SUBGROUP with subgroups of at least 8 lanes.
+    Subgroup,
+}
+
+/// Whether this adapter can run the subgroup kernels (they share loads across 8 lanes).
+pub fn has_subgroup_kernels(ctx: &crate::gpu::Context) -> bool {
+    ctx.has(wgpu::Features::SUBGROUP) && ctx.info.subgroup_min_size >= 8
+}
+
+/// Resolves `variant` for a kernel family: `wide_enough` says whether the shape fills the subgroup
+/// kernel's 8 blocks (else Auto picks the portable kernel).
+pub(crate) fn use_subgroups(
+    ctx: &crate::gpu::Context,
+    variant: Variant,
+    wide_enough: bool,
+    op: &str,
+) -> crate::Result<bool> {
+    match variant {
+        Variant::Auto => Ok(has_subgroup_kernels(ctx) && wide_enough),
+        Variant::Portable => Ok(false),
+        Variant::Subgroup if has_subgroup_kernels(ctx) => Ok(true),
+        Variant::Subgroup => {
+            crate::bail_shape!("{op}: the subgroup kernel needs subgroups of at least 8 lanes")
+        }
+    }
+}

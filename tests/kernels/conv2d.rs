@@ -16,7 +16,7 @@ const PLAIN: Flags = Flags { bias: true, channel_add: false, residual: false, sc
 /// Checks `s` with every kernel variant this adapter can run.
 fn check(s: Conv2dShape, f: Flags, seed: u64) {
     check_variant(s, f, seed, Variant::Portable);
-    if conv2d::has_subgroup_kernel(ctx()) {
+    if wgpu_diffusion::kernels::has_subgroup_kernels(ctx()) {
         check_variant(s, f, seed, Variant::Subgroup);
     } else {
         eprintln!("no subgroups of 8+ lanes on this adapter: the subgroup conv kernel is not tested here");

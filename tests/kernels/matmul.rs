@@ -1,5 +1,6 @@
 use rand::Rng;
 use wgpu_diffusion::kernels::matmul::{self, Bias, MatmulShape, Strides};
+use wgpu_diffusion::kernels::{has_subgroup_kernels, Variant};
 
 use crate::*;
 
@@ -13,8 +14,14 @@ fn check(s: MatmulShape, seed: u64) {
     let want = matmul::reference(&s, &a, &b, Some(&bias));
     let (at, bt, biast, c) = (upload(&a), upload(&b), upload(&bias), output(s.batch * s.m * s.n));
     let bias_buf = (s.bias != Bias::None).then_some(&*biast.buffer);
-    run(matmul::matmul(ctx(), &s, &at.buffer, &bt.buffer, bias_buf, &c.buffer).unwrap());
-    assert_close(&format!("matmul {s:?}"), &read(&c), &want, RTOL);
+    let mut variants = vec![Variant::Portable];
+    if has_subgroup_kernels(ctx()) {
+        variants.push(Variant::Subgroup);
+    }
+    for v in variants {
+        run(matmul::matmul_variant(ctx(), v, &s, &at.buffer, &bt.buffer, bias_buf, &c.buffer).unwrap());
+        assert_close(&format!("matmul {v:?} {s:?}"), &read(&c), &want, RTOL);
+    }
 }
 
 fn dense(batch: usize, m: usize, n: usize, k: usize) -> MatmulShape {
