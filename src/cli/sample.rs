@@ -146,15 +146,20 @@ pub fn run(args: &SampleArgs) -> Result<()> {
         args.seed,
         ctx.info.name
     );
-    let bar = ProgressBar::new((args.steps * batch.div_ceil(unet.max_batch(&ctx)?.min(batch))) as u64);
+    // The chain reports (done, total); total counts steps over all micro-batches.
+    let bar = ProgressBar::new(args.steps as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let t0 = Instant::now();
     let input = ChainInput { seed: args.seed, batch, init_noise: init.as_ref().map(|(_, v)| v.as_slice()) };
-    let out =
-        diffusion::sample(&ctx, &mut unet, &plan, &input, &mut |done, _| bar.set_position(done as u64))?;
+    let mut total_steps = args.steps;
+    let out = diffusion::sample(&ctx, &mut unet, &plan, &input, &mut |done, total| {
+        total_steps = total;
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
 
@@ -178,7 +183,7 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     eprintln!(
         "wrote {written}: {:.1} s, {:.2} steps/s, {:.2} images/s",
         secs,
-        (args.steps * batch.div_ceil(unet.max_batch(&ctx)?.min(batch))) as f64 / secs,
+        total_steps as f64 / secs,
         batch as f64 / secs
     );
     Ok(())
