@@ -24,8 +24,18 @@ override HAS_BIAS: bool = true;
 override HAS_CHANNEL_ADD: bool = false;
 override HAS_RESIDUAL: bool = false;
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> wt: array<vec4<f32>>;
+// x and the packed weights are read as texels (see src/gpu/texels.rs): float i of a buffer is
+// component i % 4 of texel i / 4, at (texel % 1024, texel / 1024).
+@group(0) @binding(0) var x: texture_2d<f32>;
+@group(0) @binding(1) var wt: texture_2d<f32>;
+
+fn x_at(i: u32) -> f32 {
+    return textureLoad(x, vec2<u32>((i >> 2u) & 1023u, i >> 12u), 0)[i & 3u];
+}
+
+fn wt_at(i: u32) -> vec4<f32> {
+    return textureLoad(wt, vec2<u32>(i & 1023u, i >> 10u), 0);
+}
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read> chan_add: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
@@ -95,8 +105,8 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
             var idx = select(vec4<u32>(0u), img + vec4<u32>(ih * i32(p.w) + iw), ok);
             var widx = (kh * p.kw + kw) * p.cin * p.cout4 + my_block;
             for (var ci = 0u; ci < p.cin; ci++) {
-                let mine = wt[widx];
-                let xq = select(vec4<f32>(0.0), vec4<f32>(x[idx.x], x[idx.y], x[idx.z], x[idx.w]), ok);
+                let mine = wt_at(widx);
+                let xq = select(vec4<f32>(0.0), vec4<f32>(x_at(idx.x), x_at(idx.y), x_at(idx.z), x_at(idx.w)), ok);
                 a0 = fma4(a0, subgroupBroadcast(mine, 0u), xq);
                 a1 = fma4(a1, subgroupBroadcast(mine, 1u), xq);
                 a2 = fma4(a2, subgroupBroadcast(mine, 2u), xq);

@@ -130,19 +130,8 @@ pub fn sample(
             let chunk = chunk.min(steps - recorded);
             let t0 = Instant::now();
             let mut enc = ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                if recorded == 0 {
-                    for d in &init {
-                        d.record(&mut pass);
-                    }
-                }
-                for _ in 0..chunk {
-                    for d in &step_list {
-                        d.record(&mut pass);
-                    }
-                }
-            }
+            let first = if recorded == 0 { &init[..] } else { &[] };
+            crate::gpu::record_all(&mut enc, first.iter().chain((0..chunk).flat_map(|_| &step_list)));
             ctx.queue.submit([enc.finish()]);
             ctx.wait()?;
             per_step = t0.elapsed().as_secs_f64() / chunk as f64;

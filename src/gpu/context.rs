@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use super::buffers::{BufferPool, Tensor};
-use super::dispatch::Dispatch;
+use super::dispatch::{record_all, Dispatch};
 use super::pipelines::PipelineCache;
+use super::texels::TexelStaging;
 use crate::{Error, Result};
 
 /// Features used when present; none is required.
@@ -115,6 +116,8 @@ pub struct Context {
     pub pool: Arc<BufferPool>,
     /// Bound where a kernel's optional input is switched off, so one layout serves every variant.
     pub dummy: wgpu::Buffer,
+    /// Staging textures for operands read as texels.
+    pub texels: TexelStaging,
 }
 
 impl Context {
@@ -175,6 +178,7 @@ impl Context {
             features,
             limits,
             dummy,
+            texels: TexelStaging::default(),
         })
     }
 
@@ -243,10 +247,7 @@ impl Context {
     pub fn run(&self, dispatches: &[Dispatch]) {
         let mut enc = self.device.create_command_encoder(&Default::default());
         {
-            let mut pass = enc.begin_compute_pass(&Default::default());
-            for d in dispatches {
-                d.record(&mut pass);
-            }
+            record_all(&mut enc, dispatches);
         }
         self.queue.submit([enc.finish()]);
     }

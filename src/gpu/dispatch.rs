@@ -1,5 +1,7 @@
 //! A recorded kernel launch: what the graph executor stores and replays.
 
+use super::texels::TexelCopy;
+
 /// Work done by one dispatch, for the profiler's GFLOP/s and GB/s.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Cost {
@@ -16,14 +18,37 @@ pub struct Dispatch {
     pub bind_group: wgpu::BindGroup,
     pub workgroups: [u32; 3],
     pub cost: Cost,
+    /// Buffer-to-texture copies recorded just before the dispatch (operands read as texels).
+    pub copies: Vec<TexelCopy>,
 }
 
 impl Dispatch {
+    /// Records the dispatch itself; its copies must already be recorded (see `record_all`).
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
         pass.set_pipeline(&self.pipeline);
         pass.set_bind_group(0, &self.bind_group, &[]);
         let [x, y, z] = self.workgroups;
         pass.dispatch_workgroups(x, y, z);
+    }
+
+    pub fn record_copies(&self, enc: &mut wgpu::CommandEncoder) {
+        for c in &self.copies {
+            c.record(enc);
+        }
+    }
+}
+
+/// Records dispatches in order into `enc`: runs of dispatches share a compute pass, and a pass ends
+/// where a dispatch needs its texel copies first.
+pub fn record_all<'a>(enc: &mut wgpu::CommandEncoder, dispatches: impl IntoIterator<Item = &'a Dispatch>) {
+    let mut pass: Option<wgpu::ComputePass<'static>> = None;
+    for d in dispatches {
+        if !d.copies.is_empty() {
+            drop(pass.take());
+            d.record_copies(enc);
+        }
+        let p = pass.get_or_insert_with(|| enc.begin_compute_pass(&Default::default()).forget_lifetime());
+        d.record(p);
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use super::context::Context;
 use super::dispatch::{Cost, Dispatch};
+use super::texels::{TexelCopy, TexelStaging};
 use crate::{Error, Result};
 
 /// One `.wgsl` file of `shaders/`, compiled into the binary.
@@ -26,6 +27,9 @@ pub enum Binding {
     Write,
     /// `var<uniform>`
     Uniform,
+    /// `texture_2d<f32>`: a buffer read as rgba32float texels (see `gpu::texels`); the dispatch
+    /// copies the buffer into a staging texture first.
+    Texels,
 }
 
 /// An entry point and the bindings it declares.
@@ -73,14 +77,21 @@ impl PipelineCache {
                     .map(|(i, b)| wgpu::BindGroupLayoutEntry {
                         binding: i as u32,
                         visibility: wgpu::ShaderStages::COMPUTE,
-                        ty: wgpu::BindingType::Buffer {
-                            ty: match b {
-                                Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
-                                Binding::Write => wgpu::BufferBindingType::Storage { read_only: false },
-                                Binding::Uniform => wgpu::BufferBindingType::Uniform,
+                        ty: match b {
+                            Binding::Texels => wgpu::BindingType::Texture {
+                                sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                                view_dimension: wgpu::TextureViewDimension::D2,
+                                multisampled: false,
                             },
-                            has_dynamic_offset: false,
-                            min_binding_size: None,
+                            _ => wgpu::BindingType::Buffer {
+                                ty: match b {
+                                    Binding::Read => wgpu::BufferBindingType::Storage { read_only: true },
+                                    Binding::Write => wgpu::BufferBindingType::Storage { read_only: false },
+                                    _ => wgpu::BufferBindingType::Uniform,
+                                },
+                                has_dynamic_offset: false,
+                                min_binding_size: None,
+                            },
                         },
                         count: None,
                     })
@@ -152,11 +163,32 @@ impl Context {
         workgroups: [u32; 3],
         cost: Cost,
     ) -> Result<Dispatch> {
-        if buffers.len() != spec.bindings.len() {
+        self.dispatch_texels(spec, overrides, buffers, &[], workgroups, cost)
+    }
+
+    /// Whether a buffer of `floats` values fits a texel view on this device.
+    pub fn fits_texels(&self, floats: usize) -> bool {
+        TexelStaging::rows(floats).next_power_of_two() <= self.limits.max_texture_dimension_2d
+    }
+
+    /// `dispatch` for kernels with `Binding::Texels` operands: `texel_floats[k]` is how many floats
+    /// of the k-th such buffer the kernel reads; they are copied into staging textures before it runs.
+    pub fn dispatch_texels(
+        &self,
+        spec: &KernelSpec,
+        overrides: &[(&'static str, f64)],
+        buffers: &[&wgpu::Buffer],
+        texel_floats: &[usize],
+        workgroups: [u32; 3],
+        cost: Cost,
+    ) -> Result<Dispatch> {
+        let texel_bindings = spec.bindings.iter().filter(|&&b| b == Binding::Texels).count();
+        if buffers.len() != spec.bindings.len() || texel_floats.len() != texel_bindings {
             return Err(Error::Gpu(format!(
-                "{}: {} buffers for {} bindings",
+                "{}: {} buffers and {} texel lengths for {} bindings ({texel_bindings} texel views)",
                 spec.entry,
                 buffers.len(),
+                texel_floats.len(),
                 spec.bindings.len()
             )));
         }
@@ -167,9 +199,37 @@ impl Context {
                 spec.entry
             )));
         }
+        let mut copies = Vec::new();
+        let mut views = Vec::new();
         for (b, kind) in buffers.iter().zip(spec.bindings) {
             let limit = match kind {
                 Binding::Uniform => self.limits.max_uniform_buffer_binding_size,
+                Binding::Texels => {
+                    let floats = texel_floats[copies.len()];
+                    if !b.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+                        return Err(Error::Gpu(format!(
+                            "{}: a buffer read as texels needs COPY_SRC usage",
+                            spec.entry
+                        )));
+                    }
+                    if !self.fits_texels(floats) || b.size() < floats.div_ceil(4) as u64 * 16 {
+                        return Err(Error::Shape(format!(
+                            "{}: {floats} values do not fit a texel view on this device \
+                             (texture height limit {}, buffer {} bytes); use a smaller batch",
+                            spec.entry,
+                            self.limits.max_texture_dimension_2d,
+                            b.size()
+                        )));
+                    }
+                    let texture = self.texels.texture(&self.device, copies.len(), TexelStaging::rows(floats));
+                    views.push(texture.create_view(&Default::default()));
+                    copies.push(TexelCopy {
+                        buffer: (*b).clone(),
+                        texture,
+                        texels: floats.div_ceil(4) as u64,
+                    });
+                    continue;
+                }
                 _ => self.limits.max_storage_buffer_binding_size,
             };
             if b.size() > limit {
@@ -181,16 +241,26 @@ impl Context {
             }
         }
         let (pipeline, bgl) = self.pipelines.get(&self.device, spec, overrides);
+        let mut views = views.iter();
         let entries: Vec<_> = buffers
             .iter()
+            .zip(spec.bindings)
             .enumerate()
-            .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
+            .map(|(i, (b, kind))| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: match kind {
+                    Binding::Texels => wgpu::BindingResource::TextureView(
+                        views.next().expect("one view per texel binding"), // ok: built above
+                    ),
+                    _ => b.as_entire_binding(),
+                },
+            })
             .collect();
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(spec.entry),
             layout: &bgl,
             entries: &entries,
         });
-        Ok(Dispatch { label: spec.entry, pipeline, bind_group, workgroups, cost })
+        Ok(Dispatch { label: spec.entry, pipeline, bind_group, workgroups, cost, copies })
     }
 }

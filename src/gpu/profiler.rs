@@ -41,12 +41,25 @@ impl Profiler {
         for chunk in dispatches.chunks(MAX_TIMED) {
             let mut enc = ctx.device.create_command_encoder(&Default::default());
             for (i, d) in chunk.iter().enumerate() {
+                let (begin, end) = (Some(2 * i as u32), Some(2 * i as u32 + 1));
+                if !d.copies.is_empty() {
+                    // The texel copies count as the dispatch's time: an empty pass stamps the start.
+                    enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("copies"),
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &self.query_set,
+                            beginning_of_pass_write_index: begin,
+                            end_of_pass_write_index: None,
+                        }),
+                    });
+                    d.record_copies(&mut enc);
+                }
                 let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some(d.label),
                     timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
                         query_set: &self.query_set,
-                        beginning_of_pass_write_index: Some(2 * i as u32),
-                        end_of_pass_write_index: Some(2 * i as u32 + 1),
+                        beginning_of_pass_write_index: if d.copies.is_empty() { begin } else { None },
+                        end_of_pass_write_index: end,
                     }),
                 });
                 d.record(&mut pass);

@@ -37,7 +37,8 @@ impl Executable {
             .map(|&bytes| {
                 ctx.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("activation"),
-                    size: bytes.max(16).div_ceil(4) * 4,
+                    // Whole 16-byte texels, so any tensor can be copied into a texel view.
+                    size: bytes.max(16).div_ceil(16) * 16,
                     usage: wgpu::BufferUsages::STORAGE
                         | wgpu::BufferUsages::COPY_SRC
                         | wgpu::BufferUsages::COPY_DST,
@@ -63,10 +64,9 @@ impl Executable {
         &self.slots[self.plan.slot_of[t]]
     }
 
-    pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        for d in &self.dispatches {
-            d.record(pass);
-        }
+    /// Records every dispatch (and the texel copies some of them need) into `enc`.
+    pub fn record(&self, enc: &mut wgpu::CommandEncoder) {
+        crate::gpu::record_all(enc, &self.dispatches);
     }
 
     fn lower(

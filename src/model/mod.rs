@@ -204,10 +204,7 @@ impl UNet {
             ctx.queue.write_buffer(unet.sample_buffer(), 0, bytemuck::cast_slice(&xs));
             ctx.queue.write_buffer(unet.timesteps_buffer(), 0, bytemuck::cast_slice(&ts));
             let mut enc = ctx.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = enc.begin_compute_pass(&Default::default());
-                unet.exe.record(&mut pass);
-            }
+            unet.exe.record(&mut enc);
             ctx.queue.submit([enc.finish()]);
             let y = ctx.read_buffer(unet.output_buffer(), micro * per_out)?;
             out.extend_from_slice(&y[..n * per_out]);

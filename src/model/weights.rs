@@ -100,10 +100,13 @@ impl WeightBank {
             return id;
         }
         use wgpu::util::DeviceExt;
+        // Whole 16-byte texels and COPY_SRC: kernels may read a weight as texels (gpu::texels).
+        let mut padded = data.to_vec();
+        padded.resize(data.len().max(1).div_ceil(4) * 4, 0.0);
         let buffer = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(&key),
-            contents: bytemuck::cast_slice(if data.is_empty() { &[0.0f32] } else { data }),
-            usage: wgpu::BufferUsages::STORAGE,
+            contents: bytemuck::cast_slice(&padded),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         });
         self.buffers.push(buffer);
         self.parameters += params;
