@@ -6,6 +6,12 @@
 // loads A's 4 values for row block j and subgroupBroadcast hands them to every lane, so each lane
 // loads 4 values of A and 4 of B for 8 x 16 FMAs (matmul.wgsl: 8 loads for 16 FMAs). Loads are what
 // costs most on CPU drivers (lavapipe runs each one lane by lane).
+//
+// A and B are read as texels (see src/gpu/texels.rs: float i is component i % 4 of texel i / 4, at
+// (texel % 1024, texel / 1024)). With VEC_K, A is row-major and every stride is a multiple of 4, so
+// four steps of k come from one texel per row of A and one per column of B (B_K_CONTIG: B's column
+// runs along k, as in a Linear's W^T) or one per step of k (B's row holds 4 columns): 8 texels
+// per lane for 512 FMAs.
 // (wgpu 30 takes subgroup builtins without an `enable` directive, with the SUBGROUP feature on.)
 
 struct Params {
@@ -17,9 +23,11 @@ struct Params {
 override WG_X: u32 = 64;      // column quads per workgroup
 override BIAS_MODE: u32 = 0u; // 0: none, 1: bias[n] per column, 2: bias[m] per row
 override SILU: bool = false;
+override VEC_K: bool = false;
+override B_K_CONTIG: bool = false;
 
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(0) var a: texture_2d<f32>;
+@group(0) @binding(1) var b: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;
@@ -30,6 +38,30 @@ struct Acc4 { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
 fn fma4(acc: Acc4, av: vec4<f32>, bv: vec4<f32>) -> Acc4 {
     return Acc4(fma(vec4<f32>(av.x), bv, acc.r0), fma(vec4<f32>(av.y), bv, acc.r1),
                 fma(vec4<f32>(av.z), bv, acc.r2), fma(vec4<f32>(av.w), bv, acc.r3));
+}
+
+fn a_texel(t: u32) -> vec4<f32> { return textureLoad(a, vec2<u32>(t & 1023u, t >> 10u), 0); }
+fn b_texel(t: u32) -> vec4<f32> { return textureLoad(b, vec2<u32>(t & 1023u, t >> 10u), 0); }
+fn a_at(i: u32) -> f32 { return a_texel(i >> 2u)[i & 3u]; }
+fn b_at(i: u32) -> f32 { return b_texel(i >> 2u)[i & 3u]; }
+
+// Four steps of k for this lane's 4 rows (or columns): step s is field s, one value per row.
+struct Steps4 { s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>, s3: vec4<f32> }
+
+// Four texels, each 4 steps of k for one row (column): transposed into steps.
+fn by_step(t0: vec4<f32>, t1: vec4<f32>, t2: vec4<f32>, t3: vec4<f32>) -> Steps4 {
+    return Steps4(vec4<f32>(t0.x, t1.x, t2.x, t3.x), vec4<f32>(t0.y, t1.y, t2.y, t3.y),
+                  vec4<f32>(t0.z, t1.z, t2.z, t3.z), vec4<f32>(t0.w, t1.w, t2.w, t3.w));
+}
+
+struct Acc32 { c0: Acc4, c1: Acc4, c2: Acc4, c3: Acc4, c4: Acc4, c5: Acc4, c6: Acc4, c7: Acc4 }
+
+// One step of k: the subgroup's 32 rows of A (4 per lane, shared by broadcast) times 4 columns of B.
+fn step(acc: Acc32, mine: vec4<f32>, bv: vec4<f32>) -> Acc32 {
+    return Acc32(fma4(acc.c0, subgroupBroadcast(mine, 0u), bv), fma4(acc.c1, subgroupBroadcast(mine, 1u), bv),
+                 fma4(acc.c2, subgroupBroadcast(mine, 2u), bv), fma4(acc.c3, subgroupBroadcast(mine, 3u), bv),
+                 fma4(acc.c4, subgroupBroadcast(mine, 4u), bv), fma4(acc.c5, subgroupBroadcast(mine, 5u), bv),
+                 fma4(acc.c6, subgroupBroadcast(mine, 6u), bv), fma4(acc.c7, subgroupBroadcast(mine, 7u), bv));
 }
 
 fn epilogue(v: f32, row: u32, col: u32) -> f32 {
@@ -65,25 +97,37 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
     var ai = batch * p.a_bs + my_rows * p.a_rs;
     var bi = batch * p.b_bs + cols * p.b_cs;
     let zero = Acc4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
-    var c0 = zero;
-    var c1 = zero;
-    var c2 = zero;
-    var c3 = zero;
-    var c4 = zero;
-    var c5 = zero;
-    var c6 = zero;
-    var c7 = zero;
-    for (var kk = 0u; kk < p.k; kk++) {
-        let mine = vec4<f32>(a[ai.x], a[ai.y], a[ai.z], a[ai.w]);
-        let bv = vec4<f32>(b[bi.x], b[bi.y], b[bi.z], b[bi.w]);
-        c0 = fma4(c0, subgroupBroadcast(mine, 0u), bv);
-        c1 = fma4(c1, subgroupBroadcast(mine, 1u), bv);
-        c2 = fma4(c2, subgroupBroadcast(mine, 2u), bv);
-        c3 = fma4(c3, subgroupBroadcast(mine, 3u), bv);
-        c4 = fma4(c4, subgroupBroadcast(mine, 4u), bv);
-        c5 = fma4(c5, subgroupBroadcast(mine, 5u), bv);
-        c6 = fma4(c6, subgroupBroadcast(mine, 6u), bv);
-        c7 = fma4(c7, subgroupBroadcast(mine, 7u), bv);
+    var acc = Acc32(zero, zero, zero, zero, zero, zero, zero, zero);
+    var kk = 0u;
+    if (VEC_K) {
+        // Texel indices: A's rows advance along k by one texel; B advances by one texel per 4 steps
+        // along its k-contiguous columns, or by 4 rows (b_rs / 4 texels each) otherwise.
+        let at = ai >> vec4<u32>(2u);
+        var bt = bi >> vec4<u32>(2u);
+        var t = 0u;
+        for (; kk + 4u <= p.k; kk += 4u) {
+            let av = by_step(a_texel(at.x + t), a_texel(at.y + t), a_texel(at.z + t), a_texel(at.w + t));
+            var bv: Steps4;
+            if (B_K_CONTIG) {
+                bv = by_step(b_texel(bt.x + t), b_texel(bt.y + t), b_texel(bt.z + t), b_texel(bt.w + t));
+            } else {
+                let r = p.b_rs >> 2u;
+                let b0 = bt.x + t * p.b_rs;
+                bv = Steps4(b_texel(b0), b_texel(b0 + r), b_texel(b0 + 2u * r), b_texel(b0 + 3u * r));
+            }
+            acc = step(acc, av.s0, bv.s0);
+            acc = step(acc, av.s1, bv.s1);
+            acc = step(acc, av.s2, bv.s2);
+            acc = step(acc, av.s3, bv.s3);
+            t += 1u;
+        }
+        ai += vec4<u32>(kk * p.a_cs);
+        bi += vec4<u32>(kk * p.b_rs);
+    }
+    for (; kk < p.k; kk++) {
+        let mine = vec4<f32>(a_at(ai.x), a_at(ai.y), a_at(ai.z), a_at(ai.w));
+        let bv = vec4<f32>(b_at(bi.x), b_at(bi.y), b_at(bi.z), b_at(bi.w));
+        acc = step(acc, mine, bv);
         ai += vec4<u32>(p.a_cs);
         bi += vec4<u32>(p.b_rs);
     }
@@ -91,12 +135,12 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
         return;
     }
     let out0 = batch * p.m * p.n;
-    store4(c0, row_base, col0, out0);
-    store4(c1, row_base + 4u, col0, out0);
-    store4(c2, row_base + 8u, col0, out0);
-    store4(c3, row_base + 12u, col0, out0);
-    store4(c4, row_base + 16u, col0, out0);
-    store4(c5, row_base + 20u, col0, out0);
-    store4(c6, row_base + 24u, col0, out0);
-    store4(c7, row_base + 28u, col0, out0);
+    store4(acc.c0, row_base, col0, out0);
+    store4(acc.c1, row_base + 4u, col0, out0);
+    store4(acc.c2, row_base + 8u, col0, out0);
+    store4(acc.c3, row_base + 12u, col0, out0);
+    store4(acc.c4, row_base + 16u, col0, out0);
+    store4(acc.c5, row_base + 20u, col0, out0);
+    store4(acc.c6, row_base + 24u, col0, out0);
+    store4(acc.c7, row_base + 28u, col0, out0);
 }

@@ -7,8 +7,12 @@ use crate::{bail_shape, Result};
 const BINDINGS: &[Binding] = &[Binding::Read, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform];
 static SPEC: KernelSpec = KernelSpec { shader: &crate::shaders::MATMUL, entry: "matmul", bindings: BINDINGS };
 /// The same matmul sharing A across a subgroup (matmul_subgroup.wgsl).
-static SPEC_SUBGROUP: KernelSpec =
-    KernelSpec { shader: &crate::shaders::MATMUL_SUBGROUP, entry: "matmul", bindings: BINDINGS };
+/// It reads A and B as texels (see `gpu::texels`).
+static SPEC_SUBGROUP: KernelSpec = KernelSpec {
+    shader: &crate::shaders::MATMUL_SUBGROUP,
+    entry: "matmul",
+    bindings: &[Binding::Texels, Binding::Texels, Binding::Read, Binding::Write, Binding::Uniform],
+};
 
 /// How an operand is laid out: element (b, r, c) is at `b * batch + r * row + c * col`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,7 +137,9 @@ pub fn matmul_variant(
     });
     // The subgroup kernel: 4 columns x 32 rows per invocation, a workgroup row of up to 64
     // invocations over columns per 32 rows. The portable one: 4x4 per invocation, 16x4 workgroups.
-    let subgroups = use_subgroups(ctx, variant, s.m >= 32, "matmul")?;
+    let (a_len, b_len) = (s.a.max_index(s.batch, s.m, s.k) + 1, s.b.max_index(s.batch, s.k, s.n) + 1);
+    let fits = ctx.fits_texels(a_len) && ctx.fits_texels(b_len);
+    let subgroups = use_subgroups(ctx, variant, s.m >= 32 && fits, "matmul")?;
     // Few rows (a time-embedding MLP has one per image): fewer row blocks per workgroup, since
     // blocks past the last row still run the loop.
     let wg_y = s.m.div_ceil(4).next_power_of_two().min(WG_Y);
@@ -145,14 +151,24 @@ pub fn matmul_variant(
     };
     let mut overrides =
         vec![("WG_X", wg_x as f64), ("BIAS_MODE", bias_mode as f64), ("SILU", s.silu as u8 as f64)];
-    if !subgroups {
+    if subgroups {
+        // Four steps of k per texel: A row-major, B along k or along n, every stride a multiple of 4.
+        let a_ok = s.a.col == 1 && s.a.row % 4 == 0 && s.a.batch % 4 == 0;
+        let b_k_contig = s.b.row == 1 && s.b.col % 4 == 0 && s.b.batch % 4 == 0;
+        let b_n_contig = s.b.col == 1 && s.b.row % 4 == 0 && s.b.batch % 4 == 0;
+        let vec_k = s.k >= 4 && a_ok && (b_k_contig || b_n_contig);
+        overrides.push(("VEC_K", vec_k as u8 as f64));
+        overrides.push(("B_K_CONTIG", b_k_contig as u8 as f64));
+    } else {
         overrides.push(("WG_Y", wg_y as f64));
     }
     let bytes = 4 * (s.batch * (s.m * s.k + s.k * s.n + s.m * s.n)) as u64;
-    ctx.dispatch(
+    let texel_floats: &[usize] = if subgroups { &[a_len, b_len] } else { &[] };
+    ctx.dispatch_texels(
         spec,
         &overrides,
         &[a, b, bias.unwrap_or(&ctx.dummy), c, &params],
+        texel_floats,
         workgroups,
         Cost { flops: s.flops(), bytes },
     )

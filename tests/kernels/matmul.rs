@@ -59,6 +59,29 @@ fn matmul_transposed_and_broadcast_operands() {
 }
 
 #[test]
+fn matmul_four_steps_per_texel_with_padded_strides() {
+    // Strides that are multiples of 4 let the subgroup kernel take 4 steps of k per texel; k % 4
+    // leaves a tail of single steps. B along n (row-major) and along k (a Linear's W^T).
+    for (i, (batch, m, n, k)) in
+        [(1, 37, 10, 6), (2, 70, 13, 11), (3, 33, 64, 9), (1usize, 5usize, 3usize, 4usize)]
+            .into_iter()
+            .enumerate()
+    {
+        let kp = k.next_multiple_of(4);
+        let np = n.next_multiple_of(4);
+        let mut s = dense(batch, m, n, k);
+        s.a = Strides { batch: m * kp, row: kp, col: 1 };
+        s.b = Strides { batch: k * np, row: np, col: 1 };
+        check(s, 40 + i as u64);
+        s.b = Strides { batch: n * kp, row: 1, col: kp };
+        check(s, 50 + i as u64);
+        s.b = Strides { batch: 0, row: 1, col: kp };
+        s.bias = Bias::PerRow;
+        check(s, 60 + i as u64);
+    }
+}
+
+#[test]
 fn matmul_bias_and_silu() {
     for (i, bias) in [Bias::None, Bias::PerColumn, Bias::PerRow].into_iter().enumerate() {
         for silu in [false, true] {
