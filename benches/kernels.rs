@@ -20,7 +20,8 @@ use wgpu_diffusion::kernels::matmul::{self, Bias, MatmulShape, Strides};
 use wgpu_diffusion::kernels::{elementwise, rng};
 
 /// Builds a case's dispatch, returning it with the tensors it needs kept alive.
-type Build = Box<dyn Fn(&Context) -> (Dispatch, Vec<Tensor>)>;
+/// A case's dispatches (attention is several) and the tensors they use.
+type Build = Box<dyn Fn(&Context) -> (Vec<Dispatch>, Vec<Tensor>)>;
 
 /// A benchmark case: its name, a shape description, and its builder.
 struct Case {
@@ -57,7 +58,7 @@ fn conv_case(
             );
             let epi = Epilogue { bias: Some(&b.buffer), ..Default::default() };
             let d = conv2d::conv2d(ctx, &s, &x.buffer, &w.buffer, &epi, &o.buffer).expect("conv2d");
-            (d, vec![x, w, b, o])
+            (vec![d], vec![x, w, b, o])
         }),
     }
 }
@@ -71,7 +72,7 @@ fn gn_case(name: &str, n: usize, c: usize, hw: usize, groups: usize, silu: bool)
             let (x, g, b, y) =
                 (zeros(ctx, n * c * hw * hw), zeros(ctx, c), zeros(ctx, c), zeros(ctx, n * c * hw * hw));
             let d = group_norm::group_norm(ctx, &s, &x.buffer, &g.buffer, &b.buffer, &y.buffer).expect("gn");
-            (d, vec![x, g, b, y])
+            (vec![d], vec![x, g, b, y])
         }),
     }
 }
@@ -107,7 +108,7 @@ fn matmul_case(name: &str, m: usize, n: usize, k: usize) -> Case {
         build: Box::new(move |ctx| {
             let (a, b, c) = (zeros(ctx, m * k), zeros(ctx, k * n), zeros(ctx, m * n));
             let d = matmul::matmul(ctx, &s, &a.buffer, &b.buffer, None, &c.buffer).expect("matmul");
-            (d, vec![a, b, c])
+            (vec![d], vec![a, b, c])
         }),
     }
 }
@@ -147,7 +148,7 @@ fn cases() -> Vec<Case> {
         shape: format!("{n}"),
         build: Box::new(move |ctx| {
             let (x, y) = (zeros(ctx, n), zeros(ctx, n));
-            (elementwise::silu(ctx, n, &x.buffer, &y.buffer).expect("silu"), vec![x, y])
+            (vec![elementwise::silu(ctx, n, &x.buffer, &y.buffer).expect("silu")], vec![x, y])
         }),
     });
     v.push(Case {
@@ -156,7 +157,7 @@ fn cases() -> Vec<Case> {
         build: Box::new(|ctx| {
             let (x, y) = (zeros(ctx, 16 * 64 * 49), zeros(ctx, 16 * 64 * 196));
             (
-                elementwise::upsample_nearest2x(ctx, 16 * 64, 7, 7, &x.buffer, &y.buffer).expect("up"),
+                vec![elementwise::upsample_nearest2x(ctx, 16 * 64, 7, 7, &x.buffer, &y.buffer).expect("up")],
                 vec![x, y],
             )
         }),
@@ -180,7 +181,7 @@ fn cases() -> Vec<Case> {
             let d = diff::sampler_step(ctx, n, 1, &bufs).expect("step");
             let mut keep = t;
             keep.extend([table, counter]);
-            (d, keep)
+            (vec![d], keep)
         }),
     });
     v.push(Case {
@@ -189,7 +190,7 @@ fn cases() -> Vec<Case> {
         build: Box::new(|ctx| {
             let out = zeros(ctx, 1 << 20);
             (
-                rng::normal(ctx, rng::NoiseKey::default(), 1, 1 << 20, None, &out.buffer).expect("rng"),
+                vec![rng::normal(ctx, rng::NoiseKey::default(), 1, 1 << 20, None, &out.buffer).expect("rng")],
                 vec![out],
             )
         }),
@@ -246,19 +247,25 @@ fn main() {
             continue;
         }
         let (d, _keep) = (case.build)(&ctx);
-        ctx.run(std::slice::from_ref(&d));
+        ctx.run(&d);
         ctx.wait().expect("warm-up");
         // About a second of work, at least 3 runs.
         let t0 = Instant::now();
-        ctx.run(std::slice::from_ref(&d));
+        ctx.run(&d);
         ctx.wait().expect("probe");
         let reps = ((1.0 / t0.elapsed().as_secs_f64().max(1e-6)) as usize).clamp(3, 50);
         let mut times: Vec<f64> = match &profiler {
-            Some(p) => p.time(&ctx, &vec![d.clone(); reps]).expect("timestamps"),
+            // One time per run: the sum over the case's dispatches.
+            Some(p) => p
+                .time(&ctx, &(0..reps).flat_map(|_| d.iter().cloned()).collect::<Vec<_>>())
+                .expect("timestamps")
+                .chunks(d.len())
+                .map(|run| run.iter().sum())
+                .collect(),
             None => (0..reps)
                 .map(|_| {
                     let t = Instant::now();
-                    ctx.run(std::slice::from_ref(&d));
+                    ctx.run(&d);
                     ctx.wait().expect("sync");
                     t.elapsed().as_secs_f64() * 1e3
                 })
@@ -266,8 +273,8 @@ fn main() {
         };
         let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
         let med = median(&mut times);
-        let gflops = d.cost.flops as f64 / med / 1e6;
-        let gbps = d.cost.bytes as f64 / med / 1e6;
+        let gflops = d.iter().map(|x| x.cost.flops).sum::<u64>() as f64 / med / 1e6;
+        let gbps = d.iter().map(|x| x.cost.bytes).sum::<u64>() as f64 / med / 1e6;
         let vs = baseline
             .as_ref()
             .and_then(|b| b.as_array())

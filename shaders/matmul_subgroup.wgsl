@@ -8,10 +8,11 @@
 // costs most on CPU drivers (lavapipe runs each one lane by lane).
 //
 // A and B are read as texels (see src/gpu/texels.rs: float i is component i % 4 of texel i / 4, at
-// (texel % 1024, texel / 1024)). With VEC_K, A is row-major and every stride is a multiple of 4, so
-// four steps of k come from one texel per row of A and one per column of B (B_K_CONTIG: B's column
-// runs along k, as in a Linear's W^T) or one per step of k (B's row holds 4 columns): 8 texels
-// per lane for 512 FMAs.
+// (texel % 1024, texel / 1024)). With VEC_K every stride is a multiple of 4 and each operand is
+// contiguous along k or along its other dimension, so four steps of k come from four texels of A
+// (A_K_CONTIG: one per row; else one per step, holding the lane's 4 rows) and four of B
+// (B_K_CONTIG: one per column, as in a Linear's W^T; else one per step): 8 texels per lane for
+// 512 FMAs.
 // (wgpu 30 takes subgroup builtins without an `enable` directive, with the SUBGROUP feature on.)
 
 struct Params {
@@ -24,6 +25,7 @@ override WG_X: u32 = 64;      // column quads per workgroup
 override BIAS_MODE: u32 = 0u; // 0: none, 1: bias[n] per column, 2: bias[m] per row
 override SILU: bool = false;
 override VEC_K: bool = false;
+override A_K_CONTIG: bool = true;
 override B_K_CONTIG: bool = false;
 
 @group(0) @binding(0) var a: texture_2d<f32>;
@@ -100,13 +102,20 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
     var acc = Acc32(zero, zero, zero, zero, zero, zero, zero, zero);
     var kk = 0u;
     if (VEC_K) {
-        // Texel indices: A's rows advance along k by one texel; B advances by one texel per 4 steps
-        // along its k-contiguous columns, or by 4 rows (b_rs / 4 texels each) otherwise.
+        // Texel indices: a k-contiguous operand advances one texel per 4 steps of k; otherwise by
+        // 4 steps of its k stride (stride / 4 texels each).
         let at = ai >> vec4<u32>(2u);
         var bt = bi >> vec4<u32>(2u);
         var t = 0u;
         for (; kk + 4u <= p.k; kk += 4u) {
-            let av = by_step(a_texel(at.x + t), a_texel(at.y + t), a_texel(at.z + t), a_texel(at.w + t));
+            var av: Steps4;
+            if (A_K_CONTIG) {
+                av = by_step(a_texel(at.x + t), a_texel(at.y + t), a_texel(at.z + t), a_texel(at.w + t));
+            } else {
+                let r = p.a_cs >> 2u;
+                let a0 = at.x + t * p.a_cs;
+                av = Steps4(a_texel(a0), a_texel(a0 + r), a_texel(a0 + 2u * r), a_texel(a0 + 3u * r));
+            }
             var bv: Steps4;
             if (B_K_CONTIG) {
                 bv = by_step(b_texel(bt.x + t), b_texel(bt.y + t), b_texel(bt.z + t), b_texel(bt.w + t));

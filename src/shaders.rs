@@ -15,19 +15,21 @@ shader!(MATMUL, "matmul.wgsl");
 shader!(MATMUL_SUBGROUP, "matmul_subgroup.wgsl");
 shader!(GROUP_NORM, "group_norm.wgsl");
 shader!(ATTENTION, "attention.wgsl");
+shader!(SOFTMAX, "softmax.wgsl");
 shader!(ELEMENTWISE, "elementwise.wgsl");
 shader!(EMBEDDING, "embedding.wgsl");
 shader!(DIFFUSION, "diffusion.wgsl");
 shader!(RNG, "rng.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 10] = [
+pub static ALL: [&ShaderSource; 11] = [
     &CONV2D,
     &CONV2D_SUBGROUP,
     &MATMUL,
     &MATMUL_SUBGROUP,
     &GROUP_NORM,
     &ATTENTION,
+    &SOFTMAX,
     &ELEMENTWISE,
     &EMBEDDING,
     &DIFFUSION,

@@ -49,12 +49,14 @@ impl Executable {
         let mut exe =
             Executable { dispatches: Vec::with_capacity(g.nodes.len()), layers: Vec::new(), plan, slots };
         for node in &g.nodes {
-            let d = exe.lower(ctx, g, &node.op, node.output, weights).map_err(|e| match e {
+            let list = exe.lower(ctx, g, &node.op, node.output, weights).map_err(|e| match e {
                 Error::Shape(m) => Error::Shape(format!("{}: {m}", node.layer)),
                 other => other,
             })?;
-            exe.dispatches.push(d);
-            exe.layers.push(node.layer.clone());
+            for d in list {
+                exe.dispatches.push(d);
+                exe.layers.push(node.layer.clone());
+            }
         }
         Ok(exe)
     }
@@ -70,6 +72,21 @@ impl Executable {
     }
 
     fn lower(
+        &self,
+        ctx: &Context,
+        g: &Graph,
+        op: &Op,
+        out: TensorId,
+        weights: &[wgpu::Buffer],
+    ) -> Result<Vec<Dispatch>> {
+        if let Op::Attention { q, k, v, ref shape } = *op {
+            let b = |t: TensorId| self.buffer(t);
+            return attention::attention(ctx, shape, b(q), b(k), b(v), self.buffer(out));
+        }
+        self.lower_one(ctx, g, op, out, weights).map(|d| vec![d])
+    }
+
+    fn lower_one(
         &self,
         ctx: &Context,
         g: &Graph,
@@ -105,7 +122,7 @@ impl Executable {
                 weight.bias.map(w),
                 y,
             ),
-            Op::Attention { q, k, v, ref shape } => attention::attention(ctx, shape, b(q), b(k), b(v), y),
+            Op::Attention { .. } => unreachable!("lowered by `lower`"),
             Op::Silu { x } => elementwise::silu(ctx, len, b(x), y),
             Op::Affine { x, alpha, beta } => elementwise::affine(ctx, len, alpha, beta, b(x), y),
             Op::Concat { a, b: second } => {

@@ -1,7 +1,13 @@
-//! Fused multi-head self-attention with an online softmax (shaders/attention.wgsl) and its reference.
+//! Multi-head self-attention and its reference, two ways:
+//! - composed: scores = Q^T K (matmul), softmax (softmax.wgsl), out = V P^T (matmul), with the
+//!   T x T scores in a scratch buffer. The matmul kernels are the fastest code here, so this is the
+//!   default wherever the scores fit a binding.
+//! - fused (shaders/attention.wgsl): an online softmax that never stores the scores; the fallback
+//!   for long sequences.
 
 use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
-use crate::kernels::{check_len, groups};
+use crate::kernels::matmul::{self, Bias, MatmulShape, Strides};
+use crate::kernels::{check_len, groups, softmax};
 use crate::{bail_shape, Result};
 
 static SPEC: KernelSpec = KernelSpec {
@@ -47,8 +53,93 @@ struct Params {
     scale: f32,
 }
 
-/// out = softmax(q k^T * scale) v per (batch, head); all four are [B, heads * D, T].
+/// Largest score matrix the composed path allocates; longer sequences take the fused kernel.
+const MAX_SCORES_BYTES: u64 = 64 << 20;
+
+impl AttentionShape {
+    fn scores_len(&self) -> usize {
+        self.batch * self.heads * self.tokens * self.tokens
+    }
+}
+
+/// out = softmax(q k^T * scale) v per (batch, head); all four are [B, heads * D, T]. Composed where
+/// the scores fit, else fused.
 pub fn attention(
+    ctx: &Context,
+    s: &AttentionShape,
+    q: &wgpu::Buffer,
+    k: &wgpu::Buffer,
+    v: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<Vec<Dispatch>> {
+    let scores_bytes = 4 * s.scores_len() as u64;
+    let limit = ctx.limits.max_storage_buffer_binding_size.min(MAX_SCORES_BYTES);
+    if scores_bytes <= limit && ctx.fits_texels(s.scores_len()) {
+        attention_composed(ctx, s, q, k, v, out)
+    } else {
+        Ok(vec![attention_fused(ctx, s, q, k, v, out)?])
+    }
+}
+
+/// The composed path: three dispatches over a scratch buffer for the scores (kept alive by the
+/// dispatches' bind groups).
+pub fn attention_composed(
+    ctx: &Context,
+    s: &AttentionShape,
+    q: &wgpu::Buffer,
+    k: &wgpu::Buffer,
+    v: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<Vec<Dispatch>> {
+    if s.is_empty() {
+        bail_shape!("attention: empty shape {s:?}");
+    }
+    for (what, buf) in [("q", q), ("k", k), ("v", v), ("output", out)] {
+        check_len("attention", what, buf, s.len())?;
+    }
+    let (bh, d, t) = (s.batch * s.heads, s.head_dim, s.tokens);
+    let scores = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("attention scores"),
+        size: (4 * s.scores_len() as u64).div_ceil(16) * 16,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        mapped_at_creation: false,
+    });
+    let head = d * t;
+    // scores[bh, i, j] = sum_d q[bh, d, i] k[bh, d, j]: A = q^T (rows along tokens), B = k.
+    let qk = MatmulShape {
+        batch: bh,
+        m: t,
+        n: t,
+        k: d,
+        a: Strides { batch: head, row: 1, col: t },
+        b: Strides { batch: head, row: t, col: 1 },
+        bias: Bias::None,
+        silu: false,
+    };
+    // out[bh, d, i] = sum_j v[bh, d, j] p[bh, i, j]: A = v, B = p^T.
+    let pv = MatmulShape {
+        batch: bh,
+        m: d,
+        n: t,
+        k: t,
+        a: Strides { batch: head, row: t, col: 1 },
+        b: Strides { batch: t * t, row: 1, col: t },
+        bias: Bias::None,
+        silu: false,
+    };
+    let mut list = vec![
+        matmul::matmul(ctx, &qk, q, k, None, &scores)?,
+        softmax::softmax(ctx, bh * t, t, s.scale, &scores, &scores)?,
+        matmul::matmul(ctx, &pv, v, &scores, None, out)?,
+    ];
+    for (dispatch, label) in list.iter_mut().zip(["attention.scores", "attention.softmax", "attention.mix"]) {
+        dispatch.label = label;
+    }
+    Ok(list)
+}
+
+/// The fused kernel: one dispatch, no score matrix.
+pub fn attention_fused(
     ctx: &Context,
     s: &AttentionShape,
     q: &wgpu::Buffer,

@@ -10,6 +10,7 @@ pub mod embedding;
 pub mod group_norm;
 pub mod matmul;
 pub mod rng;
+pub mod softmax;
 
 /// Workgroups needed for `n` items at `per_group` items each.
 pub(crate) fn groups(n: usize, per_group: usize) -> u32 {

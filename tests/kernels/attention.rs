@@ -10,9 +10,16 @@ fn check_scaled(batch: usize, heads: usize, head_dim: usize, tokens: usize, ampl
     q.iter_mut().for_each(|v| *v *= amplitude);
     let (k, v) = (random(&mut r, s.len()), random(&mut r, s.len()));
     let want = attention::reference(&s, &q, &k, &v);
-    let (qt, kt, vt, o) = (upload(&q), upload(&k), upload(&v), output(s.len()));
-    run(attention::attention(ctx(), &s, &qt.buffer, &kt.buffer, &vt.buffer, &o.buffer).unwrap());
-    assert_close(&format!("attention {s:?}"), &read(&o), &want, RTOL);
+    let (qt, kt, vt) = (upload(&q), upload(&k), upload(&v));
+    let (b, c) = (&*qt.buffer, (&*kt.buffer, &*vt.buffer));
+    let composed = output(s.len());
+    ctx().run(&attention::attention_composed(ctx(), &s, b, c.0, c.1, &composed.buffer).unwrap());
+    assert_close(&format!("composed attention {s:?}"), &read(&composed), &want, RTOL);
+    if s.head_dim <= attention::MAX_HEAD_DIM {
+        let fused = output(s.len());
+        run(attention::attention_fused(ctx(), &s, b, c.0, c.1, &fused.buffer).unwrap());
+        assert_close(&format!("fused attention {s:?}"), &read(&fused), &want, RTOL);
+    }
 }
 
 fn check(batch: usize, heads: usize, head_dim: usize, tokens: usize, seed: u64) {
@@ -38,7 +45,8 @@ fn attention_multi_head() {
 fn attention_unet_shapes() {
     check(1, 1, 64, 256, 8); // 16x16 feature map, 64 channels, one head
     check(2, 1, 130, 17, 9); // head dim not a multiple of 4
-    check(1, 1, 512, 16, 10); // the largest head dim supported
+    check(1, 1, 512, 16, 10); // the largest head dim of the fused kernel
+    check(1, 1, 600, 40, 12); // composed only
 }
 
 #[test]
@@ -62,9 +70,9 @@ fn attention_random_shapes() {
 }
 
 #[test]
-fn attention_rejects_too_large_head_dim() {
+fn fused_attention_rejects_too_large_head_dim() {
     let s = AttentionShape { batch: 1, heads: 1, head_dim: 600, tokens: 2, scale: 1.0 };
     let t = output(1200);
-    let err = attention::attention(ctx(), &s, &t.buffer, &t.buffer, &t.buffer, &t.buffer).unwrap_err();
+    let err = attention::attention_fused(ctx(), &s, &t.buffer, &t.buffer, &t.buffer, &t.buffer).unwrap_err();
     assert!(err.to_string().contains("head dim 600"), "{err}");
 }

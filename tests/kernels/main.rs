@@ -14,6 +14,7 @@ mod group_norm;
 mod matmul;
 mod pool;
 mod rng;
+mod softmax;
 
 #[path = "../common/mod.rs"]
 mod common;

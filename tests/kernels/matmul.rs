@@ -61,7 +61,7 @@ fn matmul_transposed_and_broadcast_operands() {
 #[test]
 fn matmul_four_steps_per_texel_with_padded_strides() {
     // Strides that are multiples of 4 let the subgroup kernel take 4 steps of k per texel; k % 4
-    // leaves a tail of single steps. B along n (row-major) and along k (a Linear's W^T).
+    // leaves a tail of single steps. A and B each along k or along their other dimension.
     for (i, (batch, m, n, k)) in
         [(1, 37, 10, 6), (2, 70, 13, 11), (3, 33, 64, 9), (1usize, 5usize, 3usize, 4usize)]
             .into_iter()
@@ -78,6 +78,12 @@ fn matmul_four_steps_per_texel_with_padded_strides() {
         s.b = Strides { batch: 0, row: 1, col: kp };
         s.bias = Bias::PerRow;
         check(s, 60 + i as u64);
+        // A along m (Q^T in attention scores).
+        let mp = m.next_multiple_of(4);
+        s.a = Strides { batch: k * mp, row: 1, col: mp };
+        check(s, 70 + i as u64);
+        s.b = Strides { batch: k * np, row: np, col: 1 };
+        check(s, 80 + i as u64);
     }
 }
 

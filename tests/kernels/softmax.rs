@@ -1,0 +1,47 @@
+use rand::Rng;
+use wgpu_diffusion::kernels::softmax;
+
+use crate::*;
+
+fn check(rows: usize, cols: usize, scale: f32, amplitude: f32, seed: u64) {
+    let mut r = rng(seed);
+    let mut x = random(&mut r, rows * cols);
+    x.iter_mut().for_each(|v| *v *= amplitude);
+    let want = softmax::reference(rows, cols, scale, &x);
+    let (xt, out) = (upload(&x), output(rows * cols));
+    run(softmax::softmax(ctx(), rows, cols, scale, &xt.buffer, &out.buffer).unwrap());
+    assert_close(&format!("softmax {rows}x{cols} scale {scale}"), &read(&out), &want, RTOL);
+    // In place, as composed attention runs it.
+    run(softmax::softmax(ctx(), rows, cols, scale, &xt.buffer, &xt.buffer).unwrap());
+    assert_close(&format!("in-place softmax {rows}x{cols}"), &read(&xt), &want, RTOL);
+}
+
+#[test]
+fn softmax_rows_whole_texels_and_not() {
+    check(1, 1, 1.0, 1.0, 1); // a single value: 1
+    check(3, 4, 0.5, 1.0, 2);
+    check(7, 13, 1.0, 1.0, 3);
+    check(64, 256, 0.125, 1.0, 4);
+    check(65, 1030, 1.0, 1.0, 5); // several texel rows per softmax row
+}
+
+#[test]
+fn softmax_survives_large_scores() {
+    check(5, 40, 1.0, 300.0, 6);
+    check(5, 41, 2.0, 300.0, 7);
+}
+
+#[test]
+fn softmax_random_shapes() {
+    let mut r = rng(9);
+    for seed in 0..10 {
+        check(r.random_range(1..=80), r.random_range(1..=300), r.random_range(0.05..2.0), 3.0, 100 + seed);
+    }
+}
+
+#[test]
+fn softmax_rejects_short_buffers() {
+    let t = output(10);
+    let err = softmax::softmax(ctx(), 10, 30, 1.0, &t.buffer, &t.buffer).unwrap_err();
+    assert!(err.to_string().contains("needs 300"), "{err}");
+}
