@@ -153,6 +153,15 @@ pub fn attention_fused(
     if s.head_dim > MAX_HEAD_DIM {
         bail_shape!("attention: head dim {} is over the supported {MAX_HEAD_DIM}", s.head_dim);
     }
+    // lavapipe stops a shader's loops after 65535 iterations in all, silently (see group_norm.rs).
+    let iterations = s.tokens * (s.head_dim.div_ceil(2) + 4);
+    if ctx.is_cpu() && iterations > 60_000 {
+        bail_shape!(
+            "attention: {} tokens x head dim {} is too long for the fused kernel on a CPU driver; use a smaller batch or image",
+            s.tokens,
+            s.head_dim
+        );
+    }
     for (what, buf) in [("q", q), ("k", k), ("v", v), ("output", out)] {
         check_len("attention", what, buf, s.len())?;
     }

@@ -7,7 +7,8 @@ use crate::{bail_shape, Result};
 static SPEC: KernelSpec = KernelSpec {
     shader: &crate::shaders::GROUP_NORM,
     entry: "group_norm",
-    bindings: &[Binding::Read, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
+    // x is read as texels (see `gpu::texels`).
+    bindings: &[Binding::Texels, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
 };
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,7 +54,53 @@ pub fn group_norm(
     beta: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Dispatch> {
+    group_norm_lanes(ctx, default_lanes(ctx, s), s, x, gamma, beta, y)
+}
+
+/// Invocations per workgroup (shaders/group_norm.wgsl).
+const WG: usize = 64;
+
+/// Loop iterations one invocation may run. lavapipe (gallivm) stops a shader's loops after 65535
+/// iterations in all and carries on with wrong results, without an error; we stay well below.
+const MAX_LANE_ITERATIONS: usize = 40_000;
+
+/// The fewest lanes per group that keep each invocation's three passes under that cap.
+pub fn min_lanes(s: &GroupNormShape) -> usize {
+    let texels = (s.c / s.groups.max(1) * s.hw).div_ceil(4);
+    (3 * texels + s.c).div_ceil(MAX_LANE_ITERATIONS).next_power_of_two()
+}
+
+/// Lanes per group: the whole workgroup on GPUs; on CPU drivers as few as the iteration cap allows
+/// (barriers are costly there, and the vector units already run 8 groups side by side).
+pub fn default_lanes(ctx: &Context, s: &GroupNormShape) -> usize {
+    if ctx.is_cpu() {
+        min_lanes(s).min(WG)
+    } else {
+        WG
+    }
+}
+
+/// `group_norm` with `lanes` invocations per group (a power of two up to 64; tests run several).
+pub fn group_norm_lanes(
+    ctx: &Context,
+    lanes: usize,
+    s: &GroupNormShape,
+    x: &wgpu::Buffer,
+    gamma: &wgpu::Buffer,
+    beta: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Dispatch> {
     s.check()?;
+    if !lanes.is_power_of_two() || lanes > WG {
+        bail_shape!("group norm: {lanes} lanes per group; use a power of two up to {WG}");
+    }
+    if lanes < min_lanes(s) && ctx.is_cpu() {
+        bail_shape!(
+            "group norm: groups of {} values are too long for {lanes} lane(s) each on a CPU driver; use at least {}",
+            s.c / s.groups * s.hw,
+            min_lanes(s)
+        );
+    }
     let len = s.n * s.c * s.hw;
     check_len("group norm", "input", x, len)?;
     check_len("group norm", "output", y, len)?;
@@ -67,11 +114,12 @@ pub fn group_norm(
         eps: s.eps,
         _pad: [0; 3],
     });
-    ctx.dispatch(
+    ctx.dispatch_texels(
         &SPEC,
-        &[("SILU", s.silu as u8 as f64)],
+        &[("SILU", s.silu as u8 as f64), ("VEC4", s.hw.is_multiple_of(4) as u8 as f64), ("L", lanes as f64)],
         &[x, gamma, beta, y, &params],
-        grid_1d(ctx, s.n * s.groups, 1),
+        &[len],
+        grid_1d(ctx, s.n * s.groups, WG / lanes),
         Cost { flops: 8 * len as u64, bytes: 4 * (3 * len + 2 * s.c) as u64 },
     )
 }

@@ -76,3 +76,14 @@ fn fused_attention_rejects_too_large_head_dim() {
     let err = attention::attention_fused(ctx(), &s, &t.buffer, &t.buffer, &t.buffer, &t.buffer).unwrap_err();
     assert!(err.to_string().contains("head dim 600"), "{err}");
 }
+
+#[test]
+fn fused_attention_refuses_loops_a_cpu_driver_would_cut_short() {
+    if !ctx().is_cpu() {
+        return;
+    }
+    let s = AttentionShape { batch: 1, heads: 1, head_dim: 64, tokens: 4096, scale: 1.0 };
+    let t = output(16);
+    let err = attention::attention_fused(ctx(), &s, &t.buffer, &t.buffer, &t.buffer, &t.buffer).unwrap_err();
+    assert!(err.to_string().contains("too long for the fused kernel"), "{err}");
+}

@@ -9,8 +9,12 @@ fn check_with(s: GroupNormShape, x: &[f32], seed: u64) {
     let beta = random(&mut r, s.c);
     let want = group_norm::reference(&s, x, &gamma, &beta);
     let (xt, gt, bt, y) = (upload(x), upload(&gamma), upload(&beta), output(x.len()));
-    run(group_norm::group_norm(ctx(), &s, &xt.buffer, &gt.buffer, &bt.buffer, &y.buffer).unwrap());
-    assert_close(&format!("group norm {s:?}"), &read(&y), &want, RTOL);
+    // One lane per group (CPU drivers), a few, and the whole workgroup (GPUs).
+    for lanes in [1, 8, 64].into_iter().filter(|&l| l >= group_norm::min_lanes(&s)) {
+        let d = group_norm::group_norm_lanes(ctx(), lanes, &s, &xt.buffer, &gt.buffer, &bt.buffer, &y.buffer);
+        run(d.unwrap());
+        assert_close(&format!("group norm, {lanes} lanes per group, {s:?}"), &read(&y), &want, RTOL);
+    }
 }
 
 fn check(n: usize, c: usize, hw: usize, groups: usize, silu: bool, seed: u64) {
@@ -51,6 +55,20 @@ fn group_norm_is_stable_for_large_hw_and_offset() {
     let (n, c, hw) = (1, 4, 256 * 256);
     let x: Vec<f32> = random(&mut rng(11), n * c * hw).iter().map(|v| 100.0 + 0.01 * v).collect();
     check_with(GroupNormShape { n, c, hw, groups: 2, eps: 1e-6, silu: true }, &x, 12);
+}
+
+#[test]
+fn group_norm_default_lanes_cover_long_groups() {
+    // One lane per group would loop 3 x 64K times here; lavapipe stops a shader's loops after about
+    // 64K iterations in all, silently. The default spreads such groups over more lanes.
+    let s = GroupNormShape { n: 1, c: 8, hw: 256 * 256, groups: 2, eps: 1e-6, silu: false };
+    assert!(group_norm::default_lanes(ctx(), &s) > 1 || !ctx().is_cpu());
+    let x = random(&mut rng(13), s.c * s.hw);
+    let (gamma, beta) = (vec![1.5f32; s.c], vec![0.25f32; s.c]);
+    let want = group_norm::reference(&s, &x, &gamma, &beta);
+    let (xt, gt, bt, y) = (upload(&x), upload(&gamma), upload(&beta), output(x.len()));
+    run(group_norm::group_norm(ctx(), &s, &xt.buffer, &gt.buffer, &bt.buffer, &y.buffer).unwrap());
+    assert_close("group norm, long groups, default lanes", &read(&y), &want, RTOL);
 }
 
 #[test]
