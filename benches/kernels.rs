@@ -210,13 +210,29 @@ fn arg(args: &[String], flag: &str) -> Option<String> {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let filter = arg(&args, "--filter");
-    let ctx = match Context::new(&ContextOptions::default()) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(1);
+    // "first ms" is a cold first call: a fresh context per case, so no pipeline is reused from an
+    // earlier case, and (unless --warm-cache) Mesa's on-disk shader cache pointed at a new empty
+    // folder. (MESA_SHADER_CACHE_DISABLE would be simpler, but with it lavapipe 22.3 runs some
+    // kernels 100x slower.)
+    let warm_cache = args.iter().any(|a| a == "--warm-cache");
+    let cache_root = std::env::temp_dir().join(format!("wgpu-diffusion-bench-{}", std::process::id()));
+    let mut fresh_caches = 0;
+    let mut new_context = |cold: bool| {
+        if cold && !warm_cache {
+            fresh_caches += 1;
+            let folder = cache_root.join(fresh_caches.to_string());
+            std::fs::create_dir_all(&folder).expect("a shader cache folder under the temp dir");
+            std::env::set_var("MESA_SHADER_CACHE_DIR", folder);
+        }
+        match Context::new(&ContextOptions::default()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(1);
+            }
         }
     };
+    let ctx = new_context(false);
     let profiler = Profiler::new(&ctx);
     let adapter = format!("{} ({:?})", ctx.info.name, ctx.info.backend);
     let timing =
@@ -232,13 +248,14 @@ fn main() {
         serde_json::from_str(&text).expect("a baseline written by --save-baseline")
     });
     println!(
-        "{:<28} {:<36} {:>10} {:>10} {:>9} {:>8}{}",
+        "{:<28} {:<36} {:>10} {:>10} {:>9} {:>8} {:>9}{}",
         "kernel",
         "shape",
         "median ms",
         "min ms",
         "GFLOP/s",
         "GB/s",
+        "first ms",
         if baseline.is_some() { "  vs baseline" } else { "" }
     );
     let mut rows = Vec::new();
@@ -246,6 +263,14 @@ fn main() {
         if filter.as_ref().is_some_and(|f| !case.name.contains(f.as_str())) {
             continue;
         }
+        // First call: pipeline creation (shader compile), bind groups and one run, wall time.
+        let cold = new_context(true);
+        let t0 = Instant::now();
+        let (first, _first_keep) = (case.build)(&cold);
+        cold.run(&first);
+        cold.wait().expect("first call");
+        let first_ms = t0.elapsed().as_secs_f64() * 1e3;
+        drop((first, _first_keep, cold));
         let (d, _keep) = (case.build)(&ctx);
         ctx.run(&d);
         ctx.wait().expect("warm-up");
@@ -283,14 +308,16 @@ fn main() {
             .map(|base| format!("  {:.2}x {}", base / med, if base >= med { "faster" } else { "slower" }))
             .unwrap_or_default();
         println!(
-            "{:<28} {:<36} {med:>10.3} {min:>10.3} {gflops:>9.2} {gbps:>8.2}{vs}",
+            "{:<28} {:<36} {med:>10.3} {min:>10.3} {gflops:>9.2} {gbps:>8.2} {first_ms:>9.1}{vs}",
             case.name, case.shape
         );
         rows.push(json!({
             "name": case.name, "shape": case.shape, "median_ms": med, "min_ms": min,
             "gflops": gflops, "gbps": gbps, "adapter": adapter, "timing": timing,
+            "first_call_ms": first_ms,
         }));
     }
+    let _ = std::fs::remove_dir_all(&cache_root);
     std::fs::create_dir_all(dir.join("baselines")).expect("target/bench");
     let text = serde_json::to_string_pretty(&rows).expect("json");
     std::fs::write(dir.join("kernels.json"), &text).expect("write kernels.json");
