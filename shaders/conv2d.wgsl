@@ -25,12 +25,23 @@ override HAS_BIAS: bool = true;
 override HAS_CHANNEL_ADD: bool = false;
 override HAS_RESIDUAL: bool = false;
 
-@group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> wt: array<vec4<f32>>;
+// x and the packed weights are read as texels (see src/gpu/texels.rs): float i of a buffer is
+// component i % 4 of texel i / 4, at (texel % 1024, texel / 1024). A texel fetch costs a fraction
+// of a storage-buffer load on CPU drivers, and goes through the texture cache on GPUs.
+@group(0) @binding(0) var x: texture_2d<f32>;
+@group(0) @binding(1) var wt: texture_2d<f32>;
+
+fn x_at(i: u32) -> f32 {
+    return textureLoad(x, vec2<u32>((i >> 2u) & 1023u, i >> 12u), 0)[i & 3u];
+}
+
+fn wt_at(i: u32) -> vec4<f32> {
+    return textureLoad(wt, vec2<u32>(i & 1023u, i >> 10u), 0);
+}
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read> chan_add: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(6) var<uniform> p: Params;
 
 // Four output pixels x four output channels: pixel k's channels are field k.
@@ -64,7 +75,7 @@ fn tap(q: Quad, kh: u32, kw: u32, ok: ptr<function, vec4<bool>>) -> vec4<u32> {
 }
 
 fn load4(idx: vec4<u32>, ok: vec4<bool>) -> vec4<f32> {
-    return select(vec4<f32>(0.0), vec4<f32>(x[idx.x], x[idx.y], x[idx.z], x[idx.w]), ok);
+    return select(vec4<f32>(0.0), vec4<f32>(x_at(idx.x), x_at(idx.y), x_at(idx.z), x_at(idx.w)), ok);
 }
 
 fn store(pix: u32, co: u32, acc: f32) {
@@ -75,17 +86,38 @@ fn store(pix: u32, co: u32, acc: f32) {
     if (HAS_BIAS) { v += bias[co]; }
     if (HAS_CHANNEL_ADD) { v += chan_add[n * p.cout + co]; }
     if (HAS_RESIDUAL) { v += residual[off]; }
-    out[off] = v * p.scale;
+    out[off / 4u][off % 4u] = v * p.scale;
+}
+
+// Channel `co` at pixels first .. first + 3: one vec4 store where they are a whole aligned vec4 of
+// one image. No private arrays: CPU drivers keep a dynamically indexed one in memory and walk it
+// lane by lane.
+fn store_channel(v: vec4<f32>, first: u32, co: u32, npix: u32) {
+    if (co >= p.cout) { return; }
+    let hw_out = p.hout * p.wout;
+    let n = first / hw_out;
+    let r = first % hw_out;
+    let off = (n * p.cout + co) * hw_out + r;
+    if (first + 3u < npix && r + 3u < hw_out && off % 4u == 0u) {
+        var y = v;
+        if (HAS_BIAS) { y += vec4<f32>(bias[co]); }
+        if (HAS_CHANNEL_ADD) { y += vec4<f32>(chan_add[n * p.cout + co]); }
+        if (HAS_RESIDUAL) { y += vec4<f32>(residual[off], residual[off + 1u], residual[off + 2u], residual[off + 3u]); }
+        out[off / 4u] = y * p.scale;
+        return;
+    }
+    if (first < npix) { store(first, co, v.x); }
+    if (first + 1u < npix) { store(first + 1u, co, v.y); }
+    if (first + 2u < npix) { store(first + 2u, co, v.z); }
+    if (first + 3u < npix) { store(first + 3u, co, v.w); }
 }
 
 fn store4(first: u32, cb: u32, a: Acc4, npix: u32) {
-    let pixels = array<vec4<f32>, 4>(a.p0, a.p1, a.p2, a.p3);
-    for (var k = 0u; k < 4u; k++) {
-        if (first + k >= npix) { return; }
-        for (var c = 0u; c < 4u; c++) {
-            if (cb * 4u + c < p.cout) { store(first + k, cb * 4u + c, pixels[k][c]); }
-        }
-    }
+    if (cb >= p.cout4) { return; }
+    store_channel(vec4<f32>(a.p0.x, a.p1.x, a.p2.x, a.p3.x), first, cb * 4u, npix);
+    store_channel(vec4<f32>(a.p0.y, a.p1.y, a.p2.y, a.p3.y), first, cb * 4u + 1u, npix);
+    store_channel(vec4<f32>(a.p0.z, a.p1.z, a.p2.z, a.p3.z), first, cb * 4u + 2u, npix);
+    store_channel(vec4<f32>(a.p0.w, a.p1.w, a.p2.w, a.p3.w), first, cb * 4u + 3u, npix);
 }
 
 @compute @workgroup_size(WG_X)
@@ -116,8 +148,8 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
             var idx1 = tap(q1, kh, kw, &ok1);
             var widx = (kh * p.kw + kw) * p.cin * p.cout4;
             for (var ci = 0u; ci < p.cin; ci++) {
-                let w0 = wt[widx + cb];
-                let w1 = wt[widx + cb1];
+                let w0 = wt_at(widx + cb);
+                let w1 = wt_at(widx + cb1);
                 let x0 = load4(idx0, ok0);
                 let x1 = load4(idx1, ok1);
                 a00 = fma4(a00, w0, x0);

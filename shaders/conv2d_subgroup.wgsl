@@ -39,7 +39,7 @@ fn wt_at(i: u32) -> vec4<f32> {
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
 @group(0) @binding(3) var<storage, read> chan_add: array<f32>;
 @group(0) @binding(4) var<storage, read> residual: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(6) var<uniform> p: Params;
 
 struct Acc4 { p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>, p3: vec4<f32> }
@@ -57,18 +57,38 @@ fn store(pix: u32, co: u32, acc: f32) {
     if (HAS_BIAS) { v += bias[co]; }
     if (HAS_CHANNEL_ADD) { v += chan_add[n * p.cout + co]; }
     if (HAS_RESIDUAL) { v += residual[off]; }
-    out[off] = v * p.scale;
+    out[off / 4u][off % 4u] = v * p.scale;
+}
+
+// Channel `co` at pixels first .. first + 3: one vec4 store where they are a whole aligned vec4 of
+// one image. No private arrays: CPU drivers keep a dynamically indexed one in memory and walk it
+// lane by lane.
+fn store_channel(v: vec4<f32>, first: u32, co: u32, npix: u32) {
+    if (co >= p.cout) { return; }
+    let hw_out = p.hout * p.wout;
+    let n = first / hw_out;
+    let r = first % hw_out;
+    let off = (n * p.cout + co) * hw_out + r;
+    if (first + 3u < npix && r + 3u < hw_out && off % 4u == 0u) {
+        var y = v;
+        if (HAS_BIAS) { y += vec4<f32>(bias[co]); }
+        if (HAS_CHANNEL_ADD) { y += vec4<f32>(chan_add[n * p.cout + co]); }
+        if (HAS_RESIDUAL) { y += vec4<f32>(residual[off], residual[off + 1u], residual[off + 2u], residual[off + 3u]); }
+        out[off / 4u] = y * p.scale;
+        return;
+    }
+    if (first < npix) { store(first, co, v.x); }
+    if (first + 1u < npix) { store(first + 1u, co, v.y); }
+    if (first + 2u < npix) { store(first + 2u, co, v.z); }
+    if (first + 3u < npix) { store(first + 3u, co, v.w); }
 }
 
 fn store4(first: u32, cb: u32, a: Acc4, npix: u32) {
     if (cb >= p.cout4) { return; }
-    let pixels = array<vec4<f32>, 4>(a.p0, a.p1, a.p2, a.p3);
-    for (var k = 0u; k < 4u; k++) {
-        if (first + k >= npix) { return; }
-        for (var c = 0u; c < 4u; c++) {
-            if (cb * 4u + c < p.cout) { store(first + k, cb * 4u + c, pixels[k][c]); }
-        }
-    }
+    store_channel(vec4<f32>(a.p0.x, a.p1.x, a.p2.x, a.p3.x), first, cb * 4u, npix);
+    store_channel(vec4<f32>(a.p0.y, a.p1.y, a.p2.y, a.p3.y), first, cb * 4u + 1u, npix);
+    store_channel(vec4<f32>(a.p0.z, a.p1.z, a.p2.z, a.p3.z), first, cb * 4u + 2u, npix);
+    store_channel(vec4<f32>(a.p0.w, a.p1.w, a.p2.w, a.p3.w), first, cb * 4u + 3u, npix);
 }
 
 @compute @workgroup_size(WG_X)

@@ -2,7 +2,10 @@
 //
 // A and B are read through (batch, row, column) strides, so a transposed operand (a PyTorch Linear
 // weight [out, in] used as B = W^T) needs no copy. C is dense [batch, M, N]. Each invocation owns a
-// 4x4 block of C: per k it loads 4 values of A and 4 of B and does 4 vec4 FMAs.
+// 4x4 block of C: per k it loads 4 values of A and 4 of B and does 4 vec4 FMAs. A and B are read
+// as texels (see src/gpu/texels.rs: float i is component i % 4 of texel i / 4, at
+// (texel % 1024, texel / 1024)): a texel fetch costs a fraction of a storage-buffer load on CPU
+// drivers, and goes through the texture cache on GPUs.
 
 struct Params {
     m: u32, n: u32, k: u32, batch: u32,
@@ -15,10 +18,14 @@ override WG_Y: u32 = 4;      // row blocks per workgroup
 override BIAS_MODE: u32 = 0u; // 0: none, 1: bias[n] per column, 2: bias[m] per row
 override SILU: bool = false;
 
-@group(0) @binding(0) var<storage, read> a: array<f32>;
-@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(0) var a: texture_2d<f32>;
+@group(0) @binding(1) var b: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read> bias: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+// C is written a vec4 at a time where a row's 4 columns are a whole aligned vec4, else by component.
+@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
+
+fn a_at(i: u32) -> f32 { return textureLoad(a, vec2<u32>((i >> 2u) & 1023u, i >> 12u), 0)[i & 3u]; }
+fn b_at(i: u32) -> f32 { return textureLoad(b, vec2<u32>((i >> 2u) & 1023u, i >> 12u), 0)[i & 3u]; }
 @group(0) @binding(4) var<uniform> p: Params;
 
 fn epilogue(v: f32, row: u32, col: u32) -> f32 {
@@ -27,6 +34,22 @@ fn epilogue(v: f32, row: u32, col: u32) -> f32 {
     if (BIAS_MODE == 2u) { r += bias[row]; }
     if (SILU) { r = r / (1.0 + exp(-r)); }
     return r;
+}
+
+// One row of a 4x4 block. No private arrays here: CPU drivers keep a dynamically indexed private
+// array in memory and walk it lane by lane (that cost ~9 ms of the 19 ms 512^3 matmul).
+fn store_row(v: vec4<f32>, row: u32, col0: u32, out0: u32) {
+    if (row >= p.m) { return; }
+    let o = out0 + row * p.n + col0;
+    if (col0 + 3u < p.n && o % 4u == 0u) {
+        c[o / 4u] = vec4<f32>(epilogue(v.x, row, col0), epilogue(v.y, row, col0 + 1u),
+                              epilogue(v.z, row, col0 + 2u), epilogue(v.w, row, col0 + 3u));
+        return;
+    }
+    if (col0 < p.n) { c[o / 4u][o % 4u] = epilogue(v.x, row, col0); }
+    if (col0 + 1u < p.n) { c[(o + 1u) / 4u][(o + 1u) % 4u] = epilogue(v.y, row, col0 + 1u); }
+    if (col0 + 2u < p.n) { c[(o + 2u) / 4u][(o + 2u) % 4u] = epilogue(v.z, row, col0 + 2u); }
+    if (col0 + 3u < p.n) { c[(o + 3u) / 4u][(o + 3u) % 4u] = epilogue(v.w, row, col0 + 3u); }
 }
 
 @compute @workgroup_size(WG_X, WG_Y)
@@ -46,8 +69,8 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var kk = 0u; kk < p.k; kk++) {
-        let av = vec4<f32>(a[ai.x], a[ai.y], a[ai.z], a[ai.w]);
-        let bv = vec4<f32>(b[bi.x], b[bi.y], b[bi.z], b[bi.w]);
+        let av = vec4<f32>(a_at(ai.x), a_at(ai.y), a_at(ai.z), a_at(ai.w));
+        let bv = vec4<f32>(b_at(bi.x), b_at(bi.y), b_at(bi.z), b_at(bi.w));
         acc0 = fma(vec4<f32>(av.x), bv, acc0);
         acc1 = fma(vec4<f32>(av.y), bv, acc1);
         acc2 = fma(vec4<f32>(av.z), bv, acc2);
@@ -59,14 +82,9 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (col0 >= p.n || row0 >= p.m || batch >= p.batch) {
         return;
     }
-    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     let out0 = batch * p.m * p.n;
-    for (var i = 0u; i < 4u; i++) {
-        let row = row0 + i;
-        if (row >= p.m) { break; }
-        for (var j = 0u; j < 4u; j++) {
-            let col = col0 + j;
-            if (col < p.n) { c[out0 + row * p.n + col] = epilogue(accs[i][j], row, col); }
-        }
-    }
+    store_row(acc0, row0, col0, out0);
+    store_row(acc1, row0 + 1u, col0, out0);
+    store_row(acc2, row0 + 2u, col0, out0);
+    store_row(acc3, row0 + 3u, col0, out0);
 }

@@ -6,9 +6,10 @@ pub use crate::kernels::Variant;
 use crate::kernels::{check_len, groups, use_subgroups};
 use crate::{bail_shape, Result};
 
+/// Both kernels read the input and the packed weights as texels (see `gpu::texels`).
 const BINDINGS: &[Binding] = &[
-    Binding::Read,
-    Binding::Read,
+    Binding::Texels,
+    Binding::Texels,
     Binding::Read,
     Binding::Read,
     Binding::Read,
@@ -17,20 +18,8 @@ const BINDINGS: &[Binding] = &[
 ];
 static SPEC: KernelSpec = KernelSpec { shader: &crate::shaders::CONV2D, entry: "conv2d", bindings: BINDINGS };
 /// The same convolution sharing weights across a subgroup (conv2d_subgroup.wgsl).
-/// It reads the input and the weights as texels (see `gpu::texels`).
-static SPEC_SUBGROUP: KernelSpec = KernelSpec {
-    shader: &crate::shaders::CONV2D_SUBGROUP,
-    entry: "conv2d",
-    bindings: &[
-        Binding::Texels,
-        Binding::Texels,
-        Binding::Read,
-        Binding::Read,
-        Binding::Read,
-        Binding::Write,
-        Binding::Uniform,
-    ],
-};
+static SPEC_SUBGROUP: KernelSpec =
+    KernelSpec { shader: &crate::shaders::CONV2D_SUBGROUP, entry: "conv2d", bindings: BINDINGS };
 
 /// Zero padding on each side. diffusers' `Downsample2D(padding=0)` pads only right and bottom.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -207,8 +196,7 @@ pub fn conv2d_variant(
     // row per channel group; small maps get narrow workgroups (invocations past the last pixel still
     // run the loops, since neither kernel exits early).
     let in_len = s.n * s.cin * s.h * s.w;
-    let fits = ctx.fits_texels(in_len) && ctx.fits_texels(s.packed_weight_len());
-    let subgroups = use_subgroups(ctx, variant, cout4 >= 8 && fits, "conv2d")?;
+    let subgroups = use_subgroups(ctx, variant, cout4 >= 8, "conv2d")?;
     let (spec, pix_per, blocks_per) = if subgroups { (&SPEC_SUBGROUP, 4, 8) } else { (&SPEC, 8, 2) };
     let wg_x = npix.div_ceil(pix_per).next_power_of_two().clamp(8, 64);
     let params = ctx.uniform(&Params {
@@ -239,7 +227,6 @@ pub fn conv2d_variant(
         * (s.n * s.cin * s.h * s.w
             + s.packed_weight_len()
             + out_len * (1 + epilogue.residual.is_some() as usize)) as u64;
-    let texel_floats: &[usize] = if subgroups { &[in_len, s.packed_weight_len()] } else { &[] };
     ctx.dispatch_texels(
         spec,
         &overrides,
@@ -252,7 +239,7 @@ pub fn conv2d_variant(
             out,
             &params,
         ],
-        texel_floats,
+        &[in_len, s.packed_weight_len()],
         [groups(npix, pix_per * wg_x), groups(cout4, blocks_per), 1],
         Cost { flops: s.flops(), bytes },
     )

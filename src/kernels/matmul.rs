@@ -4,15 +4,13 @@ use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
 use crate::kernels::{check_len, groups, use_subgroups, Variant};
 use crate::{bail_shape, Result};
 
-const BINDINGS: &[Binding] = &[Binding::Read, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform];
+/// Both kernels read A and B as texels (see `gpu::texels`).
+const BINDINGS: &[Binding] =
+    &[Binding::Texels, Binding::Texels, Binding::Read, Binding::Write, Binding::Uniform];
 static SPEC: KernelSpec = KernelSpec { shader: &crate::shaders::MATMUL, entry: "matmul", bindings: BINDINGS };
 /// The same matmul sharing A across a subgroup (matmul_subgroup.wgsl).
-/// It reads A and B as texels (see `gpu::texels`).
-static SPEC_SUBGROUP: KernelSpec = KernelSpec {
-    shader: &crate::shaders::MATMUL_SUBGROUP,
-    entry: "matmul",
-    bindings: &[Binding::Texels, Binding::Texels, Binding::Read, Binding::Write, Binding::Uniform],
-};
+static SPEC_SUBGROUP: KernelSpec =
+    KernelSpec { shader: &crate::shaders::MATMUL_SUBGROUP, entry: "matmul", bindings: BINDINGS };
 
 /// How an operand is laid out: element (b, r, c) is at `b * batch + r * row + c * col`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,8 +136,7 @@ pub fn matmul_variant(
     // The subgroup kernel: 4 columns x 32 rows per invocation, a workgroup row of up to 64
     // invocations over columns per 32 rows. The portable one: 4x4 per invocation, 16x4 workgroups.
     let (a_len, b_len) = (s.a.max_index(s.batch, s.m, s.k) + 1, s.b.max_index(s.batch, s.k, s.n) + 1);
-    let fits = ctx.fits_texels(a_len) && ctx.fits_texels(b_len);
-    let subgroups = use_subgroups(ctx, variant, s.m >= 32 && fits, "matmul")?;
+    let subgroups = use_subgroups(ctx, variant, s.m >= 32, "matmul")?;
     // Few rows (a time-embedding MLP has one per image): fewer row blocks per workgroup, since
     // blocks past the last row still run the loop.
     let wg_y = s.m.div_ceil(4).next_power_of_two().min(WG_Y);
@@ -165,12 +162,11 @@ pub fn matmul_variant(
         overrides.push(("WG_Y", wg_y as f64));
     }
     let bytes = 4 * (s.batch * (s.m * s.k + s.k * s.n + s.m * s.n)) as u64;
-    let texel_floats: &[usize] = if subgroups { &[a_len, b_len] } else { &[] };
     ctx.dispatch_texels(
         spec,
         &overrides,
         &[a, b, bias.unwrap_or(&ctx.dummy), c, &params],
-        texel_floats,
+        &[a_len, b_len],
         workgroups,
         Cost { flops: s.flops(), bytes },
     )

@@ -35,7 +35,7 @@ fn pipelines_are_built_once_per_variant() {
     static SPEC: KernelSpec = KernelSpec {
         shader: &wgpu_diffusion::shaders::MATMUL,
         entry: "matmul",
-        bindings: &[Binding::Read, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
+        bindings: &[Binding::Texels, Binding::Texels, Binding::Read, Binding::Write, Binding::Uniform],
     };
     let c = ctx();
     let (a, _) = c.pipelines.get(&c.device, &SPEC, &[("SILU", 1.0)]);
