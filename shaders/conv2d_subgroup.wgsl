@@ -49,38 +49,35 @@ fn fma4(a: Acc4, w: vec4<f32>, xq: vec4<f32>) -> Acc4 {
                 fma(w, vec4<f32>(xq.z), a.p2), fma(w, vec4<f32>(xq.w), a.p3));
 }
 
-fn store(pix: u32, co: u32, acc: f32) {
-    let hw_out = p.hout * p.wout;
-    let n = pix / hw_out;
-    let off = (n * p.cout + co) * hw_out + pix % hw_out;
-    var v = acc;
-    if (HAS_BIAS) { v += bias[co]; }
-    if (HAS_CHANNEL_ADD) { v += chan_add[n * p.cout + co]; }
-    if (HAS_RESIDUAL) { v += residual[off]; }
-    out[off / 4u][off % 4u] = v * p.scale;
-}
-
 // Channel `co` at pixels first .. first + 3: one vec4 store where they are a whole aligned vec4 of
-// one image. No private arrays: CPU drivers keep a dynamically indexed one in memory and walk it
-// lane by lane.
+// one image, else value by value. No private arrays: CPU drivers keep a dynamically indexed one in
+// memory and walk it lane by lane. The by-value path is kept small (it is inlined 32 times, and
+// shader compile time on CPU drivers grows with it).
 fn store_channel(v: vec4<f32>, first: u32, co: u32, npix: u32) {
     if (co >= p.cout) { return; }
     let hw_out = p.hout * p.wout;
     let n = first / hw_out;
     let r = first % hw_out;
     let off = (n * p.cout + co) * hw_out + r;
+    var add = 0.0;
+    if (HAS_BIAS) { add += bias[co]; }
     if (first + 3u < npix && r + 3u < hw_out && off % 4u == 0u) {
-        var y = v;
-        if (HAS_BIAS) { y += vec4<f32>(bias[co]); }
+        var y = v + vec4<f32>(add);
         if (HAS_CHANNEL_ADD) { y += vec4<f32>(chan_add[n * p.cout + co]); }
         if (HAS_RESIDUAL) { y += vec4<f32>(residual[off], residual[off + 1u], residual[off + 2u], residual[off + 3u]); }
         out[off / 4u] = y * p.scale;
         return;
     }
-    if (first < npix) { store(first, co, v.x); }
-    if (first + 1u < npix) { store(first + 1u, co, v.y); }
-    if (first + 2u < npix) { store(first + 2u, co, v.z); }
-    if (first + 3u < npix) { store(first + 3u, co, v.w); }
+    for (var k = 0u; k < 4u; k++) {
+        let pix = first + k;
+        if (pix >= npix) { return; }
+        let nk = pix / hw_out;
+        let o = (nk * p.cout + co) * hw_out + pix % hw_out;
+        var y = v[k] + add;
+        if (HAS_CHANNEL_ADD) { y += chan_add[nk * p.cout + co]; }
+        if (HAS_RESIDUAL) { y += residual[o]; }
+        out[o / 4u][o % 4u] = y * p.scale;
+    }
 }
 
 fn store4(first: u32, cb: u32, a: Acc4, npix: u32) {

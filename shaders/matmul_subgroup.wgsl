@@ -85,10 +85,11 @@ fn store_row(v: vec4<f32>, row: u32, col0: u32, out0: u32) {
                               epilogue(v.z, row, col0 + 2u), epilogue(v.w, row, col0 + 3u));
         return;
     }
-    if (col0 < p.n) { c[o / 4u][o % 4u] = epilogue(v.x, row, col0); }
-    if (col0 + 1u < p.n) { c[(o + 1u) / 4u][(o + 1u) % 4u] = epilogue(v.y, row, col0 + 1u); }
-    if (col0 + 2u < p.n) { c[(o + 2u) / 4u][(o + 2u) % 4u] = epilogue(v.z, row, col0 + 2u); }
-    if (col0 + 3u < p.n) { c[(o + 3u) / 4u][(o + 3u) % 4u] = epilogue(v.w, row, col0 + 3u); }
+    // Value by value, kept small: it is inlined once per row of the block.
+    for (var j = 0u; j < 4u; j++) {
+        if (col0 + j >= p.n) { return; }
+        c[(o + j) / 4u][(o + j) % 4u] = epilogue(v[j], row, col0 + j);
+    }
 }
 
 fn store4(acc: Acc4, row0: u32, col0: u32, out0: u32) {

@@ -16,7 +16,8 @@ override VEC4: bool = false;
 const WG: u32 = 64u;
 
 @group(0) @binding(0) var x: texture_2d<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<f32>;
+// Written a vec4 at a time with VEC4, else by component.
+@group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(2) var<uniform> p: Params;
 
 fn texel(t: u32) -> vec4<f32> {
@@ -50,12 +51,7 @@ fn softmax(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: 
         }
         let inv = 1.0 / (s4.x + s4.y + s4.z + s4.w);
         for (var t = 0u; t < n4; t++) {
-            let e = exp(texel(t0 + t) * p.scale - m) * inv;
-            let o = base + 4u * t;
-            out[o] = e.x;
-            out[o + 1u] = e.y;
-            out[o + 2u] = e.z;
-            out[o + 3u] = e.w;
+            out[t0 + t] = exp(texel(t0 + t) * p.scale - m) * inv;
         }
         return;
     }
@@ -67,6 +63,7 @@ fn softmax(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: 
     }
     let inv = 1.0 / total;
     for (var j = 0u; j < p.cols; j++) {
-        out[base + j] = exp(at(base + j) * p.scale - m) * inv;
+        let o = base + j;
+        out[o / 4u][o % 4u] = exp(at(o) * p.scale - m) * inv;
     }
 }
