@@ -1,12 +1,13 @@
 // GroupNorm over NCHW f32 (optionally fused with SiLU). L invocations share one (image, group) and
-// a workgroup holds 64 / L of them: L = 64 on GPUs; L = 1 on CPU drivers, where each invocation
+// a workgroup holds WG / L of them: L = 64 on GPUs; L = 1 on CPU drivers, where each invocation
 // walks its own group and no barrier is needed (lavapipe runs barriers by switching coroutines:
 // 36 -> 3 ms on the 8x128x32x32 case going from 64 to 8 lanes per group).
 //
 // The C/G channels of a group are contiguous in NCHW, so a group is one span of (C/G)*H*W values.
-// Two passes over it (mean, then the mean of squared deviations) keep the variance accurate for large
-// H*W where E[x^2] - E[x]^2 would cancel; values are taken relative to the group's first value, so a
-// large common offset does not eat the digits of the mean. A third pass writes the result.
+// One pass sums d = x - shift and d^2, a second writes the result. The shift is the mean of 4
+// samples per channel, so |mean(d)| is at most a few standard deviations and
+// var = E[d^2] - E[d]^2 does not cancel (as it would for a large common offset with shift 0),
+// while a large common offset does not eat the digits of the mean either.
 //
 // x is read as texels (see src/gpu/texels.rs: float i is component i % 4 of texel i / 4, at
 // (texel % 1024, texel / 1024)): four values per fetch where H*W is a multiple of 4 (VEC4), since
@@ -22,7 +23,7 @@ struct Params {
     _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
-const WG: u32 = 64u;
+override WG: u32 = 64u; // invocations per workgroup, a multiple of L
 override L: u32 = 64u; // lanes per group: 1, 2, 4, ..., 64
 override SILU: bool = false;
 override VEC4: bool = false;
@@ -85,39 +86,37 @@ fn group_norm(
     let len = cg * p.hw;
     let start = group * len;
 
-    // The mean is kept as shift + delta: with a large common offset, shift + delta would round
-    // away digits of delta, while (x - shift) - delta keeps them.
-    let shift = at(start);
+    // shift: the mean of 4 samples per channel, a quarter of the channel apart.
     let hw4 = p.hw / 4u;
-    var s = 0.0;
-    if (VEC4) {
-        var s4 = vec4<f32>(0.0);
-        for (var t = lane; t < len / 4u; t += L) {
-            s4 += texel(start / 4u + t) - shift;
-        }
-        s = (s4.x + s4.y) + (s4.z + s4.w);
-    } else {
-        for (var i = lane; i < len; i += L) {
-            s += at(start + i) - shift;
+    var samples = 0.0;
+    for (var ci = 0u; ci < cg; ci++) {
+        for (var q = 0u; q < 4u; q++) {
+            samples += at(start + ci * p.hw + q * (p.hw / 4u));
         }
     }
-    let delta = group_sum(s, lid) / f32(len);
-
+    let shift = samples / f32(4u * cg);
+    var s = 0.0;
     var ss = 0.0;
     if (VEC4) {
+        var s4 = vec4<f32>(0.0);
         var ss4 = vec4<f32>(0.0);
         for (var t = lane; t < len / 4u; t += L) {
-            let d = (texel(start / 4u + t) - shift) - delta;
+            let d = texel(start / 4u + t) - shift;
+            s4 += d;
             ss4 += d * d;
         }
+        s = (s4.x + s4.y) + (s4.z + s4.w);
         ss = (ss4.x + ss4.y) + (ss4.z + ss4.w);
     } else {
         for (var i = lane; i < len; i += L) {
-            let d = (at(start + i) - shift) - delta;
+            let d = at(start + i) - shift;
+            s += d;
             ss += d * d;
         }
     }
-    let rstd = inverseSqrt(group_sum(ss, lid) / f32(len) + p.eps);
+    let delta = group_sum(s, lid) / f32(len);
+    let variance = max(group_sum(ss, lid) / f32(len) - delta * delta, 0.0);
+    let rstd = inverseSqrt(variance + p.eps);
 
     let c0 = (group % p.groups) * cg;
     for (var ci = 0u; ci < select(0u, cg, valid); ci++) {

@@ -9,11 +9,15 @@ fn check_with(s: GroupNormShape, x: &[f32], seed: u64) {
     let beta = random(&mut r, s.c);
     let want = group_norm::reference(&s, x, &gamma, &beta);
     let (xt, gt, bt, y) = (upload(x), upload(&gamma), upload(&beta), output(x.len()));
-    // One lane per group (CPU drivers), a few, and the whole workgroup (GPUs).
-    for lanes in [1, 8, 64].into_iter().filter(|&l| l >= group_norm::min_lanes(&s)) {
-        let d = group_norm::group_norm_lanes(ctx(), lanes, &s, &xt.buffer, &gt.buffer, &bt.buffer, &y.buffer);
-        run(d.unwrap());
-        assert_close(&format!("group norm, {lanes} lanes per group, {s:?}"), &read(&y), &want, RTOL);
+    // One lane per group in workgroups of 256 (CPU drivers), a few, and 64 lanes in workgroups
+    // of 64 (GPUs) or 256.
+    for (lanes, wg) in [(1, 256), (8, 64), (64, 64), (64, 256)] {
+        if lanes < group_norm::min_lanes(&s) {
+            continue;
+        }
+        let (x, g, b) = (&xt.buffer, &gt.buffer, &bt.buffer);
+        run(group_norm::group_norm_lanes(ctx(), lanes, wg, &s, x, g, b, &y.buffer).unwrap());
+        assert_close(&format!("group norm, {lanes} lanes, workgroup {wg}, {s:?}"), &read(&y), &want, RTOL);
     }
 }
 
@@ -59,7 +63,7 @@ fn group_norm_is_stable_for_large_hw_and_offset() {
 
 #[test]
 fn group_norm_default_lanes_cover_long_groups() {
-    // One lane per group would loop 3 x 64K times here; lavapipe stops a shader's loops after about
+    // One lane per group would loop 2 x 64K times here; lavapipe stops a shader's loops after about
     // 64K iterations in all, silently. The default spreads such groups over more lanes.
     let s = GroupNormShape { n: 1, c: 8, hw: 256 * 256, groups: 2, eps: 1e-6, silu: false };
     assert!(group_norm::default_lanes(ctx(), &s) > 1 || !ctx().is_cpu());
@@ -77,4 +81,21 @@ fn group_norm_rejects_groups_not_dividing_channels() {
     let t = output(24);
     let err = group_norm::group_norm(ctx(), &s, &t.buffer, &t.buffer, &t.buffer, &t.buffer).unwrap_err();
     assert!(err.to_string().contains("4 groups do not divide 6 channels"), "{err}");
+}
+
+#[test]
+fn group_norm_single_pass_survives_offsets_and_outliers() {
+    // Statistics come from sums of x - shift and its square, shift being the mean of 4 samples per
+    // channel. Channels of one group with different means on a large common offset, and a first
+    // pixel 50 standard deviations out in every channel (one of the 4 samples), must still match.
+    let (n, c, hw) = (2, 8, 1024);
+    let mut x = random(&mut rng(21), n * c * hw);
+    for (i, v) in x.iter_mut().enumerate() {
+        let ch = (i / hw) % c;
+        *v = 1000.0 + 0.5 * ch as f32 + 0.01 * *v;
+        if i % hw == 0 {
+            *v += 0.5;
+        }
+    }
+    check_with(GroupNormShape { n, c, hw, groups: 2, eps: 1e-6, silu: false }, &x, 22);
 }
