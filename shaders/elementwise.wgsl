@@ -1,12 +1,10 @@
-// Elementwise kernels, one invocation per output element: SiLU, add, affine (alpha x + beta), channel concatenation
-// and nearest 2x upsampling, all NCHW f32. They share one binding layout (src0, src1, dst, params);
-// unary kernels leave src1 unused.
+// Elementwise kernels, one invocation per output element: SiLU, add, affine (alpha x + beta) and
+// nearest 2x upsampling, all NCHW f32 (channel concatenation is buffer copies: elementwise.rs).
+// They share one binding layout (src0, src1, dst, params); unary kernels leave src1 unused.
 
 struct Params {
     len: u32,    // output elements
-    c0: u32,     // concat: channels of src0
-    c1: u32,     // concat: channels of src1
-    hw: u32,     // concat: H*W
+    _pad0: u32, _pad1: u32, _pad2: u32,
     h: u32,      // upsample: input height
     w: u32,      // upsample: input width
     alpha: f32,  // affine: factor
@@ -48,23 +46,6 @@ fn affine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     let i = element(wg, nwg, lid);
     if (i >= p.len) { return; }
     dst[i] = fma(src0[i], p.alpha, p.beta);
-}
-
-// dst[n] = [src0[n]; src1[n]] along channels.
-@compute @workgroup_size(WG)
-fn concat_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-                   @builtin(local_invocation_index) lid: u32) {
-    let i = element(wg, nwg, lid);
-    if (i >= p.len) { return; }
-    let c = p.c0 + p.c1;
-    let r = i % p.hw;
-    let ch = (i / p.hw) % c;
-    let n = i / (p.hw * c);
-    if (ch < p.c0) {
-        dst[i] = src0[(n * p.c0 + ch) * p.hw + r];
-    } else {
-        dst[i] = src1[(n * p.c1 + ch - p.c0) * p.hw + r];
-    }
 }
 
 // Nearest-neighbour 2x upsampling of each (n, c) plane: dst[y, x] = src[y / 2, x / 2].

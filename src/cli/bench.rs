@@ -75,6 +75,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     );
     // Warm-up: pipelines compiled, caches warm.
     ctx.run(&net.exe.dispatches);
+    println!(
+        "texel staging textures {:.2} MiB (operands copied for texel reads, shared by all dispatches)",
+        ctx.texels.bytes() as f64 / (1 << 20) as f64
+    );
     ctx.wait()?;
 
     // Wall time of whole forwards, recorded into one pass each.

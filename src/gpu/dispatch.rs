@@ -10,25 +10,52 @@ pub struct Cost {
     pub bytes: u64,
 }
 
-/// One kernel launch, built once and recorded any number of times.
+/// A copy recorded before a dispatch's kernel (or instead of one).
+#[derive(Clone, Debug)]
+pub enum CopyOp {
+    /// An operand read as texels.
+    Texels(TexelCopy),
+    /// Plain bytes between buffers (channel concatenation is nothing else).
+    Buffer { src: wgpu::Buffer, src_offset: u64, dst: wgpu::Buffer, dst_offset: u64, size: u64 },
+}
+
+impl CopyOp {
+    pub fn record(&self, enc: &mut wgpu::CommandEncoder) {
+        match self {
+            CopyOp::Texels(c) => c.record(enc),
+            CopyOp::Buffer { src, src_offset, dst, dst_offset, size } => {
+                enc.copy_buffer_to_buffer(src, *src_offset, dst, *dst_offset, *size)
+            }
+        }
+    }
+}
+
+/// One launch, built once and recorded any number of times: copies, then a kernel (absent for an
+/// op that is only copies).
 #[derive(Clone, Debug)]
 pub struct Dispatch {
     pub label: &'static str,
-    pub pipeline: wgpu::ComputePipeline,
-    pub bind_group: wgpu::BindGroup,
+    pub kernel: Option<(wgpu::ComputePipeline, wgpu::BindGroup)>,
     pub workgroups: [u32; 3],
     pub cost: Cost,
-    /// Buffer-to-texture copies recorded just before the dispatch (operands read as texels).
-    pub copies: Vec<TexelCopy>,
+    /// Recorded just before the kernel, outside any compute pass.
+    pub copies: Vec<CopyOp>,
 }
 
 impl Dispatch {
-    /// Records the dispatch itself; its copies must already be recorded (see `record_all`).
+    /// An op made only of copies.
+    pub fn copies_only(label: &'static str, copies: Vec<CopyOp>, cost: Cost) -> Self {
+        Self { label, kernel: None, workgroups: [0; 3], cost, copies }
+    }
+
+    /// Records the kernel; its copies must already be recorded (see `record_all`).
     pub fn record(&self, pass: &mut wgpu::ComputePass<'_>) {
-        pass.set_pipeline(&self.pipeline);
-        pass.set_bind_group(0, &self.bind_group, &[]);
-        let [x, y, z] = self.workgroups;
-        pass.dispatch_workgroups(x, y, z);
+        if let Some((pipeline, bind_group)) = &self.kernel {
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, bind_group, &[]);
+            let [x, y, z] = self.workgroups;
+            pass.dispatch_workgroups(x, y, z);
+        }
     }
 
     pub fn record_copies(&self, enc: &mut wgpu::CommandEncoder) {
@@ -47,8 +74,10 @@ pub fn record_all<'a>(enc: &mut wgpu::CommandEncoder, dispatches: impl IntoItera
             drop(pass.take());
             d.record_copies(enc);
         }
-        let p = pass.get_or_insert_with(|| enc.begin_compute_pass(&Default::default()).forget_lifetime());
-        d.record(p);
+        if d.kernel.is_some() {
+            let p = pass.get_or_insert_with(|| enc.begin_compute_pass(&Default::default()).forget_lifetime());
+            d.record(p);
+        }
     }
 }
 

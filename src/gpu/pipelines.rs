@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::context::Context;
-use super::dispatch::{Cost, Dispatch};
+use super::dispatch::{CopyOp, Cost, Dispatch};
 use super::texels::{TexelCopy, TexelStaging};
 use crate::{Error, Result};
 
@@ -223,11 +223,11 @@ impl Context {
                     }
                     let texture = self.texels.texture(&self.device, copies.len(), TexelStaging::rows(floats));
                     views.push(texture.create_view(&Default::default()));
-                    copies.push(TexelCopy {
+                    copies.push(CopyOp::Texels(TexelCopy {
                         buffer: (*b).clone(),
                         texture,
                         texels: floats.div_ceil(4) as u64,
-                    });
+                    }));
                     continue;
                 }
                 _ => self.limits.max_storage_buffer_binding_size,
@@ -261,6 +261,6 @@ impl Context {
             layout: &bgl,
             entries: &entries,
         });
-        Ok(Dispatch { label: spec.entry, pipeline, bind_group, workgroups, cost, copies })
+        Ok(Dispatch { label: spec.entry, kernel: Some((pipeline, bind_group)), workgroups, cost, copies })
     }
 }

@@ -41,28 +41,23 @@ impl Profiler {
         for chunk in dispatches.chunks(MAX_TIMED) {
             let mut enc = ctx.device.create_command_encoder(&Default::default());
             for (i, d) in chunk.iter().enumerate() {
-                let (begin, end) = (Some(2 * i as u32), Some(2 * i as u32 + 1));
-                if !d.copies.is_empty() {
-                    // The texel copies count as the dispatch's time: an empty pass stamps the start.
-                    enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("copies"),
-                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
-                            query_set: &self.query_set,
-                            beginning_of_pass_write_index: begin,
-                            end_of_pass_write_index: None,
-                        }),
-                    });
-                    d.record_copies(&mut enc);
-                }
-                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                let stamp = |begin: Option<u32>, end: Option<u32>| wgpu::ComputePassDescriptor {
                     label: Some(d.label),
                     timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
                         query_set: &self.query_set,
-                        beginning_of_pass_write_index: if d.copies.is_empty() { begin } else { None },
+                        beginning_of_pass_write_index: begin,
                         end_of_pass_write_index: end,
                     }),
-                });
-                d.record(&mut pass);
+                };
+                let (begin, end) = (Some(2 * i as u32), Some(2 * i as u32 + 1));
+                if d.copies.is_empty() {
+                    d.record(&mut enc.begin_compute_pass(&stamp(begin, end)));
+                    continue;
+                }
+                // Copies count as the dispatch's time: empty passes stamp around them.
+                enc.begin_compute_pass(&stamp(begin, None));
+                d.record_copies(&mut enc);
+                d.record(&mut enc.begin_compute_pass(&stamp(None, end)));
             }
             let n = 2 * chunk.len() as u32;
             enc.resolve_query_set(&self.query_set, 0..n, &self.resolve, 0);
