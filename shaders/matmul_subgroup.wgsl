@@ -8,7 +8,7 @@
 // costs most on CPU drivers (lavapipe runs each one lane by lane).
 //
 // A and B are read as texels (see src/gpu/texels.rs: float i is component i % 4 of texel i / 4, at
-// (texel % 1024, texel / 1024)). With VEC_K every stride is a multiple of 4 and each operand is
+// (texel % 1024, texel / 1024)). With VEC_K, k and every stride are multiples of 4, each operand is
 // contiguous along k or along its other dimension, so four steps of k come from four texels of A
 // (A_K_CONTIG: one per row; else one per step, holding the lane's 4 rows) and four of B
 // (B_K_CONTIG: one per column, as in a Linear's W^T; else one per step): 8 texels per lane for
@@ -132,7 +132,7 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
         let at = ai >> vec4<u32>(2u);
         var bt = bi >> vec4<u32>(2u);
         var t = 0u;
-        for (; kk + 4u <= p.k; kk += 4u) {
+        for (; kk < p.k; kk += 4u) {
             var av: Steps4;
             if (A_K_CONTIG) {
                 av = by_step(a_texel(at.x + t), a_texel(at.y + t), a_texel(at.z + t), a_texel(at.w + t));
@@ -155,15 +155,16 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
             acc = step(acc, av.s3, bv.s3);
             t += 1u;
         }
-        ai += vec4<u32>(kk * p.a_cs);
-        bi += vec4<u32>(kk * p.b_rs);
-    }
-    for (; kk < p.k; kk++) {
-        let mine = vec4<f32>(a_at(ai.x), a_at(ai.y), a_at(ai.z), a_at(ai.w));
-        let bv = vec4<f32>(b_at(bi.x), b_at(bi.y), b_at(bi.z), b_at(bi.w));
-        acc = step(acc, mine, bv);
-        ai += vec4<u32>(p.a_cs);
-        bi += vec4<u32>(p.b_rs);
+    } else {
+        // One step of k at a time, a texel fetch per value. (Not also a tail of the loop above:
+        // VEC_K needs k % 4 == 0, and one copy of the step less halves compile time on CPU drivers.)
+        for (; kk < p.k; kk++) {
+            let mine = vec4<f32>(a_at(ai.x), a_at(ai.y), a_at(ai.z), a_at(ai.w));
+            let bv = vec4<f32>(b_at(bi.x), b_at(bi.y), b_at(bi.z), b_at(bi.w));
+            acc = step(acc, mine, bv);
+            ai += vec4<u32>(p.a_cs);
+            bi += vec4<u32>(p.b_rs);
+        }
     }
     if (batch >= p.batch || col0 >= p.n) {
         return;

@@ -149,12 +149,13 @@ pub fn matmul_variant(
     let mut overrides =
         vec![("WG_X", wg_x as f64), ("BIAS_MODE", bias_mode as f64), ("SILU", s.silu as u8 as f64)];
     if subgroups {
-        // Four steps of k per texel: A row-major, B along k or along n, every stride a multiple of 4.
+        // Four steps of k per texel: k and every stride a multiple of 4, each operand contiguous
+        // along k or along its other dimension.
         let a_k_contig = s.a.col == 1 && s.a.row.is_multiple_of(4) && s.a.batch.is_multiple_of(4);
         let a_m_contig = s.a.row == 1 && s.a.col.is_multiple_of(4) && s.a.batch.is_multiple_of(4);
         let b_k_contig = s.b.row == 1 && s.b.col.is_multiple_of(4) && s.b.batch.is_multiple_of(4);
         let b_n_contig = s.b.col == 1 && s.b.row.is_multiple_of(4) && s.b.batch.is_multiple_of(4);
-        let vec_k = s.k >= 4 && (a_k_contig || a_m_contig) && (b_k_contig || b_n_contig);
+        let vec_k = s.k.is_multiple_of(4) && (a_k_contig || a_m_contig) && (b_k_contig || b_n_contig);
         overrides.push(("VEC_K", vec_k as u8 as f64));
         overrides.push(("A_K_CONTIG", a_k_contig as u8 as f64));
         overrides.push(("B_K_CONTIG", b_k_contig as u8 as f64));

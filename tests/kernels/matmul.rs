@@ -60,10 +60,11 @@ fn matmul_transposed_and_broadcast_operands() {
 
 #[test]
 fn matmul_four_steps_per_texel_with_padded_strides() {
-    // Strides that are multiples of 4 let the subgroup kernel take 4 steps of k per texel; k % 4
-    // leaves a tail of single steps. A and B each along k or along their other dimension.
+    // Strides that are multiples of 4 let the subgroup kernel take 4 steps of k per texel where
+    // k % 4 == 0 too (else it takes single steps). A and B each along k or along their other
+    // dimension.
     for (i, (batch, m, n, k)) in
-        [(1, 37, 10, 6), (2, 70, 13, 11), (3, 33, 64, 9), (1usize, 5usize, 3usize, 4usize)]
+        [(1, 37, 10, 8), (2, 70, 13, 11), (3, 33, 64, 12), (1usize, 5usize, 3usize, 4usize)]
             .into_iter()
             .enumerate()
     {
