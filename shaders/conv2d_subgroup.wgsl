@@ -80,18 +80,6 @@ fn store_channel(v: vec4<f32>, first: u32, co: u32, npix: u32) {
     }
 }
 
-fn pick4(j: u32, a: Acc4, b: Acc4) -> Acc4 {
-    let s = j != 0u;
-    return Acc4(select(a.p0, b.p0, s), select(a.p1, b.p1, s), select(a.p2, b.p2, s), select(a.p3, b.p3, s));
-}
-
-// Block j of the eight accumulator blocks.
-fn pick(j: u32, a0: Acc4, a1: Acc4, a2: Acc4, a3: Acc4, a4: Acc4, a5: Acc4, a6: Acc4, a7: Acc4) -> Acc4 {
-    let lo = pick4(j & 2u, pick4(j & 1u, a0, a1), pick4(j & 1u, a2, a3));
-    let hi = pick4(j & 2u, pick4(j & 1u, a4, a5), pick4(j & 1u, a6, a7));
-    return pick4(j & 4u, lo, hi);
-}
-
 fn store4(first: u32, cb: u32, a: Acc4, npix: u32) {
     if (cb >= p.cout4) { return; }
     store_channel(vec4<f32>(a.p0.x, a.p1.x, a.p2.x, a.p3.x), first, cb * 4u, npix);
@@ -149,9 +137,12 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
             }
         }
     }
-    // One copy of the epilogue in a loop over the 8 blocks (selected, not indexed: no private
-    // array), since shader compile time on CPU drivers grows with the code.
-    for (var j = 0u; j < 8u; j++) {
-        store4(pix0, cb0 + j, pick(j, a0, a1, a2, a3, a4, a5, a6, a7), npix);
-    }
+    store4(pix0, cb0, a0, npix);
+    store4(pix0, cb0 + 1u, a1, npix);
+    store4(pix0, cb0 + 2u, a2, npix);
+    store4(pix0, cb0 + 3u, a3, npix);
+    store4(pix0, cb0 + 4u, a4, npix);
+    store4(pix0, cb0 + 5u, a5, npix);
+    store4(pix0, cb0 + 6u, a6, npix);
+    store4(pix0, cb0 + 7u, a7, npix);
 }

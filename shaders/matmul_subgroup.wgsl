@@ -92,18 +92,6 @@ fn store_row(v: vec4<f32>, row: u32, col0: u32, out0: u32) {
     }
 }
 
-fn pick4(j: u32, a: Acc4, b: Acc4) -> Acc4 {
-    let s = j != 0u;
-    return Acc4(select(a.r0, b.r0, s), select(a.r1, b.r1, s), select(a.r2, b.r2, s), select(a.r3, b.r3, s));
-}
-
-// Row block j of the eight.
-fn pick(j: u32, a: Acc32) -> Acc4 {
-    let lo = pick4(j & 2u, pick4(j & 1u, a.c0, a.c1), pick4(j & 1u, a.c2, a.c3));
-    let hi = pick4(j & 2u, pick4(j & 1u, a.c4, a.c5), pick4(j & 1u, a.c6, a.c7));
-    return pick4(j & 4u, lo, hi);
-}
-
 fn store4(acc: Acc4, row0: u32, col0: u32, out0: u32) {
     store_row(acc.r0, row0, col0, out0);
     store_row(acc.r1, row0 + 1u, col0, out0);
@@ -170,9 +158,12 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
         return;
     }
     let out0 = batch * p.m * p.n;
-    // One copy of the epilogue in a loop over the 8 row blocks (selected, not indexed: no private
-    // array), since shader compile time on CPU drivers grows with the code.
-    for (var j = 0u; j < 8u; j++) {
-        store4(pick(j, acc), row_base + 4u * j, col0, out0);
-    }
+    store4(acc.c0, row_base, col0, out0);
+    store4(acc.c1, row_base + 4u, col0, out0);
+    store4(acc.c2, row_base + 8u, col0, out0);
+    store4(acc.c3, row_base + 12u, col0, out0);
+    store4(acc.c4, row_base + 16u, col0, out0);
+    store4(acc.c5, row_base + 20u, col0, out0);
+    store4(acc.c6, row_base + 24u, col0, out0);
+    store4(acc.c7, row_base + 28u, col0, out0);
 }
