@@ -22,7 +22,9 @@ struct Params {
 }
 
 override WG_X: u32 = 64;      // column quads per workgroup
-override BIAS_MODE: u32 = 0u; // 0: none, 1: bias[n] per column, 2: bias[m] per row
+// 0: none, 1: + bias[n] per column, 2: + bias[m] per row, 3: * bias[batch, n] per column
+// (composed attention's softmax normalisation, 1 / sum per query).
+override BIAS_MODE: u32 = 0u;
 override SILU: bool = false;
 override VEC_K: bool = false;
 override A_K_CONTIG: bool = true;
@@ -67,10 +69,23 @@ fn step(acc: Acc32, mine: vec4<f32>, bv: vec4<f32>) -> Acc32 {
                  fma4(acc.c6, subgroupBroadcast(mine, 6u), bv), fma4(acc.c7, subgroupBroadcast(mine, 7u), bv));
 }
 
-fn epilogue(v: f32, row: u32, col: u32) -> f32 {
+// The bias (mode 1) or scale (mode 3) of this invocation's 4 columns, loaded once by the kernel
+// (a storage load per output value would cost more than the stores on CPU drivers).
+var<private> col_terms: vec4<f32>;
+
+fn load_col_terms(cols: vec4<u32>, batch: u32) {
+    if (BIAS_MODE == 1u || BIAS_MODE == 3u) {
+        let base = select(0u, batch * p.n, BIAS_MODE == 3u);
+        col_terms = vec4<f32>(bias[base + cols.x], bias[base + cols.y], bias[base + cols.z], bias[base + cols.w]);
+    }
+}
+
+// Bias, scale and SiLU for one row's 4 columns.
+fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
     var r = v;
-    if (BIAS_MODE == 1u) { r += bias[col]; }
-    if (BIAS_MODE == 2u) { r += bias[row]; }
+    if (BIAS_MODE == 1u) { r += col_terms; }
+    if (BIAS_MODE == 2u) { r += vec4<f32>(bias[row]); }
+    if (BIAS_MODE == 3u) { r *= col_terms; }
     if (SILU) { r = r / (1.0 + exp(-r)); }
     return r;
 }
@@ -80,15 +95,15 @@ fn epilogue(v: f32, row: u32, col: u32) -> f32 {
 fn store_row(v: vec4<f32>, row: u32, col0: u32, out0: u32) {
     if (row >= p.m) { return; }
     let o = out0 + row * p.n + col0;
+    let y = epilogue(v, row);
     if (col0 + 3u < p.n && o % 4u == 0u) {
-        c[o / 4u] = vec4<f32>(epilogue(v.x, row, col0), epilogue(v.y, row, col0 + 1u),
-                              epilogue(v.z, row, col0 + 2u), epilogue(v.w, row, col0 + 3u));
+        c[o / 4u] = y;
         return;
     }
     // Value by value, kept small: it is inlined once per row of the block.
     for (var j = 0u; j < 4u; j++) {
         if (col0 + j >= p.n) { return; }
-        c[(o + j) / 4u][(o + j) % 4u] = epilogue(v[j], row, col0 + j);
+        c[(o + j) / 4u][(o + j) % 4u] = y[j];
     }
 }
 
@@ -158,6 +173,7 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
         return;
     }
     let out0 = batch * p.m * p.n;
+    load_col_terms(cols, batch);
     store4(acc.c0, row_base, col0, out0);
     store4(acc.c1, row_base + 4u, col0, out0);
     store4(acc.c2, row_base + 8u, col0, out0);

@@ -1,7 +1,9 @@
 // Row softmax with a scale: out[r, j] = exp(scale * x[r, j] - m_r) / sum_j exp(scale * x[r, j] - m_r),
 // m_r the row's maximum. The middle step of composed attention (scores -> probabilities).
 //
-// One invocation per row, three passes over it (max, sum, write). x is read as texels (see
+// One invocation per row, three passes over it (max, sum, write). Without NORMALIZE two: max,
+// then exp(scale * x - m) written and summed, with 1 / sum stored per row in inv_sum (composed
+// attention applies it in the next matmul's epilogue). x is read as texels (see
 // src/gpu/texels.rs: float i is component i % 4 of texel i / 4, at (texel % 1024, texel / 1024)),
 // four values per fetch when rows are whole texels (VEC4).
 
@@ -13,12 +15,14 @@ struct Params {
 }
 
 override VEC4: bool = false;
+override NORMALIZE: bool = true;
 const WG: u32 = 64u;
 
 @group(0) @binding(0) var x: texture_2d<f32>;
 // Written a vec4 at a time with VEC4, else by component.
 @group(0) @binding(1) var<storage, read_write> out: array<vec4<f32>>;
-@group(0) @binding(2) var<uniform> p: Params;
+@group(0) @binding(2) var<storage, read_write> inv_sum: array<f32>;
+@group(0) @binding(3) var<uniform> p: Params;
 
 fn texel(t: u32) -> vec4<f32> {
     return textureLoad(x, vec2<u32>(t & 1023u, t >> 10u), 0);
@@ -46,6 +50,15 @@ fn softmax(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: 
         }
         m = max(max(m4.x, m4.y), max(m4.z, m4.w));
         var s4 = vec4<f32>(0.0);
+        if (!NORMALIZE) {
+            for (var t = 0u; t < n4; t++) {
+                let e = exp(texel(t0 + t) * p.scale - m);
+                out[t0 + t] = e;
+                s4 += e;
+            }
+            inv_sum[row] = 1.0 / (s4.x + s4.y + s4.z + s4.w);
+            return;
+        }
         for (var t = 0u; t < n4; t++) {
             s4 += exp(texel(t0 + t) * p.scale - m);
         }
@@ -57,6 +70,16 @@ fn softmax(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: 
     }
     for (var j = 0u; j < p.cols; j++) {
         m = max(m, at(base + j) * p.scale);
+    }
+    if (!NORMALIZE) {
+        for (var j = 0u; j < p.cols; j++) {
+            let o = base + j;
+            let e = exp(at(o) * p.scale - m);
+            out[o / 4u][o % 4u] = e;
+            total += e;
+        }
+        inv_sum[row] = 1.0 / total;
+        return;
     }
     for (var j = 0u; j < p.cols; j++) {
         total += exp(at(base + j) * p.scale - m);

@@ -98,12 +98,16 @@ pub fn attention_composed(
         check_len("attention", what, buf, s.len())?;
     }
     let (bh, d, t) = (s.batch * s.heads, s.head_dim, s.tokens);
-    let scores = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("attention scores"),
-        size: (4 * s.scores_len() as u64).div_ceil(16) * 16,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        mapped_at_creation: false,
-    });
+    let scratch = |label, floats: usize| {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (4 * floats as u64).div_ceil(16) * 16,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    };
+    let scores = scratch("attention scores", s.scores_len());
+    let inv_sums = scratch("attention softmax sums", bh * t);
     let head = d * t;
     // scores[bh, i, j] = sum_d q[bh, d, i] k[bh, d, j]: A = q^T (rows along tokens), B = k.
     let qk = MatmulShape {
@@ -116,7 +120,8 @@ pub fn attention_composed(
         bias: Bias::None,
         silu: false,
     };
-    // out[bh, d, i] = sum_j v[bh, d, j] p[bh, i, j]: A = v, B = p^T.
+    // out[bh, d, i] = sum_j v[bh, d, j] p[bh, i, j]: A = v, B = p^T; p is left unnormalised by
+    // the softmax (one pass fewer) and each query's column scaled by 1 / its sum instead.
     let pv = MatmulShape {
         batch: bh,
         m: d,
@@ -124,13 +129,13 @@ pub fn attention_composed(
         k: t,
         a: Strides { batch: head, row: t, col: 1 },
         b: Strides { batch: t * t, row: 1, col: t },
-        bias: Bias::None,
+        bias: Bias::ColumnScale,
         silu: false,
     };
     let mut list = vec![
         matmul::matmul(ctx, &qk, q, k, None, &scores)?,
-        softmax::softmax(ctx, bh * t, t, s.scale, &scores, &scores)?,
-        matmul::matmul(ctx, &pv, v, &scores, None, out)?,
+        softmax::softmax_unnormalized(ctx, bh * t, t, s.scale, &scores, &scores, &inv_sums)?,
+        matmul::matmul(ctx, &pv, v, &scores, Some(&inv_sums), out)?,
     ];
     for (dispatch, label) in list.iter_mut().zip(["attention.scores", "attention.softmax", "attention.mix"]) {
         dispatch.label = label;

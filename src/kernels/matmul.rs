@@ -45,6 +45,9 @@ pub enum Bias {
     PerColumn,
     /// bias[m], one per output row.
     PerRow,
+    /// Multiplies by scale[batch, n], one per batch entry and output column (composed attention
+    /// normalises its softmax this way).
+    ColumnScale,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +120,9 @@ pub fn matmul_variant(
         (Bias::None, _) => 0,
         (Bias::PerColumn, Some(buf)) => check_len("matmul", "bias", buf, s.n).map(|_| 1)?,
         (Bias::PerRow, Some(buf)) => check_len("matmul", "bias", buf, s.m).map(|_| 2)?,
+        (Bias::ColumnScale, Some(buf)) => {
+            check_len("matmul", "column scale", buf, s.batch * s.n).map(|_| 3)?
+        }
         (_, None) => bail_shape!("matmul: {:?} bias asked for but no bias buffer given", s.bias),
     };
     let params = ctx.uniform(&Params {
@@ -216,6 +222,9 @@ pub fn reference(s: &MatmulShape, a: &[f32], b: &[f32], bias: Option<&[f32]>) ->
                     (Bias::PerRow, Some(v)) => v[i] as f64,
                     _ => 0.0,
                 };
+                if let (Bias::ColumnScale, Some(v)) = (s.bias, bias) {
+                    acc *= v[bi * s.n + j] as f64;
+                }
                 if s.silu {
                     acc /= 1.0 + (-acc).exp();
                 }

@@ -8,7 +8,7 @@ use crate::{bail_shape, Result};
 static SPEC: KernelSpec = KernelSpec {
     shader: &crate::shaders::SOFTMAX,
     entry: "softmax",
-    bindings: &[Binding::Texels, Binding::Write, Binding::Uniform],
+    bindings: &[Binding::Texels, Binding::Write, Binding::Write, Binding::Uniform],
 };
 const WG: usize = 64;
 
@@ -31,18 +31,48 @@ pub fn softmax(
     x: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> Result<Dispatch> {
+    launch(ctx, rows, cols, scale, x, out, None)
+}
+
+/// The unnormalised softmax: out[r, :] = exp(scale * x[r, :] - max) and inv_sum[r] = 1 / the row's
+/// sum, one pass fewer; the consumer multiplies by inv_sum (composed attention does, in the
+/// second matmul's epilogue).
+pub fn softmax_unnormalized(
+    ctx: &Context,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    x: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    inv_sum: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    launch(ctx, rows, cols, scale, x, out, Some(inv_sum))
+}
+
+fn launch(
+    ctx: &Context,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    x: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    inv_sum: Option<&wgpu::Buffer>,
+) -> Result<Dispatch> {
     if rows == 0 || cols == 0 {
         bail_shape!("softmax: empty shape {rows}x{cols}");
     }
     check_len("softmax", "input", x, rows * cols)?;
     check_len("softmax", "output", out, rows * cols)?;
+    if let Some(b) = inv_sum {
+        check_len("softmax", "inverse sums", b, rows)?;
+    }
     let workgroups = grid_1d(ctx, rows, WG);
     let params =
         ctx.uniform(&Params { rows: rows as u32, cols: cols as u32, scale, groups_x: workgroups[0] });
     ctx.dispatch_texels(
         &SPEC,
-        &[("VEC4", cols.is_multiple_of(4) as u8 as f64)],
-        &[x, out, &params],
+        &[("VEC4", cols.is_multiple_of(4) as u8 as f64), ("NORMALIZE", inv_sum.is_none() as u8 as f64)],
+        &[x, out, inv_sum.unwrap_or(&ctx.dummy), &params],
         &[rows * cols],
         workgroups,
         // exp, subtract, scale, sum and divide: ~5 flops a value per pass that uses it.

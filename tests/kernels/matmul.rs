@@ -10,7 +10,7 @@ fn check(s: MatmulShape, seed: u64) {
     let b_len = (s.batch - 1) * s.b.batch + (s.k - 1) * s.b.row + (s.n - 1) * s.b.col + 1;
     let a = random(&mut r, a_len);
     let b = random(&mut r, b_len);
-    let bias = random(&mut r, s.m.max(s.n));
+    let bias = random(&mut r, s.m.max(s.n) * s.batch);
     let want = matmul::reference(&s, &a, &b, Some(&bias));
     let (at, bt, biast, c) = (upload(&a), upload(&b), upload(&bias), output(s.batch * s.m * s.n));
     let bias_buf = (s.bias != Bias::None).then_some(&*biast.buffer);
@@ -90,7 +90,7 @@ fn matmul_four_steps_per_texel_with_padded_strides() {
 
 #[test]
 fn matmul_bias_and_silu() {
-    for (i, bias) in [Bias::None, Bias::PerColumn, Bias::PerRow].into_iter().enumerate() {
+    for (i, bias) in [Bias::None, Bias::PerColumn, Bias::PerRow, Bias::ColumnScale].into_iter().enumerate() {
         for silu in [false, true] {
             let mut s = dense(2, 10, 14, 23);
             s.bias = bias;
@@ -113,7 +113,7 @@ fn matmul_random_shapes() {
         if r.random_bool(0.5) {
             s.b = Strides::transposed(s.k, s.n);
         }
-        s.bias = [Bias::None, Bias::PerColumn, Bias::PerRow][r.random_range(0..3)];
+        s.bias = [Bias::None, Bias::PerColumn, Bias::PerRow, Bias::ColumnScale][r.random_range(0..4)];
         s.silu = r.random_bool(0.5);
         check(s, 100 + seed);
     }

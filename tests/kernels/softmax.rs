@@ -11,6 +11,13 @@ fn check(rows: usize, cols: usize, scale: f32, amplitude: f32, seed: u64) {
     let (xt, out) = (upload(&x), output(rows * cols));
     run(softmax::softmax(ctx(), rows, cols, scale, &xt.buffer, &out.buffer).unwrap());
     assert_close(&format!("softmax {rows}x{cols} scale {scale}"), &read(&out), &want, RTOL);
+    // Unnormalised, times the inverse sums it writes.
+    let inv = output(rows);
+    run(softmax::softmax_unnormalized(ctx(), rows, cols, scale, &xt.buffer, &out.buffer, &inv.buffer)
+        .unwrap());
+    let (e, inv) = (read(&out), read(&inv));
+    let got: Vec<f32> = e.iter().enumerate().map(|(i, v)| v * inv[i / cols]).collect();
+    assert_close(&format!("unnormalised softmax {rows}x{cols}"), &got, &want, RTOL);
     // In place, as composed attention runs it.
     run(softmax::softmax(ctx(), rows, cols, scale, &xt.buffer, &xt.buffer).unwrap());
     assert_close(&format!("in-place softmax {rows}x{cols}"), &read(&xt), &want, RTOL);
