@@ -23,6 +23,9 @@ override WG_X: u32 = 64;
 override HAS_BIAS: bool = true;
 override HAS_CHANNEL_ADD: bool = false;
 override HAS_RESIDUAL: bool = false;
+// Output maps whose H*W is a multiple of 4: every quad of pixels is one aligned vec4, and the
+// by-value store path is compiled out (it doubles compile time on CPU drivers).
+override ALIGNED: bool = false;
 
 // x and the packed weights are read as texels (see src/gpu/texels.rs): float i of a buffer is
 // component i % 4 of texel i / 4, at (texel % 1024, texel / 1024).
@@ -54,14 +57,14 @@ fn fma4(a: Acc4, w: vec4<f32>, xq: vec4<f32>) -> Acc4 {
 // memory and walk it lane by lane. The by-value path is kept small (it is inlined 32 times, and
 // shader compile time on CPU drivers grows with it).
 fn store_channel(v: vec4<f32>, first: u32, co: u32, npix: u32) {
-    if (co >= p.cout) { return; }
+    if (co >= p.cout || first >= npix) { return; }
     let hw_out = p.hout * p.wout;
     let n = first / hw_out;
     let r = first % hw_out;
     let off = (n * p.cout + co) * hw_out + r;
     var add = 0.0;
     if (HAS_BIAS) { add += bias[co]; }
-    if (first + 3u < npix && r + 3u < hw_out && off % 4u == 0u) {
+    if (ALIGNED || (first + 3u < npix && r + 3u < hw_out && off % 4u == 0u)) {
         var y = v + vec4<f32>(add);
         if (HAS_CHANNEL_ADD) { y += vec4<f32>(chan_add[n * p.cout + co]); }
         if (HAS_RESIDUAL) { y += vec4<f32>(residual[off], residual[off + 1u], residual[off + 2u], residual[off + 3u]); }

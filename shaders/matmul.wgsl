@@ -19,6 +19,9 @@ override WG_Y: u32 = 4;      // row blocks per workgroup
 // (composed attention's softmax normalisation, 1 / sum per query).
 override BIAS_MODE: u32 = 0u;
 override SILU: bool = false;
+// N a multiple of 4: every row of a block is one aligned vec4, and the by-value store path is
+// compiled out (it doubles compile time on CPU drivers).
+override ALIGNED: bool = false;
 
 @group(0) @binding(0) var a: texture_2d<f32>;
 @group(0) @binding(1) var b: texture_2d<f32>;
@@ -57,7 +60,7 @@ fn store_row(v: vec4<f32>, row: u32, col0: u32, out0: u32) {
     if (row >= p.m) { return; }
     let o = out0 + row * p.n + col0;
     let y = epilogue(v, row);
-    if (col0 + 3u < p.n && o % 4u == 0u) {
+    if (ALIGNED || (col0 + 3u < p.n && o % 4u == 0u)) {
         c[o / 4u] = y;
         return;
     }

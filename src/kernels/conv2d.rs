@@ -222,6 +222,7 @@ pub fn conv2d_variant(
         ("HAS_BIAS", epilogue.bias.is_some() as u8 as f64),
         ("HAS_CHANNEL_ADD", epilogue.channel_add.is_some() as u8 as f64),
         ("HAS_RESIDUAL", epilogue.residual.is_some() as u8 as f64),
+        ("ALIGNED", (hout * wout).is_multiple_of(4) as u8 as f64),
     ];
     let bytes = 4
         * (s.n * s.cin * s.h * s.w

@@ -152,8 +152,12 @@ pub fn matmul_variant(
     } else {
         (&SPEC, WG_X, [groups(s.n, 4 * WG_X), groups(s.m, 4 * wg_y), s.batch as u32])
     };
-    let mut overrides =
-        vec![("WG_X", wg_x as f64), ("BIAS_MODE", bias_mode as f64), ("SILU", s.silu as u8 as f64)];
+    let mut overrides = vec![
+        ("WG_X", wg_x as f64),
+        ("BIAS_MODE", bias_mode as f64),
+        ("SILU", s.silu as u8 as f64),
+        ("ALIGNED", s.n.is_multiple_of(4) as u8 as f64),
+    ];
     if subgroups {
         // Four steps of k per texel: k and every stride a multiple of 4, each operand contiguous
         // along k or along its other dimension.
