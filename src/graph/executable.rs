@@ -71,6 +71,7 @@ impl Executable {
         crate::gpu::record_all(enc, &self.dispatches);
     }
 
+    /// The dispatches of one op (attention is several).
     fn lower(
         &self,
         ctx: &Context,
@@ -79,26 +80,11 @@ impl Executable {
         out: TensorId,
         weights: &[wgpu::Buffer],
     ) -> Result<Vec<Dispatch>> {
-        if let Op::Attention { q, k, v, ref shape } = *op {
-            let b = |t: TensorId| self.buffer(t);
-            return attention::attention(ctx, shape, b(q), b(k), b(v), self.buffer(out));
-        }
-        self.lower_one(ctx, g, op, out, weights).map(|d| vec![d])
-    }
-
-    fn lower_one(
-        &self,
-        ctx: &Context,
-        g: &Graph,
-        op: &Op,
-        out: TensorId,
-        weights: &[wgpu::Buffer],
-    ) -> Result<Dispatch> {
         let b = |t: TensorId| self.buffer(t);
         let w = |id: usize| &weights[id];
         let y = b(out);
         let len = g.bytes(out) as usize / 4;
-        match *op {
+        let single = match *op {
             Op::Conv2d { x, ref shape, weight, channel_add, residual, scale } => {
                 let epi = conv2d::Epilogue {
                     bias: weight.bias.map(w),
@@ -122,7 +108,9 @@ impl Executable {
                 weight.bias.map(w),
                 y,
             ),
-            Op::Attention { .. } => unreachable!("lowered by `lower`"),
+            Op::Attention { q, k, v, ref shape } => {
+                return attention::attention(ctx, shape, b(q), b(k), b(v), y)
+            }
             Op::Silu { x } => elementwise::silu(ctx, len, b(x), y),
             Op::Affine { x, alpha, beta } => elementwise::affine(ctx, len, alpha, beta, b(x), y),
             Op::Concat { a, b: second } => {
@@ -136,6 +124,7 @@ impl Executable {
             Op::TimestepEmbedding { t, ref cfg, freqs } => {
                 embedding::timestep_embedding(ctx, cfg, g.shape(t)[0], b(t), w(freqs), y)
             }
-        }
+        };
+        single.map(|d| vec![d])
     }
 }
