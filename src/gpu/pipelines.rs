@@ -171,6 +171,14 @@ impl Context {
         TexelStaging::rows(floats).next_power_of_two() <= self.limits.max_texture_dimension_2d
     }
 
+    /// The largest buffer, in bytes, that fits a texel view on this device (staging textures have a
+    /// power-of-two number of rows).
+    pub fn max_texel_bytes(&self) -> u64 {
+        let max_rows = self.limits.max_texture_dimension_2d.max(1);
+        let rows = 1u64 << (31 - max_rows.leading_zeros());
+        rows * crate::gpu::TEXELS_PER_ROW as u64 * 16
+    }
+
     /// `dispatch` for kernels with `Binding::Texels` operands: `texel_floats[k]` is how many floats
     /// of the k-th such buffer the kernel reads; they are copied into staging textures before it runs.
     pub fn dispatch_texels(

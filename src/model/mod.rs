@@ -149,15 +149,20 @@ impl UNet {
         Ok((plan.peak_bytes, plan.naive_bytes))
     }
 
-    /// The largest batch whose every tensor fits the device's buffer and binding limits.
+    /// The largest batch whose every tensor fits the device's buffer and binding limits, and a
+    /// texel view (kernels read their operands as texels).
     pub fn max_batch(&mut self, ctx: &Context) -> Result<usize> {
         let g = unet::build(ctx, &self.config, &mut self.bank, 1)?;
         let per_image = (0..g.graph.shapes.len()).map(|t| g.graph.bytes(t)).max().unwrap_or(1);
-        let limit = ctx.limits.max_buffer_size.min(ctx.limits.max_storage_buffer_binding_size);
+        let limit = ctx
+            .limits
+            .max_buffer_size
+            .min(ctx.limits.max_storage_buffer_binding_size)
+            .min(ctx.max_texel_bytes());
         let max = (limit / per_image.max(1)) as usize;
         if max == 0 {
             return Err(Error::Shape(format!(
-                "one image needs a {per_image}-byte tensor, over this device's {limit}-byte buffer limit"
+                "one image needs a {per_image}-byte tensor, over this device's {limit}-byte buffer (or texture) limit"
             )));
         }
         Ok(max)

@@ -44,3 +44,13 @@ fn pipelines_are_built_once_per_variant() {
     assert!(a == b, "same overrides, same pipeline");
     assert!(a != other, "other overrides, another pipeline");
 }
+
+#[test]
+fn texel_capacity_matches_what_fits() {
+    // max_batch plans with max_texel_bytes; dispatches check fits_texels: they must agree.
+    let c = ctx();
+    let floats = (c.max_texel_bytes() / 4) as usize;
+    assert!(c.fits_texels(floats));
+    assert!(!c.fits_texels(floats + 1));
+    assert!(c.max_texel_bytes() <= c.limits.max_texture_dimension_2d as u64 * 1024 * 16);
+}
