@@ -66,7 +66,7 @@ impl Dispatch {
 }
 
 /// Records dispatches in order into `enc`: runs of dispatches share a compute pass, and a pass ends
-/// where a dispatch needs its texel copies first.
+/// where a dispatch has copies to record first (copies cannot be recorded inside a pass).
 pub fn record_all<'a>(enc: &mut wgpu::CommandEncoder, dispatches: impl IntoIterator<Item = &'a Dispatch>) {
     let mut pass: Option<wgpu::ComputePass<'static>> = None;
     for d in dispatches {
