@@ -6,7 +6,8 @@
 // Every lane of a subgroup works on the same 32 output channels (8 vec4 blocks) for its own 4
 // pixels. Per input channel and tap, lane k < 8 loads weight block k once and
 // subgroupBroadcast hands it to every lane: each lane loads 4 input values and one weight vec4 for
-// 32 vec4 FMAs, four times the FMAs per loaded value of conv2d.wgsl. Loads are what costs most on
+// 32 vec4 FMAs, four times the FMAs per loaded value of conv2d.wgsl. With ROWS4 (stride 1, rows
+// whole texels) the 4 input values come as one texel or two instead of 4 scalar fetches. Loads are what costs most on
 // CPU drivers (lavapipe runs each one lane by lane), and on GPUs the broadcast replaces redundant
 // cache traffic.
 
@@ -26,6 +27,9 @@ override HAS_RESIDUAL: bool = false;
 // Output maps whose H*W is a multiple of 4: every quad of pixels is one aligned vec4, and the
 // by-value store path is compiled out (it doubles compile time on CPU drivers).
 override ALIGNED: bool = false;
+// Stride 1 with input and output rows whole texels (W % 4 == 0): a lane's 4 pixels read 4
+// consecutive input values per tap, one texel or two (not 4 scalar fetches).
+override ROWS4: bool = false;
 
 // x and the packed weights are read as texels (see src/gpu/texels.rs): float i of a buffer is
 // component i % 4 of texel i / 4, at (texel % 1024, texel / 1024).
@@ -34,6 +38,18 @@ override ALIGNED: bool = false;
 
 fn x_at(i: u32) -> f32 {
     return textureLoad(x, vec2<u32>((i >> 2u) & 1023u, i >> 12u), 0)[i & 3u];
+}
+
+fn x_texel(t: i32) -> vec4<f32> {
+    let u = u32(max(t, 0));
+    return textureLoad(x, vec2<u32>(u & 1023u, u >> 10u), 0);
+}
+
+// Values s .. s + 3 of the 8 in t0, t1 (s uniform across the subgroup).
+fn window(t0: vec4<f32>, t1: vec4<f32>, s: u32) -> vec4<f32> {
+    if (s == 1u) { return vec4<f32>(t0.yzw, t1.x); }
+    if (s == 2u) { return vec4<f32>(t0.zw, t1.xy); }
+    return vec4<f32>(t0.w, t1.xyz);
 }
 
 fn wt_at(i: u32) -> vec4<f32> {
@@ -124,9 +140,24 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
             let ok = (ih >= vec4<i32>(0)) & (ih < vec4<i32>(i32(p.h))) & (iw >= vec4<i32>(0)) & (iw < vec4<i32>(i32(p.w)));
             var idx = select(vec4<u32>(0u), img + vec4<u32>(ih * i32(p.w) + iw), ok);
             var widx = (kh * p.kw + kw) * p.cin * p.cout4 + my_block;
+            // ROWS4: the 4 inputs start at the first lane pixel's column; `shift` is where they
+            // start within a texel (the same for every lane), t their first texel.
+            let first = img.x + u32(max(ih.x, 0)) * p.w;
+            let start = iw.x;
+            let shift = u32(start & 3);
+            var t = (i32(first) + start - i32(shift)) / 4;
             for (var ci = 0u; ci < p.cin; ci++) {
                 let mine = wt_at(widx);
-                let xq = select(vec4<f32>(0.0), vec4<f32>(x_at(idx.x), x_at(idx.y), x_at(idx.z), x_at(idx.w)), ok);
+                var xv: vec4<f32>;
+                if (ROWS4) {
+                    let t0 = x_texel(t);
+                    xv = t0;
+                    if (shift != 0u) { xv = window(t0, x_texel(t + 1), shift); }
+                    t += i32(hw_in.x / 4u);
+                } else {
+                    xv = vec4<f32>(x_at(idx.x), x_at(idx.y), x_at(idx.z), x_at(idx.w));
+                }
+                let xq = select(vec4<f32>(0.0), xv, ok);
                 a0 = fma4(a0, subgroupBroadcast(mine, 0u), xq);
                 a1 = fma4(a1, subgroupBroadcast(mine, 1u), xq);
                 a2 = fma4(a2, subgroupBroadcast(mine, 2u), xq);

@@ -224,6 +224,13 @@ pub fn conv2d_variant(
         ("HAS_RESIDUAL", epilogue.residual.is_some() as u8 as f64),
         ("ALIGNED", (hout * wout).is_multiple_of(4) as u8 as f64),
     ];
+    let mut overrides = overrides.to_vec();
+    if subgroups {
+        // Stride 1 over whole-texel rows: a lane's 4 pixels are 4 consecutive columns of one row
+        // and read 4 consecutive input values per tap (measured: ref-conv2d-b8 ~28% faster).
+        let rows4 = s.stride == 1 && s.w.is_multiple_of(4) && wout.is_multiple_of(4);
+        overrides.push(("ROWS4", rows4 as u8 as f64));
+    }
     let bytes = 4
         * (s.n * s.cin * s.h * s.w
             + s.packed_weight_len()

@@ -120,6 +120,21 @@ fn conv2d_wide_layers_with_partial_channel_groups() {
 }
 
 #[test]
+fn conv2d_stride_1_on_whole_texel_rows() {
+    // W % 4 == 0 at stride 1: the subgroup kernel reads each lane's 4 inputs per tap as one or two
+    // texels. Borders on both sides, 1x1/3x3/5x5, odd heights, batches, partial channel groups.
+    check(shape(2, 5, 7, 4, 33, 3, 1, Padding::same(1)), PLAIN, 40);
+    check(shape(1, 3, 5, 8, 32, 5, 1, Padding::same(2)), PLAIN, 41);
+    check(shape(3, 7, 3, 12, 40, 1, 1, Padding::default()), PLAIN, 42);
+    check(
+        shape(2, 9, 6, 16, 64, 3, 1, Padding::same(1)),
+        Flags { bias: true, channel_add: true, residual: true, scale: 0.5 },
+        43,
+    );
+    check(shape(1, 4, 9, 8, 36, 3, 1, Padding::right_bottom(1)), PLAIN, 44);
+}
+
+#[test]
 fn conv2d_every_fusion_flag() {
     let s = shape(2, 6, 5, 7, 34, 3, 1, Padding::same(1));
     let mut seed = 100;
