@@ -1,75 +1,11 @@
 // Batched matmul with register blocking: C[b] = A[b] @ B[b] (+ bias) (then SiLU).
 //
-// A and B are read through (batch, row, column) strides, so a transposed operand (a PyTorch Linear
-// weight [out, in] used as B = W^T) needs no copy. C is dense [batch, M, N]. Each invocation owns a
-// 4x4 block of C: per k it loads 4 values of A and 4 of B and does 4 vec4 FMAs. A and B are read
-// as texels (see src/gpu/texels.rs: float i is component i % 4 of texel i / 4, at
-// (texel % 1024, texel / 1024)): a texel fetch costs a fraction of a storage-buffer load on CPU
-// drivers, and goes through the texture cache on GPUs.
+// Each invocation owns a 4x4 block of C: per k it loads 4 values of A and 4 of B and does 4 vec4
+// FMAs.
 
-struct Params {
-    m: u32, n: u32, k: u32, batch: u32,
-    a_bs: u32, a_rs: u32, a_cs: u32, _pad0: u32,
-    b_bs: u32, b_rs: u32, b_cs: u32, _pad1: u32,
-}
+// Params, bindings, texel reads and the store epilogue: common/matmul_io.wgsl.
 
-override WG_X: u32 = 16;     // column blocks per workgroup
 override WG_Y: u32 = 4;      // row blocks per workgroup
-// 0: none, 1: + bias[n] per column, 2: + bias[m] per row, 3: * bias[batch, n] per column
-// (composed attention's softmax normalisation, 1 / sum per query).
-override BIAS_MODE: u32 = 0u;
-override SILU: bool = false;
-// N a multiple of 4: every row of a block is one aligned vec4, and the by-value store path is
-// compiled out (it doubles compile time on CPU drivers).
-override ALIGNED: bool = false;
-
-@group(0) @binding(0) var a: texture_2d<f32>;
-@group(0) @binding(1) var b: texture_2d<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-// C is written a vec4 at a time where a row's 4 columns are a whole aligned vec4, else by component.
-@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
-
-fn a_at(i: u32) -> f32 { return textureLoad(a, vec2<u32>((i >> 2u) & 1023u, i >> 12u), 0)[i & 3u]; }
-fn b_at(i: u32) -> f32 { return textureLoad(b, vec2<u32>((i >> 2u) & 1023u, i >> 12u), 0)[i & 3u]; }
-@group(0) @binding(4) var<uniform> p: Params;
-
-// The bias (mode 1) or scale (mode 3) of this invocation's 4 columns, loaded once by the kernel
-// (a storage load per output value would cost more than the stores on CPU drivers).
-var<private> col_terms: vec4<f32>;
-
-fn load_col_terms(cols: vec4<u32>, batch: u32) {
-    if (BIAS_MODE == 1u || BIAS_MODE == 3u) {
-        let base = select(0u, batch * p.n, BIAS_MODE == 3u);
-        col_terms = vec4<f32>(bias[base + cols.x], bias[base + cols.y], bias[base + cols.z], bias[base + cols.w]);
-    }
-}
-
-// Bias, scale and SiLU for one row's 4 columns.
-fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
-    var r = v;
-    if (BIAS_MODE == 1u) { r += col_terms; }
-    if (BIAS_MODE == 2u) { r += vec4<f32>(bias[row]); }
-    if (BIAS_MODE == 3u) { r *= col_terms; }
-    if (SILU) { r = r / (1.0 + exp(-r)); }
-    return r;
-}
-
-// One row of a 4x4 block. No private arrays here: CPU drivers keep a dynamically indexed private
-// array in memory and walk it lane by lane (that cost ~9 ms of the 19 ms 512^3 matmul).
-fn store_row(v: vec4<f32>, row: u32, col0: u32, out0: u32) {
-    if (row >= p.m) { return; }
-    let o = out0 + row * p.n + col0;
-    let y = epilogue(v, row);
-    if (ALIGNED || (col0 + 3u < p.n && o % 4u == 0u)) {
-        c[o / 4u] = y;
-        return;
-    }
-    // Value by value, kept small: it is inlined once per row of the block.
-    for (var j = 0u; j < 4u; j++) {
-        if (col0 + j >= p.n) { return; }
-        c[(o + j) / 4u][(o + j) % 4u] = y[j];
-    }
-}
 
 @compute @workgroup_size(WG_X, WG_Y)
 fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {

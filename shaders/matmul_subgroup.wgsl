@@ -7,38 +7,17 @@
 // loads 4 values of A and 4 of B for 8 x 16 FMAs (matmul.wgsl: 8 loads for 16 FMAs). Loads are what
 // costs most on CPU drivers (lavapipe runs each one lane by lane).
 //
-// A and B are read as texels (see src/gpu/texels.rs: float i is component i % 4 of texel i / 4, at
-// (texel % 1024, texel / 1024)). With VEC_K, k and every stride are multiples of 4, each operand is
-// contiguous along k or along its other dimension, so four steps of k come from four texels of A
-// (A_K_CONTIG: one per row; else one per step, holding the lane's 4 rows) and four of B
-// (B_K_CONTIG: one per column, as in a Linear's W^T; else one per step): 8 texels per lane for
-// 512 FMAs.
+// With VEC_K, k and every stride are multiples of 4 and each operand is contiguous along k or
+// along its other dimension, so four steps of k come from four texels of A (A_K_CONTIG: one per
+// row; else one per step, holding the lane's 4 rows) and four of B (B_K_CONTIG: one per column, as
+// in a Linear's W^T; else one per step): 8 texels per lane for 512 FMAs.
 // (wgpu 30 takes subgroup builtins without an `enable` directive, with the SUBGROUP feature on.)
 
-struct Params {
-    m: u32, n: u32, k: u32, batch: u32,
-    a_bs: u32, a_rs: u32, a_cs: u32, _pad0: u32,
-    b_bs: u32, b_rs: u32, b_cs: u32, _pad1: u32,
-}
+// Params, bindings, texel reads and the store epilogue: common/matmul_io.wgsl.
 
-override WG_X: u32 = 64;      // column quads per workgroup
-// 0: none, 1: + bias[n] per column, 2: + bias[m] per row, 3: * bias[batch, n] per column
-// (composed attention's softmax normalisation, 1 / sum per query).
-override BIAS_MODE: u32 = 0u;
-override SILU: bool = false;
-// N a multiple of 4: every row of a block is one aligned vec4, and the by-value store path is
-// compiled out (it doubles compile time on CPU drivers).
-override ALIGNED: bool = false;
 override VEC_K: bool = false;
 override A_K_CONTIG: bool = true;
 override B_K_CONTIG: bool = false;
-
-@group(0) @binding(0) var a: texture_2d<f32>;
-@group(0) @binding(1) var b: texture_2d<f32>;
-@group(0) @binding(2) var<storage, read> bias: array<f32>;
-// C is written a vec4 at a time where a row's 4 columns are a whole aligned vec4, else by component.
-@group(0) @binding(3) var<storage, read_write> c: array<vec4<f32>>;
-@group(0) @binding(4) var<uniform> p: Params;
 
 // Four rows x four columns: row r's columns are field r.
 struct Acc4 { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
@@ -47,11 +26,6 @@ fn fma4(acc: Acc4, av: vec4<f32>, bv: vec4<f32>) -> Acc4 {
     return Acc4(fma(vec4<f32>(av.x), bv, acc.r0), fma(vec4<f32>(av.y), bv, acc.r1),
                 fma(vec4<f32>(av.z), bv, acc.r2), fma(vec4<f32>(av.w), bv, acc.r3));
 }
-
-fn a_texel(t: u32) -> vec4<f32> { return textureLoad(a, vec2<u32>(t & 1023u, t >> 10u), 0); }
-fn b_texel(t: u32) -> vec4<f32> { return textureLoad(b, vec2<u32>(t & 1023u, t >> 10u), 0); }
-fn a_at(i: u32) -> f32 { return a_texel(i >> 2u)[i & 3u]; }
-fn b_at(i: u32) -> f32 { return b_texel(i >> 2u)[i & 3u]; }
 
 // Four steps of k for this lane's 4 rows (or columns): step s is field s, one value per row.
 struct Steps4 { s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>, s3: vec4<f32> }
@@ -70,44 +44,6 @@ fn step(acc: Acc32, mine: vec4<f32>, bv: vec4<f32>) -> Acc32 {
                  fma4(acc.c2, subgroupBroadcast(mine, 2u), bv), fma4(acc.c3, subgroupBroadcast(mine, 3u), bv),
                  fma4(acc.c4, subgroupBroadcast(mine, 4u), bv), fma4(acc.c5, subgroupBroadcast(mine, 5u), bv),
                  fma4(acc.c6, subgroupBroadcast(mine, 6u), bv), fma4(acc.c7, subgroupBroadcast(mine, 7u), bv));
-}
-
-// The bias (mode 1) or scale (mode 3) of this invocation's 4 columns, loaded once by the kernel
-// (a storage load per output value would cost more than the stores on CPU drivers).
-var<private> col_terms: vec4<f32>;
-
-fn load_col_terms(cols: vec4<u32>, batch: u32) {
-    if (BIAS_MODE == 1u || BIAS_MODE == 3u) {
-        let base = select(0u, batch * p.n, BIAS_MODE == 3u);
-        col_terms = vec4<f32>(bias[base + cols.x], bias[base + cols.y], bias[base + cols.z], bias[base + cols.w]);
-    }
-}
-
-// Bias, scale and SiLU for one row's 4 columns.
-fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
-    var r = v;
-    if (BIAS_MODE == 1u) { r += col_terms; }
-    if (BIAS_MODE == 2u) { r += vec4<f32>(bias[row]); }
-    if (BIAS_MODE == 3u) { r *= col_terms; }
-    if (SILU) { r = r / (1.0 + exp(-r)); }
-    return r;
-}
-
-// One row of a 4x4 block. No private arrays here: CPU drivers keep a dynamically indexed private
-// array in memory and walk it lane by lane (that cost ~9 ms of the 19 ms 512^3 matmul).
-fn store_row(v: vec4<f32>, row: u32, col0: u32, out0: u32) {
-    if (row >= p.m) { return; }
-    let o = out0 + row * p.n + col0;
-    let y = epilogue(v, row);
-    if (ALIGNED || (col0 + 3u < p.n && o % 4u == 0u)) {
-        c[o / 4u] = y;
-        return;
-    }
-    // Value by value, kept small: it is inlined once per row of the block.
-    for (var j = 0u; j < 4u; j++) {
-        if (col0 + j >= p.n) { return; }
-        c[(o + j) / 4u][(o + j) % 4u] = y[j];
-    }
 }
 
 fn store4(acc: Acc4, row0: u32, col0: u32, out0: u32) {

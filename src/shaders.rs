@@ -7,12 +7,23 @@ macro_rules! shader {
         pub static $ident: ShaderSource =
             ShaderSource { name: $file, source: include_str!(concat!("../shaders/", $file)) };
     };
+    // A kernel file followed by a part its family shares (WGSL has no includes).
+    ($ident:ident, $file:literal, shared $common:literal) => {
+        pub static $ident: ShaderSource = ShaderSource {
+            name: $file,
+            source: concat!(
+                include_str!(concat!("../shaders/", $file)),
+                "\n",
+                include_str!(concat!("../shaders/common/", $common))
+            ),
+        };
+    };
 }
 
-shader!(CONV2D, "conv2d.wgsl");
-shader!(CONV2D_SUBGROUP, "conv2d_subgroup.wgsl");
-shader!(MATMUL, "matmul.wgsl");
-shader!(MATMUL_SUBGROUP, "matmul_subgroup.wgsl");
+shader!(CONV2D, "conv2d.wgsl", shared "conv2d_io.wgsl");
+shader!(CONV2D_SUBGROUP, "conv2d_subgroup.wgsl", shared "conv2d_io.wgsl");
+shader!(MATMUL, "matmul.wgsl", shared "matmul_io.wgsl");
+shader!(MATMUL_SUBGROUP, "matmul_subgroup.wgsl", shared "matmul_io.wgsl");
 shader!(GROUP_NORM, "group_norm.wgsl");
 shader!(ATTENTION, "attention.wgsl");
 shader!(SOFTMAX, "softmax.wgsl");

@@ -28,6 +28,18 @@ fn every_file_in_shaders_dir_is_compiled_in() {
 }
 
 #[test]
+fn every_shared_part_is_used() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders/common");
+    for entry in std::fs::read_dir(&dir).expect("shaders/common exists") {
+        let text = std::fs::read_to_string(entry.expect("dir entry").path()).expect("readable");
+        assert!(
+            shaders::ALL.iter().any(|s| s.source.contains(text.trim())),
+            "an unused part of shaders/common"
+        );
+    }
+}
+
+#[test]
 fn a_broken_shader_is_reported() {
     let broken =
         wgpu_diffusion::gpu::ShaderSource { name: "broken.wgsl", source: "fn f() -> u32 { return 1.5; }" };

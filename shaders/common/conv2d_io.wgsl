@@ -1,0 +1,85 @@
+// Shared by conv2d.wgsl and conv2d_subgroup.wgsl (appended to each by src/shaders.rs): the
+// parameters, bindings, texel reads, accumulator block and fused store epilogue of the conv2d
+// family. Epilogue: + bias[co], + chan_add[n, co] (time embedding), + residual[n, co, oh, ow],
+// * scale.
+
+struct Params {
+    n: u32, cin: u32, h: u32, w: u32,
+    cout: u32, hout: u32, wout: u32, cout4: u32,
+    kh: u32, kw: u32, stride: u32, pad_top: u32,
+    pad_left: u32, scale: f32, _pad0: u32, _pad1: u32,
+}
+
+override WG_X: u32 = 64;          // invocations per workgroup, along pixels
+override HAS_BIAS: bool = true;
+override HAS_CHANNEL_ADD: bool = false;
+override HAS_RESIDUAL: bool = false;
+// Output maps whose H*W is a multiple of 4: every quad of pixels is one aligned vec4, and the
+// by-value store path is compiled out (it doubles compile time on CPU drivers).
+override ALIGNED: bool = false;
+
+// x and the packed weights are read as texels (see src/gpu/texels.rs): float i of a buffer is
+// component i % 4 of texel i / 4, at (texel % 1024, texel / 1024). A texel fetch costs a fraction
+// of a storage-buffer load on CPU drivers, and goes through the texture cache on GPUs.
+@group(0) @binding(0) var x: texture_2d<f32>;
+@group(0) @binding(1) var wt: texture_2d<f32>;
+@group(0) @binding(2) var<storage, read> bias: array<f32>;
+@group(0) @binding(3) var<storage, read> chan_add: array<f32>;
+@group(0) @binding(4) var<storage, read> residual: array<f32>;
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(6) var<uniform> p: Params;
+
+fn x_at(i: u32) -> f32 {
+    return textureLoad(x, vec2<u32>((i >> 2u) & 1023u, i >> 12u), 0)[i & 3u];
+}
+
+fn wt_at(i: u32) -> vec4<f32> {
+    return textureLoad(wt, vec2<u32>(i & 1023u, i >> 10u), 0);
+}
+
+// Four output pixels x four output channels: pixel k's channels are field k.
+struct Acc4 { p0: vec4<f32>, p1: vec4<f32>, p2: vec4<f32>, p3: vec4<f32> }
+
+fn fma4(a: Acc4, w: vec4<f32>, xq: vec4<f32>) -> Acc4 {
+    return Acc4(fma(w, vec4<f32>(xq.x), a.p0), fma(w, vec4<f32>(xq.y), a.p1),
+                fma(w, vec4<f32>(xq.z), a.p2), fma(w, vec4<f32>(xq.w), a.p3));
+}
+
+// Channel `co` at pixels first .. first + 3: one vec4 store where they are a whole aligned vec4 of
+// one image, else value by value. No private arrays: CPU drivers keep a dynamically indexed one in
+// memory and walk it lane by lane. The by-value path is kept small (it is inlined 32 times, and
+// shader compile time on CPU drivers grows with it).
+fn store_channel(v: vec4<f32>, first: u32, co: u32, npix: u32) {
+    if (co >= p.cout || first >= npix) { return; }
+    let hw_out = p.hout * p.wout;
+    let n = first / hw_out;
+    let r = first % hw_out;
+    let off = (n * p.cout + co) * hw_out + r;
+    var add = 0.0;
+    if (HAS_BIAS) { add += bias[co]; }
+    if (ALIGNED || (first + 3u < npix && r + 3u < hw_out && off % 4u == 0u)) {
+        var y = v + vec4<f32>(add);
+        if (HAS_CHANNEL_ADD) { y += vec4<f32>(chan_add[n * p.cout + co]); }
+        if (HAS_RESIDUAL) { y += vec4<f32>(residual[off], residual[off + 1u], residual[off + 2u], residual[off + 3u]); }
+        out[off / 4u] = y * p.scale;
+        return;
+    }
+    for (var k = 0u; k < 4u; k++) {
+        let pix = first + k;
+        if (pix >= npix) { return; }
+        let nk = pix / hw_out;
+        let o = (nk * p.cout + co) * hw_out + pix % hw_out;
+        var y = v[k] + add;
+        if (HAS_CHANNEL_ADD) { y += chan_add[nk * p.cout + co]; }
+        if (HAS_RESIDUAL) { y += residual[o]; }
+        out[o / 4u][o % 4u] = y * p.scale;
+    }
+}
+
+fn store4(first: u32, cb: u32, a: Acc4, npix: u32) {
+    if (cb >= p.cout4) { return; }
+    store_channel(vec4<f32>(a.p0.x, a.p1.x, a.p2.x, a.p3.x), first, cb * 4u, npix);
+    store_channel(vec4<f32>(a.p0.y, a.p1.y, a.p2.y, a.p3.y), first, cb * 4u + 1u, npix);
+    store_channel(vec4<f32>(a.p0.z, a.p1.z, a.p2.z, a.p3.z), first, cb * 4u + 2u, npix);
+    store_channel(vec4<f32>(a.p0.w, a.p1.w, a.p2.w, a.p3.w), first, cb * 4u + 3u, npix);
+}
