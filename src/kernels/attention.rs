@@ -81,6 +81,19 @@ pub fn attention(
     }
 }
 
+fn check_lengths(
+    s: &AttentionShape,
+    q: &wgpu::Buffer,
+    k: &wgpu::Buffer,
+    v: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<()> {
+    for (what, buf) in [("q", q), ("k", k), ("v", v), ("output", out)] {
+        check_len("attention", what, buf, s.len())?;
+    }
+    Ok(())
+}
+
 /// The composed path: three dispatches over a scratch buffer for the scores (kept alive by the
 /// dispatches' bind groups).
 pub fn attention_composed(
@@ -94,9 +107,7 @@ pub fn attention_composed(
     if s.is_empty() {
         bail_shape!("attention: empty shape {s:?}");
     }
-    for (what, buf) in [("q", q), ("k", k), ("v", v), ("output", out)] {
-        check_len("attention", what, buf, s.len())?;
-    }
+    check_lengths(s, q, k, v, out)?;
     let (bh, d, t) = (s.batch * s.heads, s.head_dim, s.tokens);
     let scratch = |label, floats: usize| {
         ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -167,9 +178,7 @@ pub fn attention_fused(
             s.head_dim
         );
     }
-    for (what, buf) in [("q", q), ("k", k), ("v", v), ("output", out)] {
-        check_len("attention", what, buf, s.len())?;
-    }
+    check_lengths(s, q, k, v, out)?;
     let params = ctx.uniform(&Params {
         bh: (s.batch * s.heads) as u32,
         d: s.head_dim as u32,
