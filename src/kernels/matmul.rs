@@ -113,8 +113,10 @@ pub fn matmul_variant(
     if s.batch == 0 || s.m == 0 || s.n == 0 || s.k == 0 {
         bail_shape!("matmul: empty shape {s:?}");
     }
-    check_len("matmul", "A", a, s.a.max_index(s.batch, s.m, s.k) + 1)?;
-    check_len("matmul", "B", b, s.b.max_index(s.batch, s.k, s.n) + 1)?;
+    // Values of A and B the strides reach (the kernel reads them as texels).
+    let (a_len, b_len) = (s.a.max_index(s.batch, s.m, s.k) + 1, s.b.max_index(s.batch, s.k, s.n) + 1);
+    check_len("matmul", "A", a, a_len)?;
+    check_len("matmul", "B", b, b_len)?;
     check_len("matmul", "C", c, s.batch * s.m * s.n)?;
     let bias_mode = match (s.bias, bias) {
         (Bias::None, _) => 0,
@@ -141,7 +143,6 @@ pub fn matmul_variant(
     });
     // The subgroup kernel: 4 columns x 32 rows per invocation, a workgroup row of up to 64
     // invocations over columns per 32 rows. The portable one: 4x4 per invocation, 16x4 workgroups.
-    let (a_len, b_len) = (s.a.max_index(s.batch, s.m, s.k) + 1, s.b.max_index(s.batch, s.k, s.n) + 1);
     let subgroups = use_subgroups(ctx, variant, s.m >= 32, "matmul")?;
     // Few rows (a time-embedding MLP has one per image): fewer row blocks per workgroup, since
     // blocks past the last row still run the loop.
