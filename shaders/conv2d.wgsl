@@ -14,7 +14,7 @@
 // Epilogue, fused: + bias[co], + chan_add[n, co] (time embedding), + residual[n, co, oh, ow], * scale.
 // Texel reads: a fetch costs a fraction of a storage-buffer load on CPU drivers.
 
-// Params, bindings, texel reads, Acc4/fma4 and the store epilogue: common/conv2d_io.wgsl.
+// Params, bindings, texel reads, Acc4/fma4/pick and the store epilogue: common/conv2d_io.wgsl.
 
 // A pixel quad's geometry: where each image starts, and the top-left input tap of each pixel.
 struct Quad { img: vec4<u32>, ih0: vec4<i32>, iw0: vec4<i32> }
@@ -84,10 +84,11 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
             }
         }
     }
-    store4(pix0, cb, a00, npix);
-    store4(pix0 + 4u, cb, a10, npix);
-    if (cb + 1u < p.cout4) {
-        store4(pix0, cb + 1u, a01, npix);
-        store4(pix0 + 4u, cb + 1u, a11, npix);
+    // The epilogue once, in a loop over the (quad, block) pairs (see store4); block cb + 1 only
+    // where it exists.
+    for (var k = 0u; k < select(2u, 4u, cb + 1u < p.cout4); k++) {
+        let second_quad = (k & 1u) == 1u;
+        let a = pick(pick(a00, a10, second_quad), pick(a01, a11, second_quad), k >= 2u);
+        store4(pix0 + 4u * (k & 1u), cb + k / 2u, a, npix);
     }
 }

@@ -13,7 +13,7 @@
 
 // (wgpu 30 takes subgroup builtins without an `enable` directive, with the SUBGROUP feature on.)
 
-// Params, bindings, texel reads, Acc4/fma4 and the store epilogue: common/conv2d_io.wgsl.
+// Params, bindings, texel reads, Acc4/fma4/pick and the store epilogue: common/conv2d_io.wgsl.
 
 // Stride 1 with input and output rows whole texels (W % 4 == 0): a lane's 4 pixels read 4
 // consecutive input values per tap, one texel or two (not 4 scalar fetches).
@@ -95,12 +95,15 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
             }
         }
     }
-    store4(pix0, cb0, a0, npix);
-    store4(pix0, cb0 + 1u, a1, npix);
-    store4(pix0, cb0 + 2u, a2, npix);
-    store4(pix0, cb0 + 3u, a3, npix);
-    store4(pix0, cb0 + 4u, a4, npix);
-    store4(pix0, cb0 + 5u, a5, npix);
-    store4(pix0, cb0 + 6u, a6, npix);
-    store4(pix0, cb0 + 7u, a7, npix);
+    // The epilogue once, in a loop over the blocks that exist (see store4).
+    for (var j = 0u; j < min(8u, p.cout4 - cb0); j++) {
+        var a = pick(a0, a1, j == 1u);
+        a = pick(a, a2, j == 2u);
+        a = pick(a, a3, j == 3u);
+        a = pick(a, a4, j == 4u);
+        a = pick(a, a5, j == 5u);
+        a = pick(a, a6, j == 6u);
+        a = pick(a, a7, j == 7u);
+        store4(pix0, cb0 + j, a, npix);
+    }
 }

@@ -15,7 +15,7 @@ override HAS_BIAS: bool = true;
 override HAS_CHANNEL_ADD: bool = false;
 override HAS_RESIDUAL: bool = false;
 // Output maps whose H*W is a multiple of 4: every quad of pixels is one aligned vec4, and the
-// by-value store path is compiled out (it doubles compile time on CPU drivers).
+// by-value store path is compiled out.
 override ALIGNED: bool = false;
 
 // x and the packed weights are read as texels (see src/gpu/texels.rs): float i of a buffer is
@@ -47,8 +47,7 @@ fn fma4(a: Acc4, w: vec4<f32>, xq: vec4<f32>) -> Acc4 {
 
 // Channel `co` at pixels first .. first + 3: one vec4 store where they are a whole aligned vec4 of
 // one image, else value by value. No private arrays: CPU drivers keep a dynamically indexed one in
-// memory and walk it lane by lane. The by-value path is kept small (it is inlined 32 times, and
-// shader compile time on CPU drivers grows with it).
+// memory and walk it lane by lane.
 fn store_channel(v: vec4<f32>, first: u32, co: u32, npix: u32) {
     if (co >= p.cout || first >= npix) { return; }
     let hw_out = p.hout * p.wout;
@@ -76,10 +75,21 @@ fn store_channel(v: vec4<f32>, first: u32, co: u32, npix: u32) {
     }
 }
 
+// Channel block cb (channels 4cb .. 4cb + 3) at pixels first .. first + 3. The kernels call it
+// from a loop over their blocks, and it loops over the channels: one copy of the store code, not
+// one per output channel. Shader compile time on CPU drivers grows with every memory access in
+// the code, and this epilogue inlined 32 times was two thirds of a kernel's cold first call. The
+// loop counts depend on the uniform Cout (so they are not unrolled), and picking a block or a
+// channel with a uniform index is a few selects.
 fn store4(first: u32, cb: u32, a: Acc4, npix: u32) {
-    if (cb >= p.cout4) { return; }
-    store_channel(vec4<f32>(a.p0.x, a.p1.x, a.p2.x, a.p3.x), first, cb * 4u, npix);
-    store_channel(vec4<f32>(a.p0.y, a.p1.y, a.p2.y, a.p3.y), first, cb * 4u + 1u, npix);
-    store_channel(vec4<f32>(a.p0.z, a.p1.z, a.p2.z, a.p3.z), first, cb * 4u + 2u, npix);
-    store_channel(vec4<f32>(a.p0.w, a.p1.w, a.p2.w, a.p3.w), first, cb * 4u + 3u, npix);
+    let chans = min(4u, p.cout - min(cb * 4u, p.cout));
+    for (var c = 0u; c < chans; c++) {
+        store_channel(vec4<f32>(a.p0[c], a.p1[c], a.p2[c], a.p3[c]), first, cb * 4u + c, npix);
+    }
+}
+
+// b where take_b, else a (take_b uniform: a select, not a branch).
+fn pick(a: Acc4, b: Acc4, take_b: bool) -> Acc4 {
+    return Acc4(select(a.p0, b.p0, take_b), select(a.p1, b.p1, take_b), select(a.p2, b.p2, take_b),
+                select(a.p3, b.p3, take_b));
 }
