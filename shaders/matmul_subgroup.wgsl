@@ -46,11 +46,17 @@ fn step(acc: Acc32, mine: vec4<f32>, bv: vec4<f32>) -> Acc32 {
                  fma4(acc.c6, subgroupBroadcast(mine, 6u), bv), fma4(acc.c7, subgroupBroadcast(mine, 7u), bv));
 }
 
+// b where take_b, else a (take_b uniform: a select, not a branch).
+fn pick(a: Acc4, b: Acc4, take_b: bool) -> Acc4 {
+    return Acc4(select(a.r0, b.r0, take_b), select(a.r1, b.r1, take_b), select(a.r2, b.r2, take_b),
+                select(a.r3, b.r3, take_b));
+}
+
+// The rows of a 4x4 block that exist, from a loop: one copy of the store code (see store_row).
 fn store4(acc: Acc4, row0: u32, col0: u32, out0: u32) {
-    store_row(acc.r0, row0, col0, out0);
-    store_row(acc.r1, row0 + 1u, col0, out0);
-    store_row(acc.r2, row0 + 2u, col0, out0);
-    store_row(acc.r3, row0 + 3u, col0, out0);
+    for (var i = 0u; i < min(4u, p.m - row0); i++) {
+        store_row(row_of(acc.r0, acc.r1, acc.r2, acc.r3, i), row0 + i, col0, out0);
+    }
 }
 
 @compute @workgroup_size(WG_X)
@@ -113,12 +119,15 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
     }
     let out0 = batch * p.m * p.n;
     load_col_terms(cols, batch);
-    store4(acc.c0, row_base, col0, out0);
-    store4(acc.c1, row_base + 4u, col0, out0);
-    store4(acc.c2, row_base + 8u, col0, out0);
-    store4(acc.c3, row_base + 12u, col0, out0);
-    store4(acc.c4, row_base + 16u, col0, out0);
-    store4(acc.c5, row_base + 20u, col0, out0);
-    store4(acc.c6, row_base + 24u, col0, out0);
-    store4(acc.c7, row_base + 28u, col0, out0);
+    // The epilogue once, in a loop over the row blocks that exist (see store_row).
+    for (var j = 0u; j < min(8u, (p.m - row_base + 3u) / 4u); j++) {
+        var a = pick(acc.c0, acc.c1, j == 1u);
+        a = pick(a, acc.c2, j == 2u);
+        a = pick(a, acc.c3, j == 3u);
+        a = pick(a, acc.c4, j == 4u);
+        a = pick(a, acc.c5, j == 5u);
+        a = pick(a, acc.c6, j == 6u);
+        a = pick(a, acc.c7, j == 7u);
+        store4(a, row_base + 4u * j, col0, out0);
+    }
 }

@@ -19,7 +19,7 @@ override WG_X: u32 = 16;      // column blocks (4 columns each) per workgroup
 override BIAS_MODE: u32 = 0u;
 override SILU: bool = false;
 // N a multiple of 4: every row of a block is one aligned vec4, and the by-value store path is
-// compiled out (it doubles compile time on CPU drivers).
+// compiled out.
 override ALIGNED: bool = false;
 
 @group(0) @binding(0) var a: texture_2d<f32>;
@@ -55,19 +55,23 @@ fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
     return r;
 }
 
-// One row of a 4x4 block. No private arrays here: CPU drivers keep a dynamically indexed private
-// array in memory and walk it lane by lane (that cost ~9 ms of the 19 ms 512^3 matmul).
+// Row i (0..3, uniform: a few selects) of a 4x4 block held as four row vectors.
+fn row_of(r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32>, i: u32) -> vec4<f32> {
+    return select(select(r0, r1, i == 1u), select(r2, r3, i == 3u), i >= 2u);
+}
+
+// One row of a 4x4 block. The kernels call it from a loop over their rows: one copy of the store
+// code, not one per row. Shader compile time on CPU drivers grows with every memory access in the
+// code, and the epilogue inlined 32 times was about half of a kernel's cold first call. No private
+// arrays: CPU drivers keep a dynamically indexed one in memory and walk it lane by lane.
 fn store_row(v: vec4<f32>, row: u32, col0: u32, out0: u32) {
-    if (row >= p.m) { return; }
     let o = out0 + row * p.n + col0;
     let y = epilogue(v, row);
     if (ALIGNED || (col0 + 3u < p.n && o % 4u == 0u)) {
         c[o / 4u] = y;
         return;
     }
-    // Value by value, kept small: it is inlined once per row of the block.
-    for (var j = 0u; j < 4u; j++) {
-        if (col0 + j >= p.n) { return; }
+    for (var j = 0u; j < min(4u, p.n - col0); j++) {
         c[(o + j) / 4u][(o + j) % 4u] = y[j];
     }
 }
