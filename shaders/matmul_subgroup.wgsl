@@ -10,7 +10,8 @@
 // With VEC_K, k and every stride are multiples of 4 and each operand is contiguous along k or
 // along its other dimension, so four steps of k come from four texels of A (A_K_CONTIG: one per
 // row; else one per step, holding the lane's 4 rows) and four of B (B_K_CONTIG: one per column, as
-// in a Linear's W^T; else one per step): 8 texels per lane for 512 FMAs.
+// in a Linear's W^T; else one per step): 8 texels per lane for 512 FMAs, done block by block
+// (steps4).
 // (wgpu 30 takes subgroup builtins without an `enable` directive, with the SUBGROUP feature on.)
 
 // Params, bindings, texel reads and the store epilogue: common/matmul_io.wgsl.
@@ -44,6 +45,18 @@ fn step(acc: Acc32, mine: vec4<f32>, bv: vec4<f32>) -> Acc32 {
                  fma4(acc.c2, subgroupBroadcast(mine, 2u), bv), fma4(acc.c3, subgroupBroadcast(mine, 3u), bv),
                  fma4(acc.c4, subgroupBroadcast(mine, 4u), bv), fma4(acc.c5, subgroupBroadcast(mine, 5u), bv),
                  fma4(acc.c6, subgroupBroadcast(mine, 6u), bv), fma4(acc.c7, subgroupBroadcast(mine, 7u), bv));
+}
+
+// Four steps of k for one 4x4 block (a: the block's 4 rows at each step): each accumulator row
+// takes its 4 FMAs one after the other. On CPU drivers the 32 accumulator vectors do not fit in
+// registers, so each is loaded and stored around its FMAs; block by block that is once per 4 steps
+// instead of once per step (matmul 1.2-1.3x faster than step by step, measured A/B).
+fn steps4(acc: Acc4, a: Steps4, b: Steps4) -> Acc4 {
+    return Acc4(
+        fma(vec4<f32>(a.s3.x), b.s3, fma(vec4<f32>(a.s2.x), b.s2, fma(vec4<f32>(a.s1.x), b.s1, fma(vec4<f32>(a.s0.x), b.s0, acc.r0)))),
+        fma(vec4<f32>(a.s3.y), b.s3, fma(vec4<f32>(a.s2.y), b.s2, fma(vec4<f32>(a.s1.y), b.s1, fma(vec4<f32>(a.s0.y), b.s0, acc.r1)))),
+        fma(vec4<f32>(a.s3.z), b.s3, fma(vec4<f32>(a.s2.z), b.s2, fma(vec4<f32>(a.s1.z), b.s1, fma(vec4<f32>(a.s0.z), b.s0, acc.r2)))),
+        fma(vec4<f32>(a.s3.w), b.s3, fma(vec4<f32>(a.s2.w), b.s2, fma(vec4<f32>(a.s1.w), b.s1, fma(vec4<f32>(a.s0.w), b.s0, acc.r3)))));
 }
 
 // b where take_b, else a (take_b uniform: a select, not a branch).
@@ -97,10 +110,17 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
                 let b0 = bt.x + t * p.b_rs;
                 bv = Steps4(b_texel(b0), b_texel(b0 + r), b_texel(b0 + 2u * r), b_texel(b0 + 3u * r));
             }
-            acc = step(acc, av.s0, bv.s0);
-            acc = step(acc, av.s1, bv.s1);
-            acc = step(acc, av.s2, bv.s2);
-            acc = step(acc, av.s3, bv.s3);
+            // Row block j's 4 rows at each step, from lane j (the lane index must be a constant).
+            let r0 = Steps4(subgroupBroadcast(av.s0, 0u), subgroupBroadcast(av.s1, 0u), subgroupBroadcast(av.s2, 0u), subgroupBroadcast(av.s3, 0u));
+            let r1 = Steps4(subgroupBroadcast(av.s0, 1u), subgroupBroadcast(av.s1, 1u), subgroupBroadcast(av.s2, 1u), subgroupBroadcast(av.s3, 1u));
+            let r2 = Steps4(subgroupBroadcast(av.s0, 2u), subgroupBroadcast(av.s1, 2u), subgroupBroadcast(av.s2, 2u), subgroupBroadcast(av.s3, 2u));
+            let r3 = Steps4(subgroupBroadcast(av.s0, 3u), subgroupBroadcast(av.s1, 3u), subgroupBroadcast(av.s2, 3u), subgroupBroadcast(av.s3, 3u));
+            let r4 = Steps4(subgroupBroadcast(av.s0, 4u), subgroupBroadcast(av.s1, 4u), subgroupBroadcast(av.s2, 4u), subgroupBroadcast(av.s3, 4u));
+            let r5 = Steps4(subgroupBroadcast(av.s0, 5u), subgroupBroadcast(av.s1, 5u), subgroupBroadcast(av.s2, 5u), subgroupBroadcast(av.s3, 5u));
+            let r6 = Steps4(subgroupBroadcast(av.s0, 6u), subgroupBroadcast(av.s1, 6u), subgroupBroadcast(av.s2, 6u), subgroupBroadcast(av.s3, 6u));
+            let r7 = Steps4(subgroupBroadcast(av.s0, 7u), subgroupBroadcast(av.s1, 7u), subgroupBroadcast(av.s2, 7u), subgroupBroadcast(av.s3, 7u));
+            acc = Acc32(steps4(acc.c0, r0, bv), steps4(acc.c1, r1, bv), steps4(acc.c2, r2, bv), steps4(acc.c3, r3, bv),
+                        steps4(acc.c4, r4, bv), steps4(acc.c5, r5, bv), steps4(acc.c6, r6, bv), steps4(acc.c7, r7, bv));
             t += 1u;
         }
     } else {
