@@ -8,17 +8,17 @@
 // costs most on CPU drivers (lavapipe runs each one lane by lane).
 //
 // With VEC_K, k and every stride are multiples of 4 and each operand is contiguous along k or
-// along its other dimension, so four steps of k come from four texels of A (A_K_CONTIG: one per
-// row; else one per step, holding the lane's 4 rows) and four of B (B_K_CONTIG: one per column, as
-// in a Linear's W^T; else one per step): 8 texels per lane for 512 FMAs, done block by block
-// (steps4).
+// along its other dimension, so four steps of k come from four texels of A (contiguous along k,
+// p.k_contig bit 0: one per row; else one per step, holding the lane's 4 rows) and four of B (bit
+// 1: one per column, as in a Linear's W^T; else one per step): 8 texels per lane for 512 FMAs,
+// done block by block (steps4). The layout is a uniform, not an override constant, so composed
+// attention's two products share one pipeline (one compile on a cold first call) for about 4% of
+// run time (A/B).
 // (wgpu 30 takes subgroup builtins without an `enable` directive, with the SUBGROUP feature on.)
 
 // Params, bindings, texel reads and the store epilogue: common/matmul_io.wgsl.
 
 override VEC_K: bool = false;
-override A_K_CONTIG: bool = true;
-override B_K_CONTIG: bool = false;
 
 // Four rows x four columns: row r's columns are field r.
 struct Acc4 { r0: vec4<f32>, r1: vec4<f32>, r2: vec4<f32>, r3: vec4<f32> }
@@ -35,6 +35,14 @@ struct Steps4 { s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>, s3: vec4<f32> }
 fn by_step(t0: vec4<f32>, t1: vec4<f32>, t2: vec4<f32>, t3: vec4<f32>) -> Steps4 {
     return Steps4(vec4<f32>(t0.x, t1.x, t2.x, t3.x), vec4<f32>(t0.y, t1.y, t2.y, t3.y),
                   vec4<f32>(t0.z, t1.z, t2.z, t3.z), vec4<f32>(t0.w, t1.w, t2.w, t3.w));
+}
+
+// Four texels as steps of k: transposed where each holds one row's (column's) 4 steps, as they
+// are where each holds one step's 4 rows (columns). The flag is uniform: selects, not branches.
+fn as_steps(t0: vec4<f32>, t1: vec4<f32>, t2: vec4<f32>, t3: vec4<f32>, k_contig: bool) -> Steps4 {
+    let tr = by_step(t0, t1, t2, t3);
+    return Steps4(select(t0, tr.s0, k_contig), select(t1, tr.s1, k_contig), select(t2, tr.s2, k_contig),
+                  select(t3, tr.s3, k_contig));
 }
 
 struct Acc32 { c0: Acc4, c1: Acc4, c2: Acc4, c3: Acc4, c4: Acc4, c5: Acc4, c6: Acc4, c7: Acc4 }
@@ -91,25 +99,17 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
         // Texel indices: a k-contiguous operand advances one texel per 4 steps of k; otherwise by
         // 4 steps of its k stride (stride / 4 texels each).
         let at = ai >> vec4<u32>(2u);
-        var bt = bi >> vec4<u32>(2u);
+        let bt = bi >> vec4<u32>(2u);
+        let a_contig = (p.k_contig & 1u) != 0u;
+        let b_contig = (p.k_contig & 2u) != 0u;
         var t = 0u;
         for (; kk < p.k; kk += 4u) {
-            var av: Steps4;
-            if (A_K_CONTIG) {
-                av = by_step(a_texel(at.x + t), a_texel(at.y + t), a_texel(at.z + t), a_texel(at.w + t));
-            } else {
-                let r = p.a_cs >> 2u;
-                let a0 = at.x + t * p.a_cs;
-                av = Steps4(a_texel(a0), a_texel(a0 + r), a_texel(a0 + 2u * r), a_texel(a0 + 3u * r));
-            }
-            var bv: Steps4;
-            if (B_K_CONTIG) {
-                bv = by_step(b_texel(bt.x + t), b_texel(bt.y + t), b_texel(bt.z + t), b_texel(bt.w + t));
-            } else {
-                let r = p.b_rs >> 2u;
-                let b0 = bt.x + t * p.b_rs;
-                bv = Steps4(b_texel(b0), b_texel(b0 + r), b_texel(b0 + 2u * r), b_texel(b0 + 3u * r));
-            }
+            // A k-contiguous operand: texel i is row (column) i's 4 steps, one texel further per
+            // 4 steps. Otherwise texel i is step i's 4 rows (columns), 4 k strides further per 4 steps.
+            let ta = select(vec4<u32>(at.x + t * p.a_cs) + vec4<u32>(0u, 1u, 2u, 3u) * (p.a_cs >> 2u), at + vec4<u32>(t), a_contig);
+            let tb = select(vec4<u32>(bt.x + t * p.b_rs) + vec4<u32>(0u, 1u, 2u, 3u) * (p.b_rs >> 2u), bt + vec4<u32>(t), b_contig);
+            let av = as_steps(a_texel(ta.x), a_texel(ta.y), a_texel(ta.z), a_texel(ta.w), a_contig);
+            let bv = as_steps(b_texel(tb.x), b_texel(tb.y), b_texel(tb.z), b_texel(tb.w), b_contig);
             // Row block j's 4 rows at each step, from lane j (the lane index must be a constant).
             let r0 = Steps4(subgroupBroadcast(av.s0, 0u), subgroupBroadcast(av.s1, 0u), subgroupBroadcast(av.s2, 0u), subgroupBroadcast(av.s3, 0u));
             let r1 = Steps4(subgroupBroadcast(av.s0, 1u), subgroupBroadcast(av.s1, 1u), subgroupBroadcast(av.s2, 1u), subgroupBroadcast(av.s3, 1u));

@@ -7,16 +7,18 @@
 // (texel % 1024, texel / 1024)): a texel fetch costs a fraction of a storage-buffer load on CPU
 // drivers, and goes through the texture cache on GPUs.
 
+// bias_mode and layout are uniforms, not override constants, so that matmuls differing only in
+// them share one pipeline (composed attention's two products do): a cold first call compiles it
+// once. bias_mode: 0 none, 1 + bias[n] per column, 2 + bias[m] per row, 3 * bias[batch, n] per
+// column (composed attention's softmax normalisation, 1 / sum per query). k_contig (the subgroup
+// kernel's four-steps-per-texel path): bit 0 A contiguous along k, bit 1 B contiguous along k.
 struct Params {
     m: u32, n: u32, k: u32, batch: u32,
-    a_bs: u32, a_rs: u32, a_cs: u32, _pad0: u32,
-    b_bs: u32, b_rs: u32, b_cs: u32, _pad1: u32,
+    a_bs: u32, a_rs: u32, a_cs: u32, bias_mode: u32,
+    b_bs: u32, b_rs: u32, b_cs: u32, k_contig: u32,
 }
 
 override WG_X: u32 = 16;      // column blocks (4 columns each) per workgroup
-// 0: none, 1: + bias[n] per column, 2: + bias[m] per row, 3: * bias[batch, n] per column
-// (composed attention's softmax normalisation, 1 / sum per query).
-override BIAS_MODE: u32 = 0u;
 override SILU: bool = false;
 // N a multiple of 4: every row of a block is one aligned vec4, and the by-value store path is
 // compiled out.
@@ -39,18 +41,20 @@ fn b_at(i: u32) -> f32 { return b_texel(i >> 2u)[i & 3u]; }
 var<private> col_terms: vec4<f32>;
 
 fn load_col_terms(cols: vec4<u32>, batch: u32) {
-    if (BIAS_MODE == 1u || BIAS_MODE == 3u) {
-        let base = select(0u, batch * p.n, BIAS_MODE == 3u);
+    let mode = p.bias_mode;
+    if (mode == 1u || mode == 3u) {
+        let base = select(0u, batch * p.n, mode == 3u);
         col_terms = vec4<f32>(bias[base + cols.x], bias[base + cols.y], bias[base + cols.z], bias[base + cols.w]);
     }
 }
 
 // Bias, scale and SiLU for one row's 4 columns.
 fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
+    let mode = p.bias_mode;
     var r = v;
-    if (BIAS_MODE == 1u) { r += col_terms; }
-    if (BIAS_MODE == 2u) { r += vec4<f32>(bias[row]); }
-    if (BIAS_MODE == 3u) { r *= col_terms; }
+    if (mode == 1u) { r += col_terms; }
+    if (mode == 2u) { r += vec4<f32>(bias[row]); }
+    if (mode == 3u) { r *= col_terms; }
     if (SILU) { r = r / (1.0 + exp(-r)); }
     return r;
 }

@@ -78,11 +78,11 @@ struct Params {
     a_bs: u32,
     a_rs: u32,
     a_cs: u32,
-    _pad0: u32,
+    bias_mode: u32,
     b_bs: u32,
     b_rs: u32,
     b_cs: u32,
-    _pad1: u32,
+    k_contig: u32,
 }
 
 const WG_X: usize = 16;
@@ -127,6 +127,16 @@ pub fn matmul_variant(
         }
         (_, None) => bail_shape!("matmul: {:?} bias asked for but no bias buffer given", s.bias),
     };
+    // The subgroup kernel: 4 columns x 32 rows per invocation, a workgroup row of up to 64
+    // invocations over columns per 32 rows. The portable one: 4x4 per invocation, 16x4 workgroups.
+    let subgroups = use_subgroups(ctx, variant, s.m >= 32, "matmul")?;
+    // Four steps of k per texel (subgroup kernel): k and every stride a multiple of 4, each operand
+    // contiguous along k or along its other dimension.
+    let a_k_contig = s.a.col == 1 && s.a.row.is_multiple_of(4) && s.a.batch.is_multiple_of(4);
+    let a_m_contig = s.a.row == 1 && s.a.col.is_multiple_of(4) && s.a.batch.is_multiple_of(4);
+    let b_k_contig = s.b.row == 1 && s.b.col.is_multiple_of(4) && s.b.batch.is_multiple_of(4);
+    let b_n_contig = s.b.col == 1 && s.b.row.is_multiple_of(4) && s.b.batch.is_multiple_of(4);
+    let vec_k = s.k.is_multiple_of(4) && (a_k_contig || a_m_contig) && (b_k_contig || b_n_contig);
     let params = ctx.uniform(&Params {
         m: s.m as u32,
         n: s.n as u32,
@@ -135,15 +145,12 @@ pub fn matmul_variant(
         a_bs: s.a.batch as u32,
         a_rs: s.a.row as u32,
         a_cs: s.a.col as u32,
-        _pad0: 0,
+        bias_mode,
         b_bs: s.b.batch as u32,
         b_rs: s.b.row as u32,
         b_cs: s.b.col as u32,
-        _pad1: 0,
+        k_contig: a_k_contig as u32 | (b_k_contig as u32) << 1,
     });
-    // The subgroup kernel: 4 columns x 32 rows per invocation, a workgroup row of up to 64
-    // invocations over columns per 32 rows. The portable one: 4x4 per invocation, 16x4 workgroups.
-    let subgroups = use_subgroups(ctx, variant, s.m >= 32, "matmul")?;
     // Few rows (a time-embedding MLP has one per image): fewer row blocks per workgroup, since
     // blocks past the last row still run the loop.
     let wg_y = s.m.div_ceil(4).next_power_of_two().min(WG_Y);
@@ -155,21 +162,11 @@ pub fn matmul_variant(
     };
     let mut overrides = vec![
         ("WG_X", wg_x as f64),
-        ("BIAS_MODE", bias_mode as f64),
         ("SILU", s.silu as u8 as f64),
         ("ALIGNED", s.n.is_multiple_of(4) as u8 as f64),
     ];
     if subgroups {
-        // Four steps of k per texel: k and every stride a multiple of 4, each operand contiguous
-        // along k or along its other dimension.
-        let a_k_contig = s.a.col == 1 && s.a.row.is_multiple_of(4) && s.a.batch.is_multiple_of(4);
-        let a_m_contig = s.a.row == 1 && s.a.col.is_multiple_of(4) && s.a.batch.is_multiple_of(4);
-        let b_k_contig = s.b.row == 1 && s.b.col.is_multiple_of(4) && s.b.batch.is_multiple_of(4);
-        let b_n_contig = s.b.col == 1 && s.b.row.is_multiple_of(4) && s.b.batch.is_multiple_of(4);
-        let vec_k = s.k.is_multiple_of(4) && (a_k_contig || a_m_contig) && (b_k_contig || b_n_contig);
         overrides.push(("VEC_K", vec_k as u8 as f64));
-        overrides.push(("A_K_CONTIG", a_k_contig as u8 as f64));
-        overrides.push(("B_K_CONTIG", b_k_contig as u8 as f64));
     } else {
         overrides.push(("WG_Y", wg_y as f64));
     }
