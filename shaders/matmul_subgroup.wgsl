@@ -96,8 +96,7 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
     var acc = Acc32(zero, zero, zero, zero, zero, zero, zero, zero);
     var kk = 0u;
     if (VEC_K) {
-        // Texel indices: a k-contiguous operand advances one texel per 4 steps of k; otherwise by
-        // 4 steps of its k stride (stride / 4 texels each).
+        // Texel indices of the lane's 4 rows (columns) at k = 0.
         let at = ai >> vec4<u32>(2u);
         let bt = bi >> vec4<u32>(2u);
         let a_contig = (p.k_contig & 1u) != 0u;
@@ -105,9 +104,11 @@ fn matmul(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
         var t = 0u;
         for (; kk < p.k; kk += 4u) {
             // A k-contiguous operand: texel i is row (column) i's 4 steps, one texel further per
-            // 4 steps. Otherwise texel i is step i's 4 rows (columns), 4 k strides further per 4 steps.
-            let ta = select(vec4<u32>(at.x + t * p.a_cs) + vec4<u32>(0u, 1u, 2u, 3u) * (p.a_cs >> 2u), at + vec4<u32>(t), a_contig);
-            let tb = select(vec4<u32>(bt.x + t * p.b_rs) + vec4<u32>(0u, 1u, 2u, 3u) * (p.b_rs >> 2u), bt + vec4<u32>(t), b_contig);
+            // 4 steps. Otherwise texel i is step i's 4 rows (columns), 4 k strides further per 4
+            // steps (a k stride is stride / 4 texels).
+            let i4 = vec4<u32>(0u, 1u, 2u, 3u);
+            let ta = select(vec4<u32>(at.x + t * p.a_cs) + i4 * (p.a_cs >> 2u), at + vec4<u32>(t), a_contig);
+            let tb = select(vec4<u32>(bt.x + t * p.b_rs) + i4 * (p.b_rs >> 2u), bt + vec4<u32>(t), b_contig);
             let av = as_steps(a_texel(ta.x), a_texel(ta.y), a_texel(ta.z), a_texel(ta.w), a_contig);
             let bv = as_steps(b_texel(tb.x), b_texel(tb.y), b_texel(tb.z), b_texel(tb.w), b_contig);
             // Row block j's 4 rows at each step, from lane j (the lane index must be a constant).
