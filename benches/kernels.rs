@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use serde_json::{json, Value};
-use wgpu_diffusion::gpu::{Context, ContextOptions, Dispatch, Profiler, Tensor};
+use wgpu_diffusion::gpu::{median, Context, ContextOptions, Dispatch, Profiler, Tensor};
 use wgpu_diffusion::kernels::attention::{self, AttentionShape};
 use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Epilogue, Padding};
 use wgpu_diffusion::kernels::diffusion::{self as diff, StepCoeffs};
@@ -196,11 +196,6 @@ fn cases() -> Vec<Case> {
         }),
     });
     v
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn arg(args: &[String], flag: &str) -> Option<String> {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use clap::Args;
 use wgpu_diffusion::diffusion::{self, ChainInput, SamplerKind, SamplerPlan};
-use wgpu_diffusion::gpu::{Context, Profiler};
+use wgpu_diffusion::gpu::{median, Context, Profiler};
 use wgpu_diffusion::model::{arch, UNet};
 use wgpu_diffusion::{Error, Result};
 
@@ -34,11 +34,6 @@ pub struct BenchArgs {
     pub repeats: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {

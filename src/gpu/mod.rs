@@ -11,5 +11,5 @@ pub use buffers::{BufferPool, PooledBuffer, Tensor};
 pub use context::{list_adapters, AdapterSummary, BackendChoice, Context, ContextOptions};
 pub use dispatch::{grid, record_all, CopyOp, Cost, Dispatch};
 pub use pipelines::{Binding, KernelSpec, PipelineCache, ShaderSource};
-pub use profiler::Profiler;
+pub use profiler::{median, Profiler};
 pub use texels::{TexelCopy, TexelStaging, TEXELS_PER_ROW};

@@ -73,3 +73,9 @@ impl Profiler {
         Ok(out)
     }
 }
+
+/// The median of repeated timings (the upper middle one for an even count); sorts `v`.
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
