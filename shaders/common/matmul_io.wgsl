@@ -7,18 +7,21 @@
 // (texel % 1024, texel / 1024)): a texel fetch costs a fraction of a storage-buffer load on CPU
 // drivers, and goes through the texture cache on GPUs.
 
-// bias_mode and layout are uniforms, not override constants, so that matmuls differing only in
-// them share one pipeline (composed attention's two products do): a cold first call compiles it
-// once. bias_mode: 0 none, 1 + bias[n] per column, 2 + bias[m] per row, 3 * bias[batch, n] per
-// column (composed attention's softmax normalisation, 1 / sum per query). k_contig (the subgroup
-// kernel's four-steps-per-texel path): bit 0 A contiguous along k, bit 1 B contiguous along k.
+// k_contig (the subgroup kernel's four-steps-per-texel path: bit 0 A contiguous along k, bit 1 B)
+// is a uniform, not an override constant, so that matmuls differing only in it share one pipeline
+// (composed attention's two products do): a cold first call compiles it once.
 struct Params {
     m: u32, n: u32, k: u32, batch: u32,
-    a_bs: u32, a_rs: u32, a_cs: u32, bias_mode: u32,
+    a_bs: u32, a_rs: u32, a_cs: u32, _pad0: u32,
     b_bs: u32, b_rs: u32, b_cs: u32, k_contig: u32,
 }
 
 override WG_X: u32 = 16;      // column blocks (4 columns each) per workgroup
+// 0: none, 1: + bias[n] per column, 2: + bias[m] per row, 3: * bias[batch, n] per column
+// (composed attention: the scores' scale, then the softmax normalisation, 1 / sum per query).
+// An override: as a uniform, every mode's code is compiled into every matmul (~11% more compile
+// time, measured).
+override BIAS_MODE: u32 = 0u;
 override SILU: bool = false;
 // N a multiple of 4: every row of a block is one aligned vec4, and the by-value store path is
 // compiled out.
@@ -41,7 +44,7 @@ fn b_at(i: u32) -> f32 { return b_texel(i >> 2u)[i & 3u]; }
 var<private> col_terms: vec4<f32>;
 
 fn load_col_terms(cols: vec4<u32>, batch: u32) {
-    let mode = p.bias_mode;
+    let mode = BIAS_MODE;
     if (mode == 1u || mode == 3u) {
         let base = select(0u, batch * p.n, mode == 3u);
         col_terms = vec4<f32>(bias[base + cols.x], bias[base + cols.y], bias[base + cols.z], bias[base + cols.w]);
@@ -50,7 +53,7 @@ fn load_col_terms(cols: vec4<u32>, batch: u32) {
 
 // Bias, scale and SiLU for one row's 4 columns.
 fn epilogue(v: vec4<f32>, row: u32) -> vec4<f32> {
-    let mode = p.bias_mode;
+    let mode = BIAS_MODE;
     var r = v;
     if (mode == 1u) { r += col_terms; }
     if (mode == 2u) { r += vec4<f32>(bias[row]); }

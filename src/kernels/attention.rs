@@ -119,8 +119,18 @@ pub fn attention_composed(
     };
     let scores = scratch("attention scores", s.scores_len());
     let inv_sums = scratch("attention softmax sums", bh * t);
+    // The scale, once per key column: the scores' matmul applies it as a column scale, so that
+    // both matmuls are one pipeline (same override constants) and a cold first call compiles one.
+    let scales = {
+        use wgpu::util::DeviceExt;
+        ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("attention scale"),
+            contents: bytemuck::cast_slice(&vec![s.scale; (bh * t).div_ceil(4) * 4]),
+            usage: wgpu::BufferUsages::STORAGE,
+        })
+    };
     let head = d * t;
-    // scores[bh, i, j] = sum_d q[bh, d, i] k[bh, d, j]: A = q^T (rows along tokens), B = k.
+    // scores[bh, i, j] = scale * sum_d q[bh, d, i] k[bh, d, j]: A = q^T (rows along tokens), B = k.
     let qk = MatmulShape {
         batch: bh,
         m: t,
@@ -128,7 +138,7 @@ pub fn attention_composed(
         k: d,
         a: Strides { batch: head, row: 1, col: t },
         b: Strides { batch: head, row: t, col: 1 },
-        bias: Bias::None,
+        bias: Bias::ColumnScale,
         silu: false,
     };
     // out[bh, d, i] = sum_j v[bh, d, j] p[bh, i, j]: A = v, B = p^T; p is left unnormalised by
@@ -144,8 +154,8 @@ pub fn attention_composed(
         silu: false,
     };
     let mut list = vec![
-        matmul::matmul(ctx, &qk, q, k, None, &scores)?,
-        softmax::softmax_unnormalized(ctx, bh * t, t, s.scale, &scores, &scores, &inv_sums)?,
+        matmul::matmul(ctx, &qk, q, k, Some(&scales), &scores)?,
+        softmax::softmax_unnormalized(ctx, bh * t, t, 1.0, &scores, &scores, &inv_sums)?,
         matmul::matmul(ctx, &pv, v, &scores, Some(&inv_sums), out)?,
     ];
     for (dispatch, label) in list.iter_mut().zip(["attention.scores", "attention.softmax", "attention.mix"]) {

@@ -78,7 +78,7 @@ struct Params {
     a_bs: u32,
     a_rs: u32,
     a_cs: u32,
-    bias_mode: u32,
+    _pad0: u32,
     b_bs: u32,
     b_rs: u32,
     b_cs: u32,
@@ -145,7 +145,7 @@ pub fn matmul_variant(
         a_bs: s.a.batch as u32,
         a_rs: s.a.row as u32,
         a_cs: s.a.col as u32,
-        bias_mode,
+        _pad0: 0,
         b_bs: s.b.batch as u32,
         b_rs: s.b.row as u32,
         b_cs: s.b.col as u32,
@@ -162,6 +162,7 @@ pub fn matmul_variant(
     };
     let mut overrides = vec![
         ("WG_X", wg_x as f64),
+        ("BIAS_MODE", bias_mode as f64),
         ("SILU", s.silu as u8 as f64),
         ("ALIGNED", s.n.is_multiple_of(4) as u8 as f64),
     ];
