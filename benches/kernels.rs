@@ -58,7 +58,7 @@ fn conv_case(
             );
             let epi = Epilogue { bias: Some(&b.buffer), ..Default::default() };
             let d = conv2d::conv2d(ctx, &s, &x.buffer, &w.buffer, &epi, &o.buffer).expect("conv2d");
-            (vec![d], vec![x, w, b, o])
+            (d, vec![x, w, b, o])
         }),
     }
 }

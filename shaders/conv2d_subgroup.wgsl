@@ -46,6 +46,14 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
     let ih0 = vec4<i32>((r / p.wout) * p.stride) - i32(p.pad_top);
     let iw0 = vec4<i32>((r % p.wout) * p.stride) - i32(p.pad_left);
     let hw_in = vec4<u32>(p.h * p.w);
+    // The input channels this invocation sums: all, or its split's (see SPLIT).
+    var c_lo = 0u;
+    var c_hi = p.cin;
+    if (SPLIT) {
+        c_lo = wid.z * p.split_chans;
+        c_hi = min(p.cin, c_lo + p.split_chans);
+        out_base = wid.z * p.split_len;
+    }
     // The weight block this lane fetches for the subgroup (clamped: blocks past Cout4 are not stored).
     let my_block = min(cb0 + (lane & 7u), p.cout4 - 1u);
     let zero = Acc4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
@@ -62,15 +70,15 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
             let ih = ih0 + i32(kh);
             let iw = iw0 + i32(kw);
             let ok = (ih >= vec4<i32>(0)) & (ih < vec4<i32>(i32(p.h))) & (iw >= vec4<i32>(0)) & (iw < vec4<i32>(i32(p.w)));
-            var idx = select(vec4<u32>(0u), img + vec4<u32>(ih * i32(p.w) + iw), ok);
-            var widx = (kh * p.kw + kw) * p.cin * p.cout4 + my_block;
+            var idx = select(vec4<u32>(0u), img + vec4<u32>(ih * i32(p.w) + iw), ok) + c_lo * hw_in;
+            var widx = ((kh * p.kw + kw) * p.cin + c_lo) * p.cout4 + my_block;
             // ROWS4: the 4 inputs start at the first lane pixel's column; `shift` is where they
             // start within a texel (the same for every lane), t their first texel.
             let first = img.x + u32(max(ih.x, 0)) * p.w;
             let start = iw.x;
             let shift = u32(start & 3);
-            var t = (i32(first) + start - i32(shift)) / 4;
-            for (var ci = 0u; ci < p.cin; ci++) {
+            var t = (i32(first) + start - i32(shift)) / 4 + i32(c_lo * (hw_in.x / 4u));
+            for (var ci = c_lo; ci < c_hi; ci++) {
                 let mine = wt_at(widx);
                 var xv: vec4<f32>;
                 if (ROWS4) {

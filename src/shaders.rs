@@ -22,6 +22,7 @@ macro_rules! shader {
 
 shader!(CONV2D, "conv2d.wgsl", shared "conv2d_io.wgsl");
 shader!(CONV2D_SUBGROUP, "conv2d_subgroup.wgsl", shared "conv2d_io.wgsl");
+shader!(CONV2D_REDUCE, "conv2d_reduce.wgsl");
 shader!(MATMUL, "matmul.wgsl", shared "matmul_io.wgsl");
 shader!(MATMUL_SUBGROUP, "matmul_subgroup.wgsl", shared "matmul_io.wgsl");
 shader!(GROUP_NORM, "group_norm.wgsl");
@@ -33,9 +34,10 @@ shader!(DIFFUSION, "diffusion.wgsl");
 shader!(RNG, "rng.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 11] = [
+pub static ALL: [&ShaderSource; 12] = [
     &CONV2D,
     &CONV2D_SUBGROUP,
+    &CONV2D_REDUCE,
     &MATMUL,
     &MATMUL_SUBGROUP,
     &GROUP_NORM,

@@ -7,7 +7,9 @@ struct Params {
     n: u32, cin: u32, h: u32, w: u32,
     cout: u32, hout: u32, wout: u32, cout4: u32,
     kh: u32, kw: u32, stride: u32, pad_top: u32,
-    pad_left: u32, scale: f32, _pad0: u32, _pad1: u32,
+    // Split-K (subgroup kernel, SPLIT): input channels per split, and the floats between two
+    // splits' partial outputs.
+    pad_left: u32, scale: f32, split_chans: u32, split_len: u32,
 }
 
 override WG_X: u32 = 64;          // invocations per workgroup, along pixels
@@ -17,6 +19,12 @@ override HAS_RESIDUAL: bool = false;
 // Output maps whose H*W is a multiple of 4: every quad of pixels is one aligned vec4, and the
 // by-value store path is compiled out.
 override ALIGNED: bool = false;
+// Split-K: workgroup z sums input channels [z * split_chans, (z + 1) * split_chans) only, and
+// writes its partial output (no epilogue: the launcher switches it off) at z * split_len; the
+// reduce kernel (conv2d_reduce.wgsl) sums the splits and applies the epilogue. For GPUs, where a
+// small map leaves too few invocations to hide the loop's latency.
+override SPLIT: bool = false;
+var<private> out_base: u32 = 0u;
 
 // x and the packed weights are read as texels (see src/gpu/texels.rs): float i of a buffer is
 // component i % 4 of texel i / 4, at (texel % 1024, texel / 1024). A texel fetch costs a fraction
@@ -60,7 +68,7 @@ fn store_channel(v: vec4<f32>, first: u32, co: u32, npix: u32) {
         var y = v + vec4<f32>(add);
         if (HAS_CHANNEL_ADD) { y += vec4<f32>(chan_add[n * p.cout + co]); }
         if (HAS_RESIDUAL) { y += vec4<f32>(residual[off], residual[off + 1u], residual[off + 2u], residual[off + 3u]); }
-        out[off / 4u] = y * p.scale;
+        out[(out_base + off) / 4u] = y * p.scale;
         return;
     }
     for (var k = 0u; k < 4u; k++) {
@@ -71,7 +79,7 @@ fn store_channel(v: vec4<f32>, first: u32, co: u32, npix: u32) {
         var y = v[k] + add;
         if (HAS_CHANNEL_ADD) { y += chan_add[nk * p.cout + co]; }
         if (HAS_RESIDUAL) { y += residual[o]; }
-        out[o / 4u][o % 4u] = y * p.scale;
+        out[(out_base + o) / 4u][(out_base + o) % 4u] = y * p.scale;
     }
 }
 

@@ -3,7 +3,8 @@
 //! The device asks for the adapter's own limits (not wgpu's defaults) and every optional feature the
 //! engine can use that the adapter has: timestamps for the profiler, f16 and subgroups for kernels.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use super::buffers::{BufferPool, Tensor};
 use super::dispatch::{record_all, Dispatch};
@@ -118,6 +119,10 @@ pub struct Context {
     pub dummy: wgpu::Buffer,
     /// Staging textures for operands read as texels.
     pub texels: TexelStaging,
+    /// Scratch storage buffers shared by every dispatch that needs one only while it runs (split-K
+    /// conv2d partial outputs), one per power-of-two size: dispatches run in order, so reuse is
+    /// safe.
+    scratch: Mutex<HashMap<u64, wgpu::Buffer>>,
 }
 
 impl Context {
@@ -179,7 +184,30 @@ impl Context {
             limits,
             dummy,
             texels: TexelStaging::default(),
+            scratch: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// A shared scratch buffer of at least `floats` f32 (see `scratch`).
+    pub fn shared_scratch(&self, floats: usize) -> wgpu::Buffer {
+        let bytes = (4 * floats as u64).next_power_of_two().max(256);
+        let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
+        scratch
+            .entry(bytes)
+            .or_insert_with(|| {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("shared scratch"),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::STORAGE,
+                    mapped_at_creation: false,
+                })
+            })
+            .clone()
+    }
+
+    /// Bytes held by shared scratch buffers.
+    pub fn scratch_bytes(&self) -> u64 {
+        self.scratch.lock().unwrap_or_else(|p| p.into_inner()).keys().sum()
     }
 
     pub fn has(&self, feature: wgpu::Features) -> bool {

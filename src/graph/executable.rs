@@ -71,7 +71,7 @@ impl Executable {
         crate::gpu::record_all(enc, &self.dispatches);
     }
 
-    /// The dispatches of one op (attention is several).
+    /// The dispatches of one op (attention is several, and so is a split-K conv2d).
     fn lower(
         &self,
         ctx: &Context,
@@ -92,7 +92,7 @@ impl Executable {
                     residual: residual.map(b),
                     scale,
                 };
-                conv2d::conv2d(ctx, shape, b(x), w(weight.weight), &epi, y)
+                return conv2d::conv2d(ctx, shape, b(x), w(weight.weight), &epi, y);
             }
             Op::GroupNorm { x, ref shape, weight } => {
                 group_norm::group_norm(ctx, shape, b(x), w(weight.gamma), w(weight.beta), y)

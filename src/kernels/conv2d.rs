@@ -1,7 +1,7 @@
 //! conv2d (shaders/conv2d.wgsl): NCHW implicit GEMM with a fused bias / channel-add / residual /
 //! scale epilogue, and its CPU reference.
 
-use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
+use crate::gpu::{grid, Binding, Context, Cost, Dispatch, KernelSpec};
 pub use crate::kernels::Variant;
 use crate::kernels::{check_len, groups, use_subgroups};
 use crate::{bail_shape, Result};
@@ -20,6 +20,12 @@ static SPEC: KernelSpec = KernelSpec { shader: &crate::shaders::CONV2D, entry: "
 /// The same convolution sharing weights across a subgroup (conv2d_subgroup.wgsl).
 static SPEC_SUBGROUP: KernelSpec =
     KernelSpec { shader: &crate::shaders::CONV2D_SUBGROUP, entry: "conv2d", bindings: BINDINGS };
+/// Split-K's second pass: sums the splits' partial outputs and applies the epilogue.
+static SPEC_REDUCE: KernelSpec = KernelSpec {
+    shader: &crate::shaders::CONV2D_REDUCE,
+    entry: "conv2d_reduce",
+    bindings: &[Binding::Read, Binding::Read, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
+};
 
 /// Zero padding on each side. diffusers' `Downsample2D(padding=0)` pads only right and bottom.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -146,10 +152,40 @@ struct Params {
     pad_top: u32,
     pad_left: u32,
     scale: f32,
-    _pad: [u32; 2],
+    split_chans: u32,
+    split_len: u32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ReduceParams {
+    len: u32,
+    splits: u32,
+    split_len: u32,
+    hw: u32,
+    cout: u32,
+    groups_x: u32,
+    scale: f32,
+    _pad: u32,
+}
+
+/// Split-K: the input channels of each split, and the floats between two splits' partial outputs.
+#[derive(Clone, Copy, Debug)]
+struct Split {
+    splits: usize,
+    chans: usize,
+    len: usize,
+}
+
+/// Invocations (subgroup kernel) that keep a large GPU busy; fewer and the conv is split along
+/// its input channels.
+const GPU_BUSY_INVOCATIONS: usize = 32 * 1024;
+/// A split keeps at least this many steps (input channels x taps) of the reduction loop.
+const MIN_SPLIT_STEPS: usize = 64;
+const MAX_SPLITS: usize = 64;
+
 /// conv2d of `x` [N, Cin, H, W] with a packed weight (see `pack_weight`) into `out` [N, Cout, Ho, Wo].
+/// One dispatch, or two where a GPU would be left idle (see `auto_splits`).
 pub fn conv2d(
     ctx: &Context,
     s: &Conv2dShape,
@@ -157,28 +193,89 @@ pub fn conv2d(
     packed_weight: &wgpu::Buffer,
     epilogue: &Epilogue,
     out: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    conv2d_variant(ctx, Variant::Auto, s, x, packed_weight, epilogue, out)
+) -> Result<Vec<Dispatch>> {
+    match auto_splits(ctx, s)? {
+        splits if splits > 1 => conv2d_split(ctx, s, x, packed_weight, epilogue, out, splits),
+        _ => Ok(vec![conv2d_variant(ctx, Variant::Auto, s, x, packed_weight, epilogue, out)?]),
+    }
 }
 
-/// `conv2d` with the kernel chosen by the caller (tests run both).
-pub fn conv2d_variant(
+/// How many input-channel splits `conv2d` uses: 1 on CPU drivers (their few cores are busy with
+/// any grid) and where the subgroup kernel is not used; on GPUs, enough to give small maps
+/// GPU_BUSY_INVOCATIONS invocations, each split keeping MIN_SPLIT_STEPS loop steps.
+pub fn auto_splits(ctx: &Context, s: &Conv2dShape) -> Result<usize> {
+    let (hout, wout) = s.out_hw()?;
+    if ctx.is_cpu() || !use_subgroups(ctx, Variant::Auto, s.cout4() >= 8, "conv2d")? {
+        return Ok(1);
+    }
+    let invocations = (s.n * hout * wout).div_ceil(4) * s.cout4().div_ceil(8);
+    let max_splits = (s.cin * s.kh * s.kw / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
+    Ok((GPU_BUSY_INVOCATIONS / invocations.max(1)).clamp(1, max_splits))
+}
+
+/// conv2d as split-K on the subgroup kernel: `splits` dispatches' worth of workgroups each sum a
+/// range of input channels into a shared scratch buffer, then conv2d_reduce.wgsl sums the ranges
+/// and applies the epilogue. `conv2d` picks it on GPUs; tests force it on any adapter.
+pub fn conv2d_split(
     ctx: &Context,
-    variant: Variant,
     s: &Conv2dShape,
     x: &wgpu::Buffer,
     packed_weight: &wgpu::Buffer,
     epilogue: &Epilogue,
     out: &wgpu::Buffer,
-) -> Result<Dispatch> {
+    splits: usize,
+) -> Result<Vec<Dispatch>> {
     let (hout, wout) = s.out_hw()?;
-    if s.n == 0 || s.cin == 0 || s.cout == 0 {
-        bail_shape!("conv2d: empty shape {s:?}");
-    }
-    let (in_len, out_len) = (s.n * s.cin * s.h * s.w, s.n * s.cout * hout * wout);
-    check_len("conv2d", "input", x, in_len)?;
-    check_len("conv2d", "weight", packed_weight, s.packed_weight_len())?;
+    let out_len = s.n * s.cout * hout * wout;
+    let chans = s.cin.div_ceil(splits.clamp(1, s.cin.max(1)));
+    let split = Split { splits: s.cin.div_ceil(chans), chans, len: out_len.div_ceil(4) * 4 };
+    check_epilogue(s, out_len, epilogue)?;
     check_len("conv2d", "output", out, out_len)?;
+    let scratch_floats = split.splits * split.len;
+    if 4 * scratch_floats as u64 > ctx.limits.max_storage_buffer_binding_size {
+        bail_shape!(
+            "conv2d: {} splits of {out_len} outputs exceed the device's storage binding size",
+            split.splits
+        );
+    }
+    let scratch = ctx.shared_scratch(scratch_floats);
+    let partial = Epilogue { bias: None, channel_add: None, residual: None, scale: 1.0 };
+    let first = launch(ctx, Variant::Subgroup, s, x, packed_weight, &partial, &scratch, Some(split))?;
+    let params = ReduceParams {
+        len: out_len as u32,
+        splits: split.splits as u32,
+        split_len: split.len as u32,
+        hw: (hout * wout) as u32,
+        cout: s.cout as u32,
+        groups_x: 0,
+        scale: epilogue.scale,
+        _pad: 0,
+    };
+    let workgroups = grid(groups(out_len, 256), ctx.limits.max_compute_workgroups_per_dimension);
+    let params = ctx.uniform(&ReduceParams { groups_x: workgroups[0], ..params });
+    let dummy = &ctx.dummy;
+    let reduce = ctx.dispatch(
+        &SPEC_REDUCE,
+        &[
+            ("HAS_BIAS", epilogue.bias.is_some() as u8 as f64),
+            ("HAS_CHANNEL_ADD", epilogue.channel_add.is_some() as u8 as f64),
+            ("HAS_RESIDUAL", epilogue.residual.is_some() as u8 as f64),
+        ],
+        &[
+            &scratch,
+            epilogue.bias.unwrap_or(dummy),
+            epilogue.channel_add.unwrap_or(dummy),
+            epilogue.residual.unwrap_or(dummy),
+            out,
+            &params,
+        ],
+        workgroups,
+        Cost { flops: scratch_floats as u64, bytes: 4 * (scratch_floats + out_len) as u64 },
+    )?;
+    Ok(vec![first, reduce])
+}
+
+fn check_epilogue(s: &Conv2dShape, out_len: usize, epilogue: &Epilogue) -> Result<()> {
     if let Some(b) = epilogue.bias {
         check_len("conv2d", "bias", b, s.cout)?;
     }
@@ -188,6 +285,42 @@ pub fn conv2d_variant(
     if let Some(b) = epilogue.residual {
         check_len("conv2d", "residual", b, out_len)?;
     }
+    Ok(())
+}
+
+/// One conv2d dispatch with the kernel chosen by the caller (tests run both), no split.
+pub fn conv2d_variant(
+    ctx: &Context,
+    variant: Variant,
+    s: &Conv2dShape,
+    x: &wgpu::Buffer,
+    packed_weight: &wgpu::Buffer,
+    epilogue: &Epilogue,
+    out: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    launch(ctx, variant, s, x, packed_weight, epilogue, out, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    ctx: &Context,
+    variant: Variant,
+    s: &Conv2dShape,
+    x: &wgpu::Buffer,
+    packed_weight: &wgpu::Buffer,
+    epilogue: &Epilogue,
+    out: &wgpu::Buffer,
+    split: Option<Split>,
+) -> Result<Dispatch> {
+    let (hout, wout) = s.out_hw()?;
+    if s.n == 0 || s.cin == 0 || s.cout == 0 {
+        bail_shape!("conv2d: empty shape {s:?}");
+    }
+    let (in_len, out_len) = (s.n * s.cin * s.h * s.w, s.n * s.cout * hout * wout);
+    check_len("conv2d", "input", x, in_len)?;
+    check_len("conv2d", "weight", packed_weight, s.packed_weight_len())?;
+    check_len("conv2d", "output", out, split.map_or(out_len, |sp| sp.splits * sp.len))?;
+    check_epilogue(s, out_len, epilogue)?;
     let cout4 = s.cout4();
     let npix = s.n * hout * wout;
     // With subgroups of 8 or more lanes and at least 8 channel blocks, the subgroup kernel shares
@@ -213,7 +346,8 @@ pub fn conv2d_variant(
         pad_top: s.pad.top as u32,
         pad_left: s.pad.left as u32,
         scale: epilogue.scale,
-        _pad: [0; 2],
+        split_chans: split.map_or(0, |sp| sp.chans as u32),
+        split_len: split.map_or(0, |sp| sp.len as u32),
     });
     let dummy = &ctx.dummy;
     let mut overrides = vec![
@@ -228,6 +362,9 @@ pub fn conv2d_variant(
         // and read 4 consecutive input values per tap (measured: ref-conv2d-b8 ~28% faster).
         let rows4 = s.stride == 1 && s.w.is_multiple_of(4) && wout.is_multiple_of(4);
         overrides.push(("ROWS4", rows4 as u8 as f64));
+        overrides.push(("SPLIT", split.is_some() as u8 as f64));
+    } else if split.is_some() {
+        bail_shape!("conv2d: split-K needs the subgroup kernel");
     }
     let bytes =
         4 * (in_len + s.packed_weight_len() + out_len * (1 + epilogue.residual.is_some() as usize)) as u64;
@@ -244,7 +381,7 @@ pub fn conv2d_variant(
             &params,
         ],
         &[in_len, s.packed_weight_len()],
-        [groups(npix, pix_per * wg_x), groups(cout4, blocks_per), 1],
+        [groups(npix, pix_per * wg_x), groups(cout4, blocks_per), split.map_or(1, |sp| sp.splits as u32)],
         Cost { flops: s.flops(), bytes },
     )
 }

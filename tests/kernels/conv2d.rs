@@ -24,6 +24,17 @@ fn check(s: Conv2dShape, f: Flags, seed: u64) {
 }
 
 fn check_variant(s: Conv2dShape, f: Flags, seed: u64, variant: Variant) {
+    check_launch(s, f, seed, Launch::One(variant));
+}
+
+/// How the conv runs: one dispatch of a kernel variant, or split-K with this many splits.
+#[derive(Clone, Copy, Debug)]
+enum Launch {
+    One(Variant),
+    Split(usize),
+}
+
+fn check_launch(s: Conv2dShape, f: Flags, seed: u64, launch: Launch) {
     let c = ctx();
     let mut r = rng(seed);
     let out_len = s.out_len().expect("valid shape");
@@ -50,8 +61,16 @@ fn check_variant(s: Conv2dShape, f: Flags, seed: u64, variant: Variant) {
         residual: f.residual.then_some(&*rt.buffer),
         scale: f.scale,
     };
-    run(conv2d::conv2d_variant(c, variant, &s, &xt.buffer, &wt.buffer, &epi, &out.buffer).unwrap());
-    assert_close(&format!("conv2d {variant:?} {s:?}"), &read(&out), &want, RTOL);
+    let dispatches = match launch {
+        Launch::One(variant) => {
+            vec![conv2d::conv2d_variant(c, variant, &s, &xt.buffer, &wt.buffer, &epi, &out.buffer).unwrap()]
+        }
+        Launch::Split(n) => {
+            conv2d::conv2d_split(c, &s, &xt.buffer, &wt.buffer, &epi, &out.buffer, n).unwrap()
+        }
+    };
+    c.run(&dispatches);
+    assert_close(&format!("conv2d {launch:?} {s:?}"), &read(&out), &want, RTOL);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -178,6 +197,41 @@ fn conv2d_random_shapes() {
             scale: if r.random_bool(0.5) { 1.0 } else { 0.7 },
         };
         check(s, f, 1000 + seed);
+    }
+}
+
+#[test]
+fn conv2d_split_k_matches_the_reference() {
+    // Split-K (what `conv2d` picks on GPUs for small maps): partial sums over input-channel ranges,
+    // then a reduce pass with the epilogue. Splits that divide Cin and splits that do not, more
+    // splits than channels, stride 2, whole-texel rows and not, every epilogue input.
+    if !wgpu_diffusion::kernels::has_subgroup_kernels(ctx()) {
+        eprintln!("no subgroups of 8+ lanes on this adapter: split-K conv2d is not tested here");
+        return;
+    }
+    let all = Flags { bias: true, channel_add: true, residual: true, scale: 0.5 };
+    check_launch(shape(1, 16, 4, 4, 64, 3, 1, Padding::same(1)), PLAIN, 60, Launch::Split(4));
+    check_launch(shape(2, 13, 8, 8, 36, 3, 1, Padding::same(1)), all, 61, Launch::Split(5));
+    check_launch(shape(1, 3, 5, 7, 33, 3, 1, Padding::same(1)), all, 62, Launch::Split(8));
+    check_launch(shape(2, 10, 9, 9, 40, 3, 2, Padding::right_bottom(1)), all, 63, Launch::Split(3));
+    check_launch(shape(1, 24, 4, 4, 32, 1, 1, Padding::default()), PLAIN, 64, Launch::Split(24));
+    let f = Flags { bias: false, channel_add: true, residual: false, scale: 1.0 };
+    check_launch(shape(3, 9, 6, 12, 48, 3, 1, Padding::same(1)), f, 65, Launch::Split(2));
+}
+
+#[test]
+fn conv2d_picks_split_k_only_on_gpus() {
+    let c = ctx();
+    let small = shape(1, 256, 4, 4, 256, 3, 1, Padding::same(1));
+    let splits = conv2d::auto_splits(c, &small).unwrap();
+    if c.is_cpu() || !wgpu_diffusion::kernels::has_subgroup_kernels(c) {
+        assert_eq!(splits, 1, "CPU drivers and adapters without the subgroup kernel do not split");
+    } else {
+        assert!(splits > 1, "a 4x4 map leaves a GPU idle: {splits} split(s)");
+        let big = shape(16, 128, 64, 64, 128, 3, 1, Padding::same(1));
+        assert_eq!(conv2d::auto_splits(c, &big).unwrap(), 1, "a large grid needs no split");
+        let few_channels = shape(1, 4, 4, 4, 64, 3, 1, Padding::same(1));
+        assert_eq!(conv2d::auto_splits(c, &few_channels).unwrap(), 1, "36 steps are too few to split");
     }
 }
 
