@@ -107,8 +107,8 @@ fn matmul_case(name: &str, m: usize, n: usize, k: usize) -> Case {
         shape: format!("{m}x{k} @ {k}x{n}"),
         build: Box::new(move |ctx| {
             let (a, b, c) = (zeros(ctx, m * k), zeros(ctx, k * n), zeros(ctx, m * n));
-            let d = matmul::matmul(ctx, &s, &a.buffer, &b.buffer, None, &c.buffer).expect("matmul");
-            (vec![d], vec![a, b, c])
+            let d = matmul::matmul_auto(ctx, &s, &a.buffer, &b.buffer, None, &c.buffer).expect("matmul");
+            (d, vec![a, b, c])
         }),
     }
 }

@@ -11,19 +11,29 @@ override WG_Y: u32 = 4;      // row blocks per workgroup
 fn matmul(@builtin(global_invocation_id) gid: vec3<u32>) {
     let col0 = gid.x * 4u;
     let row0 = gid.y * 4u;
-    let batch = gid.z;
+    var batch = gid.z;
+    // The steps of k this invocation sums: all, or its split's (see SPLIT).
+    var k_lo = 0u;
+    var k_hi = p.k;
+    if (SPLIT) {
+        let split = gid.z / p.batch;
+        batch = gid.z % p.batch;
+        k_lo = split * p.split_k;
+        k_hi = min(p.k, k_lo + p.split_k);
+        out_base = split * ((p.batch * p.m * p.n + 3u) / 4u * 4u);
+    }
     // No exit before the loop (after a divergent one, CPU drivers run every load lane by lane):
     // rows and columns past the edge are clamped for loading and skipped when storing.
     let rows = min(vec4<u32>(row0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u));
     let cols = min(vec4<u32>(col0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u));
-    var ai = batch * p.a_bs + rows * p.a_rs;
-    var bi = batch * p.b_bs + cols * p.b_cs;
+    var ai = batch * p.a_bs + rows * p.a_rs + vec4<u32>(k_lo * p.a_cs);
+    var bi = batch * p.b_bs + cols * p.b_cs + vec4<u32>(k_lo * p.b_rs);
 
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var kk = 0u; kk < p.k; kk++) {
+    for (var kk = k_lo; kk < k_hi; kk++) {
         let av = vec4<f32>(a_at(ai.x), a_at(ai.y), a_at(ai.z), a_at(ai.w));
         let bv = vec4<f32>(b_at(bi.x), b_at(bi.y), b_at(bi.z), b_at(bi.w));
         acc0 = fma(vec4<f32>(av.x), bv, acc0);

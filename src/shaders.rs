@@ -25,6 +25,7 @@ shader!(CONV2D_SUBGROUP, "conv2d_subgroup.wgsl", shared "conv2d_io.wgsl");
 shader!(CONV2D_REDUCE, "conv2d_reduce.wgsl");
 shader!(MATMUL, "matmul.wgsl", shared "matmul_io.wgsl");
 shader!(MATMUL_SUBGROUP, "matmul_subgroup.wgsl", shared "matmul_io.wgsl");
+shader!(MATMUL_REDUCE, "matmul_reduce.wgsl");
 shader!(GROUP_NORM, "group_norm.wgsl");
 shader!(ATTENTION, "attention.wgsl");
 shader!(SOFTMAX, "softmax.wgsl");
@@ -34,12 +35,13 @@ shader!(DIFFUSION, "diffusion.wgsl");
 shader!(RNG, "rng.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 12] = [
+pub static ALL: [&ShaderSource; 13] = [
     &CONV2D,
     &CONV2D_SUBGROUP,
     &CONV2D_REDUCE,
     &MATMUL,
     &MATMUL_SUBGROUP,
+    &MATMUL_REDUCE,
     &GROUP_NORM,
     &ATTENTION,
     &SOFTMAX,

@@ -12,7 +12,7 @@
 // (composed attention's two products do): a cold first call compiles it once.
 struct Params {
     m: u32, n: u32, k: u32, batch: u32,
-    a_bs: u32, a_rs: u32, a_cs: u32, _pad0: u32,
+    a_bs: u32, a_rs: u32, a_cs: u32, split_k: u32, // split_k: steps of k per split (SPLIT)
     b_bs: u32, b_rs: u32, b_cs: u32, k_contig: u32,
 }
 
@@ -23,6 +23,13 @@ override WG_X: u32 = 16;      // column blocks (4 columns each) per workgroup
 // time, measured).
 override BIAS_MODE: u32 = 0u;
 override SILU: bool = false;
+// Split-K (portable kernel): workgroup z = split * batch + batch entry sums steps
+// [split * split_k, (split + 1) * split_k) of k only, and writes its partial C (no epilogue: the
+// launcher switches it off) at split * round4(batch * M * N); matmul_reduce.wgsl sums the splits
+// and applies the epilogue. For GPUs, where few rows (a time-embedding Linear has one) leave too
+// few invocations to hide the k loop's latency.
+override SPLIT: bool = false;
+var<private> out_base: u32 = 0u;
 // N a multiple of 4: every row of a block is one aligned vec4, and the by-value store path is
 // compiled out.
 override ALIGNED: bool = false;
@@ -75,10 +82,10 @@ fn store_row(v: vec4<f32>, row: u32, col0: u32, out0: u32) {
     let o = out0 + row * p.n + col0;
     let y = epilogue(v, row);
     if (ALIGNED || (col0 + 3u < p.n && o % 4u == 0u)) {
-        c[o / 4u] = y;
+        c[(out_base + o) / 4u] = y;
         return;
     }
     for (var j = 0u; j < min(4u, p.n - col0); j++) {
-        c[(o + j) / 4u][(o + j) % 4u] = y[j];
+        c[(out_base + o + j) / 4u][(out_base + o + j) % 4u] = y[j];
     }
 }

@@ -97,17 +97,19 @@ impl Executable {
             Op::GroupNorm { x, ref shape, weight } => {
                 group_norm::group_norm(ctx, shape, b(x), w(weight.gamma), w(weight.beta), y)
             }
-            Op::Linear { x, rows, weight, silu } => matmul::linear(
-                ctx,
-                rows,
-                weight.fin,
-                weight.fout,
-                silu,
-                b(x),
-                w(weight.weight),
-                weight.bias.map(w),
-                y,
-            ),
+            Op::Linear { x, rows, weight, silu } => {
+                return matmul::linear(
+                    ctx,
+                    rows,
+                    weight.fin,
+                    weight.fout,
+                    silu,
+                    b(x),
+                    w(weight.weight),
+                    weight.bias.map(w),
+                    y,
+                )
+            }
             Op::Attention { q, k, v, ref shape } => {
                 return attention::attention(ctx, shape, b(q), b(k), b(v), y)
             }

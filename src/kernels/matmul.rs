@@ -1,6 +1,6 @@
 //! matmul (shaders/matmul.wgsl): batched, strided C = A @ B (+ bias) (SiLU), and `linear` on top of it.
 
-use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
+use crate::gpu::{grid, Binding, Context, Cost, Dispatch, KernelSpec};
 use crate::kernels::{check_len, groups, use_subgroups, Variant};
 use crate::{bail_shape, Result};
 
@@ -11,6 +11,31 @@ static SPEC: KernelSpec = KernelSpec { shader: &crate::shaders::MATMUL, entry: "
 /// The same matmul sharing A across a subgroup (matmul_subgroup.wgsl).
 static SPEC_SUBGROUP: KernelSpec =
     KernelSpec { shader: &crate::shaders::MATMUL_SUBGROUP, entry: "matmul", bindings: BINDINGS };
+
+/// Split-K's second pass: sums the splits' partial C and applies the epilogue.
+static SPEC_REDUCE: KernelSpec = KernelSpec {
+    shader: &crate::shaders::MATMUL_REDUCE,
+    entry: "matmul_reduce",
+    bindings: &[Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ReduceParams {
+    len: u32,
+    splits: u32,
+    split_len: u32,
+    m: u32,
+    n: u32,
+    groups_x: u32,
+    _pad: [u32; 2],
+}
+
+/// Invocations (portable kernel) that keep a large GPU busy; fewer and the matmul is split along k.
+const GPU_BUSY_INVOCATIONS: usize = 32 * 1024;
+/// A split keeps at least this many steps of k.
+const MIN_SPLIT_STEPS: usize = 32;
+const MAX_SPLITS: usize = 64;
 
 /// How an operand is laid out: element (b, r, c) is at `b * batch + r * row + c * col`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,7 +103,7 @@ struct Params {
     a_bs: u32,
     a_rs: u32,
     a_cs: u32,
-    _pad0: u32,
+    split_k: u32,
     b_bs: u32,
     b_rs: u32,
     b_cs: u32,
@@ -100,7 +125,94 @@ pub fn matmul(
     matmul_variant(ctx, Variant::Auto, s, a, b, bias, c)
 }
 
-/// `matmul` with the kernel chosen by the caller (tests run both).
+/// `matmul` as the graph runs it: one dispatch, or split-K where a GPU would be left idle (see
+/// `auto_splits`).
+pub fn matmul_auto(
+    ctx: &Context,
+    s: &MatmulShape,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    c: &wgpu::Buffer,
+) -> Result<Vec<Dispatch>> {
+    match auto_splits(ctx, s)? {
+        splits if splits > 1 => matmul_split(ctx, s, a, b, bias, c, splits),
+        _ => Ok(vec![matmul(ctx, s, a, b, bias, c)?]),
+    }
+}
+
+/// How many k splits `matmul_auto` uses: 1 on CPU drivers and where the subgroup kernel runs
+/// (32 rows or more); on GPUs, enough to give few-row products (a time-embedding Linear has one
+/// row) GPU_BUSY_INVOCATIONS invocations, each split keeping MIN_SPLIT_STEPS steps of k.
+pub fn auto_splits(ctx: &Context, s: &MatmulShape) -> Result<usize> {
+    if ctx.is_cpu() || use_subgroups(ctx, Variant::Auto, s.m >= 32, "matmul")? {
+        return Ok(1);
+    }
+    let invocations = s.n.div_ceil(4) * s.m.div_ceil(4) * s.batch;
+    let max_splits = (s.k / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
+    Ok((GPU_BUSY_INVOCATIONS / invocations.max(1)).clamp(1, max_splits))
+}
+
+/// matmul as split-K on the portable kernel: each split sums a range of k into a shared scratch
+/// buffer, then matmul_reduce.wgsl sums the ranges and applies the epilogue. `matmul_auto` picks
+/// it on GPUs; tests force it on any adapter.
+pub fn matmul_split(
+    ctx: &Context,
+    s: &MatmulShape,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    c: &wgpu::Buffer,
+    splits: usize,
+) -> Result<Vec<Dispatch>> {
+    let bias_mode = check_bias(s, bias)?;
+    let c_len = s.batch * s.m * s.n;
+    check_len("matmul", "C", c, c_len)?;
+    let split_k = s.k.div_ceil(splits.clamp(1, s.k.max(1)));
+    let splits = s.k.div_ceil(split_k.max(1));
+    let split_len = c_len.div_ceil(4) * 4;
+    let scratch_floats = splits * split_len;
+    if 4 * scratch_floats as u64 > ctx.limits.max_storage_buffer_binding_size {
+        bail_shape!("matmul: {splits} splits of {c_len} outputs exceed the device's storage binding size");
+    }
+    let scratch = ctx.shared_scratch(scratch_floats);
+    let partial = MatmulShape { bias: Bias::None, silu: false, ..*s };
+    let first = launch(ctx, Variant::Portable, &partial, a, b, None, &scratch, Some((splits, split_k)))?;
+    let workgroups = grid(groups(c_len, 256), ctx.limits.max_compute_workgroups_per_dimension);
+    let params = ctx.uniform(&ReduceParams {
+        len: c_len as u32,
+        splits: splits as u32,
+        split_len: split_len as u32,
+        m: s.m as u32,
+        n: s.n as u32,
+        groups_x: workgroups[0],
+        _pad: [0; 2],
+    });
+    let reduce = ctx.dispatch(
+        &SPEC_REDUCE,
+        &[("BIAS_MODE", bias_mode as f64), ("SILU", s.silu as u8 as f64)],
+        &[&scratch, bias.unwrap_or(&ctx.dummy), c, &params],
+        workgroups,
+        Cost { flops: scratch_floats as u64, bytes: 4 * (scratch_floats + c_len) as u64 },
+    )?;
+    Ok(vec![first, reduce])
+}
+
+/// The bias mode the kernels take (0 none, 1 per column, 2 per row, 3 column scale), its buffer
+/// checked.
+fn check_bias(s: &MatmulShape, bias: Option<&wgpu::Buffer>) -> Result<u32> {
+    Ok(match (s.bias, bias) {
+        (Bias::None, _) => 0,
+        (Bias::PerColumn, Some(buf)) => check_len("matmul", "bias", buf, s.n).map(|_| 1)?,
+        (Bias::PerRow, Some(buf)) => check_len("matmul", "bias", buf, s.m).map(|_| 2)?,
+        (Bias::ColumnScale, Some(buf)) => {
+            check_len("matmul", "column scale", buf, s.batch * s.n).map(|_| 3)?
+        }
+        (_, None) => bail_shape!("matmul: {:?} bias asked for but no bias buffer given", s.bias),
+    })
+}
+
+/// `matmul` with the kernel chosen by the caller (tests run both), one dispatch.
 pub fn matmul_variant(
     ctx: &Context,
     variant: Variant,
@@ -110,6 +222,21 @@ pub fn matmul_variant(
     bias: Option<&wgpu::Buffer>,
     c: &wgpu::Buffer,
 ) -> Result<Dispatch> {
+    launch(ctx, variant, s, a, b, bias, c, None)
+}
+
+/// One matmul dispatch; `split`: (splits, steps of k per split) for split-K's first pass.
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    ctx: &Context,
+    variant: Variant,
+    s: &MatmulShape,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    bias: Option<&wgpu::Buffer>,
+    c: &wgpu::Buffer,
+    split: Option<(usize, usize)>,
+) -> Result<Dispatch> {
     if s.batch == 0 || s.m == 0 || s.n == 0 || s.k == 0 {
         bail_shape!("matmul: empty shape {s:?}");
     }
@@ -117,16 +244,9 @@ pub fn matmul_variant(
     let (a_len, b_len) = (s.a.max_index(s.batch, s.m, s.k) + 1, s.b.max_index(s.batch, s.k, s.n) + 1);
     check_len("matmul", "A", a, a_len)?;
     check_len("matmul", "B", b, b_len)?;
-    check_len("matmul", "C", c, s.batch * s.m * s.n)?;
-    let bias_mode = match (s.bias, bias) {
-        (Bias::None, _) => 0,
-        (Bias::PerColumn, Some(buf)) => check_len("matmul", "bias", buf, s.n).map(|_| 1)?,
-        (Bias::PerRow, Some(buf)) => check_len("matmul", "bias", buf, s.m).map(|_| 2)?,
-        (Bias::ColumnScale, Some(buf)) => {
-            check_len("matmul", "column scale", buf, s.batch * s.n).map(|_| 3)?
-        }
-        (_, None) => bail_shape!("matmul: {:?} bias asked for but no bias buffer given", s.bias),
-    };
+    let c_len = split.map_or(1, |(splits, _)| splits) * (s.batch * s.m * s.n).div_ceil(4) * 4;
+    check_len("matmul", "C", c, split.map_or(s.batch * s.m * s.n, |_| c_len))?;
+    let bias_mode = check_bias(s, bias)?;
     // The subgroup kernel: 4 columns x 32 rows per invocation, a workgroup row of up to 64
     // invocations over columns per 32 rows. The portable one: 4x4 per invocation, 16x4 workgroups.
     let subgroups = use_subgroups(ctx, variant, s.m >= 32, "matmul")?;
@@ -145,7 +265,7 @@ pub fn matmul_variant(
         a_bs: s.a.batch as u32,
         a_rs: s.a.row as u32,
         a_cs: s.a.col as u32,
-        _pad0: 0,
+        split_k: split.map_or(0, |(_, k)| k as u32),
         b_bs: s.b.batch as u32,
         b_rs: s.b.row as u32,
         b_cs: s.b.col as u32,
@@ -158,7 +278,8 @@ pub fn matmul_variant(
         let wg_x = s.n.div_ceil(4).next_power_of_two().clamp(8, 64);
         (&SPEC_SUBGROUP, wg_x, [groups(s.n, 4 * wg_x), groups(s.m, 32), s.batch as u32])
     } else {
-        (&SPEC, WG_X, [groups(s.n, 4 * WG_X), groups(s.m, 4 * wg_y), s.batch as u32])
+        let z = s.batch * split.map_or(1, |(splits, _)| splits);
+        (&SPEC, WG_X, [groups(s.n, 4 * WG_X), groups(s.m, 4 * wg_y), z as u32])
     };
     let mut overrides = vec![
         ("WG_X", wg_x as f64),
@@ -167,9 +288,13 @@ pub fn matmul_variant(
         ("ALIGNED", s.n.is_multiple_of(4) as u8 as f64),
     ];
     if subgroups {
+        if split.is_some() {
+            bail_shape!("matmul: split-K runs on the portable kernel");
+        }
         overrides.push(("VEC_K", vec_k as u8 as f64));
     } else {
         overrides.push(("WG_Y", wg_y as f64));
+        overrides.push(("SPLIT", split.is_some() as u8 as f64));
     }
     let bytes = 4 * (s.batch * (s.m * s.k + s.k * s.n + s.m * s.n)) as u64;
     ctx.dispatch_texels(
@@ -194,7 +319,7 @@ pub fn linear(
     weight: &wgpu::Buffer,
     bias: Option<&wgpu::Buffer>,
     y: &wgpu::Buffer,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     let shape = MatmulShape {
         batch: 1,
         m: rows,
@@ -205,7 +330,7 @@ pub fn linear(
         bias: if bias.is_some() { Bias::PerColumn } else { Bias::None },
         silu,
     };
-    matmul(ctx, &shape, x, weight, bias, y)
+    matmul_auto(ctx, &shape, x, weight, bias, y)
 }
 
 /// Plain reference of `matmul` over the same strided operands.

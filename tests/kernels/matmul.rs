@@ -22,6 +22,12 @@ fn check(s: MatmulShape, seed: u64) {
         run(matmul::matmul_variant(ctx(), v, &s, &at.buffer, &bt.buffer, bias_buf, &c.buffer).unwrap());
         assert_close(&format!("matmul {v:?} {s:?}"), &read(&c), &want, RTOL);
     }
+    // Split-K (what GPUs run for few rows): k split evenly or not, more splits than steps.
+    for splits in [2, 3, 7] {
+        let d = matmul::matmul_split(ctx(), &s, &at.buffer, &bt.buffer, bias_buf, &c.buffer, splits).unwrap();
+        ctx().run(&d);
+        assert_close(&format!("matmul split-K x{splits} {s:?}"), &read(&c), &want, RTOL);
+    }
 }
 
 fn dense(batch: usize, m: usize, n: usize, k: usize) -> MatmulShape {
@@ -139,18 +145,58 @@ fn linear_matches_pytorch_layout() {
             })
             .collect();
         let (xt, wt, bt, y) = (upload(&x), upload(&w), upload(&b), output(rows * fout));
-        run(matmul::linear(
-            ctx(),
-            rows,
-            fin,
-            fout,
-            silu,
-            &xt.buffer,
-            &wt.buffer,
-            Some(&bt.buffer),
-            &y.buffer,
-        )
-        .unwrap());
+        ctx().run(
+            &matmul::linear(
+                ctx(),
+                rows,
+                fin,
+                fout,
+                silu,
+                &xt.buffer,
+                &wt.buffer,
+                Some(&bt.buffer),
+                &y.buffer,
+            )
+            .unwrap(),
+        );
         assert_close("linear", &read(&y), &want, RTOL);
+        // And split-K on the same Linear, as a GPU runs a time-embedding projection.
+        let shape = MatmulShape {
+            batch: 1,
+            m: rows,
+            n: fout,
+            k: fin,
+            a: Strides::row_major(rows, fin),
+            b: Strides::transposed(fin, fout),
+            bias: Bias::PerColumn,
+            silu,
+        };
+        let y2 = output(rows * fout);
+        let d = matmul::matmul_split(ctx(), &shape, &xt.buffer, &wt.buffer, Some(&bt.buffer), &y2.buffer, 4)
+            .unwrap();
+        ctx().run(&d);
+        assert_close("linear split-K", &read(&y2), &want, RTOL);
+    }
+}
+
+#[test]
+fn matmul_picks_split_k_only_on_gpus() {
+    let c = ctx();
+    let temb = MatmulShape {
+        a: Strides::row_major(1, 512),
+        b: Strides::transposed(512, 256),
+        ..dense(1, 1, 256, 512)
+    };
+    let splits = matmul::auto_splits(c, &temb).unwrap();
+    if c.is_cpu() {
+        assert_eq!(splits, 1, "CPU drivers do not split");
+    } else {
+        assert!(splits > 1, "one row leaves a GPU idle: {splits} split(s)");
+        assert_eq!(matmul::auto_splits(c, &dense(1, 512, 512, 512)).unwrap(), 1, "32+ rows run unsplit");
+        assert_eq!(
+            matmul::auto_splits(c, &dense(1, 1, 256, 16)).unwrap(),
+            1,
+            "16 steps are too few to split"
+        );
     }
 }
