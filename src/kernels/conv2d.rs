@@ -3,7 +3,7 @@
 
 use crate::gpu::{grid, Binding, Context, Cost, Dispatch, KernelSpec};
 pub use crate::kernels::Variant;
-use crate::kernels::{check_len, groups, use_subgroups};
+use crate::kernels::{check_len, groups, split_count, split_scratch, use_subgroups};
 use crate::{bail_shape, Result};
 
 /// Both kernels read the input and the packed weights as texels (see `gpu::texels`).
@@ -177,12 +177,8 @@ struct Split {
     len: usize,
 }
 
-/// Invocations (subgroup kernel) that keep a large GPU busy; fewer and the conv is split along
-/// its input channels.
-const GPU_BUSY_INVOCATIONS: usize = 32 * 1024;
 /// A split keeps at least this many steps (input channels x taps) of the reduction loop.
 const MIN_SPLIT_STEPS: usize = 64;
-const MAX_SPLITS: usize = 64;
 
 /// conv2d of `x` [N, Cin, H, W] with a packed weight (see `pack_weight`) into `out` [N, Cout, Ho, Wo].
 /// One dispatch, or two where a GPU would be left idle (see `auto_splits`).
@@ -201,16 +197,15 @@ pub fn conv2d(
 }
 
 /// How many input-channel splits `conv2d` uses: 1 on CPU drivers (their few cores are busy with
-/// any grid) and where the subgroup kernel is not used; on GPUs, enough to give small maps
-/// GPU_BUSY_INVOCATIONS invocations, each split keeping MIN_SPLIT_STEPS loop steps.
+/// any grid) and where the subgroup kernel is not used; on GPUs, enough to keep a large GPU busy
+/// on small maps, each split keeping MIN_SPLIT_STEPS loop steps (see `split_count`).
 pub fn auto_splits(ctx: &Context, s: &Conv2dShape) -> Result<usize> {
     let (hout, wout) = s.out_hw()?;
     if ctx.is_cpu() || !use_subgroups(ctx, Variant::Auto, s.cout4() >= 8, "conv2d")? {
         return Ok(1);
     }
     let invocations = (s.n * hout * wout).div_ceil(4) * s.cout4().div_ceil(8);
-    let max_splits = (s.cin * s.kh * s.kw / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
-    Ok((GPU_BUSY_INVOCATIONS / invocations.max(1)).clamp(1, max_splits))
+    Ok(split_count(invocations, s.cin * s.kh * s.kw, MIN_SPLIT_STEPS))
 }
 
 /// conv2d as split-K on the subgroup kernel: `splits` dispatches' worth of workgroups each sum a
@@ -232,13 +227,7 @@ pub fn conv2d_split(
     check_epilogue(s, out_len, epilogue)?;
     check_len("conv2d", "output", out, out_len)?;
     let scratch_floats = split.splits * split.len;
-    if 4 * scratch_floats as u64 > ctx.limits.max_storage_buffer_binding_size {
-        bail_shape!(
-            "conv2d: {} splits of {out_len} outputs exceed the device's storage binding size",
-            split.splits
-        );
-    }
-    let scratch = ctx.shared_scratch(scratch_floats);
+    let scratch = split_scratch(ctx, "conv2d", scratch_floats)?;
     let partial = Epilogue { bias: None, channel_add: None, residual: None, scale: 1.0 };
     let first = launch(ctx, Variant::Subgroup, s, x, packed_weight, &partial, &scratch, Some(split))?;
     let params = ReduceParams {

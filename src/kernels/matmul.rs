@@ -1,7 +1,7 @@
 //! matmul (shaders/matmul.wgsl): batched, strided C = A @ B (+ bias) (SiLU), and `linear` on top of it.
 
 use crate::gpu::{grid, Binding, Context, Cost, Dispatch, KernelSpec};
-use crate::kernels::{check_len, groups, use_subgroups, Variant};
+use crate::kernels::{check_len, groups, split_count, split_scratch, use_subgroups, Variant};
 use crate::{bail_shape, Result};
 
 /// Both kernels read A and B as texels (see `gpu::texels`).
@@ -31,11 +31,8 @@ struct ReduceParams {
     _pad: [u32; 2],
 }
 
-/// Invocations (portable kernel) that keep a large GPU busy; fewer and the matmul is split along k.
-const GPU_BUSY_INVOCATIONS: usize = 32 * 1024;
 /// A split keeps at least this many steps of k.
 const MIN_SPLIT_STEPS: usize = 32;
-const MAX_SPLITS: usize = 64;
 
 /// How an operand is laid out: element (b, r, c) is at `b * batch + r * row + c * col`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,15 +139,15 @@ pub fn matmul_auto(
 }
 
 /// How many k splits `matmul_auto` uses: 1 on CPU drivers and where the subgroup kernel runs
-/// (32 rows or more); on GPUs, enough to give few-row products (a time-embedding Linear has one
-/// row) GPU_BUSY_INVOCATIONS invocations, each split keeping MIN_SPLIT_STEPS steps of k.
+/// (32 rows or more); on GPUs, enough to keep a large GPU busy on few-row products (a
+/// time-embedding Linear has one row), each split keeping MIN_SPLIT_STEPS steps of k (see
+/// `split_count`).
 pub fn auto_splits(ctx: &Context, s: &MatmulShape) -> Result<usize> {
     if ctx.is_cpu() || use_subgroups(ctx, Variant::Auto, s.m >= 32, "matmul")? {
         return Ok(1);
     }
     let invocations = s.n.div_ceil(4) * s.m.div_ceil(4) * s.batch;
-    let max_splits = (s.k / MIN_SPLIT_STEPS).clamp(1, MAX_SPLITS);
-    Ok((GPU_BUSY_INVOCATIONS / invocations.max(1)).clamp(1, max_splits))
+    Ok(split_count(invocations, s.k, MIN_SPLIT_STEPS))
 }
 
 /// matmul as split-K on the portable kernel: each split sums a range of k into a shared scratch
@@ -172,10 +169,7 @@ pub fn matmul_split(
     let splits = s.k.div_ceil(split_k.max(1));
     let split_len = c_len.div_ceil(4) * 4;
     let scratch_floats = splits * split_len;
-    if 4 * scratch_floats as u64 > ctx.limits.max_storage_buffer_binding_size {
-        bail_shape!("matmul: {splits} splits of {c_len} outputs exceed the device's storage binding size");
-    }
-    let scratch = ctx.shared_scratch(scratch_floats);
+    let scratch = split_scratch(ctx, "matmul", scratch_floats)?;
     let partial = MatmulShape { bias: Bias::None, silu: false, ..*s };
     let first = launch(ctx, Variant::Portable, &partial, a, b, None, &scratch, Some((splits, split_k)))?;
     let workgroups = grid(groups(c_len, 256), ctx.limits.max_compute_workgroups_per_dimension);

@@ -30,6 +30,32 @@ pub(crate) fn grid_1d(ctx: &crate::gpu::Context, n: usize, per_group: usize) -> 
     crate::gpu::grid(groups(n, per_group), ctx.limits.max_compute_workgroups_per_dimension)
 }
 
+/// Invocations that keep a large GPU busy: fewer, and conv2d and matmul split their reduction.
+const GPU_BUSY_INVOCATIONS: usize = 32 * 1024;
+const MAX_SPLITS: usize = 64;
+
+/// Split-K's split count for a launch of `invocations` whose reduction loop has `steps` steps, each
+/// split keeping at least `min_steps`: enough splits to reach GPU_BUSY_INVOCATIONS.
+pub(crate) fn split_count(invocations: usize, steps: usize, min_steps: usize) -> usize {
+    let max_splits = (steps / min_steps.max(1)).clamp(1, MAX_SPLITS);
+    (GPU_BUSY_INVOCATIONS / invocations.max(1)).clamp(1, max_splits)
+}
+
+/// The shared scratch buffer for `floats` partial sums of a split-K launch (see
+/// `Context::shared_scratch`), refused where one binding cannot hold them.
+pub(crate) fn split_scratch(
+    ctx: &crate::gpu::Context,
+    op: &str,
+    floats: usize,
+) -> crate::Result<wgpu::Buffer> {
+    if 4 * floats as u64 > ctx.limits.max_storage_buffer_binding_size {
+        crate::bail_shape!(
+            "{op}: split-K partial sums ({floats} values) exceed the device's storage binding size"
+        );
+    }
+    Ok(ctx.shared_scratch(floats))
+}
+
 /// Which kernel of a family with a subgroup variant (conv2d, matmul) to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Variant {
@@ -61,5 +87,24 @@ pub(crate) fn use_subgroups(
         Variant::Subgroup => {
             crate::bail_shape!("{op}: the subgroup kernel needs subgroups of at least 8 lanes")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_count;
+
+    #[test]
+    fn split_count_fills_a_gpu_within_the_loop() {
+        // A 4x4 map at 256 channels: 32 invocations, 2304 steps, at least 64 steps a split.
+        assert_eq!(split_count(32, 256 * 9, 64), 36);
+        // Enough invocations already: no split.
+        assert_eq!(split_count(40_000, 256 * 9, 64), 1);
+        // Too few steps to split.
+        assert_eq!(split_count(1, 16, 32), 1);
+        // Capped.
+        assert_eq!(split_count(1, 1 << 20, 32), 64);
+        // Between: 32K / 4096 invocations.
+        assert_eq!(split_count(4096, 1 << 20, 32), 8);
     }
 }
