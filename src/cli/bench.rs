@@ -74,6 +74,12 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "texel staging textures {:.2} MiB (operands copied for texel reads, shared by all dispatches)",
         ctx.texels.bytes() as f64 / (1 << 20) as f64
     );
+    if ctx.scratch_bytes() > 0 {
+        println!(
+            "split-K scratch {:.2} MiB (partial sums of small-grid convs and matmuls on GPUs, shared)",
+            ctx.scratch_bytes() as f64 / (1 << 20) as f64
+        );
+    }
     ctx.wait()?;
 
     // Wall time of whole forwards, recorded into one pass each.
