@@ -71,7 +71,7 @@ impl Executable {
         crate::gpu::record_all(enc, &self.dispatches);
     }
 
-    /// The dispatches of one op (attention is several, and so is a split-K conv2d).
+    /// The dispatches of one op (attention is several; so are conv2d and Linear where GPUs split K).
     fn lower(
         &self,
         ctx: &Context,
