@@ -221,8 +221,11 @@ pub fn conv2d_split(
     splits: usize,
 ) -> Result<Vec<Dispatch>> {
     let (hout, wout) = s.out_hw()?;
+    if s.n == 0 || s.cin == 0 || s.cout == 0 {
+        bail_shape!("conv2d: empty shape {s:?}");
+    }
     let out_len = s.n * s.cout * hout * wout;
-    let chans = s.cin.div_ceil(splits.clamp(1, s.cin.max(1)));
+    let chans = s.cin.div_ceil(splits.clamp(1, s.cin));
     let split = Split { splits: s.cin.div_ceil(chans), chans, len: out_len.div_ceil(4) * 4 };
     check_epilogue(s, out_len, epilogue)?;
     check_len("conv2d", "output", out, out_len)?;

@@ -162,11 +162,14 @@ pub fn matmul_split(
     c: &wgpu::Buffer,
     splits: usize,
 ) -> Result<Vec<Dispatch>> {
+    if s.batch == 0 || s.m == 0 || s.n == 0 || s.k == 0 {
+        bail_shape!("matmul: empty shape {s:?}");
+    }
     let bias_mode = check_bias(s, bias)?;
     let c_len = s.batch * s.m * s.n;
     check_len("matmul", "C", c, c_len)?;
-    let split_k = s.k.div_ceil(splits.clamp(1, s.k.max(1)));
-    let splits = s.k.div_ceil(split_k.max(1));
+    let split_k = s.k.div_ceil(splits.clamp(1, s.k));
+    let splits = s.k.div_ceil(split_k);
     let split_len = c_len.div_ceil(4) * 4;
     let scratch_floats = splits * split_len;
     let scratch = split_scratch(ctx, "matmul", scratch_floats)?;

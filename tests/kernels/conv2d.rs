@@ -247,4 +247,12 @@ fn conv2d_rejects_bad_shapes() {
     let w = output(s.packed_weight_len());
     let err = conv2d::conv2d(c, &s, &small.buffer, &w.buffer, &Epilogue::default(), &x.buffer).unwrap_err();
     assert!(err.to_string().contains("input holds"), "{err}");
+    // Split-K refuses what the one-dispatch launch refuses, before any split arithmetic.
+    let empty = shape(1, 0, 4, 4, 32, 3, 1, Padding::same(1));
+    let err = conv2d::conv2d_split(c, &empty, &x.buffer, &x.buffer, &Epilogue::default(), &x.buffer, 4)
+        .unwrap_err();
+    assert!(err.to_string().contains("empty shape"), "{err}");
+    let err = conv2d::conv2d_split(c, &s, &small.buffer, &w.buffer, &Epilogue::default(), &x.buffer, 2)
+        .unwrap_err();
+    assert!(err.to_string().contains("holds"), "{err}");
 }

@@ -200,3 +200,23 @@ fn matmul_picks_split_k_only_on_gpus() {
         );
     }
 }
+
+#[test]
+fn matmul_rejects_bad_shapes_and_buffers() {
+    let c = ctx();
+    let buf = output(64);
+    let empty = dense(1, 4, 4, 0);
+    for err in [
+        matmul::matmul(c, &empty, &buf.buffer, &buf.buffer, None, &buf.buffer).unwrap_err(),
+        matmul::matmul_split(c, &empty, &buf.buffer, &buf.buffer, None, &buf.buffer, 3).unwrap_err(),
+    ] {
+        assert!(err.to_string().contains("empty shape"), "{err}");
+    }
+    let s = MatmulShape { bias: Bias::PerColumn, ..dense(1, 4, 4, 4) };
+    let err = matmul::matmul_split(c, &s, &buf.buffer, &buf.buffer, None, &buf.buffer, 2).unwrap_err();
+    assert!(err.to_string().contains("no bias buffer"), "{err}");
+    // C of 16x16 outputs into a buffer of 64 values.
+    let err = matmul::matmul_split(c, &dense(1, 16, 16, 4), &buf.buffer, &buf.buffer, None, &buf.buffer, 2)
+        .unwrap_err();
+    assert!(err.to_string().contains("C holds"), "{err}");
+}
