@@ -1,9 +1,9 @@
 //! conv2d (shaders/conv2d.wgsl): NCHW implicit GEMM with a fused bias / channel-add / residual /
 //! scale epilogue, and its CPU reference.
 
-use crate::gpu::{grid, Binding, Context, Cost, Dispatch, KernelSpec};
+use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
 pub use crate::kernels::Variant;
-use crate::kernels::{check_len, groups, split_count, split_scratch, use_subgroups};
+use crate::kernels::{check_len, grid_1d, groups, split_count, split_scratch, use_subgroups};
 use crate::{bail_shape, Result};
 
 /// Both kernels read the input and the packed weights as texels (see `gpu::texels`).
@@ -233,18 +233,17 @@ pub fn conv2d_split(
     let scratch = split_scratch(ctx, "conv2d", scratch_floats)?;
     let partial = Epilogue { bias: None, channel_add: None, residual: None, scale: 1.0 };
     let first = launch(ctx, Variant::Subgroup, s, x, packed_weight, &partial, &scratch, Some(split))?;
-    let params = ReduceParams {
+    let workgroups = grid_1d(ctx, out_len, 256);
+    let params = ctx.uniform(&ReduceParams {
         len: out_len as u32,
         splits: split.splits as u32,
         split_len: split.len as u32,
         hw: (hout * wout) as u32,
         cout: s.cout as u32,
-        groups_x: 0,
+        groups_x: workgroups[0],
         scale: epilogue.scale,
         _pad: 0,
-    };
-    let workgroups = grid(groups(out_len, 256), ctx.limits.max_compute_workgroups_per_dimension);
-    let params = ctx.uniform(&ReduceParams { groups_x: workgroups[0], ..params });
+    });
     let dummy = &ctx.dummy;
     let reduce = ctx.dispatch(
         &SPEC_REDUCE,

@@ -1,7 +1,7 @@
 //! matmul (shaders/matmul.wgsl): batched, strided C = A @ B (+ bias) (SiLU), and `linear` on top of it.
 
-use crate::gpu::{grid, Binding, Context, Cost, Dispatch, KernelSpec};
-use crate::kernels::{check_len, groups, split_count, split_scratch, use_subgroups, Variant};
+use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
+use crate::kernels::{check_len, grid_1d, groups, split_count, split_scratch, use_subgroups, Variant};
 use crate::{bail_shape, Result};
 
 /// Both kernels read A and B as texels (see `gpu::texels`).
@@ -175,7 +175,7 @@ pub fn matmul_split(
     let scratch = split_scratch(ctx, "matmul", scratch_floats)?;
     let partial = MatmulShape { bias: Bias::None, silu: false, ..*s };
     let first = launch(ctx, Variant::Portable, &partial, a, b, None, &scratch, Some((splits, split_k)))?;
-    let workgroups = grid(groups(c_len, 256), ctx.limits.max_compute_workgroups_per_dimension);
+    let workgroups = grid_1d(ctx, c_len, 256);
     let params = ctx.uniform(&ReduceParams {
         len: c_len as u32,
         splits: splits as u32,
@@ -241,8 +241,9 @@ fn launch(
     let (a_len, b_len) = (s.a.max_index(s.batch, s.m, s.k) + 1, s.b.max_index(s.batch, s.k, s.n) + 1);
     check_len("matmul", "A", a, a_len)?;
     check_len("matmul", "B", b, b_len)?;
-    let c_len = split.map_or(1, |(splits, _)| splits) * (s.batch * s.m * s.n).div_ceil(4) * 4;
-    check_len("matmul", "C", c, split.map_or(s.batch * s.m * s.n, |_| c_len))?;
+    // Split-K's first pass writes each split's partial C, rounded up to whole vec4s, one after another.
+    let c_len = s.batch * s.m * s.n;
+    check_len("matmul", "C", c, split.map_or(c_len, |(splits, _)| splits * c_len.div_ceil(4) * 4))?;
     let bias_mode = check_bias(s, bias)?;
     // The subgroup kernel: 4 columns x 32 rows per invocation, a workgroup row of up to 64
     // invocations over columns per 32 rows. The portable one: 4x4 per invocation, 16x4 workgroups.
