@@ -1,8 +1,10 @@
 """PyTorch + diffusers reference speed for the performance section: the same UNets as
 `wgpu-diffusion bench` (ddpm-cifar10-32 with random weights, the bundled Fashion-MNIST model),
-one forward, f32 (TF32 off), median of repeated runs after a warm-up.
+one forward, f32 (TF32 off), median of repeated runs after a warm-up. With --kernels, the shapes of
+the `ref-*` rows of `cargo bench --bench kernels` instead (the issue's reference table): run it
+beside the bench to compare in one period of a shared machine.
 
-    python3 tools/torch_reference_speed.py [--device cuda|cpu] [--threads N]
+    python3 tools/torch_reference_speed.py [--device cuda|cpu] [--threads N] [--kernels]
 """
 import argparse
 import json
@@ -28,24 +30,52 @@ CIFAR = {
 def time_forward(model, batch, size, channels, device, reps):
     x = torch.randn(batch, channels, size, size, device=device)
     t = torch.full((batch,), 500, device=device, dtype=torch.long)
+    return median_ms(lambda: model(x, t), device, reps)[0]
+
+
+def median_ms(fn, device, reps):
     times = []
     with torch.no_grad():
         for i in range(reps + 3):
             if device == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            model(x, t)
+            fn()
             if device == "cuda":
                 torch.cuda.synchronize()
             if i >= 3:
                 times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
+
+
+def time_kernels(device, name):
+    """The `ref-*` rows of benches/kernels.rs, same shapes and names."""
+    r = lambda *s: torch.randn(*s, device=device)
+    a, b = r(512, 512), r(512, 512)
+    w, bias = r(128, 128, 3, 3), r(128)
+    x8, x1 = r(8, 128, 32, 32), r(1, 128, 32, 32)
+    gn = torch.nn.GroupNorm(32, 128).to(device)
+    q, k, v = r(8, 1, 256, 128), r(8, 1, 256, 128), r(8, 1, 256, 128)
+    conv = torch.nn.functional.conv2d
+    rows = [
+        ("ref-matmul-512", 2 * 512**3, lambda: a @ b),
+        ("ref-conv2d-b8", 2 * 8 * 128 * 1024 * 128 * 9, lambda: conv(x8, w, bias, padding=1)),
+        ("ref-conv2d-b1", 2 * 128 * 1024 * 128 * 9, lambda: conv(x1, w, bias, padding=1)),
+        ("ref-group-norm-b8", 0, lambda: gn(x8)),
+        ("ref-attention-b8", 4 * 8 * 256 * 256 * 128,
+         lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)),
+    ]
+    for label, flops, fn in rows:
+        med, low = median_ms(fn, device, reps=50)
+        print(json.dumps({"name": label, "median_ms": round(med, 3), "min_ms": round(low, 3),
+                          "gflops": round(flops / med / 1e6, 1), "device": name, "torch": torch.__version__}))
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--kernels", action="store_true", help="the kernel harness's ref-* shapes, not UNets")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -53,6 +83,9 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu, {torch.get_num_threads()} threads"
+    if args.kernels:
+        time_kernels(args.device, name)
+        return
     cifar = UNet2DModel(**CIFAR).to(args.device).eval()
     fashion = UNet2DModel.from_pretrained(ROOT / "weights" / "fashion-mnist").to(args.device).eval()
     rows = []
