@@ -120,8 +120,8 @@ pub struct Context {
     /// Staging textures for operands read as texels.
     pub texels: TexelStaging,
     /// Scratch storage buffers shared by every dispatch that needs one only while it runs (split-K
-    /// conv2d partial outputs), one per power-of-two size: dispatches run in order, so reuse is
-    /// safe.
+    /// partial sums of conv2d and matmul), one per power-of-two size (or the largest binding):
+    /// dispatches run in order, so reuse is safe.
     scratch: Mutex<HashMap<u64, wgpu::Buffer>>,
 }
 
@@ -188,9 +188,17 @@ impl Context {
         })
     }
 
-    /// A shared scratch buffer of at least `floats` f32 (see `scratch`).
+    /// The most bytes one storage binding (and so one scratch buffer) can hold on this device.
+    pub fn max_binding_bytes(&self) -> u64 {
+        // Whole f32s: a storage binding's size is a multiple of 4.
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size) & !3
+    }
+
+    /// A shared scratch buffer of at least `floats` f32 (see `scratch`); the caller checks that
+    /// they fit `max_binding_bytes`. Rounded up to a power of two, but never past that limit (the
+    /// whole buffer is bound).
     pub fn shared_scratch(&self, floats: usize) -> wgpu::Buffer {
-        let bytes = (4 * floats as u64).next_power_of_two().max(256);
+        let bytes = (4 * floats as u64).next_power_of_two().max(256).min(self.max_binding_bytes());
         let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         scratch
             .entry(bytes)

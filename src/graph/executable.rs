@@ -21,7 +21,7 @@ impl Executable {
     /// op. `weights` are the model's long-lived buffers that ops refer to by `WeightId`.
     pub fn new(ctx: &Context, g: &Graph, weights: &[wgpu::Buffer]) -> Result<Self> {
         let plan = Plan::new(g);
-        let limit = ctx.limits.max_buffer_size.min(ctx.limits.max_storage_buffer_binding_size);
+        let limit = ctx.max_binding_bytes();
         if let Some(t) = (0..g.shapes.len()).find(|&t| g.bytes(t) > limit) {
             let layer = g.nodes.iter().find(|n| n.output == t).map_or("an input", |n| n.layer.as_str());
             return Err(Error::Shape(format!(

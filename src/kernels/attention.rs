@@ -73,7 +73,7 @@ pub fn attention(
     out: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
     let scores_bytes = 4 * s.scores_len() as u64;
-    let limit = ctx.limits.max_storage_buffer_binding_size.min(MAX_SCORES_BYTES);
+    let limit = ctx.max_binding_bytes().min(MAX_SCORES_BYTES);
     if scores_bytes <= limit && ctx.fits_texels(s.scores_len()) {
         attention_composed(ctx, s, q, k, v, out)
     } else {

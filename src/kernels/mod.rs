@@ -48,7 +48,7 @@ pub(crate) fn split_scratch(
     op: &str,
     floats: usize,
 ) -> crate::Result<wgpu::Buffer> {
-    if 4 * floats as u64 > ctx.limits.max_storage_buffer_binding_size {
+    if 4 * floats as u64 > ctx.max_binding_bytes() {
         crate::bail_shape!(
             "{op}: split-K partial sums ({floats} values) exceed the device's storage binding size"
         );
