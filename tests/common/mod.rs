@@ -17,6 +17,39 @@ pub fn ctx() -> &'static Context {
     })
 }
 
+/// The batch sizes every launcher is tested at: one image, odd sizes on both sides of 8 (where
+/// workgroups of 8 or 64 lanes stop dividing the grid), the default `sample` batch, and one past 32.
+pub const BATCHES: [usize; 5] = [1, 7, 9, 16, 33];
+
+/// The per-dimension workgroup limit of `spill_ctx`.
+pub const SPILL_LIMIT: u32 = 4;
+
+/// A second context on the same adapter whose `max_compute_workgroups_per_dimension` is lowered to
+/// SPILL_LIMIT, so that 1-D launches of a few workgroups already spill into the grid's y dimension
+/// (on a real device that takes more than 65535 workgroups). Its buffers are its own: use the
+/// `_on` helpers with it.
+pub fn spill_ctx() -> &'static Context {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let mut c = Context::new(&ContextOptions::default()).expect("GPU tests need an adapter");
+        c.limits.max_compute_workgroups_per_dimension = SPILL_LIMIT;
+        c
+    })
+}
+
+pub fn upload_on(c: &Context, data: &[f32]) -> Tensor {
+    c.upload(data, &[data.len()]).expect("upload")
+}
+
+/// NaN-filled, as `output`.
+pub fn output_on(c: &Context, n: usize) -> Tensor {
+    upload_on(c, &vec![f32::NAN; n])
+}
+
+pub fn read_on(c: &Context, t: &Tensor) -> Vec<f32> {
+    c.read(t).expect("read back")
+}
+
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
@@ -27,12 +60,12 @@ pub fn random(r: &mut StdRng, n: usize) -> Vec<f32> {
 }
 
 pub fn upload(data: &[f32]) -> Tensor {
-    ctx().upload(data, &[data.len()]).expect("upload")
+    upload_on(ctx(), data)
 }
 
 pub fn output(n: usize) -> Tensor {
     // Filled with NaN so an element the kernel forgets to write cannot pass.
-    upload(&vec![f32::NAN; n])
+    output_on(ctx(), n)
 }
 
 pub fn run(d: Dispatch) {
@@ -40,7 +73,7 @@ pub fn run(d: Dispatch) {
 }
 
 pub fn read(t: &Tensor) -> Vec<f32> {
-    ctx().read(t).expect("read back")
+    read_on(ctx(), t)
 }
 
 /// Per-element check against a reference (see the module comment for the tolerance).

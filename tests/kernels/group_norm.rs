@@ -1,23 +1,47 @@
 use wgpu_diffusion::kernels::group_norm::{self, GroupNormShape};
 
+use wgpu_diffusion::gpu::Context;
+
 use crate::*;
 
+/// The (lanes per group, workgroup size) pairs the launcher can be asked for: the CPU default (one
+/// lane, 32 groups a workgroup), the GPU default (64 lanes, one group a workgroup), and between.
+const LAUNCHES: [(usize, usize); 5] = [(1, 32), (1, 256), (8, 64), (64, 64), (64, 256)];
+
 fn check_with(s: GroupNormShape, x: &[f32], seed: u64) {
+    check_on(ctx(), &LAUNCHES, s, x, seed);
+    check_default(s, x, seed);
+}
+
+fn inputs(s: &GroupNormShape, seed: u64) -> (Vec<f32>, Vec<f32>) {
     let mut r = rng(seed);
     // Non-trivial affine parameters, so (1, 0) defaults cannot hide a bug.
     let gamma: Vec<f32> = random(&mut r, s.c).iter().map(|v| 1.0 + v).collect();
-    let beta = random(&mut r, s.c);
+    (gamma, random(&mut r, s.c))
+}
+
+/// The launch the graph makes, with the lanes and workgroup the adapter type selects.
+fn check_default(s: GroupNormShape, x: &[f32], seed: u64) {
+    let (gamma, beta) = inputs(&s, seed);
     let want = group_norm::reference(&s, x, &gamma, &beta);
     let (xt, gt, bt, y) = (upload(x), upload(&gamma), upload(&beta), output(x.len()));
-    // One lane per group in workgroups of 256 (CPU drivers), a few, and 64 lanes in workgroups
-    // of 64 (GPUs) or 256.
-    for (lanes, wg) in [(1, 256), (8, 64), (64, 64), (64, 256)] {
+    run(group_norm::group_norm(ctx(), &s, &xt.buffer, &gt.buffer, &bt.buffer, &y.buffer).unwrap());
+    assert_close(&format!("group norm, default launch, {s:?}"), &read(&y), &want, RTOL);
+}
+
+fn check_on(c: &Context, launches: &[(usize, usize)], s: GroupNormShape, x: &[f32], seed: u64) {
+    let (gamma, beta) = inputs(&s, seed);
+    let want = group_norm::reference(&s, x, &gamma, &beta);
+    let (xt, gt, bt) = (upload_on(c, x), upload_on(c, &gamma), upload_on(c, &beta));
+    for &(lanes, wg) in launches {
         if lanes < group_norm::min_lanes(&s) {
             continue;
         }
+        let y = output_on(c, x.len());
         let (x, g, b) = (&xt.buffer, &gt.buffer, &bt.buffer);
-        run(group_norm::group_norm_lanes(ctx(), lanes, wg, &s, x, g, b, &y.buffer).unwrap());
-        assert_close(&format!("group norm, {lanes} lanes, workgroup {wg}, {s:?}"), &read(&y), &want, RTOL);
+        c.run(&[group_norm::group_norm_lanes(c, lanes, wg, &s, x, g, b, &y.buffer).unwrap()]);
+        let what = format!("group norm, {lanes} lanes, workgroup {wg}, {s:?}");
+        assert_close(&what, &read_on(c, &y), &want, RTOL);
     }
 }
 
@@ -98,4 +122,41 @@ fn group_norm_single_pass_survives_offsets_and_outliers() {
         }
     }
     check_with(GroupNormShape { n, c, hw, groups: 2, eps: 1e-6, silu: false }, &x, 22);
+}
+
+// Geometry: the grid is 1-D over (image, group) pairs, WG / L pairs a workgroup, split over x and
+// y past the device's per-dimension limit (`gpu::grid`).
+// - every batch in BATCHES at the bundled model's shapes (8 groups of 4 and 8 channels, 28x28 and
+//   7x7): 8 to 264 pairs, so one workgroup at batch 1 and 9 workgroups, the last partial (264 =
+//   8 x 32 + 8), at batch 33 with the CPU default; batch 9 and 16 are what once left images 8+
+//   unnormalised, when the kernel ran 64-invocation workgroups on a grid sized for 256;
+// - every (lanes, workgroup) pair in LAUNCHES, the default launch included;
+// - on `spill_ctx` (4 workgroups per dimension): batch 33 with one lane is 9 workgroups on a 4 x 3
+//   grid, 3 of them past the end, and 32 pairs a workgroup with 2 or 4 lanes likewise; 64 pairs
+//   a workgroup is 5 workgroups on 4 x 2; with 64 lanes 264 workgroups do not fit 4 x 4 and are
+//   refused with an error.
+#[test]
+fn group_norm_geometry_every_batch_and_launch() {
+    for (i, &n) in BATCHES.iter().enumerate() {
+        for (c, hw) in [(32, 28 * 28), (64, 49)] {
+            let s = GroupNormShape { n, c, hw, groups: 8, eps: 1e-5, silu: true };
+            let x = random(&mut rng(300 + i as u64), n * c * hw);
+            check_with(s, &x, 400 + i as u64);
+        }
+    }
+    // Many groups of one channel at an odd size: every pair its own group, no whole texels.
+    let s = GroupNormShape { n: 9, c: 32, hw: 49, groups: 32, eps: 1e-6, silu: true };
+    check_with(s, &random(&mut rng(310), 9 * 32 * 49), 410);
+}
+
+#[test]
+fn group_norm_geometry_spills_into_y() {
+    let c = spill_ctx();
+    let s = GroupNormShape { n: 33, c: 16, hw: 25, groups: 8, eps: 1e-5, silu: false };
+    let x = random(&mut rng(320), 33 * 16 * 25);
+    check_on(c, &[(1, 32), (1, 64), (2, 64), (4, 128)], s, &x, 420);
+    let (t, g) = (output_on(c, x.len()), output_on(c, 16));
+    let err =
+        group_norm::group_norm_lanes(c, 64, 64, &s, &t.buffer, &g.buffer, &g.buffer, &t.buffer).unwrap_err();
+    assert!(err.to_string().contains("exceed this device's 4 per dimension"), "{err}");
 }
