@@ -40,8 +40,10 @@ fn sincos(x: f32) -> vec2<f32> {
 }
 
 @compute @workgroup_size(WG)
-fn timestep_embedding(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let i = gid.x;
+fn timestep_embedding(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    // The grid may be split over x and y (see gpu::grid).
+    let i = (wg.x + wg.y * nwg.x) * WG + lid;
     if (i >= p.batch * p.dim) { return; }
     let b = i / p.dim;
     let j = i % p.dim;

@@ -1,7 +1,7 @@
 //! Sinusoidal timestep embedding (shaders/embedding.wgsl), as diffusers' `get_timestep_embedding`.
 
 use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
-use crate::kernels::{check_len, groups};
+use crate::kernels::{check_len, grid_1d};
 use crate::{bail_shape, Result};
 
 static SPEC: KernelSpec = KernelSpec {
@@ -75,7 +75,7 @@ pub fn timestep_embedding(
         &SPEC,
         &[],
         &[timesteps, freqs, out, &params],
-        [groups(batch * cfg.dim, 256), 1, 1],
+        grid_1d(ctx, batch * cfg.dim, 256),
         Cost { flops: 20 * (batch * cfg.dim) as u64, bytes: 4 * (batch * (cfg.dim + 1) + cfg.half()) as u64 },
     )
 }

@@ -87,3 +87,27 @@ fn fused_attention_refuses_loops_a_cpu_driver_would_cut_short() {
     let err = attention::attention_fused(ctx(), &s, &t.buffer, &t.buffer, &t.buffer, &t.buffer).unwrap_err();
     assert!(err.to_string().contains("too long for the fused kernel"), "{err}");
 }
+
+// Geometry. Composed: two matmuls with z = batch x heads (see matmul.rs) around a softmax that is
+// 1-D over batch x heads x tokens rows (see softmax.rs). Fused: x is tokens / 64 workgroups, y is
+// batch x heads.
+// - BATCHES x 2 heads x 32 dims at 7x7 (the bundled model's attention: 49 tokens, one partial
+//   workgroup along x fused) and at 3x3 (9 tokens), so y / z run from 2 to 66;
+// - 1 head of 64 dims over 130 tokens at batch 9: 3 fused workgroups along x, the last partial;
+// - both paths, and `attention` as the graph picks it.
+#[test]
+fn attention_geometry_every_batch() {
+    for (i, &n) in BATCHES.iter().enumerate() {
+        check(n, 2, 32, 49, 700 + i as u64);
+        check(n, 2, 32, 9, 710 + i as u64);
+    }
+    check(9, 1, 64, 130, 720);
+    // The graph's launch.
+    let s = AttentionShape { batch: 16, heads: 2, head_dim: 32, tokens: 49, scale: 1.0 / 32f32.sqrt() };
+    let mut r = rng(730);
+    let (q, k, v) = (random(&mut r, s.len()), random(&mut r, s.len()), random(&mut r, s.len()));
+    let want = attention::reference(&s, &q, &k, &v);
+    let (qt, kt, vt, out) = (upload(&q), upload(&k), upload(&v), output(s.len()));
+    ctx().run(&attention::attention(ctx(), &s, &qt.buffer, &kt.buffer, &vt.buffer, &out.buffer).unwrap());
+    assert_close("attention (graph launch), batch 16", &read(&out), &want, RTOL);
+}

@@ -256,3 +256,94 @@ fn conv2d_rejects_bad_shapes() {
         .unwrap_err();
     assert!(err.to_string().contains("holds"), "{err}");
 }
+
+// Geometry. The grid is x: pixel blocks (8 pixels an invocation on the portable kernel, 4 on the
+// subgroup one; WG_X = 8..64 invocations, narrower for small maps), y: channel blocks (2 vec4
+// blocks an invocation portable, 8 subgroup), z: split-K's input-channel ranges.
+// - BATCHES at 7x7, 3 -> 36 channels (Cout4 = 9): batch 1 is 49 pixels (one narrow workgroup, a
+//   partial one), batch 33 is 1617 pixels (4 portable workgroups or 7 subgroup ones along x, the
+//   last partial); y is 5 blocks portable (the last with one vec4 block) and 2 subgroup (the
+//   second with one of its 8);
+// - BATCHES at 28x28 stride 1 (the subgroup kernel's whole-texel-row path), 1 -> 32 channels, and
+//   at 14x14 stride 2 with diffusers' right/bottom padding, every epilogue input;
+// - every launch: portable, subgroup and split-K into 3 where the adapter has subgroups, and the
+//   graph's `conv2d`;
+// - x does not spill: 65535 workgroups are 16M+ output pixels, more than the largest activation
+//   of any batch the model's `max_batch` allows on a binding of the device; past the limit the
+//   launch is refused (checked on `spill_ctx`, whose limit is 4).
+fn check_every_launch(s: Conv2dShape, f: Flags, seed: u64) {
+    check(s, f, seed);
+    if wgpu_diffusion::kernels::has_subgroup_kernels(ctx()) {
+        check_launch(s, f, seed, Launch::Split(3));
+    }
+    // What the graph runs: `conv2d` with the split the adapter type selects.
+    let mut r = rng(seed);
+    let x = random(&mut r, s.n * s.cin * s.h * s.w);
+    let w = random(&mut r, s.cout * s.cin * s.kh * s.kw);
+    let want = conv2d::reference(&s, &x, &w, None, None, None, 1.0);
+    let packed = conv2d::pack_weight(&w, s.cout, s.cin, s.kh, s.kw).unwrap();
+    let (xt, wt, out) = (upload(&x), upload(&packed), output(s.out_len().unwrap()));
+    let d = conv2d::conv2d(ctx(), &s, &xt.buffer, &wt.buffer, &Epilogue::default(), &out.buffer).unwrap();
+    ctx().run(&d);
+    assert_close(&format!("conv2d (graph launch) {s:?}"), &read(&out), &want, RTOL);
+}
+
+#[test]
+fn conv2d_geometry_every_batch() {
+    let all = Flags { bias: true, channel_add: true, residual: true, scale: 0.5 };
+    for (i, &n) in BATCHES.iter().enumerate() {
+        let seed = 500 + 10 * i as u64;
+        check_every_launch(shape(n, 3, 7, 7, 36, 3, 1, Padding::same(1)), PLAIN, seed);
+        check_every_launch(shape(n, 1, 28, 28, 32, 3, 1, Padding::same(1)), all, seed + 1);
+        check_every_launch(shape(n, 2, 14, 14, 9, 3, 2, Padding::right_bottom(1)), all, seed + 2);
+    }
+}
+
+#[test]
+fn conv2d_geometry_refuses_a_grid_over_the_limit() {
+    let c = spill_ctx();
+    // 33 x 7 x 7 pixels: 4 portable workgroups along x fit; 36 channels are 5 blocks along y.
+    let s = shape(33, 3, 7, 7, 36, 3, 1, Padding::same(1));
+    let (x, w, out) =
+        (output_on(c, 33 * 3 * 49), output_on(c, s.packed_weight_len()), output_on(c, 33 * 36 * 49));
+    let err = conv2d::conv2d_variant(
+        c,
+        Variant::Portable,
+        &s,
+        &x.buffer,
+        &w.buffer,
+        &Epilogue::default(),
+        &out.buffer,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("exceed this device's 4 per dimension"), "{err}");
+}
+
+#[test]
+fn conv2d_geometry_split_k_reduce_spills_into_y() {
+    let c = spill_ctx();
+    if !wgpu_diffusion::kernels::has_subgroup_kernels(c) {
+        eprintln!("no subgroups of 8+ lanes on this adapter: split-K conv2d is not tested here");
+        return;
+    }
+    // 1 x 4 x 4 pixels x 128 channels: the first pass is 1 x 4 x 3 workgroups, the reduce pass
+    // 2048 outputs in 8 workgroups on a 4 x 2 grid.
+    let s = shape(1, 6, 4, 4, 128, 3, 1, Padding::same(1));
+    let mut r = rng(660);
+    let (x, w, bias, res) =
+        (random(&mut r, 96), random(&mut r, 128 * 54), random(&mut r, 128), random(&mut r, 2048));
+    let want = conv2d::reference(&s, &x, &w, Some(&bias), None, Some(&res), 0.5);
+    let packed = conv2d::pack_weight(&w, 128, 6, 3, 3).unwrap();
+    let (xt, wt, bt, rt, out) = (
+        upload_on(c, &x),
+        upload_on(c, &packed),
+        upload_on(c, &bias),
+        upload_on(c, &res),
+        output_on(c, 2048),
+    );
+    let epi = Epilogue { bias: Some(&bt.buffer), channel_add: None, residual: Some(&rt.buffer), scale: 0.5 };
+    let d = conv2d::conv2d_split(c, &s, &xt.buffer, &wt.buffer, &epi, &out.buffer, 3).unwrap();
+    assert_eq!(d[1].workgroups, [4, 2, 1], "the reduce pass spills into y");
+    c.run(&d);
+    assert_close("conv2d split-K, reduce spilled into y", &read_on(c, &out), &want, RTOL);
+}

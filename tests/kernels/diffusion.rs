@@ -234,3 +234,97 @@ fn multistep_history_and_prepare_step() {
         assert_close("multistep sample", &read(&xt), &x, RTOL);
     }
 }
+
+// Geometry: add_noise, prepare_step and sampler_step are 1-D over the batch's values, 256 a
+// workgroup, split over x and y past the limit (advance_step is one invocation).
+// - every batch in BATCHES of 98 values an image (1..13 workgroups, the last partial), each image
+//   at its own timestep for add_noise; prepare_step writes one timestep per image;
+// - the same on `spill_ctx` (13 workgroups on a 4 x 4 grid at batch 33, 3 past the end).
+fn check_geometry_on(c: &wgpu_diffusion::gpu::Context, batch: usize, seed: u64) {
+    let per = 98;
+    let len = batch * per;
+    let ac = alphas_cumprod();
+    let mut r = rng(seed);
+    let (x0, eps) = (random(&mut r, len), random(&mut r, len));
+    let t: Vec<u32> = (0..batch as u32).map(|i| i * 97 % 1000).collect();
+    let (x0t, epst, out) = (upload_on(c, &x0), upload_on(c, &eps), output_on(c, len));
+    let (tt, table) = (c.upload_u32(&t, &[batch]).unwrap(), upload_on(c, &diff::noise_table(&ac)));
+    let d = diff::add_noise(
+        c,
+        batch,
+        per,
+        ac.len(),
+        &x0t.buffer,
+        &epst.buffer,
+        &tt.buffer,
+        &table.buffer,
+        &out.buffer,
+    );
+    c.run(&[d.unwrap()]);
+    assert_close(
+        &format!("add_noise, batch {batch}"),
+        &read_on(c, &out),
+        &diff::reference_add_noise(&ac, &t, &x0, &eps),
+        RTOL,
+    );
+
+    let row = StepCoeffs {
+        x0_x: 1.3,
+        x0_m: -0.4,
+        clip: 1.0,
+        eps_x: 0.2,
+        eps_m: 0.9,
+        eps_x0: -0.1,
+        next_x0: 0.8,
+        next_x: 0.3,
+        next_eps: 0.5,
+        next_prev_x0: -0.2,
+        noise_scale: 0.1,
+        model_in_scale: 0.7,
+        timestep: 321.0,
+        ..Default::default()
+    };
+    let (x, m, z) = (random(&mut r, len), random(&mut r, len), random(&mut r, len));
+    let mut prev = random(&mut r, len);
+    let (xt, mt, zt, prevt) = (upload_on(c, &x), upload_on(c, &m), upload_on(c, &z), upload_on(c, &prev));
+    let (model_in, ts) = (output_on(c, len), output_on(c, batch));
+    let table = upload_on(c, bytemuck::cast_slice(&[row]));
+    let counter = c.upload_u32(&[0], &[1]).unwrap();
+    let bufs = diff::StepBuffers {
+        x: &xt.buffer,
+        model_out: &mt.buffer,
+        noise: &zt.buffer,
+        prev_x0: &prevt.buffer,
+        table: &table.buffer,
+        step_counter: &counter.buffer,
+    };
+    c.run(&[
+        diff::prepare_step(
+            c,
+            batch,
+            len,
+            1,
+            &xt.buffer,
+            &table.buffer,
+            &counter.buffer,
+            &model_in.buffer,
+            &ts.buffer,
+        )
+        .unwrap(),
+        diff::sampler_step(c, len, 1, &bufs).unwrap(),
+    ]);
+    assert_eq!(read_on(c, &ts), vec![321.0; batch], "timesteps, batch {batch}");
+    let want_in: Vec<f32> = x.iter().map(|v| v * 0.7).collect();
+    assert_close(&format!("model input, batch {batch}"), &read_on(c, &model_in), &want_in, RTOL);
+    let want = diff::reference_step(&row, &x, &m, &z, &mut prev);
+    assert_close(&format!("sampler step, batch {batch}"), &read_on(c, &xt), &want, RTOL);
+    assert_close(&format!("previous x0, batch {batch}"), &read_on(c, &prevt), &prev, RTOL);
+}
+
+#[test]
+fn diffusion_geometry_every_batch() {
+    for (i, &n) in BATCHES.iter().enumerate() {
+        check_geometry_on(ctx(), n, 1000 + i as u64);
+        check_geometry_on(spill_ctx(), n, 1010 + i as u64);
+    }
+}

@@ -1,5 +1,7 @@
 use wgpu_diffusion::kernels::elementwise as ew;
 
+use wgpu_diffusion::gpu::Context;
+
 use crate::*;
 
 const LENS: [usize; 5] = [1, 7, 255, 257, 10_007];
@@ -48,4 +50,53 @@ fn upsample_nearest2x() {
         run(ew::upsample_nearest2x(ctx(), planes, h, w, &xt.buffer, &y.buffer).unwrap());
         assert_eq!(read(&y), ew::reference_upsample(planes, h, w, &x), "upsample {planes} {h} {w}");
     }
+}
+
+// Geometry: every kernel here is 1-D, 256 elements a workgroup, split over x and y past the
+// device's per-dimension limit (concatenation is buffer copies, one pair per image).
+// - BATCHES x one 7x7x2 map (98 values an image): 98 to 3234 elements, 1 to 13 workgroups, the
+//   last partial; upsampling 1..33 images of 2 planes of 7x7 to 14x14;
+// - the same on `spill_ctx` (4 workgroups per dimension): 3234 elements are 13 workgroups on a
+//   4 x 4 grid, 3 past the end; the largest upsample 12936 outputs, 51 workgroups, is refused.
+fn check_unary_on(c: &Context, len: usize, seed: u64) {
+    let a: Vec<f32> = random(&mut rng(seed), len).iter().map(|v| v * 20.0).collect();
+    let b = random(&mut rng(seed + 1), len);
+    let (at, bt) = (upload_on(c, &a), upload_on(c, &b));
+    let y = output_on(c, len);
+    c.run(&[ew::silu(c, len, &at.buffer, &y.buffer).unwrap()]);
+    assert_close(&format!("silu, {len}"), &read_on(c, &y), &ew::reference_silu(&a), RTOL);
+    let y = output_on(c, len);
+    c.run(&[ew::add(c, len, &at.buffer, &bt.buffer, &y.buffer).unwrap()]);
+    assert_close(&format!("add, {len}"), &read_on(c, &y), &ew::reference_add(&a, &b), RTOL);
+    let y = output_on(c, len);
+    c.run(&[ew::affine(c, len, 1.5, -0.5, &at.buffer, &y.buffer).unwrap()]);
+    assert_close(&format!("affine, {len}"), &read_on(c, &y), &ew::reference_affine(1.5, -0.5, &a), RTOL);
+}
+
+#[test]
+fn elementwise_geometry_every_batch() {
+    for (i, &n) in BATCHES.iter().enumerate() {
+        for c in [ctx(), spill_ctx()] {
+            check_unary_on(c, n * 98, 800 + i as u64);
+        }
+        let x = random(&mut rng(810 + i as u64), n * 2 * 49);
+        let (xt, y) = (upload(&x), output(n * 2 * 196));
+        run(ew::upsample_nearest2x(ctx(), n * 2, 7, 7, &xt.buffer, &y.buffer).unwrap());
+        assert_eq!(read(&y), ew::reference_upsample(n * 2, 7, 7, &x), "upsample, batch {n}");
+        let (a, b) = (random(&mut rng(820), n * 3 * 49), random(&mut rng(821), n * 5 * 49));
+        let (at, bt, y) = (upload(&a), upload(&b), output(n * 8 * 49));
+        run(ew::concat_channels(ctx(), n, 3, 5, 49, &at.buffer, &bt.buffer, &y.buffer).unwrap());
+        assert_eq!(read(&y), ew::reference_concat(n, 3, 5, 49, &a, &b), "concat, batch {n}");
+    }
+    // Upsampling spilled into y: 4 planes of 7x7 are 784 outputs, 4 workgroups; 9 planes 7 (4 x 2).
+    let c = spill_ctx();
+    let x = random(&mut rng(830), 9 * 49);
+    let (xt, y) = (upload_on(c, &x), output_on(c, 9 * 196));
+    let d = ew::upsample_nearest2x(c, 9, 7, 7, &xt.buffer, &y.buffer).unwrap();
+    assert_eq!(d.workgroups, [4, 2, 1]);
+    c.run(&[d]);
+    assert_eq!(read_on(c, &y), ew::reference_upsample(9, 7, 7, &x), "upsample spilled into y");
+    let big = output_on(c, 33 * 2 * 196);
+    let err = ew::upsample_nearest2x(c, 66, 7, 7, &big.buffer, &big.buffer).unwrap_err();
+    assert!(err.to_string().contains("exceed this device's 4 per dimension"), "{err}");
 }

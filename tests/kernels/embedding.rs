@@ -51,3 +51,30 @@ fn embedding_frequencies_follow_pytorch() {
     let bad = EmbeddingConfig { dim: 2, freq_shift: 1.0, ..cfg };
     assert!(bad.frequencies().is_err());
 }
+
+// Geometry: 1-D over batch x dim values, 256 a workgroup, split over x and y past the limit.
+// - every batch in BATCHES at dim 128 (the bundled model's): 1 to 17 workgroups, the last
+//   partial at 33 x 128 = 4224; at dim 33 (an odd dim, a zero column) 1 to 5;
+// - on `spill_ctx`: 33 x 33 = 1089 values are 5 workgroups on a 4 x 2 grid.
+#[test]
+fn timestep_embedding_geometry_every_batch() {
+    let on = |c: &wgpu_diffusion::gpu::Context, batch: usize, dim: usize| {
+        let cfg = EmbeddingConfig { dim, flip_sin_to_cos: true, freq_shift: 0.0, max_period: 10000.0 };
+        let t: Vec<f32> = (0..batch).map(|i| (i * 31 % 1000) as f32).collect();
+        let (tt, ft, out) =
+            (upload_on(c, &t), upload_on(c, &cfg.frequencies().unwrap()), output_on(c, batch * dim));
+        c.run(&[embedding::timestep_embedding(c, &cfg, batch, &tt.buffer, &ft.buffer, &out.buffer).unwrap()]);
+        let got = read_on(c, &out);
+        let worst = got
+            .iter()
+            .zip(&embedding::reference(&cfg, &t))
+            .map(|(g, w)| (g - w).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst <= 1e-6, "batch {batch} dim {dim}: max abs error {worst:e}");
+    };
+    for &n in &BATCHES {
+        on(ctx(), n, 128);
+        on(ctx(), n, 33);
+    }
+    on(spill_ctx(), 33, 33);
+}

@@ -220,3 +220,59 @@ fn matmul_rejects_bad_shapes_and_buffers() {
         .unwrap_err();
     assert!(err.to_string().contains("C holds"), "{err}");
 }
+
+// Geometry. The grid is x: column blocks (4 columns an invocation, 16 invocations a workgroup on
+// the portable kernel, 8..64 on the subgroup one), y: row blocks (4 rows an invocation and 1..4
+// invocations a workgroup portable, 32 rows a workgroup subgroup), z: batch entries (times
+// split-K's k ranges). The reduce pass of split-K is 1-D over C and spills into y.
+// - a time-embedding Linear at every batch in BATCHES (rows = images, 32 -> 128 features): 1 to
+//   33 rows, so one row block up to 3 along y (the last partial) portable and 2 subgroup, 2 column
+//   workgroups along x;
+// - attention's scores product at 7x7 (49 x 49 x 32) for every batch as z, 1 to 33, with a
+//   partial column and row block;
+// - portable, subgroup (forced, for any row count) and split-K into 2, 3 and 7 (`check`), and the
+//   graph's `linear`;
+// - split-K's reduce pass on `spill_ctx` (4 workgroups per dimension): 33 x 64 outputs are 9
+//   workgroups on a 4 x 3 grid, 3 past the end; its first pass (1 x 3 x 3) fits. x, y and z of the
+//   first pass do not spill: z is batch x heads, y is rows / 16 (a Linear's rows are images).
+#[test]
+fn matmul_geometry_every_batch() {
+    for (i, &batch) in BATCHES.iter().enumerate() {
+        let seed = 600 + 10 * i as u64;
+        let mut temb = dense(1, batch, 128, 32);
+        temb.b = Strides::transposed(32, 128);
+        temb.bias = Bias::PerColumn;
+        temb.silu = true;
+        check(temb, seed);
+        let mut scores = dense(batch, 49, 49, 32);
+        scores.a = Strides::transposed(49, 32);
+        scores.bias = Bias::ColumnScale;
+        check(scores, seed + 1);
+        // The graph's launch.
+        let mut r = rng(seed + 2);
+        let (x, w, b) = (random(&mut r, batch * 32), random(&mut r, 128 * 32), random(&mut r, 128));
+        let want = matmul::reference(&temb, &x, &w, Some(&b));
+        let (xt, wt, bt, y) = (upload(&x), upload(&w), upload(&b), output(batch * 128));
+        let d =
+            matmul::linear(ctx(), batch, 32, 128, true, &xt.buffer, &wt.buffer, Some(&bt.buffer), &y.buffer)
+                .unwrap();
+        ctx().run(&d);
+        assert_close(&format!("linear, batch {batch}"), &read(&y), &want, RTOL);
+    }
+}
+
+#[test]
+fn matmul_geometry_split_k_reduce_spills_into_y() {
+    let c = spill_ctx();
+    let mut s = dense(1, 33, 64, 40);
+    s.bias = Bias::PerRow;
+    let mut r = rng(650);
+    let (a, b, bias) = (random(&mut r, 33 * 40), random(&mut r, 40 * 64), random(&mut r, 33));
+    let want = matmul::reference(&s, &a, &b, Some(&bias));
+    let (at, bt, biast, out) =
+        (upload_on(c, &a), upload_on(c, &b), upload_on(c, &bias), output_on(c, 33 * 64));
+    let d = matmul::matmul_split(c, &s, &at.buffer, &bt.buffer, Some(&biast.buffer), &out.buffer, 3).unwrap();
+    assert_eq!(d[1].workgroups, [4, 3, 1], "the reduce pass spills into y");
+    c.run(&d);
+    assert_close("matmul split-K, reduce spilled into y", &read_on(c, &out), &want, RTOL);
+}

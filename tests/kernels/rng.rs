@@ -89,3 +89,30 @@ fn statistics_over_a_million_samples() {
         assert!(r.abs() < 5e-3, "{what} correlation {r}");
     }
 }
+
+// Geometry: 1-D over (stream, group of 4 values), 256 a workgroup, split over x and y past the
+// limit. Every batch in BATCHES of one 28x28 image a stream (1 to 26 workgroups, the last partial:
+// 33 x 196 groups), and on `spill_ctx` batches 1 to 16 of 7x7 maps (16 x 13 = 208 groups; at 33
+// streams of 149 values, 5 workgroups on a 4 x 2 grid).
+#[test]
+fn normal_geometry_every_batch() {
+    let key = NoiseKey { seed: 77, stream_base: 5, substream: 3 };
+    let on = |c: &wgpu_diffusion::gpu::Context, streams: usize, per: usize| {
+        let out = output_on(c, streams * per);
+        c.run(&[rng::normal(c, key, streams, per, None, &out.buffer).unwrap()]);
+        let got = read_on(c, &out);
+        let want = rng::reference(key, 0, streams, per);
+        let worst =
+            got.iter().zip(&want).map(|(g, w)| (g - w).abs() / (1.0 + w.abs())).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5, "{streams} streams of {per}: {worst:e}");
+        got
+    };
+    for &n in &BATCHES {
+        let all = on(ctx(), n, 784);
+        // Stream k of the batch is stream k alone, whatever the grid.
+        let last = on(spill_ctx(), 1, 784);
+        assert_eq!(&all[..784], &last[..], "stream 0, batch {n}");
+        on(spill_ctx(), n.min(16), 49);
+    }
+    on(spill_ctx(), 33, 149);
+}

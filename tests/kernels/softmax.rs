@@ -52,3 +52,22 @@ fn softmax_rejects_short_buffers() {
     let err = softmax::softmax(ctx(), 10, 30, 1.0, &t.buffer, &t.buffer).unwrap_err();
     assert!(err.to_string().contains("needs 300"), "{err}");
 }
+
+// Geometry: 1-D over rows, 64 rows a workgroup, split over x and y past the limit.
+// - attention's rows at every batch in BATCHES (batch x 2 heads x 49 tokens of 49 scores): 98 to
+//   3234 rows, 2 to 51 workgroups, the last partial; the same on `spill_ctx` up to batch 7 (686
+//   rows, 11 workgroups on a 4 x 3 grid, one past the end).
+#[test]
+fn softmax_geometry_every_batch() {
+    for (i, &n) in BATCHES.iter().enumerate() {
+        check(n * 2 * 49, 49, 0.17, 2.0, 900 + i as u64);
+    }
+    let c = spill_ctx();
+    for (i, rows) in [98usize, 686].into_iter().enumerate() {
+        let x = random(&mut rng(910 + i as u64), rows * 49);
+        let want = softmax::reference(rows, 49, 0.5, &x);
+        let (xt, out) = (upload_on(c, &x), output_on(c, rows * 49));
+        c.run(&[softmax::softmax(c, rows, 49, 0.5, &xt.buffer, &out.buffer).unwrap()]);
+        assert_close(&format!("softmax {rows}x49 on the spill context"), &read_on(c, &out), &want, RTOL);
+    }
+}
