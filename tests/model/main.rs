@@ -2,6 +2,7 @@
 //! input a user can give, each refused with a clear error.
 
 mod bad_input;
+mod batch_invariance;
 mod golden;
 
 #[path = "../common/mod.rs"]
