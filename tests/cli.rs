@@ -98,7 +98,7 @@ fn sample_writes_a_grid_an_npy_and_numbered_pngs() {
     assert!(ok, "{err}");
     assert_eq!(std::fs::read(&npy).unwrap(), std::fs::read(&again).unwrap());
     for i in 0..3 {
-        let one = image::open(out_dir.join(format!("{i:03}.png"))).unwrap();
+        let one = image::open(out_dir.join(format!("{i:06}.png"))).unwrap();
         assert_eq!((one.width(), one.height()), (28, 28));
     }
 
@@ -199,4 +199,175 @@ fn noise_draws_the_forward_process() {
         out.to_str().unwrap(),
     ]);
     assert_one_line_error(ok, &err, &["cannot read image /nonexistent.png"]);
+}
+
+fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"));
+    cmd.args(args);
+    for var in
+        ["SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT", "JOB_COMPLETION_INDEX"]
+    {
+        cmd.env_remove(var);
+    }
+    let out = cmd.envs(env.iter().copied()).output().expect("run the binary");
+    let stderr: String = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (out.status.success(), stderr)
+}
+
+/// Every file of a folder, by name.
+fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut all: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+        .collect();
+    all.sort();
+    all
+}
+
+#[test]
+fn three_shards_give_one_runs_files_byte_for_byte() {
+    let dir = scratch("shards");
+    let model = golden("fashion-f16");
+    let base = [
+        "sample",
+        "--model",
+        &model,
+        "--steps",
+        "2",
+        "--batch",
+        "10",
+        "--seed",
+        "3",
+        "--scheduler",
+        "euler-a",
+    ];
+    let (one, shards) = (dir.join("one"), dir.join("shards"));
+    let (ok, err) = cli_env(&[&base[..], &["--out-dir", one.to_str().unwrap()]].concat(), &[]);
+    assert!(ok, "{err}");
+    let mut npys = vec![];
+    for i in 0..3 {
+        let npy = dir.join(format!("shard{i}.npy"));
+        let shard = format!("{i}/3");
+        let args = [
+            &base[..],
+            &["--shard", &shard, "--out-dir", shards.to_str().unwrap(), "--save-npy", npy.to_str().unwrap()],
+        ];
+        let (ok, err) = cli_env(&args.concat(), &[]);
+        assert!(ok, "{err}");
+        npys.push(wgpu_diffusion::io::npy::read(&npy).unwrap());
+    }
+    let want = files(&one);
+    assert_eq!(
+        want.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
+        (0..10).map(|i| format!("{i:06}.png")).collect::<Vec<_>>()
+    );
+    assert_eq!(files(&shards), want, "3 shards = one run, byte for byte");
+    // --save-npy holds the shard's own images: 4, 4 and 2.
+    assert_eq!(npys.iter().map(|(s, _)| s[0]).collect::<Vec<_>>(), vec![4, 4, 2]);
+
+    // --shard auto: a Slurm job array numbered from 5, and a Kubernetes Indexed Job.
+    let (auto_slurm, auto_k8s) = (dir.join("slurm"), dir.join("k8s"));
+    for (env, out) in [
+        (
+            vec![
+                ("SLURM_ARRAY_TASK_ID", "7"),
+                ("SLURM_ARRAY_TASK_MIN", "5"),
+                ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ],
+            &auto_slurm,
+        ),
+        (vec![("JOB_COMPLETION_INDEX", "2")], &auto_k8s),
+    ] {
+        let mut args = [&base[..], &["--shard", "auto", "--out-dir", out.to_str().unwrap()]].concat();
+        if env.len() == 1 {
+            args.extend(["--shard-count", "3"]);
+        }
+        let (ok, err) = cli_env(&args, &env);
+        assert!(ok, "{err}");
+        assert_eq!(files(out), want[8..].to_vec(), "shard 2 of 3 from the environment");
+    }
+    let (ok, err) = cli_env(&[&base[..], &["--shard", "auto"]].concat(), &[]);
+    assert_one_line_error(ok, &err, &["--shard auto", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"]);
+    let (ok, err) = cli_env(&[&base[..], &["--shard", "3/3"]].concat(), &[]);
+    assert_one_line_error(ok, &err, &["--shard 3/3", "I/N"]);
+}
+
+#[test]
+fn pngs_say_how_to_regenerate_them() {
+    let dir = scratch("png-text");
+    let model = golden("fashion-f16");
+    let (grid, each) = (dir.join("grid.png"), dir.join("each"));
+    let args = [
+        "sample",
+        "--model",
+        &model,
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--seed",
+        "9",
+        "--scheduler",
+        "ddim",
+        "--eta",
+        "0.5",
+    ];
+    let (ok, _, err) = cli(&[&args[..], &["--out", grid.to_str().unwrap()]].concat());
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&[&args[..], &["--out-dir", each.to_str().unwrap()]].concat());
+    assert!(ok, "{err}");
+    let text = wgpu_diffusion::io::images::png_text(&each.join("000001.png")).unwrap();
+    let get = |k: &str| text.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    assert!(get("model").ends_with("fashion-f16"), "{text:?}");
+    assert_eq!(
+        (get("sampler"), get("steps"), get("seed"), get("eta")),
+        ("ddim".into(), "2".into(), "9".into(), "0.5".into())
+    );
+    assert_eq!(get("image index"), "1");
+    assert!(
+        get("parameters").contains("--scheduler ddim --steps 2 --batch 2 --seed 9 --eta 0.5"),
+        "{text:?}"
+    );
+    let grid_text = wgpu_diffusion::io::images::png_text(&grid).unwrap();
+    assert!(grid_text.iter().any(|(k, v)| k == "image index" && v.starts_with("0-1")), "{grid_text:?}");
+    // Written through a temporary file and renamed: none is left behind.
+    assert!(files(&each).iter().all(|(name, _)| !name.ends_with(".tmp")), "{:?}", files(&each).len());
+}
+
+#[test]
+fn a_non_finite_image_is_an_error_and_check_passes() {
+    let dir = scratch("non-finite");
+    let model = golden("fashion-f16");
+    let mut z = vec![0.5f32; 3 * 28 * 28];
+    z[28 * 28 + 5] = f32::NAN; // image 1
+    let x_t = dir.join("x_t.npy");
+    wgpu_diffusion::io::npy::write(&x_t, &[3, 1, 28, 28], &z).unwrap();
+    let grid = dir.join("grid.png");
+    let args = [
+        "sample",
+        "--model",
+        &model,
+        "--steps",
+        "2",
+        "--init-noise",
+        x_t.to_str().unwrap(),
+        "--out",
+        grid.to_str().unwrap(),
+    ];
+    let (ok, _, err) = cli(&args);
+    // After the run's header line, one line of error.
+    let last = err.trim_end().lines().last().unwrap_or_default().to_string();
+    assert!(!ok && err.trim_end().lines().count() == 2, "{err}");
+    assert_one_line_error(ok, &last, &["image 1", "NaN", "--check"]);
+    assert!(!grid.exists(), "nothing written");
+    // --check on a sound model: every op within tolerance, one line per op on stdout.
+    let (ok, out, err) = cli(&["sample", "--model", &model, "--steps", "2", "--batch", "9", "--check"]);
+    assert!(ok, "{err}");
+    assert!(out.lines().all(|l| l.starts_with("ok ")) && out.contains("conv_out (conv2d)"), "{out}");
+    assert!(err.contains("within 1e-3 of their CPU references"), "{err}");
 }

@@ -140,7 +140,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if args.steps > 0 {
         let plan = SamplerPlan::new(&sched, args.steps, 0.0)?;
         let t0 = Instant::now();
-        let input = ChainInput { seed: 0, batch: args.batch, init_noise: None };
+        let input = ChainInput::all(0, args.batch, None);
         diffusion::sample(&ctx, &mut unet, &plan, &input, &mut |_, _| {})?;
         let secs = t0.elapsed().as_secs_f64();
         println!(

@@ -1,6 +1,7 @@
 //! Argument parsing and dispatch to the subcommands.
 
 mod bench;
+mod check;
 mod info;
 mod noise;
 mod sample;

@@ -5,13 +5,13 @@ use std::time::Instant;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use wgpu_diffusion::diffusion::{self, ChainInput, SamplerKind, SamplerPlan, SchedulerConfig};
+use wgpu_diffusion::diffusion::{self, ChainInput, SamplerKind, SamplerPlan, SchedulerConfig, Shard};
 use wgpu_diffusion::gpu::Context;
 use wgpu_diffusion::io::{images, npy};
 use wgpu_diffusion::model::{ModelFolder, UNet};
 use wgpu_diffusion::{Error, Result};
 
-use super::DeviceArgs;
+use super::{check, DeviceArgs};
 
 /// The bundled model and the default sampler chosen for it (README: "Choosing the default").
 pub const DEFAULT_MODEL: &str = "weights/fashion-mnist";
@@ -46,9 +46,22 @@ pub struct SampleArgs {
     /// The PNG grid to write.
     #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
-    /// Write one numbered PNG per image into this folder instead of a grid.
+    /// Write one PNG per image into this folder instead of a grid, named by the image's index in
+    /// the whole batch (000123.png).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+    /// Make only shard I of N of the batch (I from 0): a contiguous range of the images, keyed by
+    /// their index in the whole batch, so shards run as separate processes give one run's files.
+    /// `auto` reads a Slurm job array or a Kubernetes Indexed Job from the environment.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// The number of shards for `--shard auto` under a Kubernetes Indexed Job (its completions).
+    #[arg(long)]
+    pub shard_count: Option<usize>,
+    /// Run the chain's first step op by op against the CPU references and name the first op whose
+    /// output differs, instead of sampling.
+    #[arg(long)]
+    pub check: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -97,6 +110,56 @@ fn check_writable(path: &Path) -> Result<()> {
     }
 }
 
+/// The shard this process makes: `--shard I/N`, `--shard auto` (from the scheduler's environment),
+/// or the whole batch.
+fn shard(args: &SampleArgs) -> Result<Shard> {
+    match args.shard.as_deref() {
+        None if args.shard_count.is_some() => {
+            Err(Error::Invalid("--shard-count goes with --shard auto".into()))
+        }
+        None => Ok(Shard::WHOLE),
+        Some("auto") => Shard::from_scheduler(|k| std::env::var(k).ok(), args.shard_count),
+        Some(_) if args.shard_count.is_some() => {
+            Err(Error::Invalid("--shard-count goes with --shard auto; --shard I/N holds the count".into()))
+        }
+        Some(text) => Shard::parse(text),
+    }
+}
+
+/// The PNG text chunks that say how to regenerate an image (or, for a grid, its images).
+fn png_text(
+    folder: &ModelFolder,
+    args: &SampleArgs,
+    batch: usize,
+    index: String,
+) -> Vec<(&'static str, String)> {
+    let model = folder.root.display().to_string();
+    let parameters = format!(
+        "wgpu-diffusion sample --model {model} --scheduler {} --steps {} --batch {batch} --seed {} --eta {}{}",
+        args.scheduler,
+        args.steps,
+        args.seed,
+        args.eta,
+        args.init_noise.as_ref().map_or(String::new(), |p| format!(" --init-noise {}", p.display())),
+    );
+    vec![
+        ("Software", format!("wgpu-diffusion {}", env!("CARGO_PKG_VERSION"))),
+        ("model", model),
+        ("sampler", args.scheduler.clone()),
+        ("steps", args.steps.to_string()),
+        ("seed", args.seed.to_string()),
+        ("eta", args.eta.to_string()),
+        ("batch", batch.to_string()),
+        ("image index", index),
+        ("parameters", parameters),
+    ]
+}
+
+/// The first image holding a NaN or an infinity, by its index in the whole batch.
+fn first_non_finite(out: &[f32], per: usize, first: usize) -> Option<usize> {
+    out.chunks(per).position(|img| img.iter().any(|v| !v.is_finite())).map(|k| first + k)
+}
+
 pub fn run(args: &SampleArgs) -> Result<()> {
     let kind = SamplerKind::parse(&args.scheduler)?;
     let folder = model_folder(args.model.as_deref())?;
@@ -116,10 +179,22 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     if batch == 0 {
         return Err(Error::Invalid("--batch must be at least 1".into()));
     }
+    let shard = shard(args)?;
+    let images = shard.range(batch);
+    if images.is_empty() {
+        eprintln!(
+            "shard {} of {} has no images of a batch of {batch}: nothing to do",
+            shard.index, shard.count
+        );
+        return Ok(());
+    }
+    if args.check {
+        return check::run(args, &folder, &plan, batch, init.as_ref().map(|(_, v)| v.as_slice()));
+    }
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", dir.display())))?;
-        check_writable(&dir.join("000.png"))?;
+        check_writable(&dir.join(format!("{:06}.png", images.start)))?;
     } else {
         check_writable(&args.out)?;
     }
@@ -138,9 +213,18 @@ pub fn run(args: &SampleArgs) -> Result<()> {
             )));
         }
     }
+    let share = if shard == Shard::WHOLE {
+        String::new()
+    } else {
+        format!(
+            " (shard {} of {}: images {}..{} of {batch})",
+            shard.index, shard.count, images.start, images.end
+        )
+    };
     eprintln!(
-        "{}: {batch} image(s) of {s}x{s}, {} with {} steps, seed {}, on {}",
+        "{}: {} image(s) of {s}x{s}{share}, {} with {} steps, seed {}, on {}",
         folder.root.display(),
+        images.len(),
         args.scheduler,
         args.steps,
         args.seed,
@@ -153,7 +237,12 @@ pub fn run(args: &SampleArgs) -> Result<()> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let t0 = Instant::now();
-    let input = ChainInput { seed: args.seed, batch, init_noise: init.as_ref().map(|(_, v)| v.as_slice()) };
+    let input = ChainInput {
+        seed: args.seed,
+        batch,
+        images: images.clone(),
+        init_noise: init.as_ref().map(|(_, v)| v.as_slice()),
+    };
     let mut total_steps = args.steps;
     let out = diffusion::sample(&ctx, &mut unet, &plan, &input, &mut |done, total| {
         total_steps = total;
@@ -163,20 +252,38 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
 
+    let per = ch * s * s;
+    let n = images.len();
+    if let Some(k) = first_non_finite(&out, per, images.start) {
+        return Err(Error::Invalid(format!(
+            "image {k} came out with NaN or infinite values, so nothing was written; \
+             `sample --check` runs the first step op by op against the CPU references and names the op that goes wrong"
+        )));
+    }
     if let Some(p) = &args.save_npy {
-        npy::write(p, &[batch, ch, s, s], &out)?;
+        npy::write(p, &[n, ch, s, s], &out)?;
     }
     let written = match &args.out_dir {
         Some(dir) => {
-            let per = ch * s * s;
-            for i in 0..batch {
-                let img = images::grid(&out[i * per..(i + 1) * per], 1, ch, s, s, 1)?;
-                images::save_png(&img, &dir.join(format!("{i:03}.png")))?;
+            for (k, img) in images.clone().zip(out.chunks(per)) {
+                let text = png_text(&folder, args, batch, k.to_string());
+                images::save_png_with_text(
+                    &images::grid(img, 1, ch, s, s, 1)?,
+                    &dir.join(format!("{k:06}.png")),
+                    &text,
+                )?;
             }
-            format!("{batch} images in {}", dir.display())
+            format!("{n} images in {}", dir.display())
         }
         None => {
-            images::save_png(&images::grid(&out, batch, ch, s, s, images::square_cols(batch))?, &args.out)?;
+            let text = png_text(
+                &folder,
+                args,
+                batch,
+                format!("{}-{} (row by row)", images.start, images.end.max(1) - 1),
+            );
+            let grid = images::grid(&out, n, ch, s, s, images::square_cols(n))?;
+            images::save_png_with_text(&grid, &args.out, &text)?;
             args.out.display().to_string()
         }
     };
@@ -184,7 +291,7 @@ pub fn run(args: &SampleArgs) -> Result<()> {
         "wrote {written}: {:.1} s, {:.2} steps/s, {:.2} images/s",
         secs,
         total_steps as f64 / secs,
-        batch as f64 / secs
+        n as f64 / secs
     );
     Ok(())
 }

@@ -3,20 +3,34 @@
 //! per-step table by the counter on the device. Steps are recorded many per submission and nothing
 //! is read back until the end.
 
+use std::ops::Range;
 use std::time::Instant;
 
 use super::samplers::SamplerPlan;
-use crate::gpu::{Context, Dispatch};
+use crate::gpu::{Context, Dispatch, Tensor};
+use crate::graph::check::{check_ops, OpCheck};
 use crate::kernels::{diffusion, elementwise, rng};
-use crate::model::UNet;
+use crate::model::{UNet, UNetExecutable};
 use crate::{Error, Result};
 
 /// What a chain starts from.
 pub struct ChainInput<'a> {
     pub seed: u64,
+    /// Images in the whole run, over every shard: it sizes the micro-batches, so that the images a
+    /// shard makes are bit for bit those one process makes of the whole batch.
     pub batch: usize,
-    /// Standard-normal x_T [batch, C, H, W]; generated from the seed when None.
+    /// Global indices of the images to make here (a shard's share of `0..batch`). Image k's noise
+    /// is keyed by (seed, k), never by its place in this range.
+    pub images: Range<usize>,
+    /// Standard-normal x_T [batch, C, H, W] for the whole batch; generated from the seed when None.
     pub init_noise: Option<&'a [f32]>,
+}
+
+impl<'a> ChainInput<'a> {
+    /// Every image of a batch of `batch`.
+    pub fn all(seed: u64, batch: usize, init_noise: Option<&'a [f32]>) -> Self {
+        Self { seed, batch, images: 0..batch, init_noise }
+    }
 }
 
 /// Progress: (steps done, steps in total), over all micro-batches.
@@ -26,7 +40,164 @@ pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
 const INIT_SUBSTREAM: u32 = 0;
 const STEP_SUBSTREAM: u32 = 1;
 
-/// Runs the whole reverse chain and returns the final samples [batch, C, H, W].
+/// The device state of a chain over micro-batches of `micro` images: the UNet executable, the
+/// sample, noise and previous-x0 buffers, the step table and counter, and the list of dispatches
+/// one step records.
+struct Chain<'a> {
+    ctx: &'a Context,
+    input: &'a ChainInput<'a>,
+    plan: &'a SamplerPlan,
+    net: UNetExecutable,
+    micro: usize,
+    per: usize,
+    x: Tensor,
+    noise: Tensor,
+    prev_x0: Tensor,
+    table: Tensor,
+    counter: Tensor,
+}
+
+impl<'a> Chain<'a> {
+    fn new(
+        ctx: &'a Context,
+        unet: &mut UNet,
+        plan: &'a SamplerPlan,
+        input: &'a ChainInput<'a>,
+    ) -> Result<Self> {
+        let cfg = &unet.config;
+        let per = cfg.in_channels * cfg.sample_size * cfg.sample_size;
+        if cfg.in_channels != cfg.out_channels {
+            return Err(Error::Invalid(format!(
+                "sampling needs out_channels == in_channels, the model has {} and {}",
+                cfg.out_channels, cfg.in_channels
+            )));
+        }
+        if input.batch == 0 {
+            return Err(Error::Invalid("--batch must be at least 1".into()));
+        }
+        let images = &input.images;
+        if images.start > images.end || images.end > input.batch {
+            return Err(Error::Invalid(format!(
+                "images {images:?} are not within a batch of {}",
+                input.batch
+            )));
+        }
+        if let Some(x) = input.init_noise {
+            if x.len() != input.batch * per {
+                return Err(Error::Shape(format!(
+                    "initial noise has {} values, {} images of [{}, {}, {}] need {}",
+                    x.len(),
+                    input.batch,
+                    cfg.in_channels,
+                    cfg.sample_size,
+                    cfg.sample_size,
+                    input.batch * per
+                )));
+            }
+        }
+        // Sized by the whole batch, not this process's share: a shard then runs the executable one
+        // process would, and its images come out bit for bit the same on every device (on GPUs
+        // split-K's split count follows the batch).
+        let micro = input.batch.min(unet.max_batch(ctx)?);
+        let net = unet.executable(ctx, micro)?;
+        let len = micro * per;
+        let steps = plan.rows.len();
+        Ok(Self {
+            ctx,
+            input,
+            plan,
+            net,
+            micro,
+            per,
+            x: ctx.zeros(&[len])?,
+            noise: ctx.zeros(&[len])?,
+            prev_x0: ctx.zeros(&[len])?,
+            table: ctx.upload(bytemuck::cast_slice(&plan.rows), &[steps * diffusion::ROW_LEN])?,
+            counter: ctx.upload_u32(&[0], &[1])?,
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.micro * self.per
+    }
+
+    /// Resets the step counter and returns the dispatches that write x_T for the micro-batch whose
+    /// first image is `start` (global index): init_noise_sigma * z, with z from the file (written
+    /// here) or from (seed, image index, substream 0).
+    fn start(&self, start: usize) -> Result<Vec<Dispatch>> {
+        let (ctx, per, len) = (self.ctx, self.per, self.len());
+        ctx.queue.write_buffer(&self.counter.buffer, 0, bytemuck::cast_slice(&[0u32]));
+        let sigma = self.plan.init_noise_sigma as f32;
+        Ok(match self.input.init_noise {
+            Some(z) => {
+                let n = self.micro.min(self.input.images.end - start);
+                let mut chunk: Vec<f32> =
+                    z[start * per..(start + n) * per].iter().map(|v| v * sigma).collect();
+                chunk.resize(len, 0.0);
+                ctx.queue.write_buffer(&self.x.buffer, 0, bytemuck::cast_slice(&chunk));
+                vec![]
+            }
+            None => {
+                let key = rng::NoiseKey {
+                    seed: self.input.seed,
+                    stream_base: start as u32,
+                    substream: INIT_SUBSTREAM,
+                };
+                vec![
+                    rng::normal(ctx, key, self.micro, per, None, &self.noise.buffer)?,
+                    elementwise::affine(ctx, len, sigma, 0.0, &self.noise.buffer, &self.x.buffer)?,
+                ]
+            }
+        })
+    }
+
+    /// The dispatches of one step, in four parts: prepare (model input and timestep from the
+    /// table row), the UNet, fresh noise (absent for samplers that add none), and the update with
+    /// the counter's advance.
+    fn step(&self, start: usize) -> Result<[Vec<Dispatch>; 4]> {
+        let (ctx, len, steps) = (self.ctx, self.len(), self.plan.rows.len());
+        let prepare = diffusion::prepare_step(
+            ctx,
+            self.micro,
+            len,
+            steps,
+            &self.x.buffer,
+            &self.table.buffer,
+            &self.counter.buffer,
+            self.net.sample_buffer(),
+            self.net.timesteps_buffer(),
+        )?;
+        let mut noise = vec![];
+        if self.plan.adds_noise {
+            let key =
+                rng::NoiseKey { seed: self.input.seed, stream_base: start as u32, substream: STEP_SUBSTREAM };
+            noise.push(rng::normal(
+                ctx,
+                key,
+                self.micro,
+                self.per,
+                Some(&self.counter.buffer),
+                &self.noise.buffer,
+            )?);
+        }
+        let bufs = diffusion::StepBuffers {
+            x: &self.x.buffer,
+            model_out: self.net.output_buffer(),
+            noise: &self.noise.buffer,
+            prev_x0: &self.prev_x0.buffer,
+            table: &self.table.buffer,
+            step_counter: &self.counter.buffer,
+        };
+        let update = vec![
+            diffusion::sampler_step(ctx, len, steps, &bufs)?,
+            diffusion::advance_step(ctx, &self.counter.buffer)?,
+        ];
+        Ok([vec![prepare], self.net.exe.dispatches.clone(), noise, update])
+    }
+}
+
+/// Runs the whole reverse chain for `input.images` and returns their final samples, in order
+/// ([images, C, H, W]).
 pub fn sample(
     ctx: &Context,
     unet: &mut UNet,
@@ -34,93 +205,16 @@ pub fn sample(
     input: &ChainInput,
     progress: Progress,
 ) -> Result<Vec<f32>> {
-    let cfg = unet.config.clone();
-    let per = cfg.in_channels * cfg.sample_size * cfg.sample_size;
-    if cfg.in_channels != cfg.out_channels {
-        return Err(Error::Invalid(format!(
-            "sampling needs out_channels == in_channels, the model has {} and {}",
-            cfg.out_channels, cfg.in_channels
-        )));
-    }
-    if input.batch == 0 {
-        return Err(Error::Invalid("--batch must be at least 1".into()));
-    }
-    if let Some(x) = input.init_noise {
-        if x.len() != input.batch * per {
-            return Err(Error::Shape(format!(
-                "initial noise has {} values, {} images of [{}, {}, {}] need {}",
-                x.len(),
-                input.batch,
-                cfg.in_channels,
-                cfg.sample_size,
-                cfg.sample_size,
-                input.batch * per
-            )));
-        }
-    }
-    let micro = input.batch.min(unet.max_batch(ctx)?);
-    let net = unet.executable(ctx, micro)?;
-    let len = micro * per;
-    let steps = plan.rows.len();
-    let x = ctx.zeros(&[len])?;
-    let noise = ctx.zeros(&[len])?;
-    let prev_x0 = ctx.zeros(&[len])?;
-    let table = ctx.upload(bytemuck::cast_slice(&plan.rows), &[steps * diffusion::ROW_LEN])?;
-    let counter = ctx.upload_u32(&[0], &[1])?;
-
-    let total = steps * input.batch.div_ceil(micro);
+    let chain = Chain::new(ctx, unet, plan, input)?;
+    let (micro, per, steps) = (chain.micro, chain.per, plan.rows.len());
+    let images = input.images.clone();
+    let total = steps * images.len().div_ceil(micro);
     let mut done = 0;
-    let mut out = Vec::with_capacity(input.batch * per);
-    for start in (0..input.batch).step_by(micro) {
-        let n = micro.min(input.batch - start);
-        // x_T = init_noise_sigma * z, with z from the file or from (seed, image index, substream 0).
-        let sigma = plan.init_noise_sigma as f32;
-        let init = match input.init_noise {
-            Some(z) => {
-                let mut chunk: Vec<f32> =
-                    z[start * per..(start + n) * per].iter().map(|v| v * sigma).collect();
-                chunk.resize(len, 0.0);
-                ctx.queue.write_buffer(&x.buffer, 0, bytemuck::cast_slice(&chunk));
-                vec![]
-            }
-            None => {
-                let key =
-                    rng::NoiseKey { seed: input.seed, stream_base: start as u32, substream: INIT_SUBSTREAM };
-                vec![
-                    rng::normal(ctx, key, micro, per, None, &noise.buffer)?,
-                    elementwise::affine(ctx, len, sigma, 0.0, &noise.buffer, &x.buffer)?,
-                ]
-            }
-        };
-        ctx.queue.write_buffer(&counter.buffer, 0, bytemuck::cast_slice(&[0u32]));
-        let mut step_list: Vec<Dispatch> = vec![diffusion::prepare_step(
-            ctx,
-            micro,
-            len,
-            steps,
-            &x.buffer,
-            &table.buffer,
-            &counter.buffer,
-            net.sample_buffer(),
-            net.timesteps_buffer(),
-        )?];
-        step_list.extend(net.exe.dispatches.iter().cloned());
-        if plan.adds_noise {
-            let key =
-                rng::NoiseKey { seed: input.seed, stream_base: start as u32, substream: STEP_SUBSTREAM };
-            step_list.push(rng::normal(ctx, key, micro, per, Some(&counter.buffer), &noise.buffer)?);
-        }
-        let bufs = diffusion::StepBuffers {
-            x: &x.buffer,
-            model_out: net.output_buffer(),
-            noise: &noise.buffer,
-            prev_x0: &prev_x0.buffer,
-            table: &table.buffer,
-            step_counter: &counter.buffer,
-        };
-        step_list.push(diffusion::sampler_step(ctx, len, steps, &bufs)?);
-        step_list.push(diffusion::advance_step(ctx, &counter.buffer)?);
-
+    let mut out = Vec::with_capacity(images.len() * per);
+    for start in images.clone().step_by(micro) {
+        let n = micro.min(images.end - start);
+        let init = chain.start(start)?;
+        let step_list: Vec<Dispatch> = chain.step(start)?.into_iter().flatten().collect();
         // Submit a first step alone, then chunks sized to about half a second each, so progress
         // moves on slow devices while fast ones get many steps per submission.
         let mut recorded = 0;
@@ -139,8 +233,50 @@ pub fn sample(
             done += chunk;
             progress(done, total);
         }
-        let y = ctx.read_buffer(&x.buffer, len)?;
+        let y = ctx.read_buffer(&chain.x.buffer, chain.len())?;
         out.extend_from_slice(&y[..n * per]);
     }
     Ok(out)
+}
+
+/// `sample --check`: the chain's first step for the first micro-batch of `input.images`, one part
+/// at a time, each against its CPU reference from the inputs the device gave it: prepare, every
+/// UNet op (see `graph::check`), the step's noise and the sampler update. One row per part, in
+/// order.
+pub fn check_first_step(
+    ctx: &Context,
+    unet: &mut UNet,
+    plan: &SamplerPlan,
+    input: &ChainInput,
+) -> Result<Vec<OpCheck>> {
+    let chain = Chain::new(ctx, unet, plan, input)?;
+    let (len, start, row) = (chain.len(), input.images.start, plan.rows[0]);
+    let [prepare, _, noise, update] = chain.step(start)?;
+    let read = |t: &Tensor| ctx.read_buffer(&t.buffer, len);
+    ctx.run(&chain.start(start)?);
+    let x = read(&chain.x)?;
+    ctx.run(&prepare);
+    let mut rows = vec![];
+    let want_in: Vec<f32> = x.iter().map(|v| v * row.model_in_scale).collect();
+    rows.push(OpCheck::new(
+        "prepare_step",
+        "model input",
+        &ctx.read_buffer(chain.net.sample_buffer(), len)?,
+        &want_in,
+    ));
+    let t = ctx.read_buffer(chain.net.timesteps_buffer(), chain.micro)?;
+    rows.push(OpCheck::new("prepare_step", "timesteps", &t, &vec![row.timestep; chain.micro]));
+    rows.extend(check_ops(ctx, &chain.net.graph, &chain.net.exe, &unet.bank.buffers)?);
+    let model_out = ctx.read_buffer(chain.net.output_buffer(), len)?;
+    if !noise.is_empty() {
+        ctx.run(&noise);
+        let key = rng::NoiseKey { seed: input.seed, stream_base: start as u32, substream: STEP_SUBSTREAM };
+        let want = rng::reference(key, 0, chain.micro, chain.per);
+        rows.push(OpCheck::new("step noise", "philox normal", &read(&chain.noise)?, &want));
+    }
+    let (z, mut prev) = (read(&chain.noise)?, read(&chain.prev_x0)?);
+    ctx.run(&update);
+    let want = diffusion::reference_step(&row, &x, &model_out, &z, &mut prev);
+    rows.push(OpCheck::new("sampler_step", "update", &read(&chain.x)?, &want));
+    Ok(rows)
 }

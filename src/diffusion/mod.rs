@@ -3,6 +3,8 @@
 pub mod chain;
 pub mod samplers;
 pub mod schedule;
+pub mod shard;
 
-pub use chain::{sample, ChainInput};
+pub use chain::{check_first_step, sample, ChainInput};
 pub use samplers::{SamplerKind, SamplerPlan, SchedulerConfig};
+pub use shard::Shard;

@@ -10,6 +10,8 @@ pub struct Executable {
     pub dispatches: Vec<Dispatch>,
     /// The graph layer of each dispatch, for the profiler.
     pub layers: Vec<String>,
+    /// The graph node (index into `Graph::nodes`) of each dispatch, for `check`.
+    pub nodes: Vec<usize>,
     pub plan: Plan,
     slots: Vec<wgpu::Buffer>,
 }
@@ -46,9 +48,14 @@ impl Executable {
                 })
             })
             .collect();
-        let mut exe =
-            Executable { dispatches: Vec::with_capacity(g.nodes.len()), layers: Vec::new(), plan, slots };
-        for node in &g.nodes {
+        let mut exe = Executable {
+            dispatches: Vec::with_capacity(g.nodes.len()),
+            layers: Vec::new(),
+            nodes: Vec::new(),
+            plan,
+            slots,
+        };
+        for (i, node) in g.nodes.iter().enumerate() {
             let list = exe.lower(ctx, g, &node.op, node.output, weights).map_err(|e| match e {
                 Error::Shape(m) => Error::Shape(format!("{}: {m}", node.layer)),
                 other => other,
@@ -56,6 +63,7 @@ impl Executable {
             for d in list {
                 exe.dispatches.push(d);
                 exe.layers.push(node.layer.clone());
+                exe.nodes.push(i);
             }
         }
         Ok(exe)

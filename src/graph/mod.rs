@@ -2,6 +2,7 @@
 //! built (a mismatch is an error naming the layer), then planned (`plan`) and lowered to a list of
 //! dispatches (`executable`).
 
+pub mod check;
 pub mod executable;
 pub mod plan;
 
@@ -95,6 +96,21 @@ pub enum Op {
 }
 
 impl Op {
+    /// The op's kind, as `check` and the profiler name it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Conv2d { .. } => "conv2d",
+            Op::GroupNorm { .. } => "group norm",
+            Op::Linear { .. } => "linear",
+            Op::Attention { .. } => "attention",
+            Op::Silu { .. } => "silu",
+            Op::Affine { .. } => "affine",
+            Op::Concat { .. } => "concat",
+            Op::Upsample2x { .. } => "upsample",
+            Op::TimestepEmbedding { .. } => "timestep embedding",
+        }
+    }
+
     /// The tensors this op reads.
     pub fn inputs(&self) -> Vec<TensorId> {
         match *self {

@@ -48,8 +48,51 @@ pub fn square_cols(n: usize) -> usize {
 }
 
 pub fn save_png(img: &DynamicImage, path: &Path) -> Result<()> {
-    img.save_with_format(path, image::ImageFormat::Png)
-        .map_err(|e| Error::Invalid(format!("cannot write {}: {e}", path.display())))
+    save_png_with_text(img, path, &[])
+}
+
+/// Writes `img` as an 8-bit PNG carrying `text` as tEXt chunks (keyword, value), atomically: into a
+/// temporary file beside `path`, renamed over it once whole, so a killed run never leaves a
+/// truncated PNG under the final name.
+pub fn save_png_with_text(img: &DynamicImage, path: &Path, text: &[(&str, String)]) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| Error::Invalid(format!("cannot write {}: {e}", path.display()));
+    let (color, pixels) = match img {
+        DynamicImage::ImageLuma8(g) => (png::ColorType::Grayscale, g.as_raw().clone()),
+        other => (png::ColorType::Rgb, other.to_rgb8().into_raw()),
+    };
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let write = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let mut enc = png::Encoder::new(file, img.width(), img.height());
+        enc.set_color(color);
+        enc.set_depth(png::BitDepth::Eight);
+        for (key, value) in text {
+            enc.add_text_chunk(key.to_string(), value.clone())?;
+        }
+        let mut writer = enc.write_header()?;
+        writer.write_image_data(&pixels)?;
+        writer.finish()?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(&e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(&e)
+    })
+}
+
+/// The tEXt chunks of a PNG file, in order (what `save_png_with_text` wrote).
+pub fn png_text(path: &Path) -> Result<Vec<(String, String)>> {
+    let file =
+        std::fs::File::open(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+    let reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .map_err(|e| Error::Invalid(format!("cannot read {}: {e}", path.display())))?;
+    Ok(reader.info().uncompressed_latin1_text.iter().map(|t| (t.keyword.clone(), t.text.clone())).collect())
 }
 
 /// Reads a PNG (or any format the image crate reads) as [C, size, size] in [-1, 1], converted to

@@ -116,6 +116,27 @@ pub fn pack_weight(w: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) -> 
     Ok(packed)
 }
 
+/// The inverse of `pack_weight`: the kernel's [KH*KW, Cin, Cout padded to 4] back to PyTorch's
+/// [Cout, Cin, KH, KW] (for `check` runs, which read weights back from the device).
+pub fn unpack_weight(packed: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) -> Result<Vec<f32>> {
+    let cout_pad = cout.div_ceil(4) * 4;
+    if packed.len() != kh * kw * cin * cout_pad {
+        bail_shape!("conv2d packed weight: {} values for [{cout}, {cin}, {kh}, {kw}]", packed.len());
+    }
+    let mut w = vec![0.0f32; cout * cin * kh * kw];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for y in 0..kh {
+                for x in 0..kw {
+                    w[((co * cin + ci) * kh + y) * kw + x] =
+                        packed[((y * kw + x) * cin + ci) * cout_pad + co];
+                }
+            }
+        }
+    }
+    Ok(w)
+}
+
 /// What the epilogue adds; absent inputs are not read.
 #[derive(Clone, Copy, Debug)]
 pub struct Epilogue<'a> {

@@ -88,6 +88,8 @@ pub struct UNet {
 /// A forward for a fixed batch: the executable and where its inputs and output live.
 pub struct UNetExecutable {
     pub exe: Executable,
+    /// The graph `exe` was lowered from (for `check` runs).
+    pub graph: crate::graph::Graph,
     pub batch: usize,
     pub sample: TensorId,
     pub timesteps: TensorId,
@@ -139,7 +141,14 @@ impl UNet {
     pub fn executable(&mut self, ctx: &Context, batch: usize) -> Result<UNetExecutable> {
         let g = unet::build(ctx, &self.config, &mut self.bank, batch)?;
         let exe = Executable::new(ctx, &g.graph, &self.bank.buffers)?;
-        Ok(UNetExecutable { exe, batch, sample: g.sample, timesteps: g.timesteps, output: g.output })
+        Ok(UNetExecutable {
+            exe,
+            graph: g.graph,
+            batch,
+            sample: g.sample,
+            timesteps: g.timesteps,
+            output: g.output,
+        })
     }
 
     /// Planned (peak, naive) activation bytes for `batch`, without allocating.
