@@ -100,3 +100,26 @@ fn elementwise_geometry_every_batch() {
     let err = ew::upsample_nearest2x(c, 66, 7, 7, &big.buffer, &big.buffer).unwrap_err();
     assert!(err.to_string().contains("exceed this device's 4 per dimension"), "{err}");
 }
+
+/// The one spill a CPU driver reaches with real limits: an affine over more elements than
+/// 65535 workgroups of 256 hold (16.8M values, 64 MiB, under lavapipe's 128 MiB binding), so the
+/// grid spills into y on the device's own limit, not a lowered one.
+#[test]
+fn elementwise_geometry_spills_into_y_at_the_real_limit() {
+    let max = ctx().limits.max_compute_workgroups_per_dimension as usize;
+    let len = max * 256 + 1000;
+    if 4 * len as u64 > ctx().max_binding_bytes() {
+        eprintln!("{len} values exceed this device's binding: the lowered-limit spill tests cover it");
+        return;
+    }
+    let x: Vec<f32> = (0..len).map(|i| (i % 1031) as f32 * 0.01 - 5.0).collect();
+    let (xt, y) = (upload(&x), output(len));
+    let d = ew::affine(ctx(), len, 0.5, 1.0, &xt.buffer, &y.buffer).unwrap();
+    assert_eq!(d.workgroups, [max as u32, 2, 1]);
+    run(d);
+    let got = read(&y);
+    let want = ew::reference_affine(0.5, 1.0, &x);
+    // Exact: fma of values with few bits.
+    let bad = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert_eq!(bad, None, "first element that differs");
+}
