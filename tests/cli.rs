@@ -3,7 +3,18 @@
 use std::process::Command;
 
 fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion")).args(args).output().expect("run the binary");
+    cli_env(args, &[])
+}
+
+/// Runs the binary with `env` set and the schedulers' shard variables of this process removed.
+fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"));
+    for var in
+        ["SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT", "JOB_COMPLETION_INDEX"]
+    {
+        cmd.env_remove(var);
+    }
+    let out = cmd.args(args).envs(env.iter().copied()).output().expect("run the binary");
     let stderr: String = String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter(|l| !l.contains("XDG_RUNTIME_DIR")) // the Vulkan loader's harmless noise
@@ -201,23 +212,6 @@ fn noise_draws_the_forward_process() {
     assert_one_line_error(ok, &err, &["cannot read image /nonexistent.png"]);
 }
 
-fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"));
-    cmd.args(args);
-    for var in
-        ["SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_COUNT", "JOB_COMPLETION_INDEX"]
-    {
-        cmd.env_remove(var);
-    }
-    let out = cmd.envs(env.iter().copied()).output().expect("run the binary");
-    let stderr: String = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    (out.status.success(), stderr)
-}
-
 /// Every file of a folder, by name.
 fn files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut all: Vec<_> = std::fs::read_dir(dir)
@@ -247,7 +241,7 @@ fn three_shards_give_one_runs_files_byte_for_byte() {
         "euler-a",
     ];
     let (one, shards) = (dir.join("one"), dir.join("shards"));
-    let (ok, err) = cli_env(&[&base[..], &["--out-dir", one.to_str().unwrap()]].concat(), &[]);
+    let (ok, _, err) = cli_env(&[&base[..], &["--out-dir", one.to_str().unwrap()]].concat(), &[]);
     assert!(ok, "{err}");
     let mut npys = vec![];
     for i in 0..3 {
@@ -257,7 +251,7 @@ fn three_shards_give_one_runs_files_byte_for_byte() {
             &base[..],
             &["--shard", &shard, "--out-dir", shards.to_str().unwrap(), "--save-npy", npy.to_str().unwrap()],
         ];
-        let (ok, err) = cli_env(&args.concat(), &[]);
+        let (ok, _, err) = cli_env(&args.concat(), &[]);
         assert!(ok, "{err}");
         npys.push(wgpu_diffusion::io::npy::read(&npy).unwrap());
     }
@@ -287,13 +281,13 @@ fn three_shards_give_one_runs_files_byte_for_byte() {
         if env.len() == 1 {
             args.extend(["--shard-count", "3"]);
         }
-        let (ok, err) = cli_env(&args, &env);
+        let (ok, _, err) = cli_env(&args, &env);
         assert!(ok, "{err}");
         assert_eq!(files(out), want[8..].to_vec(), "shard 2 of 3 from the environment");
     }
-    let (ok, err) = cli_env(&[&base[..], &["--shard", "auto"]].concat(), &[]);
+    let (ok, _, err) = cli_env(&[&base[..], &["--shard", "auto"]].concat(), &[]);
     assert_one_line_error(ok, &err, &["--shard auto", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"]);
-    let (ok, err) = cli_env(&[&base[..], &["--shard", "3/3"]].concat(), &[]);
+    let (ok, _, err) = cli_env(&[&base[..], &["--shard", "3/3"]].concat(), &[]);
     assert_one_line_error(ok, &err, &["--shard 3/3", "I/N"]);
 }
 
