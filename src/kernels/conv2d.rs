@@ -96,45 +96,33 @@ impl Conv2dShape {
     }
 }
 
+/// Every (PyTorch index [Cout, Cin, KH, KW], packed index [KH*KW, Cin, Cout padded to 4]) pair.
+fn weight_indices(cout: usize, cin: usize, kh: usize, kw: usize) -> impl Iterator<Item = (usize, usize)> {
+    let cout_pad = cout.div_ceil(4) * 4;
+    (0..cout * cin * kh * kw).map(move |i| {
+        let (x, y, ci, co) = (i % kw, i / kw % kh, i / (kw * kh) % cin, i / (kw * kh * cin));
+        (i, ((y * kw + x) * cin + ci) * cout_pad + co)
+    })
+}
+
 /// Repacks a PyTorch weight [Cout, Cin, KH, KW] to the kernel's [KH*KW, Cin, Cout padded to 4].
 pub fn pack_weight(w: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) -> Result<Vec<f32>> {
     if w.len() != cout * cin * kh * kw {
         bail_shape!("conv2d weight: {} values for [{cout}, {cin}, {kh}, {kw}]", w.len());
     }
-    let cout_pad = cout.div_ceil(4) * 4;
-    let mut packed = vec![0.0f32; kh * kw * cin * cout_pad];
-    for co in 0..cout {
-        for ci in 0..cin {
-            for y in 0..kh {
-                for x in 0..kw {
-                    packed[((y * kw + x) * cin + ci) * cout_pad + co] =
-                        w[((co * cin + ci) * kh + y) * kw + x];
-                }
-            }
-        }
+    let mut packed = vec![0.0f32; kh * kw * cin * cout.div_ceil(4) * 4];
+    for (i, p) in weight_indices(cout, cin, kh, kw) {
+        packed[p] = w[i];
     }
     Ok(packed)
 }
 
-/// The inverse of `pack_weight`: the kernel's [KH*KW, Cin, Cout padded to 4] back to PyTorch's
-/// [Cout, Cin, KH, KW] (for `check` runs, which read weights back from the device).
+/// The inverse of `pack_weight` (for `check` runs, which read weights back from the device).
 pub fn unpack_weight(packed: &[f32], cout: usize, cin: usize, kh: usize, kw: usize) -> Result<Vec<f32>> {
-    let cout_pad = cout.div_ceil(4) * 4;
-    if packed.len() != kh * kw * cin * cout_pad {
+    if packed.len() != kh * kw * cin * cout.div_ceil(4) * 4 {
         bail_shape!("conv2d packed weight: {} values for [{cout}, {cin}, {kh}, {kw}]", packed.len());
     }
-    let mut w = vec![0.0f32; cout * cin * kh * kw];
-    for co in 0..cout {
-        for ci in 0..cin {
-            for y in 0..kh {
-                for x in 0..kw {
-                    w[((co * cin + ci) * kh + y) * kw + x] =
-                        packed[((y * kw + x) * cin + ci) * cout_pad + co];
-                }
-            }
-        }
-    }
-    Ok(w)
+    Ok(weight_indices(cout, cin, kh, kw).map(|(_, p)| packed[p]).collect())
 }
 
 /// What the epilogue adds; absent inputs are not read.

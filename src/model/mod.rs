@@ -168,7 +168,16 @@ impl UNet {
             .max_buffer_size
             .min(ctx.limits.max_storage_buffer_binding_size)
             .min(ctx.max_texel_bytes());
-        let max = (limit / per_image.max(1)) as usize;
+        let mut max = (limit / per_image.max(1)) as usize;
+        // Attention launches one workgroup row (fused) or matmul layer (composed) per (image,
+        // head), and that grid dimension does not spill: batch x heads stays within the limit.
+        let heads = g.graph.nodes.iter().filter_map(|n| match n.op {
+            crate::graph::Op::Attention { shape, .. } => Some(shape.heads),
+            _ => None,
+        });
+        if let Some(heads) = heads.max() {
+            max = max.min(ctx.limits.max_compute_workgroups_per_dimension as usize / heads);
+        }
         if max == 0 {
             return Err(Error::Shape(format!(
                 "one image needs a {per_image}-byte tensor, over this device's {limit}-byte buffer (or texture) limit"

@@ -347,3 +347,13 @@ fn conv2d_geometry_split_k_reduce_spills_into_y() {
     c.run(&d);
     assert_close("conv2d split-K, reduce spilled into y", &read_on(c, &out), &want, RTOL);
 }
+
+#[test]
+fn unpack_weight_inverts_pack_weight() {
+    for (cout, cin, k) in [(1, 1, 1), (5, 3, 3), (36, 7, 1), (9, 2, 5)] {
+        let w = random(&mut rng(cout as u64), cout * cin * k * k);
+        let packed = conv2d::pack_weight(&w, cout, cin, k, k).unwrap();
+        assert_eq!(conv2d::unpack_weight(&packed, cout, cin, k, k).unwrap(), w, "{cout} {cin} {k}");
+    }
+    assert!(conv2d::unpack_weight(&[0.0; 3], 1, 1, 1, 1).is_err());
+}

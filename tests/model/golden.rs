@@ -63,3 +63,14 @@ fn the_plan_reuses_buffers() {
     assert_eq!(naive4, 4 * naive1, "activations scale with the batch");
     assert!(peak4 <= 4 * peak1);
 }
+
+#[test]
+fn max_batch_keeps_batch_times_heads_within_the_grid_limit() {
+    // The bundled model has 2-head attention: at most 5 images where a grid dimension holds 10.
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("weights/fashion-mnist");
+    let folder = ModelFolder::open(&dir).unwrap();
+    let mut c = wgpu_diffusion::gpu::Context::new(&Default::default()).unwrap();
+    c.limits.max_compute_workgroups_per_dimension = 10;
+    let mut unet = UNet::load(&c, &folder).unwrap();
+    assert_eq!(unet.max_batch(&c).unwrap(), 5);
+}
