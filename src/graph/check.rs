@@ -2,10 +2,9 @@
 //! CPU reference computed from the very inputs the device gave it, so the first op that goes wrong
 //! is named even when every later one only passes the damage on.
 
-use super::{Executable, Graph, Op, TensorId};
+use super::ops::Env;
+use super::{Executable, Graph};
 use crate::gpu::Context;
-use crate::kernels::matmul::{Bias, MatmulShape, Strides};
-use crate::kernels::{attention, conv2d, elementwise, embedding, group_norm, matmul};
 use crate::Result;
 
 /// One op's output against its reference.
@@ -46,64 +45,14 @@ pub fn check_ops(
     exe: &Executable,
     weights: &[wgpu::Buffer],
 ) -> Result<Vec<OpCheck>> {
-    let numel = |t: TensorId| g.shape(t).iter().product::<usize>();
-    let read = |t: TensorId| ctx.read_buffer(exe.buffer(t), numel(t));
-    let weight = |id: usize, len: usize| ctx.read_buffer(&weights[id], len);
+    let env = Env { ctx, graph: g, exe, weights };
     let mut rows = Vec::with_capacity(g.nodes.len());
     for (i, node) in g.nodes.iter().enumerate() {
         let dispatches: Vec<_> =
             exe.dispatches.iter().zip(&exe.nodes).filter(|(_, &n)| n == i).map(|(d, _)| d.clone()).collect();
         ctx.run(&dispatches);
-        let want = match node.op {
-            Op::Conv2d { x, ref shape, weight: w, channel_add, residual, scale } => {
-                let packed = weight(w.weight, shape.packed_weight_len())?;
-                let full = conv2d::unpack_weight(&packed, shape.cout, shape.cin, shape.kh, shape.kw)?;
-                let bias = w.bias.map(|b| weight(b, shape.cout)).transpose()?;
-                let chan = channel_add.map(read).transpose()?;
-                let res = residual.map(read).transpose()?;
-                conv2d::reference(
-                    shape,
-                    &read(x)?,
-                    &full,
-                    bias.as_deref(),
-                    chan.as_deref(),
-                    res.as_deref(),
-                    scale,
-                )
-            }
-            Op::GroupNorm { x, ref shape, weight: w } => {
-                group_norm::reference(shape, &read(x)?, &weight(w.gamma, w.c)?, &weight(w.beta, w.c)?)
-            }
-            Op::Linear { x, rows, weight: w, silu } => {
-                let s = MatmulShape {
-                    batch: 1,
-                    m: rows,
-                    n: w.fout,
-                    k: w.fin,
-                    a: Strides::row_major(rows, w.fin),
-                    b: Strides::transposed(w.fin, w.fout),
-                    bias: if w.bias.is_some() { Bias::PerColumn } else { Bias::None },
-                    silu,
-                };
-                let bias = w.bias.map(|b| weight(b, w.fout)).transpose()?;
-                matmul::reference(&s, &read(x)?, &weight(w.weight, w.fout * w.fin)?, bias.as_deref())
-            }
-            Op::Attention { q, k, v, ref shape } => {
-                attention::reference(shape, &read(q)?, &read(k)?, &read(v)?)
-            }
-            Op::Silu { x } => elementwise::reference_silu(&read(x)?),
-            Op::Affine { x, alpha, beta } => elementwise::reference_affine(alpha, beta, &read(x)?),
-            Op::Concat { a, b } => {
-                let (sa, sb) = (g.shape(a), g.shape(b));
-                elementwise::reference_concat(sa[0], sa[1], sb[1], sa[2] * sa[3], &read(a)?, &read(b)?)
-            }
-            Op::Upsample2x { x } => {
-                let s = g.shape(x);
-                elementwise::reference_upsample(s[0] * s[1], s[2], s[3], &read(x)?)
-            }
-            Op::TimestepEmbedding { t, ref cfg, .. } => embedding::reference(cfg, &read(t)?),
-        };
-        rows.push(OpCheck::new(&node.layer, node.op.kind(), &read(node.output)?, &want));
+        let want = node.op.get().reference(&env)?;
+        rows.push(OpCheck::new(&node.layer, node.op.kind(), &env.read(node.output)?, &want));
     }
     Ok(rows)
 }

@@ -1,9 +1,9 @@
 //! A planned graph lowered once to a list of dispatches over planned buffers. Running it records that
 //! list into a compute pass: no allocation, no pipeline or bind group creation per run.
 
-use super::{Graph, Op, Plan, TensorId};
+use super::ops::Env;
+use super::{Graph, Plan, TensorId};
 use crate::gpu::{Context, Dispatch};
-use crate::kernels::{attention, conv2d, elementwise, embedding, group_norm, matmul};
 use crate::{Error, Result};
 
 pub struct Executable {
@@ -56,7 +56,8 @@ impl Executable {
             slots,
         };
         for (i, node) in g.nodes.iter().enumerate() {
-            let list = exe.lower(ctx, g, &node.op, node.output, weights).map_err(|e| match e {
+            let env = Env { ctx, graph: g, exe: &exe, weights };
+            let list = node.op.get().lower(&env, node.output).map_err(|e| match e {
                 Error::Shape(m) => Error::Shape(format!("{}: {m}", node.layer)),
                 other => other,
             })?;
@@ -77,64 +78,5 @@ impl Executable {
     /// Records every dispatch (and the texel copies some of them need) into `enc`.
     pub fn record(&self, enc: &mut wgpu::CommandEncoder) {
         crate::gpu::record_all(enc, &self.dispatches);
-    }
-
-    /// The dispatches of one op (attention is several; so are conv2d and Linear where GPUs split K).
-    fn lower(
-        &self,
-        ctx: &Context,
-        g: &Graph,
-        op: &Op,
-        out: TensorId,
-        weights: &[wgpu::Buffer],
-    ) -> Result<Vec<Dispatch>> {
-        let b = |t: TensorId| self.buffer(t);
-        let w = |id: usize| &weights[id];
-        let y = b(out);
-        let len = g.bytes(out) as usize / 4;
-        let single = match *op {
-            Op::Conv2d { x, ref shape, weight, channel_add, residual, scale } => {
-                let epi = conv2d::Epilogue {
-                    bias: weight.bias.map(w),
-                    channel_add: channel_add.map(b),
-                    residual: residual.map(b),
-                    scale,
-                };
-                return conv2d::conv2d(ctx, shape, b(x), w(weight.weight), &epi, y);
-            }
-            Op::GroupNorm { x, ref shape, weight } => {
-                group_norm::group_norm(ctx, shape, b(x), w(weight.gamma), w(weight.beta), y)
-            }
-            Op::Linear { x, rows, weight, silu } => {
-                return matmul::linear(
-                    ctx,
-                    rows,
-                    weight.fin,
-                    weight.fout,
-                    silu,
-                    b(x),
-                    w(weight.weight),
-                    weight.bias.map(w),
-                    y,
-                )
-            }
-            Op::Attention { q, k, v, ref shape } => {
-                return attention::attention(ctx, shape, b(q), b(k), b(v), y)
-            }
-            Op::Silu { x } => elementwise::silu(ctx, len, b(x), y),
-            Op::Affine { x, alpha, beta } => elementwise::affine(ctx, len, alpha, beta, b(x), y),
-            Op::Concat { a, b: second } => {
-                let (sa, sb) = (g.shape(a), g.shape(second));
-                elementwise::concat_channels(ctx, sa[0], sa[1], sb[1], sa[2] * sa[3], b(a), b(second), y)
-            }
-            Op::Upsample2x { x } => {
-                let s = g.shape(x);
-                elementwise::upsample_nearest2x(ctx, s[0] * s[1], s[2], s[3], b(x), y)
-            }
-            Op::TimestepEmbedding { t, ref cfg, freqs } => {
-                embedding::timestep_embedding(ctx, cfg, g.shape(t)[0], b(t), w(freqs), y)
-            }
-        };
-        single.map(|d| vec![d])
     }
 }

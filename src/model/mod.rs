@@ -172,7 +172,7 @@ impl UNet {
         // Attention launches one workgroup row (fused) or matmul layer (composed) per (image,
         // head), and that grid dimension does not spill: batch x heads stays within the limit.
         let heads = g.graph.nodes.iter().filter_map(|n| match n.op {
-            crate::graph::Op::Attention { shape, .. } => Some(shape.heads),
+            crate::graph::Op::Attention(ref a) => Some(a.shape.heads),
             _ => None,
         });
         if let Some(heads) = heads.max() {
