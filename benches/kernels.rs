@@ -57,7 +57,8 @@ fn conv_case(
                 zeros(ctx, s.out_len().expect("shape")),
             );
             let epi = Epilogue { bias: Some(&b.buffer), ..Default::default() };
-            let d = conv2d::conv2d(ctx, &s, &x.buffer, &w.buffer, &epi, &o.buffer).expect("conv2d");
+            let d = conv2d::conv2d(ctx, conv2d::Launch::Auto, &s, &x.buffer, &w.buffer, &epi, &o.buffer)
+                .expect("conv2d");
             (d, vec![x, w, b, o])
         }),
     }
@@ -107,7 +108,8 @@ fn matmul_case(name: &str, m: usize, n: usize, k: usize) -> Case {
         shape: format!("{m}x{k} @ {k}x{n}"),
         build: Box::new(move |ctx| {
             let (a, b, c) = (zeros(ctx, m * k), zeros(ctx, k * n), zeros(ctx, m * n));
-            let d = matmul::matmul_auto(ctx, &s, &a.buffer, &b.buffer, None, &c.buffer).expect("matmul");
+            let d = matmul::matmul(ctx, matmul::Launch::Auto, &s, &a.buffer, &b.buffer, None, &c.buffer)
+                .expect("matmul");
             (d, vec![a, b, c])
         }),
     }

@@ -154,9 +154,9 @@ pub fn attention_composed(
         silu: false,
     };
     let mut list = vec![
-        matmul::matmul(ctx, &qk, q, k, Some(&scales), &scores)?,
+        one_matmul(ctx, &qk, q, k, &scales, &scores)?,
         softmax::softmax_unnormalized(ctx, bh * t, t, 1.0, &scores, &scores, &inv_sums)?,
-        matmul::matmul(ctx, &pv, v, &scores, Some(&inv_sums), out)?,
+        one_matmul(ctx, &pv, v, &scores, &inv_sums, out)?,
     ];
     for (dispatch, label) in list.iter_mut().zip(["attention.scores", "attention.softmax", "attention.mix"]) {
         dispatch.label = label;
@@ -226,4 +226,17 @@ pub fn reference(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32
         }
     }
     out
+}
+
+/// One dispatch of the matmul the adapter runs best (never split: the products are large).
+fn one_matmul(
+    ctx: &Context,
+    s: &matmul::MatmulShape,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    scale: &wgpu::Buffer,
+    c: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let launch = matmul::Launch::One(matmul::Variant::Auto);
+    Ok(matmul::matmul(ctx, launch, s, a, b, Some(scale), c)?.remove(0))
 }

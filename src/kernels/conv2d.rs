@@ -2,8 +2,8 @@
 //! scale epilogue, and its CPU reference.
 
 use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
-pub use crate::kernels::Variant;
 use crate::kernels::{check_len, grid_1d, groups, split_count, split_scratch, use_subgroups};
+pub use crate::kernels::{Launch, Variant};
 use crate::{bail_shape, Result};
 
 /// Both kernels read the input and the packed weights as texels (see `gpu::texels`).
@@ -189,19 +189,27 @@ struct Split {
 /// A split keeps at least this many steps (input channels x taps) of the reduction loop.
 const MIN_SPLIT_STEPS: usize = 64;
 
-/// conv2d of `x` [N, Cin, H, W] with a packed weight (see `pack_weight`) into `out` [N, Cout, Ho, Wo].
-/// One dispatch, or two where a GPU would be left idle (see `auto_splits`).
+/// conv2d of `x` [N, Cin, H, W] with a packed weight (see `pack_weight`) into `out` [N, Cout, Ho, Wo],
+/// launched as `launch` says: one dispatch, or two for split-K.
 pub fn conv2d(
     ctx: &Context,
+    launch: Launch,
     s: &Conv2dShape,
     x: &wgpu::Buffer,
     packed_weight: &wgpu::Buffer,
     epilogue: &Epilogue,
     out: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
-    match auto_splits(ctx, s)? {
-        splits if splits > 1 => conv2d_split(ctx, s, x, packed_weight, epilogue, out, splits),
-        _ => Ok(vec![conv2d_variant(ctx, Variant::Auto, s, x, packed_weight, epilogue, out)?]),
+    let splits = match launch {
+        Launch::Auto => auto_splits(ctx, s)?,
+        Launch::One(variant) => {
+            return Ok(vec![one(ctx, variant, s, x, packed_weight, epilogue, out, None)?])
+        }
+        Launch::Split(n) => return split_k(ctx, s, x, packed_weight, epilogue, out, n),
+    };
+    match splits {
+        n if n > 1 => split_k(ctx, s, x, packed_weight, epilogue, out, n),
+        _ => Ok(vec![one(ctx, Variant::Auto, s, x, packed_weight, epilogue, out, None)?]),
     }
 }
 
@@ -219,8 +227,8 @@ pub fn auto_splits(ctx: &Context, s: &Conv2dShape) -> Result<usize> {
 
 /// conv2d as split-K on the subgroup kernel: `splits` dispatches' worth of workgroups each sum a
 /// range of input channels into a shared scratch buffer, then conv2d_reduce.wgsl sums the ranges
-/// and applies the epilogue. `conv2d` picks it on GPUs; tests force it on any adapter.
-pub fn conv2d_split(
+/// and applies the epilogue.
+fn split_k(
     ctx: &Context,
     s: &Conv2dShape,
     x: &wgpu::Buffer,
@@ -241,7 +249,7 @@ pub fn conv2d_split(
     let scratch_floats = split.splits * split.len;
     let scratch = split_scratch(ctx, "conv2d", scratch_floats)?;
     let partial = Epilogue { bias: None, channel_add: None, residual: None, scale: 1.0 };
-    let first = launch(ctx, Variant::Subgroup, s, x, packed_weight, &partial, &scratch, Some(split))?;
+    let first = one(ctx, Variant::Subgroup, s, x, packed_weight, &partial, &scratch, Some(split))?;
     let workgroups = grid_1d(ctx, out_len, 256);
     let params = ctx.uniform(&ReduceParams {
         len: out_len as u32,
@@ -288,21 +296,9 @@ fn check_epilogue(s: &Conv2dShape, out_len: usize, epilogue: &Epilogue) -> Resul
     Ok(())
 }
 
-/// One conv2d dispatch with the kernel chosen by the caller (tests run both), no split.
-pub fn conv2d_variant(
-    ctx: &Context,
-    variant: Variant,
-    s: &Conv2dShape,
-    x: &wgpu::Buffer,
-    packed_weight: &wgpu::Buffer,
-    epilogue: &Epilogue,
-    out: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    launch(ctx, variant, s, x, packed_weight, epilogue, out, None)
-}
-
+/// One conv2d dispatch of `variant`; `split` for split-K's first pass.
 #[allow(clippy::too_many_arguments)]
-fn launch(
+fn one(
     ctx: &Context,
     variant: Variant,
     s: &Conv2dShape,

@@ -1,7 +1,8 @@
 //! matmul (shaders/matmul.wgsl): batched, strided C = A @ B (+ bias) (SiLU), and `linear` on top of it.
 
 use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
-use crate::kernels::{check_len, grid_1d, groups, split_count, split_scratch, use_subgroups, Variant};
+use crate::kernels::{check_len, grid_1d, groups, split_count, split_scratch, use_subgroups};
+pub use crate::kernels::{Launch, Variant};
 use crate::{bail_shape, Result};
 
 /// Both kernels read A and B as texels (see `gpu::texels`).
@@ -110,35 +111,29 @@ struct Params {
 const WG_X: usize = 16;
 const WG_Y: usize = 4;
 
-/// C [batch, M, N] = A [batch, M, K] @ B [batch, K, N] (+ bias) (then SiLU), operands via strides.
+/// C [batch, M, N] = A [batch, M, K] @ B [batch, K, N] (+ bias) (then SiLU), operands via strides,
+/// launched as `launch` says: one dispatch, or two for split-K.
 pub fn matmul(
     ctx: &Context,
-    s: &MatmulShape,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
-    c: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    matmul_variant(ctx, Variant::Auto, s, a, b, bias, c)
-}
-
-/// `matmul` as the graph runs it: one dispatch, or split-K where a GPU would be left idle (see
-/// `auto_splits`).
-pub fn matmul_auto(
-    ctx: &Context,
+    launch: Launch,
     s: &MatmulShape,
     a: &wgpu::Buffer,
     b: &wgpu::Buffer,
     bias: Option<&wgpu::Buffer>,
     c: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
-    match auto_splits(ctx, s)? {
-        splits if splits > 1 => matmul_split(ctx, s, a, b, bias, c, splits),
-        _ => Ok(vec![matmul(ctx, s, a, b, bias, c)?]),
+    let splits = match launch {
+        Launch::Auto => auto_splits(ctx, s)?,
+        Launch::One(variant) => return Ok(vec![one(ctx, variant, s, a, b, bias, c, None)?]),
+        Launch::Split(n) => return split_k(ctx, s, a, b, bias, c, n),
+    };
+    match splits {
+        n if n > 1 => split_k(ctx, s, a, b, bias, c, n),
+        _ => Ok(vec![one(ctx, Variant::Auto, s, a, b, bias, c, None)?]),
     }
 }
 
-/// How many k splits `matmul_auto` uses: 1 on CPU drivers and where the subgroup kernel runs
+/// How many k splits `Launch::Auto` uses: 1 on CPU drivers and where the subgroup kernel runs
 /// (32 rows or more); on GPUs, enough to keep a large GPU busy on few-row products (a
 /// time-embedding Linear has one row), each split keeping MIN_SPLIT_STEPS steps of k (see
 /// `split_count`).
@@ -151,9 +146,8 @@ pub fn auto_splits(ctx: &Context, s: &MatmulShape) -> Result<usize> {
 }
 
 /// matmul as split-K on the portable kernel: each split sums a range of k into a shared scratch
-/// buffer, then matmul_reduce.wgsl sums the ranges and applies the epilogue. `matmul_auto` picks
-/// it on GPUs; tests force it on any adapter.
-pub fn matmul_split(
+/// buffer, then matmul_reduce.wgsl sums the ranges and applies the epilogue.
+fn split_k(
     ctx: &Context,
     s: &MatmulShape,
     a: &wgpu::Buffer,
@@ -174,7 +168,7 @@ pub fn matmul_split(
     let scratch_floats = splits * split_len;
     let scratch = split_scratch(ctx, "matmul", scratch_floats)?;
     let partial = MatmulShape { bias: Bias::None, silu: false, ..*s };
-    let first = launch(ctx, Variant::Portable, &partial, a, b, None, &scratch, Some((splits, split_k)))?;
+    let first = one(ctx, Variant::Portable, &partial, a, b, None, &scratch, Some((splits, split_k)))?;
     let workgroups = grid_1d(ctx, c_len, 256);
     let params = ctx.uniform(&ReduceParams {
         len: c_len as u32,
@@ -209,22 +203,10 @@ fn check_bias(s: &MatmulShape, bias: Option<&wgpu::Buffer>) -> Result<u32> {
     })
 }
 
-/// `matmul` with the kernel chosen by the caller (tests run both), one dispatch.
-pub fn matmul_variant(
-    ctx: &Context,
-    variant: Variant,
-    s: &MatmulShape,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    bias: Option<&wgpu::Buffer>,
-    c: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    launch(ctx, variant, s, a, b, bias, c, None)
-}
-
-/// One matmul dispatch; `split`: (splits, steps of k per split) for split-K's first pass.
+/// One matmul dispatch of `variant`; `split`: (splits, steps of k per split) for split-K's first
+/// pass.
 #[allow(clippy::too_many_arguments)]
-fn launch(
+fn one(
     ctx: &Context,
     variant: Variant,
     s: &MatmulShape,
@@ -328,7 +310,7 @@ pub fn linear(
         bias: if bias.is_some() { Bias::PerColumn } else { Bias::None },
         silu,
     };
-    matmul_auto(ctx, &shape, x, weight, bias, y)
+    matmul(ctx, Launch::Auto, &shape, x, weight, bias, y)
 }
 
 /// Plain reference of `matmul` over the same strided operands.

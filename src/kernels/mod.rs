@@ -67,6 +67,18 @@ pub enum Variant {
     Subgroup,
 }
 
+/// How a conv2d or matmul runs: one launcher per family takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// What the graph runs: the adapter's kernel, split-K where a GPU would be left idle (see
+    /// `conv2d::auto_splits`, `matmul::auto_splits`).
+    Auto,
+    /// One dispatch of this kernel variant, never split (tests run each; attention's products).
+    One(Variant),
+    /// Split-K into this many splits, then a reduce pass (GPUs pick it; tests force it anywhere).
+    Split(usize),
+}
+
 /// Whether this adapter can run the subgroup kernels (they share loads across 8 lanes).
 pub fn has_subgroup_kernels(ctx: &crate::gpu::Context) -> bool {
     ctx.has(wgpu::Features::SUBGROUP) && ctx.info.subgroup_min_size >= 8

@@ -1,5 +1,5 @@
 use rand::Rng;
-use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Epilogue, Padding, Variant};
+use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Epilogue, Launch, Padding, Variant};
 
 use crate::*;
 
@@ -25,13 +25,6 @@ fn check(s: Conv2dShape, f: Flags, seed: u64) {
 
 fn check_variant(s: Conv2dShape, f: Flags, seed: u64, variant: Variant) {
     check_launch(s, f, seed, Launch::One(variant));
-}
-
-/// How the conv runs: one dispatch of a kernel variant, or split-K with this many splits.
-#[derive(Clone, Copy, Debug)]
-enum Launch {
-    One(Variant),
-    Split(usize),
 }
 
 fn check_launch(s: Conv2dShape, f: Flags, seed: u64, launch: Launch) {
@@ -61,14 +54,7 @@ fn check_launch(s: Conv2dShape, f: Flags, seed: u64, launch: Launch) {
         residual: f.residual.then_some(&*rt.buffer),
         scale: f.scale,
     };
-    let dispatches = match launch {
-        Launch::One(variant) => {
-            vec![conv2d::conv2d_variant(c, variant, &s, &xt.buffer, &wt.buffer, &epi, &out.buffer).unwrap()]
-        }
-        Launch::Split(n) => {
-            conv2d::conv2d_split(c, &s, &xt.buffer, &wt.buffer, &epi, &out.buffer, n).unwrap()
-        }
-    };
+    let dispatches = conv2d::conv2d(c, launch, &s, &xt.buffer, &wt.buffer, &epi, &out.buffer).unwrap();
     c.run(&dispatches);
     assert_close(&format!("conv2d {launch:?} {s:?}"), &read(&out), &want, RTOL);
 }
@@ -240,20 +226,24 @@ fn conv2d_rejects_bad_shapes() {
     let c = ctx();
     let s = shape(1, 2, 2, 2, 2, 5, 1, Padding::default());
     let x = output(8);
-    let err = conv2d::conv2d(c, &s, &x.buffer, &x.buffer, &Epilogue::default(), &x.buffer).unwrap_err();
+    let err = conv2d::conv2d(c, Launch::Auto, &s, &x.buffer, &x.buffer, &Epilogue::default(), &x.buffer)
+        .unwrap_err();
     assert!(err.to_string().contains("does not fit"), "{err}");
     let s = shape(1, 2, 16, 16, 2, 3, 1, Padding::same(1));
     let small = output(100);
     let w = output(s.packed_weight_len());
-    let err = conv2d::conv2d(c, &s, &small.buffer, &w.buffer, &Epilogue::default(), &x.buffer).unwrap_err();
+    let err = conv2d::conv2d(c, Launch::Auto, &s, &small.buffer, &w.buffer, &Epilogue::default(), &x.buffer)
+        .unwrap_err();
     assert!(err.to_string().contains("input holds"), "{err}");
     // Split-K refuses what the one-dispatch launch refuses, before any split arithmetic.
     let empty = shape(1, 0, 4, 4, 32, 3, 1, Padding::same(1));
-    let err = conv2d::conv2d_split(c, &empty, &x.buffer, &x.buffer, &Epilogue::default(), &x.buffer, 4)
-        .unwrap_err();
+    let err =
+        conv2d::conv2d(c, Launch::Split(4), &empty, &x.buffer, &x.buffer, &Epilogue::default(), &x.buffer)
+            .unwrap_err();
     assert!(err.to_string().contains("empty shape"), "{err}");
-    let err = conv2d::conv2d_split(c, &s, &small.buffer, &w.buffer, &Epilogue::default(), &x.buffer, 2)
-        .unwrap_err();
+    let err =
+        conv2d::conv2d(c, Launch::Split(2), &s, &small.buffer, &w.buffer, &Epilogue::default(), &x.buffer)
+            .unwrap_err();
     assert!(err.to_string().contains("holds"), "{err}");
 }
 
@@ -283,7 +273,9 @@ fn check_every_launch(s: Conv2dShape, f: Flags, seed: u64) {
     let want = conv2d::reference(&s, &x, &w, None, None, None, 1.0);
     let packed = conv2d::pack_weight(&w, s.cout, s.cin, s.kh, s.kw).unwrap();
     let (xt, wt, out) = (upload(&x), upload(&packed), output(s.out_len().unwrap()));
-    let d = conv2d::conv2d(ctx(), &s, &xt.buffer, &wt.buffer, &Epilogue::default(), &out.buffer).unwrap();
+    let d =
+        conv2d::conv2d(ctx(), Launch::Auto, &s, &xt.buffer, &wt.buffer, &Epilogue::default(), &out.buffer)
+            .unwrap();
     ctx().run(&d);
     assert_close(&format!("conv2d (graph launch) {s:?}"), &read(&out), &want, RTOL);
 }
@@ -306,9 +298,9 @@ fn conv2d_geometry_refuses_a_grid_over_the_limit() {
     let s = shape(33, 3, 7, 7, 36, 3, 1, Padding::same(1));
     let (x, w, out) =
         (output_on(c, 33 * 3 * 49), output_on(c, s.packed_weight_len()), output_on(c, 33 * 36 * 49));
-    let err = conv2d::conv2d_variant(
+    let err = conv2d::conv2d(
         c,
-        Variant::Portable,
+        Launch::One(Variant::Portable),
         &s,
         &x.buffer,
         &w.buffer,
@@ -342,7 +334,7 @@ fn conv2d_geometry_split_k_reduce_spills_into_y() {
         output_on(c, 2048),
     );
     let epi = Epilogue { bias: Some(&bt.buffer), channel_add: None, residual: Some(&rt.buffer), scale: 0.5 };
-    let d = conv2d::conv2d_split(c, &s, &xt.buffer, &wt.buffer, &epi, &out.buffer, 3).unwrap();
+    let d = conv2d::conv2d(c, Launch::Split(3), &s, &xt.buffer, &wt.buffer, &epi, &out.buffer).unwrap();
     assert_eq!(d[1].workgroups, [4, 2, 1], "the reduce pass spills into y");
     c.run(&d);
     assert_close("conv2d split-K, reduce spilled into y", &read_on(c, &out), &want, RTOL);

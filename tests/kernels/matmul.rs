@@ -1,6 +1,6 @@
 use rand::Rng;
 use wgpu_diffusion::kernels::matmul::{self, Bias, MatmulShape, Strides};
-use wgpu_diffusion::kernels::{has_subgroup_kernels, Variant};
+use wgpu_diffusion::kernels::{has_subgroup_kernels, Launch, Variant};
 
 use crate::*;
 
@@ -19,12 +19,15 @@ fn check(s: MatmulShape, seed: u64) {
         variants.push(Variant::Subgroup);
     }
     for v in variants {
-        run(matmul::matmul_variant(ctx(), v, &s, &at.buffer, &bt.buffer, bias_buf, &c.buffer).unwrap());
+        ctx().run(
+            &matmul::matmul(ctx(), Launch::One(v), &s, &at.buffer, &bt.buffer, bias_buf, &c.buffer).unwrap(),
+        );
         assert_close(&format!("matmul {v:?} {s:?}"), &read(&c), &want, RTOL);
     }
     // Split-K (what GPUs run for few rows): k split evenly or not, more splits than steps.
     for splits in [2, 3, 7] {
-        let d = matmul::matmul_split(ctx(), &s, &at.buffer, &bt.buffer, bias_buf, &c.buffer, splits).unwrap();
+        let d = matmul::matmul(ctx(), Launch::Split(splits), &s, &at.buffer, &bt.buffer, bias_buf, &c.buffer)
+            .unwrap();
         ctx().run(&d);
         assert_close(&format!("matmul split-K x{splits} {s:?}"), &read(&c), &want, RTOL);
     }
@@ -172,8 +175,16 @@ fn linear_matches_pytorch_layout() {
             silu,
         };
         let y2 = output(rows * fout);
-        let d = matmul::matmul_split(ctx(), &shape, &xt.buffer, &wt.buffer, Some(&bt.buffer), &y2.buffer, 4)
-            .unwrap();
+        let d = matmul::matmul(
+            ctx(),
+            Launch::Split(4),
+            &shape,
+            &xt.buffer,
+            &wt.buffer,
+            Some(&bt.buffer),
+            &y2.buffer,
+        )
+        .unwrap();
         ctx().run(&d);
         assert_close("linear split-K", &read(&y2), &want, RTOL);
     }
@@ -207,17 +218,26 @@ fn matmul_rejects_bad_shapes_and_buffers() {
     let buf = output(64);
     let empty = dense(1, 4, 4, 0);
     for err in [
-        matmul::matmul(c, &empty, &buf.buffer, &buf.buffer, None, &buf.buffer).unwrap_err(),
-        matmul::matmul_split(c, &empty, &buf.buffer, &buf.buffer, None, &buf.buffer, 3).unwrap_err(),
+        matmul::matmul(c, Launch::Auto, &empty, &buf.buffer, &buf.buffer, None, &buf.buffer).unwrap_err(),
+        matmul::matmul(c, Launch::Split(3), &empty, &buf.buffer, &buf.buffer, None, &buf.buffer).unwrap_err(),
     ] {
         assert!(err.to_string().contains("empty shape"), "{err}");
     }
     let s = MatmulShape { bias: Bias::PerColumn, ..dense(1, 4, 4, 4) };
-    let err = matmul::matmul_split(c, &s, &buf.buffer, &buf.buffer, None, &buf.buffer, 2).unwrap_err();
+    let err =
+        matmul::matmul(c, Launch::Split(2), &s, &buf.buffer, &buf.buffer, None, &buf.buffer).unwrap_err();
     assert!(err.to_string().contains("no bias buffer"), "{err}");
     // C of 16x16 outputs into a buffer of 64 values.
-    let err = matmul::matmul_split(c, &dense(1, 16, 16, 4), &buf.buffer, &buf.buffer, None, &buf.buffer, 2)
-        .unwrap_err();
+    let err = matmul::matmul(
+        c,
+        Launch::Split(2),
+        &dense(1, 16, 16, 4),
+        &buf.buffer,
+        &buf.buffer,
+        None,
+        &buf.buffer,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("C holds"), "{err}");
 }
 
@@ -271,7 +291,8 @@ fn matmul_geometry_split_k_reduce_spills_into_y() {
     let want = matmul::reference(&s, &a, &b, Some(&bias));
     let (at, bt, biast, out) =
         (upload_on(c, &a), upload_on(c, &b), upload_on(c, &bias), output_on(c, 33 * 64));
-    let d = matmul::matmul_split(c, &s, &at.buffer, &bt.buffer, Some(&biast.buffer), &out.buffer, 3).unwrap();
+    let d = matmul::matmul(c, Launch::Split(3), &s, &at.buffer, &bt.buffer, Some(&biast.buffer), &out.buffer)
+        .unwrap();
     assert_eq!(d[1].workgroups, [4, 3, 1], "the reduce pass spills into y");
     c.run(&d);
     assert_close("matmul split-K, reduce spilled into y", &read_on(c, &out), &want, RTOL);

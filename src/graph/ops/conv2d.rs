@@ -90,6 +90,7 @@ impl OpKind for Conv2d {
         };
         kernel::conv2d(
             env.ctx,
+            kernel::Launch::Auto,
             &self.shape,
             env.buffer(self.x),
             env.weight(self.weight.weight),
