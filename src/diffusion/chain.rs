@@ -4,11 +4,11 @@
 //! is read back until the end.
 
 use std::ops::Range;
-use std::time::Instant;
 
 use super::samplers::SamplerPlan;
 use crate::gpu::{Context, Dispatch, Tensor};
 use crate::graph::check::{check_ops, OpCheck};
+use crate::graph::replay::replay;
 use crate::kernels::{diffusion, elementwise, rng};
 use crate::model::{UNet, UNetExecutable};
 use crate::{Error, Result};
@@ -215,24 +215,10 @@ pub fn sample(
         let n = micro.min(images.end - start);
         let init = chain.start(start)?;
         let step_list: Vec<Dispatch> = chain.step(start)?.into_iter().flatten().collect();
-        // Submit a first step alone, then chunks sized to about half a second each, so progress
-        // moves on slow devices while fast ones get many steps per submission.
-        let mut recorded = 0;
-        let mut per_step = f64::INFINITY;
-        while recorded < steps {
-            let chunk = if per_step.is_finite() { ((0.5 / per_step) as usize).clamp(1, 64) } else { 1 };
-            let chunk = chunk.min(steps - recorded);
-            let t0 = Instant::now();
-            let mut enc = ctx.device.create_command_encoder(&Default::default());
-            let first = if recorded == 0 { &init[..] } else { &[] };
-            crate::gpu::record_all(&mut enc, first.iter().chain((0..chunk).flat_map(|_| &step_list)));
-            ctx.queue.submit([enc.finish()]);
-            ctx.wait()?;
-            per_step = t0.elapsed().as_secs_f64() / chunk as f64;
-            recorded += chunk;
-            done += chunk;
+        replay(ctx, &init, &step_list, steps, &mut |finished| {
+            done += finished;
             progress(done, total);
-        }
+        })?;
         let y = ctx.read_buffer(&chain.x.buffer, chain.len())?;
         out.extend_from_slice(&y[..n * per]);
     }

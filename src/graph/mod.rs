@@ -7,6 +7,7 @@ pub mod check;
 pub mod executable;
 pub mod ops;
 pub mod plan;
+pub mod replay;
 
 use crate::{Error, Result};
 
