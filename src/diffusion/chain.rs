@@ -252,7 +252,7 @@ pub fn check_first_step(
     ));
     let t = ctx.read_buffer(chain.net.timesteps_buffer(), chain.micro)?;
     rows.push(OpCheck::new("prepare_step", "timesteps", &t, &vec![row.timestep; chain.micro]));
-    rows.extend(check_ops(ctx, &chain.net.graph, &chain.net.exe, &unet.bank.buffers)?);
+    rows.extend(check_ops(ctx, &chain.net.graph, &chain.net.exe)?);
     let model_out = ctx.read_buffer(chain.net.output_buffer(), len)?;
     if !noise.is_empty() {
         ctx.run(&noise);

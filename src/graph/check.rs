@@ -38,14 +38,9 @@ impl OpCheck {
 }
 
 /// Runs every op of `exe` (lowered from `g`) alone, in order, and checks its output; the graph's
-/// inputs must already hold their values on the device. `weights` are the buffers ops refer to.
-pub fn check_ops(
-    ctx: &Context,
-    g: &Graph,
-    exe: &Executable,
-    weights: &[wgpu::Buffer],
-) -> Result<Vec<OpCheck>> {
-    let env = Env { ctx, graph: g, exe, weights };
+/// inputs must already hold their values on the device.
+pub fn check_ops(ctx: &Context, g: &Graph, exe: &Executable) -> Result<Vec<OpCheck>> {
+    let env = Env { ctx, graph: g, exe };
     let mut rows = Vec::with_capacity(g.nodes.len());
     for (i, node) in g.nodes.iter().enumerate() {
         let dispatches: Vec<_> =

@@ -14,6 +14,8 @@ pub struct Executable {
     pub nodes: Vec<usize>,
     pub plan: Plan,
     slots: Vec<wgpu::Buffer>,
+    /// The model's buffer of each param tensor (see `Graph::params`).
+    params: Vec<(TensorId, wgpu::Buffer)>,
 }
 
 const MIB: f64 = (1 << 20) as f64;
@@ -24,7 +26,7 @@ impl Executable {
     pub fn new(ctx: &Context, g: &Graph, weights: &[wgpu::Buffer]) -> Result<Self> {
         let plan = Plan::new(g);
         let limit = ctx.max_binding_bytes();
-        if let Some(t) = (0..g.shapes.len()).find(|&t| g.bytes(t) > limit) {
+        if let Some(t) = g.activations().find(|&t| g.bytes(t) > limit) {
             let layer = g.nodes.iter().find(|n| n.output == t).map_or("an input", |n| n.layer.as_str());
             return Err(Error::Shape(format!(
                 "{layer} needs a {:.1} MiB tensor {:?}, over this device's {:.1} MiB buffer limit; use a smaller batch",
@@ -54,9 +56,10 @@ impl Executable {
             nodes: Vec::new(),
             plan,
             slots,
+            params: g.params.iter().map(|&(t, w)| (t, weights[w].clone())).collect(),
         };
         for (i, node) in g.nodes.iter().enumerate() {
-            let env = Env { ctx, graph: g, exe: &exe, weights };
+            let env = Env { ctx, graph: g, exe: &exe };
             let list = node.op.get().lower(&env, node.output).map_err(|e| match e {
                 Error::Shape(m) => Error::Shape(format!("{}: {m}", node.layer)),
                 other => other,
@@ -70,9 +73,12 @@ impl Executable {
         Ok(exe)
     }
 
-    /// The buffer holding tensor `t` (valid while `t` is live; inputs and outputs always).
+    /// The buffer holding tensor `t` (valid while `t` is live; inputs, outputs and params always).
     pub fn buffer(&self, t: TensorId) -> &wgpu::Buffer {
-        &self.slots[self.plan.slot_of[t]]
+        match self.plan.slot_of[t] {
+            Plan::PARAM => &self.params.iter().find(|(p, _)| *p == t).expect("a param of this graph").1, // ok: planned so
+            slot => &self.slots[slot],
+        }
     }
 
     /// Records every dispatch (and the texel copies some of them need) into `enc`.

@@ -75,6 +75,10 @@ pub struct Graph {
     pub nodes: Vec<Node>,
     pub inputs: Vec<TensorId>,
     pub outputs: Vec<TensorId>,
+    /// Weights as tensors: each param tensor is a long-lived buffer of the model (by `WeightId`),
+    /// never planned into a slot, so that ops read weights as they read activations (and their
+    /// gradients can be plain tensors too). In the kernel's layout (conv weights packed).
+    pub params: Vec<(TensorId, WeightId)>,
 }
 
 fn numel(shape: &[usize]) -> usize {
@@ -99,6 +103,27 @@ impl Graph {
         let id = self.shapes.len() - 1;
         self.inputs.push(id);
         id
+    }
+
+    /// The param tensor of weight `weight` (`len` values), made on first use.
+    pub fn param(&mut self, weight: WeightId, len: usize) -> TensorId {
+        if let Some(&(t, _)) = self.params.iter().find(|&&(_, w)| w == weight) {
+            return t;
+        }
+        self.shapes.push(vec![len]);
+        let id = self.shapes.len() - 1;
+        self.params.push((id, weight));
+        id
+    }
+
+    /// The weight behind `t`, where `t` is a param.
+    pub fn weight_of(&self, t: TensorId) -> Option<WeightId> {
+        self.params.iter().find(|&&(p, _)| p == t).map(|&(_, w)| w)
+    }
+
+    /// Activations: every tensor but the params (what grows with the batch).
+    pub fn activations(&self) -> impl Iterator<Item = TensorId> + '_ {
+        (0..self.shapes.len()).filter(|&t| self.weight_of(t).is_none())
     }
 
     pub fn mark_output(&mut self, t: TensorId) {

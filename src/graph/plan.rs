@@ -6,7 +6,7 @@ use super::{Graph, TensorId};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
-    /// Slot of every tensor (by id).
+    /// Slot of every tensor (by id); `Plan::PARAM` for params, which live in the model's buffers.
     pub slot_of: Vec<usize>,
     /// Size in bytes of every slot.
     pub slot_bytes: Vec<u64>,
@@ -17,6 +17,9 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The slot of a param tensor: none.
+    pub const PARAM: usize = usize::MAX;
+
     pub fn new(g: &Graph) -> Plan {
         let n = g.shapes.len();
         // Last node index that reads each tensor; inputs and outputs live for the whole run.
@@ -72,12 +75,12 @@ impl Plan {
             dying.sort_unstable();
             dying.dedup();
             for t in dying {
-                if last_use[t] == i && !free.contains(&slot_of[t]) {
+                if last_use[t] == i && slot_of[t] != Self::PARAM && !free.contains(&slot_of[t]) {
                     free.push(slot_of[t]);
                 }
             }
         }
-        let naive_bytes = (0..n).map(|t| g.bytes(t)).sum();
+        let naive_bytes = g.activations().map(|t| g.bytes(t)).sum();
         Plan { peak_bytes: slot_bytes.iter().sum(), slot_of, slot_bytes, naive_bytes }
     }
 
@@ -111,6 +114,10 @@ mod tests {
         assert_eq!(p.slot_bytes.len(), 4);
         assert_eq!(p.peak_bytes, 4 * 256);
         assert_eq!(p.naive_bytes, 11 * 256);
+        // The weight, shared by the ten layers, is one param tensor with no slot.
+        assert_eq!(g.params.len(), 1);
+        assert_eq!(p.slot_of[g.params[0].0], Plan::PARAM);
+        assert!(g.nodes.iter().all(|n| n.op.inputs().contains(&g.params[0].0)));
     }
 
     #[test]

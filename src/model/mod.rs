@@ -162,7 +162,7 @@ impl UNet {
     /// texel view (kernels read their operands as texels).
     pub fn max_batch(&mut self, ctx: &Context) -> Result<usize> {
         let g = unet::build(ctx, &self.config, &mut self.bank, 1)?;
-        let per_image = (0..g.graph.shapes.len()).map(|t| g.graph.bytes(t)).max().unwrap_or(1);
+        let per_image = g.graph.activations().map(|t| g.graph.bytes(t)).max().unwrap_or(1);
         let limit = ctx
             .limits
             .max_buffer_size

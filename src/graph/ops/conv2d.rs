@@ -20,7 +20,9 @@ pub struct ConvWeight {
 pub struct Conv2d {
     pub x: TensorId,
     pub shape: Conv2dShape,
-    pub weight: ConvWeight,
+    /// The packed weight (see `kernel::pack_weight`) and the bias, as params.
+    pub weight: TensorId,
+    pub bias: Option<TensorId>,
     pub channel_add: Option<TensorId>,
     pub residual: Option<TensorId>,
     pub scale: f32,
@@ -68,7 +70,9 @@ impl Graph {
                 )));
             }
         }
-        Ok(self.push(layer, Op::Conv2d(Conv2d { x, shape, weight, channel_add, residual, scale }), out))
+        let bias = weight.bias.map(|b| self.param(b, shape.cout));
+        let weight = self.param(weight.weight, shape.packed_weight_len());
+        Ok(self.push(layer, Op::Conv2d(Conv2d { x, shape, weight, bias, channel_add, residual, scale }), out))
     }
 }
 
@@ -78,12 +82,15 @@ impl OpKind for Conv2d {
     }
 
     fn inputs(&self) -> Vec<TensorId> {
-        [Some(self.x), self.channel_add, self.residual].into_iter().flatten().collect()
+        [Some(self.x), Some(self.weight), self.bias, self.channel_add, self.residual]
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     fn lower(&self, env: &Env, out: TensorId) -> Result<Vec<Dispatch>> {
         let epi = kernel::Epilogue {
-            bias: self.weight.bias.map(|b| env.weight(b)),
+            bias: self.bias.map(|b| env.buffer(b)),
             channel_add: self.channel_add.map(|t| env.buffer(t)),
             residual: self.residual.map(|t| env.buffer(t)),
             scale: self.scale,
@@ -93,7 +100,7 @@ impl OpKind for Conv2d {
             kernel::Launch::Auto,
             &self.shape,
             env.buffer(self.x),
-            env.weight(self.weight.weight),
+            env.buffer(self.weight),
             &epi,
             env.buffer(out),
         )
@@ -101,9 +108,8 @@ impl OpKind for Conv2d {
 
     fn reference(&self, env: &Env) -> Result<Vec<f32>> {
         let s = &self.shape;
-        let packed = env.read_weight(self.weight.weight, s.packed_weight_len())?;
-        let weight = kernel::unpack_weight(&packed, s.cout, s.cin, s.kh, s.kw)?;
-        let bias = self.weight.bias.map(|b| env.read_weight(b, s.cout)).transpose()?;
+        let weight = kernel::unpack_weight(&env.read(self.weight)?, s.cout, s.cin, s.kh, s.kw)?;
+        let bias = self.bias.map(|b| env.read(b)).transpose()?;
         let chan = self.channel_add.map(|t| env.read(t)).transpose()?;
         let res = self.residual.map(|t| env.read(t)).transpose()?;
         let x = env.read(self.x)?;

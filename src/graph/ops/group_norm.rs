@@ -17,7 +17,9 @@ pub struct NormWeight {
 pub struct GroupNorm {
     pub x: TensorId,
     pub shape: GroupNormShape,
-    pub weight: NormWeight,
+    /// Params [C] each.
+    pub gamma: TensorId,
+    pub beta: TensorId,
 }
 
 impl Graph {
@@ -36,7 +38,8 @@ impl Graph {
         }
         let shape = GroupNormShape { n, c, hw: h * w, groups, eps, silu };
         shape.check().map_err(|e| Error::Shape(format!("{layer}: {e}")))?;
-        Ok(self.push(layer, Op::GroupNorm(GroupNorm { x, shape, weight }), vec![n, c, h, w]))
+        let (gamma, beta) = (self.param(weight.gamma, c), self.param(weight.beta, c));
+        Ok(self.push(layer, Op::GroupNorm(GroupNorm { x, shape, gamma, beta }), vec![n, c, h, w]))
     }
 }
 
@@ -46,19 +49,15 @@ impl OpKind for GroupNorm {
     }
 
     fn inputs(&self) -> Vec<TensorId> {
-        vec![self.x]
+        vec![self.x, self.gamma, self.beta]
     }
 
     fn lower(&self, env: &Env, out: TensorId) -> Result<Vec<Dispatch>> {
-        let (gamma, beta) = (env.weight(self.weight.gamma), env.weight(self.weight.beta));
+        let (gamma, beta) = (env.buffer(self.gamma), env.buffer(self.beta));
         Ok(vec![kernel::group_norm(env.ctx, &self.shape, env.buffer(self.x), gamma, beta, env.buffer(out))?])
     }
 
     fn reference(&self, env: &Env) -> Result<Vec<f32>> {
-        let (gamma, beta) = (
-            env.read_weight(self.weight.gamma, self.weight.c)?,
-            env.read_weight(self.weight.beta, self.weight.c)?,
-        );
-        Ok(kernel::reference(&self.shape, &env.read(self.x)?, &gamma, &beta))
+        Ok(kernel::reference(&self.shape, &env.read(self.x)?, &env.read(self.gamma)?, &env.read(self.beta)?))
     }
 }

@@ -19,7 +19,11 @@ pub struct LinearWeight {
 pub struct Linear {
     pub x: TensorId,
     pub rows: usize,
-    pub weight: LinearWeight,
+    pub fin: usize,
+    pub fout: usize,
+    /// The weight [out, in] as stored, and the bias, as params.
+    pub weight: TensorId,
+    pub bias: Option<TensorId>,
     pub silu: bool,
 }
 
@@ -38,7 +42,10 @@ impl Graph {
                 weight.fin
             )));
         }
-        Ok(self.push(layer, Op::Linear(Linear { x, rows, weight, silu }), vec![rows, weight.fout]))
+        let (fout, bias) = (weight.fout, weight.bias.map(|b| self.param(b, weight.fout)));
+        let w = self.param(weight.weight, fout * fin);
+        let op = Linear { x, rows, fin, fout, weight: w, bias, silu };
+        Ok(self.push(layer, Op::Linear(op), vec![rows, fout]))
     }
 }
 
@@ -48,44 +55,28 @@ impl OpKind for Linear {
     }
 
     fn inputs(&self) -> Vec<TensorId> {
-        vec![self.x]
+        [Some(self.x), Some(self.weight), self.bias].into_iter().flatten().collect()
     }
 
     fn lower(&self, env: &Env, out: TensorId) -> Result<Vec<Dispatch>> {
-        let w = &self.weight;
-        let bias = w.bias.map(|b| env.weight(b));
-        kernel::linear(
-            env.ctx,
-            self.rows,
-            w.fin,
-            w.fout,
-            self.silu,
-            env.buffer(self.x),
-            env.weight(w.weight),
-            bias,
-            env.buffer(out),
-        )
+        let (x, w, y) = (env.buffer(self.x), env.buffer(self.weight), env.buffer(out));
+        let bias = self.bias.map(|b| env.buffer(b));
+        kernel::linear(env.ctx, self.rows, self.fin, self.fout, self.silu, x, w, bias, y)
     }
 
     fn reference(&self, env: &Env) -> Result<Vec<f32>> {
-        let w = &self.weight;
         // The shape `kernel::linear` builds: W [out, in] read as W^T.
         let s = MatmulShape {
             batch: 1,
             m: self.rows,
-            n: w.fout,
-            k: w.fin,
-            a: Strides::row_major(self.rows, w.fin),
-            b: Strides::transposed(w.fin, w.fout),
-            bias: if w.bias.is_some() { Bias::PerColumn } else { Bias::None },
+            n: self.fout,
+            k: self.fin,
+            a: Strides::row_major(self.rows, self.fin),
+            b: Strides::transposed(self.fin, self.fout),
+            bias: if self.bias.is_some() { Bias::PerColumn } else { Bias::None },
             silu: self.silu,
         };
-        let bias = w.bias.map(|b| env.read_weight(b, w.fout)).transpose()?;
-        Ok(kernel::reference(
-            &s,
-            &env.read(self.x)?,
-            &env.read_weight(w.weight, w.fout * w.fin)?,
-            bias.as_deref(),
-        ))
+        let bias = self.bias.map(|b| env.read(b)).transpose()?;
+        Ok(kernel::reference(&s, &env.read(self.x)?, &env.read(self.weight)?, bias.as_deref()))
     }
 }

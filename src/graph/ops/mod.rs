@@ -23,17 +23,16 @@ pub use silu::Silu;
 pub use timestep_embedding::TimestepEmbedding;
 pub use upsample::Upsample2x;
 
-use super::{Executable, Graph, TensorId, WeightId};
+use super::{Executable, Graph, TensorId};
 use crate::gpu::{Context, Dispatch};
 use crate::Result;
 
-/// What an op's lowering and reference see: the device, the graph, the planned buffers of its
-/// tensors and the model's weight buffers.
+/// What an op's lowering and reference see: the device, the graph, and the buffers of its tensors
+/// (planned slots for activations, the model's buffers for params).
 pub struct Env<'a> {
     pub ctx: &'a Context,
     pub graph: &'a Graph,
     pub exe: &'a Executable,
-    pub weights: &'a [wgpu::Buffer],
 }
 
 impl Env<'_> {
@@ -42,18 +41,9 @@ impl Env<'_> {
         self.exe.buffer(t)
     }
 
-    pub fn weight(&self, id: WeightId) -> &wgpu::Buffer {
-        &self.weights[id]
-    }
-
     /// Values in tensor `t` (`check` runs only).
     pub fn read(&self, t: TensorId) -> Result<Vec<f32>> {
         self.ctx.read_buffer(self.buffer(t), self.graph.shape(t).iter().product())
-    }
-
-    /// The first `len` values of weight `id` (`check` runs only).
-    pub fn read_weight(&self, id: WeightId, len: usize) -> Result<Vec<f32>> {
-        self.ctx.read_buffer(self.weight(id), len)
     }
 
     /// Number of values in tensor `t`.

@@ -10,7 +10,8 @@ use crate::{Error, Result};
 pub struct TimestepEmbedding {
     pub t: TensorId,
     pub cfg: EmbeddingConfig,
-    pub freqs: WeightId,
+    /// The frequencies [dim / 2], a param (a constant of the model, never trained).
+    pub freqs: TensorId,
 }
 
 impl Graph {
@@ -25,6 +26,7 @@ impl Graph {
             [b] => b,
             ref s => return Err(Error::Shape(format!("{layer}: timesteps must be [batch], got {s:?}"))),
         };
+        let freqs = self.param(freqs, cfg.half());
         Ok(self.push(layer, Op::TimestepEmbedding(TimestepEmbedding { t, cfg, freqs }), vec![batch, cfg.dim]))
     }
 }
@@ -35,11 +37,11 @@ impl OpKind for TimestepEmbedding {
     }
 
     fn inputs(&self) -> Vec<TensorId> {
-        vec![self.t]
+        vec![self.t, self.freqs]
     }
 
     fn lower(&self, env: &Env, out: TensorId) -> Result<Vec<Dispatch>> {
-        let (t, f, y) = (env.buffer(self.t), env.weight(self.freqs), env.buffer(out));
+        let (t, f, y) = (env.buffer(self.t), env.buffer(self.freqs), env.buffer(out));
         Ok(vec![kernel::timestep_embedding(env.ctx, &self.cfg, env.len(self.t), t, f, y)?])
     }
 
