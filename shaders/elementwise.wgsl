@@ -60,3 +60,39 @@ fn upsample_nearest2x(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     let plane = i / (4u * p.h * p.w);
     dst[i] = src0[(plane * p.h + oy / 2u) * p.w + ox / 2u];
 }
+
+// Backward of SiLU: dst = dy * sigmoid(x) (1 + x (1 - sigmoid(x))), src0 = x, src1 = dy.
+@compute @workgroup_size(WG)
+fn silu_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = src0[i];
+    let s = 1.0 / (1.0 + exp(-x));
+    dst[i] = src1[i] * (s * (1.0 + x * (1.0 - s)));
+}
+
+// Backward of nearest 2x upsampling: each input pixel sums its 2x2 block of dy (src0 = dy
+// [planes, 2H, 2W]); len counts the input pixels, h and w are the input's.
+@compute @workgroup_size(WG)
+fn upsample_nearest2x_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                               @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let x = i % p.w;
+    let y = (i / p.w) % p.h;
+    let plane = i / (p.h * p.w);
+    let top = (plane * 2u * p.h + 2u * y) * 2u * p.w + 2u * x;
+    let below = top + 2u * p.w;
+    dst[i] = (src0[top] + src0[top + 1u]) + (src0[below] + src0[below + 1u]);
+}
+
+// Gradient of the mean squared error: dst = alpha * (src0 - src1), alpha = f32(2 / numel) from the
+// host (as PyTorch's mse_loss backward computes it: the difference first, then one product).
+@compute @workgroup_size(WG)
+fn mse_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+            @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    dst[i] = p.alpha * (src0[i] - src1[i]);
+}

@@ -33,9 +33,10 @@ shader!(ELEMENTWISE, "elementwise.wgsl");
 shader!(EMBEDDING, "embedding.wgsl");
 shader!(DIFFUSION, "diffusion.wgsl");
 shader!(RNG, "rng.wgsl");
+shader!(LOSS, "loss.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 13] = [
+pub static ALL: [&ShaderSource; 14] = [
     &CONV2D,
     &CONV2D_SUBGROUP,
     &CONV2D_REDUCE,
@@ -49,6 +50,7 @@ pub static ALL: [&ShaderSource; 13] = [
     &EMBEDDING,
     &DIFFUSION,
     &RNG,
+    &LOSS,
 ];
 
 /// Parses and validates a WGSL source with naga, as wgpu will (no device needed).

@@ -1,6 +1,6 @@
 //! Elementwise kernels (shaders/elementwise.wgsl): SiLU, add, affine, nearest 2x upsample, and
-//! channel concat as buffer copies. One launcher per op over a shared binding layout, each beside
-//! its reference.
+//! channel concat as buffer copies; the backward of SiLU and of the upsample, and the MSE loss's
+//! gradient. One launcher per op over a shared binding layout, each beside its reference.
 
 use crate::gpu::{Binding, Context, CopyOp, Cost, Dispatch, KernelSpec};
 use crate::kernels::{check_len, grid_1d};
@@ -19,6 +19,9 @@ spec!(SILU, "silu");
 spec!(ADD, "add");
 spec!(AFFINE, "affine");
 spec!(UPSAMPLE, "upsample_nearest2x");
+spec!(SILU_BACKWARD, "silu_backward");
+spec!(UPSAMPLE_BACKWARD, "upsample_nearest2x_backward");
+spec!(MSE_GRAD, "mse_grad");
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -152,6 +155,83 @@ pub fn upsample_nearest2x(
     let len = planes * 4 * h * w;
     let p = Params { len: len as u32, h: h as u32, w: w as u32, ..Default::default() };
     launch(ctx, &UPSAMPLE, p, x, None, y, len + len / 4)
+}
+
+/// dx = dy * SiLU'(x) over `len` elements.
+pub fn silu_backward(
+    ctx: &Context,
+    len: usize,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    dx: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    check_len("silu backward", "x", x, len)?;
+    check_len("silu backward", "dy", dy, len)?;
+    let p = Params { len: len as u32, ..Default::default() };
+    launch(ctx, &SILU_BACKWARD, p, x, Some(dy), dx, 3 * len)
+}
+
+/// dx [planes, H, W] = the sum of each pixel's 2x2 block of dy [planes, 2H, 2W].
+pub fn upsample_nearest2x_backward(
+    ctx: &Context,
+    planes: usize,
+    h: usize,
+    w: usize,
+    dy: &wgpu::Buffer,
+    dx: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let len = planes * h * w;
+    check_len("upsample backward", "dy", dy, 4 * len)?;
+    let p = Params { len: len as u32, h: h as u32, w: w as u32, ..Default::default() };
+    launch(ctx, &UPSAMPLE_BACKWARD, p, dy, None, dx, 5 * len)
+}
+
+/// d pred = f32(2 / len) * (pred - target): the gradient of `F.mse_loss` (mean) over `len` values.
+pub fn mse_grad(
+    ctx: &Context,
+    len: usize,
+    pred: &wgpu::Buffer,
+    target: &wgpu::Buffer,
+    grad: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    check_len("mse gradient", "prediction", pred, len)?;
+    check_len("mse gradient", "target", target, len)?;
+    let p = Params { len: len as u32, alpha: mse_grad_scale(len), ..Default::default() };
+    launch(ctx, &MSE_GRAD, p, pred, Some(target), grad, 3 * len)
+}
+
+/// 2 / len rounded to f32 once, as PyTorch's mse_loss backward scales.
+fn mse_grad_scale(len: usize) -> f32 {
+    (2.0 / len as f64) as f32
+}
+
+pub fn reference_silu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
+    x.iter()
+        .zip(dy)
+        .map(|(&x, &g)| {
+            let (x, s) = (x as f64, 1.0 / (1.0 + (-x as f64).exp()));
+            (g as f64 * s * (1.0 + x * (1.0 - s))) as f32
+        })
+        .collect()
+}
+
+pub fn reference_upsample_backward(planes: usize, h: usize, w: usize, dy: &[f32]) -> Vec<f32> {
+    let mut dx = vec![0.0f32; planes * h * w];
+    for p in 0..planes {
+        for y in 0..h {
+            for x in 0..w {
+                let at = |a: usize, b: usize| dy[(p * 2 * h + 2 * y + a) * 2 * w + 2 * x + b] as f64;
+                dx[(p * h + y) * w + x] = (at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1)) as f32;
+            }
+        }
+    }
+    dx
+}
+
+/// The same f32 arithmetic as the kernel (and PyTorch): the difference, then one product.
+pub fn reference_mse_grad(pred: &[f32], target: &[f32]) -> Vec<f32> {
+    let scale = mse_grad_scale(pred.len());
+    pred.iter().zip(target).map(|(&p, &t)| scale * (p - t)).collect()
 }
 
 pub fn reference_silu(x: &[f32]) -> Vec<f32> {

@@ -8,6 +8,7 @@ pub mod diffusion;
 pub mod elementwise;
 pub mod embedding;
 pub mod group_norm;
+pub mod loss;
 pub mod matmul;
 pub mod rng;
 pub mod softmax;

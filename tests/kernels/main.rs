@@ -11,6 +11,7 @@ mod diffusion;
 mod elementwise;
 mod embedding;
 mod group_norm;
+mod loss;
 mod matmul;
 mod pool;
 mod rng;
