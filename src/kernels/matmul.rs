@@ -313,6 +313,82 @@ pub fn linear(
     matmul(ctx, Launch::Auto, &shape, x, weight, bias, y)
 }
 
+/// The buffers of a Linear's backward: what it reads and the gradients it writes.
+pub struct LinearGrads<'a> {
+    /// The layer's input [rows, in] and weight [out, in], as the forward read them.
+    pub x: &'a wgpu::Buffer,
+    pub weight: &'a wgpu::Buffer,
+    /// d loss / d y [rows, out], before any fused SiLU (the caller applies SiLU's backward first).
+    pub dy: &'a wgpu::Buffer,
+    /// Written: dX [rows, in], dW [out, in], db [out] (each optional).
+    pub dx: Option<&'a wgpu::Buffer>,
+    pub dw: Option<&'a wgpu::Buffer>,
+    pub db: Option<&'a wgpu::Buffer>,
+}
+
+/// The backward of `linear` as matmuls over strided views: dX = dY W, dW = dY^T X, db = 1^T dY
+/// (a row of ones times dY: the column sums, in a fixed order, so batch reductions are the same
+/// bits every run).
+pub fn linear_backward(
+    ctx: &Context,
+    rows: usize,
+    in_features: usize,
+    out_features: usize,
+    g: &LinearGrads,
+) -> Result<Vec<Dispatch>> {
+    let (r, fin, fout) = (rows, in_features, out_features);
+    let plain = |m, n, k, a, b| MatmulShape { batch: 1, m, n, k, a, b, bias: Bias::None, silu: false };
+    let mut out = vec![];
+    if let Some(dx) = g.dx {
+        let s = plain(r, fin, fout, Strides::row_major(r, fout), Strides::row_major(fout, fin));
+        out.extend(matmul(ctx, Launch::Auto, &s, g.dy, g.weight, None, dx)?);
+    }
+    if let Some(dw) = g.dw {
+        let s = plain(fout, fin, r, Strides::transposed(fout, r), Strides::row_major(r, fin));
+        out.extend(matmul(ctx, Launch::Auto, &s, g.dy, g.x, None, dw)?);
+    }
+    if let Some(db) = g.db {
+        // Its own buffer of ones, kept alive by the dispatch's bind group.
+        use wgpu::util::DeviceExt;
+        let ones = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("ones"),
+            contents: bytemuck::cast_slice(&vec![1.0f32; r.div_ceil(4) * 4]),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        });
+        let s = plain(1, fout, r, Strides::row_major(1, r), Strides::row_major(r, fout));
+        out.extend(matmul(ctx, Launch::Auto, &s, &ones, g.dy, None, db)?);
+    }
+    Ok(out)
+}
+
+/// Plain reference of `linear_backward`: (dX, dW, db) in f64.
+pub fn reference_linear_backward(
+    rows: usize,
+    fin: usize,
+    fout: usize,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0.0f32; rows * fin];
+    let mut dw = vec![0.0f32; fout * fin];
+    let mut db = vec![0.0f32; fout];
+    for r in 0..rows {
+        for i in 0..fin {
+            dx[r * fin + i] =
+                (0..fout).map(|o| dy[r * fout + o] as f64 * w[o * fin + i] as f64).sum::<f64>() as f32;
+        }
+    }
+    for o in 0..fout {
+        for i in 0..fin {
+            dw[o * fin + i] =
+                (0..rows).map(|r| dy[r * fout + o] as f64 * x[r * fin + i] as f64).sum::<f64>() as f32;
+        }
+        db[o] = (0..rows).map(|r| dy[r * fout + o] as f64).sum::<f64>() as f32;
+    }
+    (dx, dw, db)
+}
+
 /// Plain reference of `matmul` over the same strided operands.
 pub fn reference(s: &MatmulShape, a: &[f32], b: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let mut c = vec![0.0f32; s.batch * s.m * s.n];

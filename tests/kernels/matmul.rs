@@ -297,3 +297,38 @@ fn matmul_geometry_split_k_reduce_spills_into_y() {
     c.run(&d);
     assert_close("matmul split-K, reduce spilled into y", &read_on(c, &out), &want, RTOL);
 }
+
+// The Linear backward: three matmuls over strided views (dX: rows x in, dW: out x in with k =
+// rows, db: 1 x out with k = rows). Rows at every batch in BATCHES (the time-embedding MLP's rows
+// are images), so dW and db reduce over 1 to 33 images; odd feature counts; run twice for the
+// same bits.
+#[test]
+fn linear_backward_every_batch() {
+    for (i, &rows) in BATCHES.iter().enumerate() {
+        for (fin, fout) in [(32, 128), (7, 5)] {
+            let mut r = rng(800 + i as u64);
+            let (x, w, dy) =
+                (random(&mut r, rows * fin), random(&mut r, fout * fin), random(&mut r, rows * fout));
+            let (want_dx, want_dw, want_db) = matmul::reference_linear_backward(rows, fin, fout, &x, &w, &dy);
+            let (xt, wt, dyt) = (upload(&x), upload(&w), upload(&dy));
+            let (dx, dw, db) = (output(rows * fin), output(fout * fin), output(fout));
+            let grads = matmul::LinearGrads {
+                x: &xt.buffer,
+                weight: &wt.buffer,
+                dy: &dyt.buffer,
+                dx: Some(&dx.buffer),
+                dw: Some(&dw.buffer),
+                db: Some(&db.buffer),
+            };
+            let d = matmul::linear_backward(ctx(), rows, fin, fout, &grads).unwrap();
+            ctx().run(&d);
+            let what = format!("linear backward, {rows} rows, {fin} -> {fout}");
+            assert_close(&format!("{what}: dX"), &read(&dx), &want_dx, RTOL);
+            let first_dw = read(&dw);
+            assert_close(&format!("{what}: dW"), &first_dw, &want_dw, RTOL);
+            assert_close(&format!("{what}: db"), &read(&db), &want_db, RTOL);
+            ctx().run(&d);
+            assert_eq!(read(&dw), first_dw, "{what}: dW, the same bits again");
+        }
+    }
+}
