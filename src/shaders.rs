@@ -27,6 +27,8 @@ shader!(MATMUL, "matmul.wgsl", shared "matmul_io.wgsl");
 shader!(MATMUL_SUBGROUP, "matmul_subgroup.wgsl", shared "matmul_io.wgsl");
 shader!(MATMUL_REDUCE, "matmul_reduce.wgsl");
 shader!(GROUP_NORM, "group_norm.wgsl");
+shader!(GROUP_NORM_BACKWARD, "group_norm_backward.wgsl");
+shader!(GROUP_NORM_PARAM_GRADS, "group_norm_param_grads.wgsl");
 shader!(ATTENTION, "attention.wgsl");
 shader!(SOFTMAX, "softmax.wgsl");
 shader!(ELEMENTWISE, "elementwise.wgsl");
@@ -36,7 +38,7 @@ shader!(RNG, "rng.wgsl");
 shader!(LOSS, "loss.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 14] = [
+pub static ALL: [&ShaderSource; 16] = [
     &CONV2D,
     &CONV2D_SUBGROUP,
     &CONV2D_REDUCE,
@@ -44,6 +46,8 @@ pub static ALL: [&ShaderSource; 14] = [
     &MATMUL_SUBGROUP,
     &MATMUL_REDUCE,
     &GROUP_NORM,
+    &GROUP_NORM_BACKWARD,
+    &GROUP_NORM_PARAM_GRADS,
     &ATTENTION,
     &SOFTMAX,
     &ELEMENTWISE,

@@ -145,6 +145,175 @@ pub fn group_norm_lanes(
     )
 }
 
+static SPEC_BACKWARD: KernelSpec = KernelSpec {
+    shader: &crate::shaders::GROUP_NORM_BACKWARD,
+    entry: "group_norm_backward",
+    // x and dy are read as texels.
+    bindings: &[
+        Binding::Texels,
+        Binding::Texels,
+        Binding::Read,
+        Binding::Read,
+        Binding::Write,
+        Binding::Write,
+        Binding::Uniform,
+    ],
+};
+
+static SPEC_PARAM_GRADS: KernelSpec = KernelSpec {
+    shader: &crate::shaders::GROUP_NORM_PARAM_GRADS,
+    entry: "group_norm_param_grads",
+    bindings: &[Binding::Read, Binding::Write, Binding::Write, Binding::Uniform],
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ParamGradsParams {
+    n: u32,
+    channels: u32,
+    _pad: [u32; 2],
+}
+
+/// The buffers of a group norm's backward.
+pub struct GroupNormGrads<'a> {
+    /// The forward's input [N, C, H, W] and affine parameters [C].
+    pub x: &'a wgpu::Buffer,
+    pub gamma: &'a wgpu::Buffer,
+    pub beta: &'a wgpu::Buffer,
+    /// d loss / d output (after the fused SiLU where the forward had one).
+    pub dy: &'a wgpu::Buffer,
+    /// Written: d loss / d x, and d loss / d gamma and d beta [C].
+    pub dx: &'a wgpu::Buffer,
+    pub dgamma: &'a wgpu::Buffer,
+    pub dbeta: &'a wgpu::Buffer,
+}
+
+/// The fewest lanes per group that keep the backward's three passes under lavapipe's loop cap.
+pub fn min_lanes_backward(s: &GroupNormShape) -> usize {
+    let cg = s.c / s.groups.max(1);
+    (3 * cg * s.hw + 6 * cg).div_ceil(MAX_LANE_ITERATIONS).next_power_of_two()
+}
+
+/// The backward of `group_norm` (fused SiLU included): dx, and d gamma, d beta reduced over the
+/// batch on the device in a fixed order. Lanes and workgroup as the forward picks them.
+pub fn group_norm_backward(ctx: &Context, s: &GroupNormShape, g: &GroupNormGrads) -> Result<Vec<Dispatch>> {
+    let lanes = if ctx.is_cpu() { min_lanes_backward(s).min(WG) } else { WG };
+    let workgroup = if ctx.is_cpu() { lanes.max(32) } else { lanes };
+    group_norm_backward_lanes(ctx, lanes, workgroup, s, g)
+}
+
+/// `group_norm_backward` with `lanes` per group and `workgroup` invocations a workgroup (tests run
+/// several).
+pub fn group_norm_backward_lanes(
+    ctx: &Context,
+    lanes: usize,
+    workgroup: usize,
+    s: &GroupNormShape,
+    g: &GroupNormGrads,
+) -> Result<Vec<Dispatch>> {
+    s.check()?;
+    if !lanes.is_power_of_two() || lanes > WG {
+        bail_shape!("group norm backward: {lanes} lanes per group; use a power of two up to {WG}");
+    }
+    if lanes < min_lanes_backward(s) && ctx.is_cpu() {
+        bail_shape!(
+            "group norm backward: groups of {} values are too long for {lanes} lane(s) each on a CPU driver; use at least {}",
+            s.c / s.groups * s.hw,
+            min_lanes_backward(s)
+        );
+    }
+    let wg = workgroup;
+    if !wg.is_multiple_of(lanes) || wg as u32 > ctx.limits.max_compute_invocations_per_workgroup {
+        bail_shape!("group norm backward: a workgroup of {wg} for {lanes} lanes per group");
+    }
+    let len = s.n * s.c * s.hw;
+    for (what, buf, n) in [("input", g.x, len), ("dy", g.dy, len), ("dx", g.dx, len)] {
+        check_len("group norm backward", what, buf, n)?;
+    }
+    for (what, buf) in [("weight", g.gamma), ("bias", g.beta), ("d weight", g.dgamma), ("d bias", g.dbeta)] {
+        check_len("group norm backward", what, buf, s.c)?;
+    }
+    // The [N, C, 2] partial sums: the kernels' own buffer, kept alive by their bind groups.
+    let partials = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("group norm partial sums"),
+        size: (8 * s.n * s.c).max(16) as u64,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let params = ctx.uniform(&Params {
+        groups_total: (s.n * s.groups) as u32,
+        channels: s.c as u32,
+        hw: s.hw as u32,
+        groups: s.groups as u32,
+        eps: s.eps,
+        _pad: [0; 3],
+    });
+    let backward = ctx.dispatch_texels(
+        &SPEC_BACKWARD,
+        &[("SILU", s.silu as u8 as f64), ("L", lanes as f64), ("WG", wg as f64)],
+        &[g.x, g.dy, g.gamma, g.beta, g.dx, &partials, &params],
+        &[len, len],
+        grid_1d(ctx, s.n * s.groups, wg / lanes),
+        Cost { flops: 20 * len as u64, bytes: 4 * (4 * len + 2 * s.n * s.c) as u64 },
+    )?;
+    let reduce_params = ctx.uniform(&ParamGradsParams { n: s.n as u32, channels: s.c as u32, _pad: [0; 2] });
+    let reduce = ctx.dispatch(
+        &SPEC_PARAM_GRADS,
+        &[],
+        &[&partials, g.dgamma, g.dbeta, &reduce_params],
+        [s.c.div_ceil(64) as u32, 1, 1],
+        Cost { flops: 2 * (s.n * s.c) as u64, bytes: 4 * (2 * s.n * s.c + 2 * s.c) as u64 },
+    )?;
+    Ok(vec![backward, reduce])
+}
+
+/// Plain reference of `group_norm_backward`: (dx, d gamma, d beta) in f64, two-pass statistics.
+pub fn reference_backward(
+    s: &GroupNormShape,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    dy: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let cg = s.c / s.groups;
+    let len = cg * s.hw;
+    let mut dx = vec![0.0f32; x.len()];
+    let (mut dgamma, mut dbeta) = (vec![0.0f64; s.c], vec![0.0f64; s.c]);
+    for g in 0..s.n * s.groups {
+        let span = &x[g * len..(g + 1) * len];
+        let mean = span.iter().map(|&v| v as f64).sum::<f64>() / len as f64;
+        let var = span.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / len as f64;
+        let rstd = 1.0 / (var + s.eps as f64).sqrt();
+        let chan = |i: usize| (g % s.groups) * cg + i / s.hw;
+        let xhat = |i: usize| (span[i] as f64 - mean) * rstd;
+        let dz = |i: usize| {
+            let d = dy[g * len + i] as f64;
+            if s.silu {
+                let z = xhat(i) * gamma[chan(i)] as f64 + beta[chan(i)] as f64;
+                let sg = 1.0 / (1.0 + (-z).exp());
+                d * sg * (1.0 + z * (1.0 - sg))
+            } else {
+                d
+            }
+        };
+        let (mut m1, mut m2) = (0.0, 0.0);
+        for i in 0..len {
+            let gi = dz(i) * gamma[chan(i)] as f64;
+            m1 += gi;
+            m2 += gi * xhat(i);
+            dgamma[chan(i)] += dz(i) * xhat(i);
+            dbeta[chan(i)] += dz(i);
+        }
+        let (m1, m2) = (m1 / len as f64, m2 / len as f64);
+        for i in 0..len {
+            let gi = dz(i) * gamma[chan(i)] as f64;
+            dx[g * len + i] = (rstd * (gi - m1 - xhat(i) * m2)) as f32;
+        }
+    }
+    let f = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
+    (dx, f(dgamma), f(dbeta))
+}
+
 pub fn reference(s: &GroupNormShape, x: &[f32], gamma: &[f32], beta: &[f32]) -> Vec<f32> {
     let cg = s.c / s.groups;
     let len = cg * s.hw;

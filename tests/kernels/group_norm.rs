@@ -160,3 +160,134 @@ fn group_norm_geometry_spills_into_y() {
         group_norm::group_norm_lanes(c, 64, 64, &s, &t.buffer, &g.buffer, &g.buffer, &t.buffer).unwrap_err();
     assert!(err.to_string().contains("exceed this device's 4 per dimension"), "{err}");
 }
+
+// The backward (group_norm_backward.wgsl, then group_norm_param_grads.wgsl over the batch). Its
+// first kernel has the forward's geometry (1-D over (image, group) pairs, WG / L a workgroup);
+// the second is one invocation per channel, 64 a workgroup. Cases: every batch in BATCHES at the
+// bundled model's shapes with and without the fused SiLU, every (lanes, workgroup) pair in
+// LAUNCHES that the loop cap allows, 4 x 3 workgroups on `spill_ctx`, odd sizes, and a large
+// common offset.
+fn check_backward_on(c: &Context, launches: &[(usize, usize)], s: GroupNormShape, x: &[f32], seed: u64) {
+    let (gamma, beta) = inputs(&s, seed);
+    let dy = random(&mut rng(seed + 7), x.len());
+    let (want_dx, want_dg, want_db) = group_norm::reference_backward(&s, x, &gamma, &beta, &dy);
+    let (xt, gt, bt, dyt) = (upload_on(c, x), upload_on(c, &gamma), upload_on(c, &beta), upload_on(c, &dy));
+    let run_with = |lanes: Option<(usize, usize)>| {
+        let (dx, dg, db) = (output_on(c, x.len()), output_on(c, s.c), output_on(c, s.c));
+        let g = group_norm::GroupNormGrads {
+            x: &xt.buffer,
+            gamma: &gt.buffer,
+            beta: &bt.buffer,
+            dy: &dyt.buffer,
+            dx: &dx.buffer,
+            dgamma: &dg.buffer,
+            dbeta: &db.buffer,
+        };
+        let d = match lanes {
+            Some((l, wg)) => group_norm::group_norm_backward_lanes(c, l, wg, &s, &g).unwrap(),
+            None => group_norm::group_norm_backward(c, &s, &g).unwrap(),
+        };
+        c.run(&d);
+        let what = format!("group norm backward, {lanes:?} lanes/workgroup, {s:?}");
+        assert_close(&format!("{what}: dx"), &read_on(c, &dx), &want_dx, RTOL);
+        assert_close(&format!("{what}: d gamma"), &read_on(c, &dg), &want_dg, RTOL);
+        assert_close(&format!("{what}: d beta"), &read_on(c, &db), &want_db, RTOL);
+    };
+    for &(lanes, wg) in launches {
+        if lanes >= group_norm::min_lanes_backward(&s) {
+            run_with(Some((lanes, wg)));
+        }
+    }
+    run_with(None);
+}
+
+#[test]
+fn group_norm_backward_every_batch_and_launch() {
+    for (i, &n) in BATCHES.iter().enumerate() {
+        for (c, hw, silu) in [(32, 28 * 28, true), (64, 49, false)] {
+            let s = GroupNormShape { n, c, hw, groups: 8, eps: 1e-5, silu };
+            let x = random(&mut rng(500 + i as u64), n * c * hw);
+            let launches: &[(usize, usize)] = if n <= 9 { &LAUNCHES } else { &LAUNCHES[..1] };
+            check_backward_on(ctx(), launches, s, &x, 600 + i as u64);
+        }
+    }
+    check_backward_on(
+        ctx(),
+        &LAUNCHES,
+        GroupNormShape { n: 3, c: 10, hw: 35, groups: 5, eps: 1e-6, silu: true },
+        &random(&mut rng(610), 3 * 10 * 35),
+        611,
+    );
+    // A large common offset: the statistics still hold their digits.
+    let x: Vec<f32> = random(&mut rng(620), 2 * 8 * 1024).iter().map(|v| 100.0 + 0.01 * v).collect();
+    check_backward_on(
+        ctx(),
+        &LAUNCHES[..1],
+        GroupNormShape { n: 2, c: 8, hw: 1024, groups: 2, eps: 1e-6, silu: false },
+        &x,
+        621,
+    );
+}
+
+#[test]
+fn group_norm_backward_spills_into_y() {
+    let s = GroupNormShape { n: 33, c: 16, hw: 25, groups: 8, eps: 1e-5, silu: true };
+    let x = random(&mut rng(630), 33 * 16 * 25);
+    check_backward_on(spill_ctx(), &[(1, 32), (2, 64)], s, &x, 631);
+}
+
+#[test]
+fn group_norm_backward_reference_matches_finite_differences() {
+    // The reference's formulas against central differences of the forward reference, in f64
+    // terms: loss = sum(dy * y).
+    let s = GroupNormShape { n: 2, c: 4, hw: 6, groups: 2, eps: 1e-5, silu: true };
+    let mut r = rng(640);
+    let x: Vec<f32> = random(&mut r, 48).iter().map(|v| v * 2.0).collect();
+    let (gamma, beta) = inputs(&s, 641);
+    let dy = random(&mut r, 48);
+    let (dx, dg, db) = group_norm::reference_backward(&s, &x, &gamma, &beta, &dy);
+    let loss = |x: &[f32], g: &[f32], b: &[f32]| -> f64 {
+        group_norm::reference(&s, x, g, b).iter().zip(&dy).map(|(&y, &d)| y as f64 * d as f64).sum()
+    };
+    let h = 1e-2f32;
+    let fd = |f: &dyn Fn(f32) -> f64| (f(h) - f(-h)) / (2.0 * h as f64);
+    for i in [0, 7, 30, 47] {
+        let slope = fd(&|e| {
+            let mut xe = x.clone();
+            xe[i] += e;
+            loss(&xe, &gamma, &beta)
+        });
+        assert!((dx[i] as f64 - slope).abs() < 2e-3 * (1.0 + slope.abs()), "dx[{i}] {} vs {slope}", dx[i]);
+    }
+    for c in 0..4 {
+        let slope_g = fd(&|e| {
+            let mut g = gamma.clone();
+            g[c] += e;
+            loss(&x, &g, &beta)
+        });
+        let slope_b = fd(&|e| {
+            let mut b = beta.clone();
+            b[c] += e;
+            loss(&x, &gamma, &b)
+        });
+        assert!(
+            (dg[c] as f64 - slope_g).abs() < 2e-3 * (1.0 + slope_g.abs()),
+            "dgamma[{c}] {} vs {slope_g}",
+            dg[c]
+        );
+        assert!(
+            (db[c] as f64 - slope_b).abs() < 2e-3 * (1.0 + slope_b.abs()),
+            "dbeta[{c}] {} vs {slope_b}",
+            db[c]
+        );
+    }
+}
+
+#[test]
+fn group_norm_backward_default_lanes_cover_long_groups() {
+    // 4 x 64K values a group: one lane would run past lavapipe's loop cap; the default spreads it.
+    let s = GroupNormShape { n: 1, c: 8, hw: 256 * 256, groups: 2, eps: 1e-6, silu: true };
+    assert!(group_norm::min_lanes_backward(&s) > 1);
+    let x = random(&mut rng(650), s.c * s.hw);
+    check_backward_on(ctx(), &[], s, &x, 651);
+}
