@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod conv2d;
+pub mod conv2d_backward;
 pub mod diffusion;
 pub mod elementwise;
 pub mod embedding;

@@ -7,6 +7,7 @@
 
 mod attention;
 mod conv2d;
+mod conv2d_backward;
 mod diffusion;
 mod elementwise;
 mod embedding;

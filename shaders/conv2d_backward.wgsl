@@ -1,0 +1,62 @@
+// Helpers of conv2d's input gradient, which runs on the forward kernel:
+//   dx = conv2d(dilate(dy), flip(W)) at stride 1, padded by k - 1 - pad (plus the output
+//   padding on the bottom and right), as conv_transpose2d computes it.
+// flip_weight: the packed forward weight [KH*KW, Cin, Cout4*4] to the packed weight of that conv,
+//   [KH*KW, Cout, Cin4*4], each tap mirrored: W'[ci, co, ky, kx] = W[co, ci, KH-1-ky, KW-1-kx].
+// dilate: dy [planes, Ho, Wo] to [planes, (Ho-1)s+1, (Wo-1)s+1] with s-1 zeros between values
+//   (stride s > 1 only).
+
+struct Params {
+    len: u32,       // outputs
+    kh: u32, kw: u32,
+    cin: u32,       // the forward's
+    cout: u32,      // the forward's
+    cout_pad: u32,  // the forward's Cout rounded up to 4
+    cin_pad: u32,   // the forward's Cin rounded up to 4
+    stride: u32,
+    ho: u32, wo: u32, // dy's map (dilate)
+    hd: u32, wd: u32, // the dilated map (dilate)
+    groups_x: u32,
+    _pad0: u32, _pad1: u32, _pad2: u32,
+}
+
+const WG: u32 = 256u;
+
+@group(0) @binding(0) var<storage, read> src: array<f32>;
+@group(0) @binding(1) var<storage, read_write> dst: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+fn index(wg: vec3<u32>, lid: u32) -> u32 {
+    return (wg.x + wg.y * p.groups_x) * WG + lid;
+}
+
+@compute @workgroup_size(WG)
+fn flip_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let j = index(wg, lid);
+    if (j >= p.len) { return; }
+    // j = (tap' * Cout + co) * Cin_pad + ci
+    let ci = j % p.cin_pad;
+    let co = (j / p.cin_pad) % p.cout;
+    let tap = j / (p.cin_pad * p.cout);
+    if (ci >= p.cin) {
+        dst[j] = 0.0;
+        return;
+    }
+    let ky = p.kh - 1u - tap / p.kw;
+    let kx = p.kw - 1u - tap % p.kw;
+    dst[j] = src[((ky * p.kw + kx) * p.cin + ci) * p.cout_pad + co];
+}
+
+@compute @workgroup_size(WG)
+fn dilate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let j = index(wg, lid);
+    if (j >= p.len) { return; }
+    let x = j % p.wd;
+    let y = (j / p.wd) % p.hd;
+    let plane = j / (p.wd * p.hd);
+    if (x % p.stride != 0u || y % p.stride != 0u) {
+        dst[j] = 0.0;
+        return;
+    }
+    dst[j] = src[(plane * p.ho + y / p.stride) * p.wo + x / p.stride];
+}

@@ -1,0 +1,65 @@
+//! conv2d's backward against its reference.
+//!
+//! Geometry: the input gradient is a weight flip (1-D over the flipped weight), a dilation for
+//! stride 2 (1-D over the dilated map) and a stride-1 forward conv (see conv2d.rs for its grid,
+//! which these shapes reach the same way: 1 to 33 images of 7x7 and 8x8, channel blocks partial).
+//! Cases: every batch in BATCHES at 3 -> 36 channels, 3x3 same padding; stride 2 with both of
+//! diffusers' paddings on even and odd maps (output padding 1 and 0); 1x1; 5x5 with padding 2;
+//! an output scale.
+
+use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Padding};
+use wgpu_diffusion::kernels::conv2d_backward as back;
+
+use crate::*;
+
+#[allow(clippy::too_many_arguments)]
+fn check(
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: Padding,
+    scale: f32,
+    seed: u64,
+) {
+    let s = Conv2dShape { n, cin, h, w, cout, kh: k, kw: k, stride, pad };
+    let (ho, wo) = s.out_hw().unwrap();
+    let mut r = rng(seed);
+    let (dy, weight) = (random(&mut r, n * cout * ho * wo), random(&mut r, cout * cin * k * k));
+    let want = back::reference_backward_input(&s, &dy, &weight, scale);
+    let packed = conv2d::pack_weight(&weight, cout, cin, k, k).unwrap();
+    let (dyt, wt, dx) = (upload(&dy), upload(&packed), output(n * cin * h * w));
+    let d = back::conv2d_backward_input(ctx(), &s, &dyt.buffer, &wt.buffer, scale, &dx.buffer).unwrap();
+    ctx().run(&d);
+    assert_close(&format!("conv2d input gradient {s:?}"), &read(&dx), &want, RTOL);
+}
+
+#[test]
+fn conv2d_input_gradient_every_batch() {
+    for (i, &n) in BATCHES.iter().enumerate() {
+        check(n, 3, 7, 7, 36, 3, 1, Padding::same(1), 1.0, 10 + i as u64);
+    }
+}
+
+#[test]
+fn conv2d_input_gradient_strides_paddings_and_kernels() {
+    // Downsample2D(padding=1) and (padding=0: right/bottom only), on even and odd maps.
+    for (i, (h, pad)) in [
+        (8, Padding::same(1)),
+        (7, Padding::same(1)),
+        (8, Padding::right_bottom(1)),
+        (7, Padding::right_bottom(1)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        check(2, 5, h, h, 9, 3, 2, pad, 1.0, 20 + i as u64);
+        check(9, 4, h, h + 1, 33, 3, 2, pad, 0.5, 30 + i as u64);
+    }
+    check(3, 6, 5, 6, 7, 1, 1, Padding::default(), 1.0, 40);
+    check(1, 2, 6, 6, 3, 5, 1, Padding::same(2), 1.0, 41);
+    check(2, 32, 8, 8, 64, 3, 1, Padding::same(1), 0.7, 42);
+}
