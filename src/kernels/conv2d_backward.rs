@@ -9,7 +9,8 @@
 
 use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
 use crate::kernels::conv2d::{self, Conv2dShape, Epilogue, Launch, Padding};
-use crate::kernels::{check_len, grid_1d};
+use crate::kernels::matmul::{self, Bias, MatmulShape, Strides};
+use crate::kernels::{check_len, grid_1d, split_count, split_scratch};
 use crate::{bail_shape, Result};
 
 const BINDINGS: &[Binding] = &[Binding::Read, Binding::Write, Binding::Uniform];
@@ -38,7 +39,7 @@ struct Params {
 }
 
 /// A buffer owned by the dispatches that use it (kept alive by their bind groups).
-fn scratch(ctx: &Context, label: &str, floats: usize) -> wgpu::Buffer {
+fn scratch_buffer(ctx: &Context, label: &str, floats: usize) -> wgpu::Buffer {
     ctx.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: (floats.div_ceil(4) * 16).max(16) as u64,
@@ -99,7 +100,7 @@ pub fn conv2d_backward_input(
     check_len("conv2d backward", "dx", dx, s.n * s.cin * s.h * s.w)?;
     let t = transposed_shape(s)?;
     let mut out = vec![];
-    let flipped = scratch(ctx, "conv2d backward: flipped weight", t.packed_weight_len());
+    let flipped = scratch_buffer(ctx, "conv2d backward: flipped weight", t.packed_weight_len());
     let base = Params {
         kh: s.kh as u32,
         kw: s.kw as u32,
@@ -126,13 +127,216 @@ pub fn conv2d_backward_input(
         dy
     } else {
         let len = s.n * s.cout * t.h * t.w;
-        dilated = scratch(ctx, "conv2d backward: dilated dy", len);
+        dilated = scratch_buffer(ctx, "conv2d backward: dilated dy", len);
         out.push(launch(ctx, &DILATE, Params { len: len as u32, ..base }, dy, &dilated)?);
         &dilated
     };
     let epilogue = Epilogue { bias: None, channel_add: None, residual: None, scale };
     out.extend(conv2d::conv2d(ctx, Launch::Auto, &t, src, &flipped, &epilogue, dx)?);
     Ok(out)
+}
+
+static WEIGHT_GRAD: KernelSpec = KernelSpec {
+    shader: &crate::shaders::CONV2D_WEIGHT_GRAD,
+    entry: "conv2d_weight_grad",
+    // x and dy are read as texels.
+    bindings: &[Binding::Texels, Binding::Texels, Binding::Write, Binding::Uniform],
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct WeightGradParams {
+    n: u32,
+    cin: u32,
+    h: u32,
+    w: u32,
+    cout: u32,
+    hout: u32,
+    wout: u32,
+    cout4: u32,
+    kh: u32,
+    kw: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    scale: f32,
+    cin4: u32,
+    pixels_per_split: u32,
+    groups_x: u32,
+    packed_len: u32,
+    _pad: [u32; 2],
+}
+
+/// Pixels one invocation of the weight gradient walks at most: lavapipe stops a shader's loops
+/// after 65535 iterations, silently (see group_norm.rs).
+const MAX_PIXELS_PER_SPLIT: usize = 16_384;
+/// On GPUs, splits keep at least this many pixels each.
+const MIN_PIXELS_PER_SPLIT: usize = 256;
+
+/// The parameter gradients of a conv2d: what its backward writes besides dx.
+pub struct ConvParamGrads<'a> {
+    /// d loss / d weight, in the packed layout of the weight (`conv2d::pack_weight`).
+    pub dw: &'a wgpu::Buffer,
+    /// d loss / d bias [Cout].
+    pub db: Option<&'a wgpu::Buffer>,
+    /// d loss / d channel add [N, Cout] (the time embedding's projection in a resnet block).
+    pub dchan: Option<&'a wgpu::Buffer>,
+}
+
+/// The weight, bias and channel-add gradients of `conv2d` with shape `s` and output `scale`, given
+/// its input x and dy = d loss / d output. Every reduction over the batch runs in a fixed order.
+pub fn conv2d_backward_params(
+    ctx: &Context,
+    s: &Conv2dShape,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    scale: f32,
+    g: &ConvParamGrads,
+) -> Result<Vec<Dispatch>> {
+    let (ho, wo) = s.out_hw()?;
+    if s.n == 0 || s.cin == 0 || s.cout == 0 {
+        bail_shape!("conv2d backward: empty shape {s:?}");
+    }
+    let (x_len, dy_len, packed_len) =
+        (s.n * s.cin * s.h * s.w, s.n * s.cout * ho * wo, s.packed_weight_len());
+    check_len("conv2d backward", "x", x, x_len)?;
+    check_len("conv2d backward", "dy", dy, dy_len)?;
+    check_len("conv2d backward", "d weight", g.dw, packed_len)?;
+    let (cin4, cout4) = (s.cin.div_ceil(4), s.cout.div_ceil(4));
+    let blocks = s.kh * s.kw * cin4 * cout4;
+    let pixels = s.n * ho * wo;
+    let mut splits = pixels.div_ceil(MAX_PIXELS_PER_SPLIT);
+    if !ctx.is_cpu() {
+        splits = splits.max(split_count(blocks, pixels, MIN_PIXELS_PER_SPLIT));
+    }
+    let per_split = pixels.div_ceil(splits);
+    let splits = pixels.div_ceil(per_split);
+    let mut out = vec![];
+    let scratch = if splits > 1 {
+        Some(split_scratch(ctx, "conv2d weight gradient", splits * packed_len)?)
+    } else {
+        None
+    };
+    let workgroups = grid_1d(ctx, blocks, 64);
+    let params = ctx.uniform(&WeightGradParams {
+        n: s.n as u32,
+        cin: s.cin as u32,
+        h: s.h as u32,
+        w: s.w as u32,
+        cout: s.cout as u32,
+        hout: ho as u32,
+        wout: wo as u32,
+        cout4: cout4 as u32,
+        kh: s.kh as u32,
+        kw: s.kw as u32,
+        stride: s.stride as u32,
+        pad_top: s.pad.top as u32,
+        pad_left: s.pad.left as u32,
+        scale,
+        cin4: cin4 as u32,
+        pixels_per_split: per_split as u32,
+        groups_x: workgroups[0],
+        packed_len: packed_len as u32,
+        _pad: [0; 2],
+    });
+    out.push(ctx.dispatch_texels(
+        &WEIGHT_GRAD,
+        &[],
+        &[x, dy, scratch.as_ref().unwrap_or(g.dw), &params],
+        &[x_len, dy_len],
+        [workgroups[0], workgroups[1], splits as u32],
+        Cost { flops: s.flops(), bytes: 4 * (x_len + dy_len + splits * packed_len) as u64 },
+    )?);
+    if let Some(scratch) = &scratch {
+        out.push(matmul::reduce_splits(
+            ctx,
+            scratch,
+            splits,
+            packed_len,
+            packed_len,
+            (1, 1),
+            0,
+            false,
+            None,
+            g.dw,
+        )?);
+    }
+    if g.db.is_none() && g.dchan.is_none() {
+        return Ok(out);
+    }
+    // d chan [N * Cout] = dy viewed as [N * Cout, Ho * Wo] times a column of `scale`s; d bias =
+    // a row of ones times d chan viewed as [N, Cout]: matmuls, whose k loops run in order.
+    let hw = ho * wo;
+    let column = |len: usize, v: f32| {
+        use wgpu::util::DeviceExt;
+        ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("conv2d backward: constant column"),
+            contents: bytemuck::cast_slice(&vec![v; len.div_ceil(4) * 4]),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        })
+    };
+    let plain = |m, n, k, a, b| MatmulShape { batch: 1, m, n, k, a, b, bias: Bias::None, silu: false };
+    let own_dchan;
+    let dchan = match g.dchan {
+        Some(b) => {
+            check_len("conv2d backward", "d channel add", b, s.n * s.cout)?;
+            b
+        }
+        None => {
+            own_dchan = scratch_buffer(ctx, "conv2d backward: d channel add", s.n * s.cout);
+            &own_dchan
+        }
+    };
+    let sum_hw = plain(s.n * s.cout, 1, hw, Strides::row_major(s.n * s.cout, hw), Strides::row_major(hw, 1));
+    out.extend(matmul::matmul(ctx, Launch::Auto, &sum_hw, dy, &column(hw, scale), None, dchan)?);
+    if let Some(db) = g.db {
+        check_len("conv2d backward", "d bias", db, s.cout)?;
+        let sum_n = plain(1, s.cout, s.n, Strides::row_major(1, s.n), Strides::row_major(s.n, s.cout));
+        out.extend(matmul::matmul(ctx, Launch::Auto, &sum_n, &column(s.n, 1.0), dchan, None, db)?);
+    }
+    Ok(out)
+}
+
+/// Plain reference of `conv2d_backward_params` in f64: (d weight [Cout, Cin, KH, KW] in PyTorch
+/// layout, d bias [Cout], d channel add [N, Cout]).
+pub fn reference_backward_params(
+    s: &Conv2dShape,
+    x: &[f32],
+    dy: &[f32],
+    scale: f32,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (ho, wo) = s.out_hw().expect("reference: valid shape"); // ok: test-only helper
+    let mut dw = vec![0.0f64; s.cout * s.cin * s.kh * s.kw];
+    let mut dchan = vec![0.0f64; s.n * s.cout];
+    for n in 0..s.n {
+        for co in 0..s.cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let g = dy[((n * s.cout + co) * ho + oy) * wo + ox] as f64 * scale as f64;
+                    dchan[n * s.cout + co] += g;
+                    for ci in 0..s.cin {
+                        for ky in 0..s.kh {
+                            let iy = (oy * s.stride + ky) as isize - s.pad.top as isize;
+                            if iy < 0 || iy >= s.h as isize {
+                                continue;
+                            }
+                            for kx in 0..s.kw {
+                                let ix = (ox * s.stride + kx) as isize - s.pad.left as isize;
+                                if ix < 0 || ix >= s.w as isize {
+                                    continue;
+                                }
+                                let xv = x[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize] as f64;
+                                dw[((co * s.cin + ci) * s.kh + ky) * s.kw + kx] += g * xv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let db: Vec<f64> = (0..s.cout).map(|co| (0..s.n).map(|n| dchan[n * s.cout + co]).sum()).collect();
+    let f = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
+    (f(dw), f(db), f(dchan))
 }
 
 /// Plain reference of the input gradient, straight from the forward's sum, in f64: `weight` in

@@ -169,24 +169,44 @@ fn split_k(
     let scratch = split_scratch(ctx, "matmul", scratch_floats)?;
     let partial = MatmulShape { bias: Bias::None, silu: false, ..*s };
     let first = one(ctx, Variant::Portable, &partial, a, b, None, &scratch, Some((splits, split_k)))?;
-    let workgroups = grid_1d(ctx, c_len, 256);
+    let reduce =
+        reduce_splits(ctx, &scratch, splits, split_len, c_len, (s.m, s.n), bias_mode, s.silu, bias, c)?;
+    Ok(vec![first, reduce])
+}
+
+/// Split-K's second pass (matmul_reduce.wgsl): out[i] = epilogue(sum over the `splits` partials
+/// `scratch[k * split_len + i]`, in order), for i < len; `mn` and the bias mode as in the matmul
+/// (mode 0 and no SiLU: a plain ordered sum, which conv2d's weight gradient uses too).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn reduce_splits(
+    ctx: &Context,
+    scratch: &wgpu::Buffer,
+    splits: usize,
+    split_len: usize,
+    len: usize,
+    mn: (usize, usize),
+    bias_mode: u32,
+    silu: bool,
+    bias: Option<&wgpu::Buffer>,
+    out: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let workgroups = grid_1d(ctx, len, 256);
     let params = ctx.uniform(&ReduceParams {
-        len: c_len as u32,
+        len: len as u32,
         splits: splits as u32,
         split_len: split_len as u32,
-        m: s.m as u32,
-        n: s.n as u32,
+        m: mn.0 as u32,
+        n: mn.1.max(1) as u32,
         groups_x: workgroups[0],
         _pad: [0; 2],
     });
-    let reduce = ctx.dispatch(
+    ctx.dispatch(
         &SPEC_REDUCE,
-        &[("BIAS_MODE", bias_mode as f64), ("SILU", s.silu as u8 as f64)],
-        &[&scratch, bias.unwrap_or(&ctx.dummy), c, &params],
+        &[("BIAS_MODE", bias_mode as f64), ("SILU", silu as u8 as f64)],
+        &[scratch, bias.unwrap_or(&ctx.dummy), out, &params],
         workgroups,
-        Cost { flops: scratch_floats as u64, bytes: 4 * (scratch_floats + c_len) as u64 },
-    )?;
-    Ok(vec![first, reduce])
+        Cost { flops: (splits * len) as u64, bytes: 4 * (splits * len + len) as u64 },
+    )
 }
 
 /// The bias mode the kernels take (0 none, 1 per column, 2 per row, 3 column scale), its buffer

@@ -6,11 +6,71 @@
 //! Cases: every batch in BATCHES at 3 -> 36 channels, 3x3 same padding; stride 2 with both of
 //! diffusers' paddings on even and odd maps (output padding 1 and 0); 1x1; 5x5 with padding 2;
 //! an output scale.
+//!
+//! The parameter gradients: the weight gradient is 1-D over (tap, 4 input channels, 4 output
+//! channels) blocks, 64 a workgroup, with z the splits of the N Ho Wo pixels (at most 16,384 a
+//! split on CPU drivers, more splits on GPUs) summed in order by the split-K reduce; the bias and
+//! channel-add gradients are matmuls with k = Ho Wo, then k = N. Cases: every batch in BATCHES
+//! (up to 33 x 7 x 7 pixels: 1 split); 33 x 28 x 28 = 25,872 pixels (2 splits on lavapipe);
+//! partial channel blocks (5 -> 9, 3 -> 36), stride 2 with both paddings, 1x1, 5x5; the same
+//! bits when run twice.
 
 use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Padding};
 use wgpu_diffusion::kernels::conv2d_backward as back;
 
 use crate::*;
+
+#[allow(clippy::too_many_arguments)]
+fn check_params(
+    n: usize,
+    cin: usize,
+    h: usize,
+    w: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: Padding,
+    scale: f32,
+    seed: u64,
+) {
+    let s = Conv2dShape { n, cin, h, w, cout, kh: k, kw: k, stride, pad };
+    let (ho, wo) = s.out_hw().unwrap();
+    let mut r = rng(seed);
+    let (x, dy) = (random(&mut r, n * cin * h * w), random(&mut r, n * cout * ho * wo));
+    let (want_dw, want_db, want_dchan) = back::reference_backward_params(&s, &x, &dy, scale);
+    let (xt, dyt) = (upload(&x), upload(&dy));
+    let (dw, db, dchan) = (output(s.packed_weight_len()), output(cout), output(n * cout));
+    let g = back::ConvParamGrads { dw: &dw.buffer, db: Some(&db.buffer), dchan: Some(&dchan.buffer) };
+    let d = back::conv2d_backward_params(ctx(), &s, &xt.buffer, &dyt.buffer, scale, &g).unwrap();
+    ctx().run(&d);
+    let what = format!("conv2d parameter gradients {s:?}");
+    // In the packed layout, padding channels zero.
+    let want_packed = conv2d::pack_weight(&want_dw, cout, cin, k, k).unwrap();
+    let got = read(&dw);
+    assert_close(&format!("{what}: d weight"), &got, &want_packed, RTOL);
+    assert_close(&format!("{what}: d bias"), &read(&db), &want_db, RTOL);
+    assert_close(&format!("{what}: d channel add"), &read(&dchan), &want_dchan, RTOL);
+    ctx().run(&d);
+    assert_eq!(read(&dw), got, "{what}: the same bits again");
+}
+
+#[test]
+fn conv2d_parameter_gradients_every_batch() {
+    for (i, &n) in BATCHES.iter().enumerate() {
+        check_params(n, 3, 7, 7, 36, 3, 1, Padding::same(1), 1.0, 50 + i as u64);
+    }
+    // 25,872 pixels: more than one split of the reduction on CPU drivers.
+    check_params(33, 1, 28, 28, 5, 3, 1, Padding::same(1), 0.5, 60);
+}
+
+#[test]
+fn conv2d_parameter_gradients_strides_paddings_and_kernels() {
+    check_params(2, 5, 8, 8, 9, 3, 2, Padding::same(1), 1.0, 70);
+    check_params(3, 4, 7, 8, 9, 3, 2, Padding::right_bottom(1), 1.0, 71);
+    check_params(2, 8, 5, 6, 7, 1, 1, Padding::default(), 0.7, 72);
+    check_params(1, 2, 6, 6, 3, 5, 1, Padding::same(2), 1.0, 73);
+    check_params(2, 32, 8, 8, 64, 3, 1, Padding::same(1), 1.0, 74);
+}
 
 #[allow(clippy::too_many_arguments)]
 fn check(
