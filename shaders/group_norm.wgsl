@@ -14,17 +14,8 @@
 // storage-buffer loads cost several times more per value on CPU drivers. The passes walk channel
 // by channel, so gamma and beta are loaded once per channel.
 
-struct Params {
-    groups_total: u32, // N * G
-    channels: u32,     // C
-    hw: u32,           // H * W
-    groups: u32,       // G
-    eps: f32,
-    _pad0: u32, _pad1: u32, _pad2: u32,
-}
+// Params, the WG and L overrides and group_sum: common/group_norm_io.wgsl.
 
-override WG: u32 = 64u; // invocations per workgroup, a multiple of L
-override L: u32 = 64u; // lanes per group: 1, 2, 4, ..., 64
 override SILU: bool = false;
 override VEC4: bool = false;
 
@@ -35,27 +26,6 @@ override VEC4: bool = false;
 // on lavapipe), else component by component.
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(4) var<uniform> p: Params;
-
-var<workgroup> partial: array<f32, WG>;
-
-// Sum of `v` over the L invocations of a group; each of them gets the result.
-fn group_sum(v: f32, lid: u32) -> f32 {
-    if (L == 1u) {
-        return v;
-    }
-    partial[lid] = v;
-    workgroupBarrier();
-    let lane = lid % L;
-    for (var stride = L / 2u; stride > 0u; stride = stride / 2u) {
-        if (lane < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[lid - lane];
-    workgroupBarrier();
-    return total;
-}
 
 fn texel(t: u32) -> vec4<f32> {
     return textureLoad(x, vec2<u32>(t & 1023u, t >> 10u), 0);

@@ -10,17 +10,8 @@
 // f32 first, and on a large common offset that error, times rstd, shifts every x^ (d gamma was
 // off by 2e-4 at mean 100, spread 0.01).
 
-struct Params {
-    groups_total: u32, // N * G
-    channels: u32,     // C
-    hw: u32,           // H * W
-    groups: u32,       // G
-    eps: f32,
-    _pad0: u32, _pad1: u32, _pad2: u32,
-}
+// Params, the WG and L overrides and group_sum: common/group_norm_io.wgsl.
 
-override WG: u32 = 64u;
-override L: u32 = 64u;
 override SILU: bool = false;
 
 @group(0) @binding(0) var x: texture_2d<f32>;
@@ -31,26 +22,6 @@ override SILU: bool = false;
 // [N, C, 2]: sum(dz x^), sum(dz) of each (image, channel).
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(6) var<uniform> p: Params;
-
-var<workgroup> partial: array<f32, WG>;
-
-fn group_sum(v: f32, lid: u32) -> f32 {
-    if (L == 1u) {
-        return v;
-    }
-    partial[lid] = v;
-    workgroupBarrier();
-    let lane = lid % L;
-    for (var stride = L / 2u; stride > 0u; stride = stride / 2u) {
-        if (lane < stride) {
-            partial[lid] += partial[lid + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[lid - lane];
-    workgroupBarrier();
-    return total;
-}
 
 fn x_at(i: u32) -> f32 {
     return textureLoad(x, vec2<u32>((i >> 2u) & 1023u, i >> 12u), 0)[i & 3u];

@@ -64,6 +64,34 @@ pub fn group_norm(
     group_norm_lanes(ctx, lanes, workgroup, s, x, gamma, beta, y)
 }
 
+/// Refuses a launch of `lanes` per group in workgroups of `workgroup` that the kernels cannot run:
+/// lanes not a power of two up to WG, fewer than `min` on a CPU driver (its loop cap), a workgroup
+/// not a multiple of the lanes or over the device's limit.
+fn check_launch(
+    ctx: &Context,
+    op: &str,
+    s: &GroupNormShape,
+    lanes: usize,
+    workgroup: usize,
+    min: usize,
+) -> Result<()> {
+    s.check()?;
+    if !lanes.is_power_of_two() || lanes > WG {
+        bail_shape!("{op}: {lanes} lanes per group; use a power of two up to {WG}");
+    }
+    if lanes < min && ctx.is_cpu() {
+        bail_shape!(
+            "{op}: groups of {} values are too long for {lanes} lane(s) each on a CPU driver; use at least {min}",
+            s.c / s.groups * s.hw
+        );
+    }
+    if !workgroup.is_multiple_of(lanes) || workgroup as u32 > ctx.limits.max_compute_invocations_per_workgroup
+    {
+        bail_shape!("{op}: a workgroup of {workgroup} for {lanes} lanes per group");
+    }
+    Ok(())
+}
+
 /// The most invocations per group (shaders/group_norm.wgsl).
 const WG: usize = 64;
 
@@ -100,26 +128,13 @@ pub fn group_norm_lanes(
     beta: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Dispatch> {
-    s.check()?;
-    if !lanes.is_power_of_two() || lanes > WG {
-        bail_shape!("group norm: {lanes} lanes per group; use a power of two up to {WG}");
-    }
-    if lanes < min_lanes(s) && ctx.is_cpu() {
-        bail_shape!(
-            "group norm: groups of {} values are too long for {lanes} lane(s) each on a CPU driver; use at least {}",
-            s.c / s.groups * s.hw,
-            min_lanes(s)
-        );
-    }
+    check_launch(ctx, "group norm", s, lanes, workgroup, min_lanes(s))?;
     let len = s.n * s.c * s.hw;
     check_len("group norm", "input", x, len)?;
     check_len("group norm", "output", y, len)?;
     check_len("group norm", "weight", gamma, s.c)?;
     check_len("group norm", "bias", beta, s.c)?;
     let wg = workgroup;
-    if !wg.is_multiple_of(lanes) || wg as u32 > ctx.limits.max_compute_invocations_per_workgroup {
-        bail_shape!("group norm: a workgroup of {wg} for {lanes} lanes per group");
-    }
     let params = ctx.uniform(&Params {
         groups_total: (s.n * s.groups) as u32,
         channels: s.c as u32,
@@ -211,21 +226,8 @@ pub fn group_norm_backward_lanes(
     s: &GroupNormShape,
     g: &GroupNormGrads,
 ) -> Result<Vec<Dispatch>> {
-    s.check()?;
-    if !lanes.is_power_of_two() || lanes > WG {
-        bail_shape!("group norm backward: {lanes} lanes per group; use a power of two up to {WG}");
-    }
-    if lanes < min_lanes_backward(s) && ctx.is_cpu() {
-        bail_shape!(
-            "group norm backward: groups of {} values are too long for {lanes} lane(s) each on a CPU driver; use at least {}",
-            s.c / s.groups * s.hw,
-            min_lanes_backward(s)
-        );
-    }
+    check_launch(ctx, "group norm backward", s, lanes, workgroup, min_lanes_backward(s))?;
     let wg = workgroup;
-    if !wg.is_multiple_of(lanes) || wg as u32 > ctx.limits.max_compute_invocations_per_workgroup {
-        bail_shape!("group norm backward: a workgroup of {wg} for {lanes} lanes per group");
-    }
     let len = s.n * s.c * s.hw;
     for (what, buf, n) in [("input", g.x, len), ("dy", g.dy, len), ("dx", g.dx, len)] {
         check_len("group norm backward", what, buf, n)?;
