@@ -33,6 +33,7 @@ shader!(GROUP_NORM_BACKWARD, "group_norm_backward.wgsl", shared "group_norm_io.w
 shader!(GROUP_NORM_PARAM_GRADS, "group_norm_param_grads.wgsl");
 shader!(ATTENTION, "attention.wgsl");
 shader!(SOFTMAX, "softmax.wgsl");
+shader!(SOFTMAX_BACKWARD, "softmax_backward.wgsl");
 shader!(ELEMENTWISE, "elementwise.wgsl");
 shader!(EMBEDDING, "embedding.wgsl");
 shader!(DIFFUSION, "diffusion.wgsl");
@@ -40,7 +41,7 @@ shader!(RNG, "rng.wgsl");
 shader!(LOSS, "loss.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 18] = [
+pub static ALL: [&ShaderSource; 19] = [
     &CONV2D,
     &CONV2D_SUBGROUP,
     &CONV2D_REDUCE,
@@ -54,6 +55,7 @@ pub static ALL: [&ShaderSource; 18] = [
     &GROUP_NORM_PARAM_GRADS,
     &ATTENTION,
     &SOFTMAX,
+    &SOFTMAX_BACKWARD,
     &ELEMENTWISE,
     &EMBEDDING,
     &DIFFUSION,

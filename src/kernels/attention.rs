@@ -204,6 +204,127 @@ pub fn attention_fused(
     )
 }
 
+/// The buffers of attention's backward: the forward's inputs, d loss / d out, and the gradients it
+/// writes (all [B, heads * D, T]).
+pub struct AttentionGrads<'a> {
+    pub q: &'a wgpu::Buffer,
+    pub k: &'a wgpu::Buffer,
+    pub v: &'a wgpu::Buffer,
+    pub dout: &'a wgpu::Buffer,
+    pub dq: &'a wgpu::Buffer,
+    pub dk: &'a wgpu::Buffer,
+    pub dv: &'a wgpu::Buffer,
+}
+
+/// The backward of `attention`, composed like its forward, with the T x T probabilities in
+/// scratch (the composed forward keeps its scores there too; the fused forward's shapes, whose
+/// scores do not fit, are refused). P is recomputed, not saved: S = scale Q^T K, P = softmax(S);
+/// then per (image, head), D the head dim:
+///   dV = dO P,  dP = dO^T V,  dS = scale P (dP - rowsum(P dP)),  dQ = K dS^T,  dK = Q dS
+/// as matmuls over strided views and one softmax backward pass. Seven dispatches.
+pub fn attention_backward(ctx: &Context, s: &AttentionShape, g: &AttentionGrads) -> Result<Vec<Dispatch>> {
+    if s.is_empty() {
+        bail_shape!("attention backward: empty shape {s:?}");
+    }
+    for (what, buf) in
+        [("q", g.q), ("k", g.k), ("v", g.v), ("d out", g.dout), ("dq", g.dq), ("dk", g.dk), ("dv", g.dv)]
+    {
+        check_len("attention backward", what, buf, s.len())?;
+    }
+    let limit = ctx.max_binding_bytes().min(MAX_SCORES_BYTES);
+    if 4 * s.scores_len() as u64 > limit || !ctx.fits_texels(s.scores_len()) {
+        bail_shape!(
+            "attention backward: {} x {} tokens per head do not fit a score matrix on this device; use a smaller batch or image",
+            s.tokens,
+            s.tokens
+        );
+    }
+    let (bh, d, t) = (s.batch * s.heads, s.head_dim, s.tokens);
+    let scratch = |label, floats: usize| {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (4 * floats as u64).div_ceil(16) * 16,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    };
+    let (probs, dp) =
+        (scratch("attention backward: P", s.scores_len()), scratch("attention backward: dS", s.scores_len()));
+    let head = d * t;
+    let plain = |m, n, k, a, b| MatmulShape { batch: bh, m, n, k, a, b, bias: Bias::None, silu: false };
+    let one = matmul::Launch::One(matmul::Variant::Auto);
+    let mut list = vec![];
+    let mut mm = |shape: MatmulShape, a, b, c| -> Result<()> {
+        list.extend(matmul::matmul(ctx, one, &shape, a, b, None, c)?);
+        Ok(())
+    };
+    // S = Q^T K (unscaled; the softmax applies the scale), P = softmax(scale S) in place.
+    mm(
+        plain(t, t, d, Strides { batch: head, row: 1, col: t }, Strides { batch: head, row: t, col: 1 }),
+        g.q,
+        g.k,
+        &probs,
+    )?;
+    let dense_tt = Strides { batch: t * t, row: t, col: 1 };
+    let dense_dt = Strides { batch: head, row: t, col: 1 };
+    // dV [D, T] = dO [D, T] P [T, T].
+    mm(plain(d, t, t, dense_dt, dense_tt), g.dout, &probs, g.dv)?;
+    // dP [T, T] = dO^T V.
+    mm(plain(t, t, d, Strides { batch: head, row: 1, col: t }, dense_dt), g.dout, g.v, &dp)?;
+    list.insert(1, softmax::softmax(ctx, bh * t, t, s.scale, &probs, &probs)?);
+    list.push(softmax::softmax_backward(ctx, bh * t, t, s.scale, &probs, &dp)?);
+    // dQ [D, T] = K [D, T] dS^T; dK [D, T] = Q [D, T] dS.
+    let ds_t = Strides { batch: t * t, row: 1, col: t };
+    list.extend(matmul::matmul(ctx, one, &plain(d, t, t, dense_dt, ds_t), g.k, &dp, None, g.dq)?);
+    list.extend(matmul::matmul(ctx, one, &plain(d, t, t, dense_dt, dense_tt), g.q, &dp, None, g.dk)?);
+    Ok(list)
+}
+
+/// Plain reference of `attention_backward` in f64: (dq, dk, dv).
+pub fn reference_backward(
+    s: &AttentionShape,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dout: &[f32],
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (d, t) = (s.head_dim, s.tokens);
+    let (mut dq, mut dk, mut dv) = (vec![0.0f32; s.len()], vec![0.0f32; s.len()], vec![0.0f32; s.len()]);
+    for bh in 0..s.batch * s.heads {
+        let base = bh * d * t;
+        let at = |x: &[f32], c: usize, i: usize| x[base + c * t + i] as f64;
+        let mut p = vec![0.0f64; t * t];
+        for i in 0..t {
+            let row: Vec<f64> = (0..t)
+                .map(|j| s.scale as f64 * (0..d).map(|c| at(q, c, i) * at(k, c, j)).sum::<f64>())
+                .collect();
+            let m = row.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = row.iter().map(|v| (v - m).exp()).sum();
+            for j in 0..t {
+                p[i * t + j] = (row[j] - m).exp() / z;
+            }
+        }
+        let mut ds = vec![0.0f64; t * t];
+        for i in 0..t {
+            let dp: Vec<f64> =
+                (0..t).map(|j| (0..d).map(|c| at(dout, c, i) * at(v, c, j)).sum::<f64>()).collect();
+            let dd: f64 = (0..t).map(|j| p[i * t + j] * dp[j]).sum();
+            for j in 0..t {
+                ds[i * t + j] = s.scale as f64 * p[i * t + j] * (dp[j] - dd);
+            }
+        }
+        for c in 0..d {
+            for j in 0..t {
+                let o = base + c * t + j;
+                dv[o] = (0..t).map(|i| at(dout, c, i) * p[i * t + j]).sum::<f64>() as f32;
+                dk[o] = (0..t).map(|i| at(q, c, i) * ds[i * t + j]).sum::<f64>() as f32;
+                dq[o] = (0..t).map(|jj| at(k, c, jj) * ds[j * t + jj]).sum::<f64>() as f32;
+            }
+        }
+    }
+    (dq, dk, dv)
+}
+
 /// Plain softmax attention with the full score matrix, in f64.
 pub fn reference(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
     let (d, t) = (s.head_dim, s.tokens);

@@ -142,6 +142,50 @@ pub fn concat_channels(
     Ok(Dispatch::copies_only("concat_channels", copies, Cost { flops: 0, bytes: 8 * len as u64 }))
 }
 
+/// The backward of `concat_channels`: dy [N, Ca + Cb, HW] split into da [N, Ca, HW] and db [N, Cb,
+/// HW], as 2N byte copies. (Where a tensor feeds the concat and another op, as a UNet's skips do,
+/// the caller adds the gradients.)
+#[allow(clippy::too_many_arguments)]
+pub fn concat_channels_backward(
+    _ctx: &Context,
+    n: usize,
+    ca: usize,
+    cb: usize,
+    hw: usize,
+    dy: &wgpu::Buffer,
+    da: &wgpu::Buffer,
+    db: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    check_len("concat backward", "dy", dy, n * (ca + cb) * hw)?;
+    check_len("concat backward", "first gradient", da, n * ca * hw)?;
+    check_len("concat backward", "second gradient", db, n * cb * hw)?;
+    let (bytes_a, bytes_b) = (4 * (ca * hw) as u64, 4 * (cb * hw) as u64);
+    let mut copies = Vec::with_capacity(2 * n);
+    for i in 0..n as u64 {
+        let src_offset = i * (bytes_a + bytes_b);
+        copies.push(CopyOp::Buffer {
+            src: dy.clone(),
+            src_offset,
+            dst: da.clone(),
+            dst_offset: i * bytes_a,
+            size: bytes_a,
+        });
+        copies.push(CopyOp::Buffer {
+            src: dy.clone(),
+            src_offset: src_offset + bytes_a,
+            dst: db.clone(),
+            dst_offset: i * bytes_b,
+            size: bytes_b,
+        });
+    }
+    copies.retain(|c| !matches!(c, CopyOp::Buffer { size: 0, .. }));
+    Ok(Dispatch::copies_only(
+        "concat_channels_backward",
+        copies,
+        Cost { flops: 0, bytes: 8 * (n * (ca + cb) * hw) as u64 },
+    ))
+}
+
 /// y [planes, 2H, 2W] = nearest 2x upsampling of x [planes, H, W] (planes = N * C).
 pub fn upsample_nearest2x(
     ctx: &Context,

@@ -81,6 +81,56 @@ fn launch(
 }
 
 /// Plain reference in f64.
+static SPEC_BACKWARD: KernelSpec = KernelSpec {
+    shader: &crate::shaders::SOFTMAX_BACKWARD,
+    entry: "softmax_backward",
+    bindings: &[Binding::Read, Binding::Write, Binding::Uniform],
+};
+
+/// The backward of a row softmax, in place: grad holds dP on entry and scale * dS on exit, dS =
+/// P (dP - rowsum(P dP)), for `rows` rows of `cols` probabilities `probs`.
+pub fn softmax_backward(
+    ctx: &Context,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    probs: &wgpu::Buffer,
+    grad: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    if rows == 0 || cols == 0 {
+        bail_shape!("softmax backward: empty shape {rows}x{cols}");
+    }
+    // lavapipe stops a shader's loops after 65535 iterations in all (see group_norm.rs).
+    if ctx.is_cpu() && 2 * cols > 60_000 {
+        bail_shape!("softmax backward: rows of {cols} values are too long for a CPU driver");
+    }
+    check_len("softmax backward", "probabilities", probs, rows * cols)?;
+    check_len("softmax backward", "gradient", grad, rows * cols)?;
+    let workgroups = grid_1d(ctx, rows, WG);
+    let params =
+        ctx.uniform(&Params { rows: rows as u32, cols: cols as u32, scale, groups_x: workgroups[0] });
+    ctx.dispatch(
+        &SPEC_BACKWARD,
+        &[],
+        &[probs, grad, &params],
+        workgroups,
+        Cost { flops: 4 * (rows * cols) as u64, bytes: 12 * (rows * cols) as u64 },
+    )
+}
+
+/// Plain reference of `softmax_backward` in f64.
+pub fn reference_backward(rows: usize, cols: usize, scale: f32, probs: &[f32], dp: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0f32; rows * cols];
+    for r in 0..rows {
+        let row = r * cols..(r + 1) * cols;
+        let d: f64 = row.clone().map(|i| probs[i] as f64 * dp[i] as f64).sum();
+        for i in row {
+            out[i] = (scale as f64 * probs[i] as f64 * (dp[i] as f64 - d)) as f32;
+        }
+    }
+    out
+}
+
 pub fn reference(rows: usize, cols: usize, scale: f32, x: &[f32]) -> Vec<f32> {
     let mut out = Vec::with_capacity(rows * cols);
     for row in x.chunks_exact(cols).take(rows) {

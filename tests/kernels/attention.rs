@@ -111,3 +111,69 @@ fn attention_geometry_every_batch() {
     ctx().run(&attention::attention(ctx(), &s, &qt.buffer, &kt.buffer, &vt.buffer, &out.buffer).unwrap());
     assert_close("attention (graph launch), batch 16", &read(&out), &want, RTOL);
 }
+
+// The backward: the scores matmul (z = batch x heads), the softmax (1-D over rows), three more
+// matmuls and the softmax backward (1-D over rows), so the geometry of matmul.rs and softmax.rs.
+// Every batch in BATCHES at the bundled model's attention (2 heads of 32 at 7x7: 49 tokens), odd
+// head dims and token counts, large scores (a softmax near one-hot).
+fn check_backward(batch: usize, heads: usize, head_dim: usize, tokens: usize, amplitude: f32, seed: u64) {
+    let s = AttentionShape { batch, heads, head_dim, tokens, scale: 1.0 / (head_dim as f32).sqrt() };
+    let mut r = rng(seed);
+    let q: Vec<f32> = random(&mut r, s.len()).iter().map(|v| v * amplitude).collect();
+    let (k, v, dout) = (random(&mut r, s.len()), random(&mut r, s.len()), random(&mut r, s.len()));
+    let (want_dq, want_dk, want_dv) = attention::reference_backward(&s, &q, &k, &v, &dout);
+    let (qt, kt, vt, dot) = (upload(&q), upload(&k), upload(&v), upload(&dout));
+    let (dq, dk, dv) = (output(s.len()), output(s.len()), output(s.len()));
+    let g = attention::AttentionGrads {
+        q: &qt.buffer,
+        k: &kt.buffer,
+        v: &vt.buffer,
+        dout: &dot.buffer,
+        dq: &dq.buffer,
+        dk: &dk.buffer,
+        dv: &dv.buffer,
+    };
+    ctx().run(&attention::attention_backward(ctx(), &s, &g).unwrap());
+    assert_close(&format!("attention backward {s:?}: dq"), &read(&dq), &want_dq, RTOL);
+    assert_close(&format!("attention backward {s:?}: dk"), &read(&dk), &want_dk, RTOL);
+    assert_close(&format!("attention backward {s:?}: dv"), &read(&dv), &want_dv, RTOL);
+}
+
+#[test]
+fn attention_backward_every_batch_and_odd_sizes() {
+    for (i, &n) in BATCHES.iter().enumerate() {
+        check_backward(n, 2, 32, 49, 1.0, 900 + i as u64);
+    }
+    check_backward(1, 1, 3, 1, 1.0, 910); // one token: dq = dk = 0, dv = dout
+    check_backward(2, 3, 5, 13, 1.0, 911);
+    check_backward(1, 1, 64, 130, 1.0, 912);
+    check_backward(2, 2, 16, 40, 40.0, 913);
+}
+
+#[test]
+fn attention_backward_reference_matches_finite_differences() {
+    let s = AttentionShape { batch: 1, heads: 2, head_dim: 3, tokens: 4, scale: 0.6 };
+    let mut r = rng(920);
+    let (q, k, v, dout) =
+        (random(&mut r, s.len()), random(&mut r, s.len()), random(&mut r, s.len()), random(&mut r, s.len()));
+    let (dq, dk, dv) = attention::reference_backward(&s, &q, &k, &v, &dout);
+    let loss = |q: &[f32], k: &[f32], v: &[f32]| -> f64 {
+        attention::reference(&s, q, k, v).iter().zip(&dout).map(|(&o, &d)| o as f64 * d as f64).sum()
+    };
+    let h = 1e-2f32;
+    for i in [0, 5, 13, 23] {
+        for (name, grad, which) in [("dq", &dq, 0), ("dk", &dk, 1), ("dv", &dv, 2)] {
+            let at = |e: f32| {
+                let (mut a, mut b, mut c) = (q.clone(), k.clone(), v.clone());
+                [&mut a, &mut b, &mut c][which][i] += e;
+                loss(&a, &b, &c)
+            };
+            let slope = (at(h) - at(-h)) / (2.0 * h as f64);
+            assert!(
+                (grad[i] as f64 - slope).abs() < 1e-3 * (1.0 + slope.abs()),
+                "{name}[{i}] {} vs {slope}",
+                grad[i]
+            );
+        }
+    }
+}

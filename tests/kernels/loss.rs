@@ -98,3 +98,16 @@ fn silu_backward_matches_finite_differences_of_the_forward_reference() {
         assert!((got[i] as f64 - slope).abs() < 1e-6, "x = {v}: {} vs {slope}", got[i]);
     }
 }
+
+#[test]
+fn concat_backward_splits_dy_every_batch() {
+    for (i, &n) in BATCHES.iter().enumerate() {
+        let (ca, cb, hw) = (3, 5, 49);
+        let dy = random(&mut rng(70 + i as u64), n * (ca + cb) * hw);
+        let (dyt, da, db) = (upload(&dy), output(n * ca * hw), output(n * cb * hw));
+        run(ew::concat_channels_backward(ctx(), n, ca, cb, hw, &dyt.buffer, &da.buffer, &db.buffer).unwrap());
+        let (ga, gb) = (read(&da), read(&db));
+        // Concatenating the gradients back gives dy: a copy, exact.
+        assert_eq!(ew::reference_concat(n, ca, cb, hw, &ga, &gb), dy, "concat backward, batch {n}");
+    }
+}

@@ -71,3 +71,23 @@ fn softmax_geometry_every_batch() {
         assert_close(&format!("softmax {rows}x49 on the spill context"), &read_on(c, &out), &want, RTOL);
     }
 }
+
+// The softmax backward: 1-D over rows, 64 a workgroup; attention's rows at every batch in
+// BATCHES (98 to 3234 rows of 49) and on `spill_ctx` (686 rows: 11 workgroups on 4 x 3).
+#[test]
+fn softmax_backward_every_batch() {
+    let on = |c: &wgpu_diffusion::gpu::Context, rows: usize, cols: usize, seed: u64| {
+        let x = random(&mut rng(seed), rows * cols);
+        let probs = softmax::reference(rows, cols, 1.0, &x);
+        let dp = random(&mut rng(seed + 1), rows * cols);
+        let want = softmax::reference_backward(rows, cols, 0.25, &probs, &dp);
+        let (pt, gt) = (upload_on(c, &probs), upload_on(c, &dp));
+        c.run(&[softmax::softmax_backward(c, rows, cols, 0.25, &pt.buffer, &gt.buffer).unwrap()]);
+        assert_close(&format!("softmax backward {rows}x{cols}"), &read_on(c, &gt), &want, RTOL);
+    };
+    for (i, &n) in BATCHES.iter().enumerate() {
+        on(ctx(), n * 2 * 49, 49, 950 + i as u64);
+    }
+    on(spill_ctx(), 686, 49, 960);
+    on(ctx(), 3, 1, 961);
+}
