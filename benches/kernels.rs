@@ -17,7 +17,7 @@ use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Epilogue, Padding};
 use wgpu_diffusion::kernels::diffusion::{self as diff, StepCoeffs};
 use wgpu_diffusion::kernels::group_norm::{self, GroupNormShape};
 use wgpu_diffusion::kernels::matmul::{self, Bias, MatmulShape, Strides};
-use wgpu_diffusion::kernels::{elementwise, rng};
+use wgpu_diffusion::kernels::{conv2d_backward, elementwise, rng};
 
 /// Builds a case's dispatch, returning it with the tensors it needs kept alive.
 /// A case's dispatches (attention is several) and the tensors they use.
@@ -115,6 +115,133 @@ fn matmul_case(name: &str, m: usize, n: usize, k: usize) -> Case {
     }
 }
 
+/// A conv2d's backward: its input gradient and its weight + bias gradients, two rows.
+#[allow(clippy::too_many_arguments)]
+fn conv_backward_cases(
+    name: &str,
+    n: usize,
+    cin: usize,
+    hw: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: Padding,
+) -> [Case; 2] {
+    let s = Conv2dShape { n, cin, h: hw, w: hw, cout, kh: k, kw: k, stride, pad };
+    let shape = format!("{n}x{cin}x{hw}x{hw} -> {cout}, {k}x{k}/{stride}");
+    let input = Case {
+        name: format!("{name}-dx"),
+        shape: shape.clone(),
+        build: Box::new(move |ctx| {
+            let out_len = s.out_len().expect("shape");
+            let (dy, w, dx) =
+                (zeros(ctx, out_len), zeros(ctx, s.packed_weight_len()), zeros(ctx, n * cin * hw * hw));
+            let d = conv2d_backward::conv2d_backward_input(ctx, &s, &dy.buffer, &w.buffer, 1.0, &dx.buffer)
+                .expect("conv2d dx");
+            (d, vec![dy, w, dx])
+        }),
+    };
+    let params = Case {
+        name: format!("{name}-dw"),
+        shape,
+        build: Box::new(move |ctx| {
+            let out_len = s.out_len().expect("shape");
+            let (x, dy) = (zeros(ctx, n * cin * hw * hw), zeros(ctx, out_len));
+            let (dw, db) = (zeros(ctx, s.packed_weight_len()), zeros(ctx, cout));
+            let g = conv2d_backward::ConvParamGrads { dw: &dw.buffer, db: Some(&db.buffer), dchan: None };
+            let d = conv2d_backward::conv2d_backward_params(ctx, &s, &x.buffer, &dy.buffer, 1.0, &g)
+                .expect("conv2d dw");
+            (d, vec![x, dy, dw, db])
+        }),
+    };
+    [input, params]
+}
+
+fn gn_backward_case(name: &str, n: usize, c: usize, hw: usize, groups: usize, silu: bool) -> Case {
+    let s = GroupNormShape { n, c, hw: hw * hw, groups, eps: 1e-6, silu };
+    Case {
+        name: name.into(),
+        shape: format!("{n}x{c}x{hw}x{hw}, {groups} groups{}", if silu { " +SiLU" } else { "" }),
+        build: Box::new(move |ctx| {
+            let len = n * c * hw * hw;
+            let t: Vec<Tensor> = [len, len, len, c, c, c, c].iter().map(|&l| zeros(ctx, l)).collect();
+            let g = group_norm::GroupNormGrads {
+                x: &t[0].buffer,
+                dy: &t[1].buffer,
+                dx: &t[2].buffer,
+                gamma: &t[3].buffer,
+                beta: &t[4].buffer,
+                dgamma: &t[5].buffer,
+                dbeta: &t[6].buffer,
+            };
+            let d = group_norm::group_norm_backward(ctx, &s, &g).expect("gn backward");
+            (d, t)
+        }),
+    }
+}
+
+fn attn_backward_case(name: &str, batch: usize, heads: usize, head_dim: usize, tokens: usize) -> Case {
+    let s = AttentionShape { batch, heads, head_dim, tokens, scale: 1.0 / (head_dim as f32).sqrt() };
+    Case {
+        name: name.into(),
+        shape: format!("{batch} x {tokens} tokens x {heads} heads x {head_dim}"),
+        build: Box::new(move |ctx| {
+            let t: Vec<Tensor> = (0..7).map(|_| zeros(ctx, s.len())).collect();
+            let g = attention::AttentionGrads {
+                q: &t[0].buffer,
+                k: &t[1].buffer,
+                v: &t[2].buffer,
+                dout: &t[3].buffer,
+                dq: &t[4].buffer,
+                dk: &t[5].buffer,
+                dv: &t[6].buffer,
+            };
+            (attention::attention_backward(ctx, &s, &g).expect("attention backward"), t)
+        }),
+    }
+}
+
+fn linear_backward_case(name: &str, rows: usize, fin: usize, fout: usize) -> Case {
+    Case {
+        name: name.into(),
+        shape: format!("{rows}x{fin} -> {fout}"),
+        build: Box::new(move |ctx| {
+            let t: Vec<Tensor> = [rows * fin, fout * fin, rows * fout, rows * fin, fout * fin, fout]
+                .iter()
+                .map(|&l| zeros(ctx, l))
+                .collect();
+            let g = matmul::LinearGrads {
+                x: &t[0].buffer,
+                weight: &t[1].buffer,
+                dy: &t[2].buffer,
+                dx: Some(&t[3].buffer),
+                dw: Some(&t[4].buffer),
+                db: Some(&t[5].buffer),
+            };
+            (matmul::linear_backward(ctx, rows, fin, fout, &g).expect("linear backward"), t)
+        }),
+    }
+}
+
+/// Every backward kernel at the bundled model's (batch 16) and ddpm-cifar10-32's (batch 1) shapes.
+fn backward_cases() -> Vec<Case> {
+    let same = Padding::same(1);
+    let mut v = vec![];
+    v.extend(conv_backward_cases("fashion-bwd-conv2d-32x28", 16, 32, 28, 32, 3, 1, same));
+    v.extend(conv_backward_cases("fashion-bwd-conv2d-64x7", 16, 64, 7, 64, 3, 1, same));
+    v.extend(conv_backward_cases("fashion-bwd-conv2d-down", 16, 32, 28, 32, 3, 2, same));
+    v.extend(conv_backward_cases("cifar-bwd-conv2d-128x32", 1, 128, 32, 128, 3, 1, same));
+    v.extend(conv_backward_cases("cifar-bwd-conv2d-256x8", 1, 256, 8, 256, 3, 1, same));
+    v.extend(conv_backward_cases("cifar-bwd-conv2d-down", 1, 128, 32, 128, 3, 2, Padding::right_bottom(1)));
+    v.push(gn_backward_case("fashion-bwd-group-norm-32x28", 16, 32, 28, 8, true));
+    v.push(gn_backward_case("cifar-bwd-group-norm-128x32", 1, 128, 32, 32, true));
+    v.push(attn_backward_case("fashion-bwd-attention-7x7", 16, 2, 32, 49));
+    v.push(attn_backward_case("cifar-bwd-attention-16x16", 1, 1, 256, 256));
+    v.push(linear_backward_case("fashion-bwd-linear-temb", 16, 32, 128));
+    v.push(linear_backward_case("cifar-bwd-linear-temb", 1, 512, 128));
+    v
+}
+
 fn cases() -> Vec<Case> {
     let same = Padding::same(1);
     let mut v = vec![
@@ -197,6 +324,7 @@ fn cases() -> Vec<Case> {
             )
         }),
     });
+    v.extend(backward_cases());
     v
 }
 

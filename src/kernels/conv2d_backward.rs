@@ -132,7 +132,10 @@ pub fn conv2d_backward_input(
         &dilated
     };
     let epilogue = Epilogue { bias: None, channel_add: None, residual: None, scale };
-    out.extend(conv2d::conv2d(ctx, Launch::Auto, &t, src, &flipped, &epilogue, dx)?);
+    let mut conv = conv2d::conv2d(ctx, Launch::Auto, &t, src, &flipped, &epilogue, dx)?;
+    // Useful work is the forward's: over a dilated dy most products are with zeros.
+    conv[0].cost.flops = s.flops();
+    out.extend(conv);
     Ok(out)
 }
 
