@@ -4,6 +4,7 @@
 mod bad_input;
 mod batch_invariance;
 mod golden;
+mod grad_golden;
 
 #[path = "../common/mod.rs"]
 mod common;
