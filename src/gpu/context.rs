@@ -269,6 +269,30 @@ impl Context {
         Ok(Tensor::new(self.pool.acquire(bytes), shape.to_vec()))
     }
 
+    /// A storage buffer of `floats` f32 that belongs to the dispatches bound to it (their bind groups
+    /// keep it alive), not to the pool: a kernel's own scratch, which a pooled tensor would hand
+    /// back for reuse as soon as the launcher returned. Whole 16-byte texels, so it can be read as
+    /// texels too.
+    pub fn scratch_buffer(&self, label: &str, floats: usize) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (4 * floats as u64).div_ceil(16).max(1) * 16,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// `floats` copies of `value` (rounded up to whole texels), owned like `scratch_buffer`: a
+    /// constant column for a matmul that sums, a per-column scale.
+    pub fn constant_buffer(&self, label: &str, floats: usize, value: f32) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(&vec![value; floats.max(1).div_ceil(4) * 4]),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        })
+    }
+
     /// A uniform buffer holding one parameter block.
     pub fn uniform<T: bytemuck::Pod>(&self, value: &T) -> wgpu::Buffer {
         use wgpu::util::DeviceExt;

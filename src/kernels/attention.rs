@@ -109,26 +109,11 @@ pub fn attention_composed(
     }
     check_lengths(s, q, k, v, out)?;
     let (bh, d, t) = (s.batch * s.heads, s.head_dim, s.tokens);
-    let scratch = |label, floats: usize| {
-        ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: (4 * floats as u64).div_ceil(16) * 16,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        })
-    };
-    let scores = scratch("attention scores", s.scores_len());
-    let inv_sums = scratch("attention softmax sums", bh * t);
+    let scores = ctx.scratch_buffer("attention scores", s.scores_len());
+    let inv_sums = ctx.scratch_buffer("attention softmax sums", bh * t);
     // The scale, once per key column: the scores' matmul applies it as a column scale, so that
     // both matmuls are one pipeline (same override constants) and a cold first call compiles one.
-    let scales = {
-        use wgpu::util::DeviceExt;
-        ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("attention scale"),
-            contents: bytemuck::cast_slice(&vec![s.scale; (bh * t).div_ceil(4) * 4]),
-            usage: wgpu::BufferUsages::STORAGE,
-        })
-    };
+    let scales = ctx.constant_buffer("attention scale", bh * t, s.scale);
     let head = d * t;
     // scores[bh, i, j] = scale * sum_d q[bh, d, i] k[bh, d, j]: A = q^T (rows along tokens), B = k.
     let qk = MatmulShape {
@@ -240,16 +225,10 @@ pub fn attention_backward(ctx: &Context, s: &AttentionShape, g: &AttentionGrads)
         );
     }
     let (bh, d, t) = (s.batch * s.heads, s.head_dim, s.tokens);
-    let scratch = |label, floats: usize| {
-        ctx.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: (4 * floats as u64).div_ceil(16) * 16,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        })
-    };
-    let (probs, dp) =
-        (scratch("attention backward: P", s.scores_len()), scratch("attention backward: dS", s.scores_len()));
+    let (probs, dp) = (
+        ctx.scratch_buffer("attention backward: P", s.scores_len()),
+        ctx.scratch_buffer("attention backward: dS", s.scores_len()),
+    );
     let head = d * t;
     let plain = |m, n, k, a, b| MatmulShape { batch: bh, m, n, k, a, b, bias: Bias::None, silu: false };
     let one = matmul::Launch::One(matmul::Variant::Auto);

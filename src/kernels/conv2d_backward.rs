@@ -38,16 +38,6 @@ struct Params {
     _pad: [u32; 3],
 }
 
-/// A buffer owned by the dispatches that use it (kept alive by their bind groups).
-fn scratch_buffer(ctx: &Context, label: &str, floats: usize) -> wgpu::Buffer {
-    ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: (floats.div_ceil(4) * 16).max(16) as u64,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    })
-}
-
 fn launch(
     ctx: &Context,
     spec: &KernelSpec,
@@ -100,7 +90,7 @@ pub fn conv2d_backward_input(
     check_len("conv2d backward", "dx", dx, s.n * s.cin * s.h * s.w)?;
     let t = transposed_shape(s)?;
     let mut out = vec![];
-    let flipped = scratch_buffer(ctx, "conv2d backward: flipped weight", t.packed_weight_len());
+    let flipped = ctx.scratch_buffer("conv2d backward: flipped weight", t.packed_weight_len());
     let base = Params {
         kh: s.kh as u32,
         kw: s.kw as u32,
@@ -127,7 +117,7 @@ pub fn conv2d_backward_input(
         dy
     } else {
         let len = s.n * s.cout * t.h * t.w;
-        dilated = scratch_buffer(ctx, "conv2d backward: dilated dy", len);
+        dilated = ctx.scratch_buffer("conv2d backward: dilated dy", len);
         out.push(launch(ctx, &DILATE, Params { len: len as u32, ..base }, dy, &dilated)?);
         &dilated
     };
@@ -270,14 +260,7 @@ pub fn conv2d_backward_params(
     // d chan [N * Cout] = dy viewed as [N * Cout, Ho * Wo] times a column of `scale`s; d bias =
     // a row of ones times d chan viewed as [N, Cout]: matmuls, whose k loops run in order.
     let hw = ho * wo;
-    let column = |len: usize, v: f32| {
-        use wgpu::util::DeviceExt;
-        ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("conv2d backward: constant column"),
-            contents: bytemuck::cast_slice(&vec![v; len.div_ceil(4) * 4]),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        })
-    };
+    let column = |len, v| ctx.constant_buffer("conv2d backward: constant column", len, v);
     let plain = |m, n, k, a, b| MatmulShape { batch: 1, m, n, k, a, b, bias: Bias::None, silu: false };
     let own_dchan;
     let dchan = match g.dchan {
@@ -286,7 +269,7 @@ pub fn conv2d_backward_params(
             b
         }
         None => {
-            own_dchan = scratch_buffer(ctx, "conv2d backward: d channel add", s.n * s.cout);
+            own_dchan = ctx.scratch_buffer("conv2d backward: d channel add", s.n * s.cout);
             &own_dchan
         }
     };

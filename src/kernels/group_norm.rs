@@ -235,13 +235,8 @@ pub fn group_norm_backward_lanes(
     for (what, buf) in [("weight", g.gamma), ("bias", g.beta), ("d weight", g.dgamma), ("d bias", g.dbeta)] {
         check_len("group norm backward", what, buf, s.c)?;
     }
-    // The [N, C, 2] partial sums: the kernels' own buffer, kept alive by their bind groups.
-    let partials = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("group norm partial sums"),
-        size: (8 * s.n * s.c).max(16) as u64,
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: false,
-    });
+    // The [N, C, 2] partial sums.
+    let partials = ctx.scratch_buffer("group norm partial sums", 2 * s.n * s.c);
     let params = ctx.uniform(&Params {
         groups_total: (s.n * s.groups) as u32,
         channels: s.c as u32,

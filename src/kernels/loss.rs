@@ -45,14 +45,7 @@ pub fn mse_loss(
     let partials = len.div_ceil(WG).min(MAX_PARTIALS).min(max_dim * max_dim);
     let per = len.div_ceil(WG * partials);
     let partials = len.div_ceil(WG * per);
-    // Its own buffer, kept alive by the dispatches' bind groups (a pooled tensor would go back to
-    // the pool when this function returns, and another tensor could be handed the same buffer).
-    let sums = ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("mse partial sums"),
-        size: (4 * partials).max(16) as u64,
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: false,
-    });
+    let sums = ctx.scratch_buffer("mse partial sums", partials);
     let pass = |square: bool, n: usize, per: usize, groups: usize, scale: f32, a, b, out| {
         let workgroups = grid_1d(ctx, groups * WG, WG);
         let params = ctx.uniform(&Params {

@@ -368,13 +368,7 @@ pub fn linear_backward(
         out.extend(matmul(ctx, Launch::Auto, &s, g.dy, g.x, None, dw)?);
     }
     if let Some(db) = g.db {
-        // Its own buffer of ones, kept alive by the dispatch's bind group.
-        use wgpu::util::DeviceExt;
-        let ones = ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("ones"),
-            contents: bytemuck::cast_slice(&vec![1.0f32; r.div_ceil(4) * 4]),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        });
+        let ones = ctx.constant_buffer("linear backward: ones", r, 1.0);
         let s = plain(1, fout, r, Strides::row_major(1, r), Strides::row_major(r, fout));
         out.extend(matmul(ctx, Launch::Auto, &s, &ones, g.dy, None, db)?);
     }
