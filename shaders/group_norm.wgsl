@@ -17,23 +17,14 @@
 // Params, the WG and L overrides and group_sum: common/group_norm_io.wgsl.
 
 override SILU: bool = false;
-override VEC4: bool = false;
 
-@group(0) @binding(0) var x: texture_2d<f32>;
+// Binding 0, x: common/group_norm_io.wgsl.
 @group(0) @binding(1) var<storage, read> gamma: array<f32>;
 @group(0) @binding(2) var<storage, read> beta: array<f32>;
 // Written as vec4 where whole texels (a vec4 store costs half as much per value as four f32 stores
 // on lavapipe), else component by component.
 @group(0) @binding(3) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(4) var<uniform> p: Params;
-
-fn texel(t: u32) -> vec4<f32> {
-    return textureLoad(x, vec2<u32>(t & 1023u, t >> 10u), 0);
-}
-
-fn at(i: u32) -> f32 {
-    return texel(i >> 2u)[i & 3u];
-}
 
 fn activate(y: f32) -> f32 {
     if (SILU) { return y / (1.0 + exp(-y)); }
@@ -56,37 +47,11 @@ fn group_norm(
     let len = cg * p.hw;
     let start = group * len;
 
-    // shift: the mean of 4 samples per channel, a quarter of the channel apart.
     let hw4 = p.hw / 4u;
-    var samples = 0.0;
-    for (var ci = 0u; ci < cg; ci++) {
-        for (var q = 0u; q < 4u; q++) {
-            samples += at(start + ci * p.hw + q * (p.hw / 4u));
-        }
-    }
-    let shift = samples / f32(4u * cg);
-    var s = 0.0;
-    var ss = 0.0;
-    if (VEC4) {
-        var s4 = vec4<f32>(0.0);
-        var ss4 = vec4<f32>(0.0);
-        for (var t = lane; t < len / 4u; t += L) {
-            let d = texel(start / 4u + t) - shift;
-            s4 += d;
-            ss4 += d * d;
-        }
-        s = (s4.x + s4.y) + (s4.z + s4.w);
-        ss = (ss4.x + ss4.y) + (ss4.z + ss4.w);
-    } else {
-        for (var i = lane; i < len; i += L) {
-            let d = at(start + i) - shift;
-            s += d;
-            ss += d * d;
-        }
-    }
-    let delta = group_sum(s, lid) / f32(len);
-    let variance = max(group_sum(ss, lid) / f32(len) - delta * delta, 0.0);
-    let rstd = inverseSqrt(variance + p.eps);
+    let st = group_stats(start, cg, len, lane, lid);
+    let shift = st.shift;
+    let delta = st.delta;
+    let rstd = st.rstd;
 
     let c0 = (group % p.groups) * cg;
     for (var ci = 0u; ci < select(0u, cg, valid); ci++) {

@@ -5,7 +5,7 @@
 // and, per (image, channel), the partial sums sum(dz x^) and sum(dz) that
 // group_norm_param_grads.wgsl reduces over the batch into d gamma and d beta (in a fixed order: no
 // atomics). As the forward, L invocations share one (image, group), WG / L groups a workgroup;
-// statistics are recomputed the forward's way (a sampled shift, one pass of shifted sums), not
+// statistics are recomputed by the forward's own group_stats (common/group_norm_io.wgsl), not
 // saved, and x^ = ((x - shift) - delta) rstd as there: x - (shift + delta) would round the mean to
 // f32 first, and on a large common offset that error, times rstd, shifts every x^ (d gamma was
 // off by 2e-4 at mean 100, spread 0.01).
@@ -14,7 +14,7 @@
 
 override SILU: bool = false;
 
-@group(0) @binding(0) var x: texture_2d<f32>;
+// Binding 0, x: common/group_norm_io.wgsl.
 @group(0) @binding(1) var dy: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read> gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> beta: array<f32>;
@@ -22,10 +22,6 @@ override SILU: bool = false;
 // [N, C, 2]: sum(dz x^), sum(dz) of each (image, channel).
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;
 @group(0) @binding(6) var<uniform> p: Params;
-
-fn x_at(i: u32) -> f32 {
-    return textureLoad(x, vec2<u32>((i >> 2u) & 1023u, i >> 12u), 0)[i & 3u];
-}
 
 fn dy_at(i: u32) -> f32 {
     return textureLoad(dy, vec2<u32>((i >> 2u) & 1023u, i >> 12u), 0)[i & 3u];
@@ -61,23 +57,10 @@ fn group_norm_backward(
     let image = group / p.groups;
 
     // Statistics as the forward computes them.
-    var samples = 0.0;
-    for (var ci = 0u; ci < cg; ci++) {
-        for (var q = 0u; q < 4u; q++) {
-            samples += x_at(start + ci * p.hw + q * (p.hw / 4u));
-        }
-    }
-    let shift = samples / f32(4u * cg);
-    var s = 0.0;
-    var ss = 0.0;
-    for (var i = lane; i < len; i += L) {
-        let d = x_at(start + i) - shift;
-        s += d;
-        ss += d * d;
-    }
-    let delta = group_sum(s, lid) / f32(len);
-    let variance = max(group_sum(ss, lid) / f32(len) - delta * delta, 0.0);
-    let rstd = inverseSqrt(variance + p.eps);
+    let st = group_stats(start, cg, len, lane, lid);
+    let shift = st.shift;
+    let delta = st.delta;
+    let rstd = st.rstd;
 
     // Sums over the group of g = dz gamma and g x^, and per channel of dz x^ and dz.
     var g1 = 0.0;
@@ -89,7 +72,7 @@ fn group_norm_backward(
         var dzx = 0.0;
         var dzs = 0.0;
         for (var i = lane; i < p.hw; i += L) {
-            let xhat = ((x_at(cstart + i) - shift) - delta) * rstd;
+            let xhat = ((at(cstart + i) - shift) - delta) * rstd;
             let dz = dz_at(cstart + i, xhat, a, b);
             dzx += dz * xhat;
             dzs += dz;
@@ -111,7 +94,7 @@ fn group_norm_backward(
         let b = beta[c0 + ci];
         let cstart = start + ci * p.hw;
         for (var i = lane; i < p.hw; i += L) {
-            let xhat = ((x_at(cstart + i) - shift) - delta) * rstd;
+            let xhat = ((at(cstart + i) - shift) - delta) * rstd;
             let g = dz_at(cstart + i, xhat, a, b) * a;
             dx[cstart + i] = rstd * (g - m1 - xhat * m2);
         }

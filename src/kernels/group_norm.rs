@@ -247,7 +247,12 @@ pub fn group_norm_backward_lanes(
     });
     let backward = ctx.dispatch_texels(
         &SPEC_BACKWARD,
-        &[("SILU", s.silu as u8 as f64), ("L", lanes as f64), ("WG", wg as f64)],
+        &[
+            ("SILU", s.silu as u8 as f64),
+            ("VEC4", s.hw.is_multiple_of(4) as u8 as f64),
+            ("L", lanes as f64),
+            ("WG", wg as f64),
+        ],
         &[g.x, g.dy, g.gamma, g.beta, g.dx, &partials, &params],
         &[len, len],
         grid_1d(ctx, s.n * s.groups, wg / lanes),
