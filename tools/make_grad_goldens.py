@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from safetensors.torch import load_file, save_file
 
+from make_unet_goldens import LEGACY, perturb_norms  # the same conventions as the forward goldens
+
 OUT = Path(__file__).resolve().parent.parent / "tests" / "golden" / "grad"
 
 CONFIGS = {
@@ -52,17 +54,6 @@ CONFIGS = {
                   flip_sin_to_cos=False, freq_shift=0),
         batch=3, legacy_names=False),
 }
-
-LEGACY = {".to_q.": ".query.", ".to_k.": ".key.", ".to_v.": ".value.", ".to_out.0.": ".proj_attn."}
-
-
-def perturb_norms(model: torch.nn.Module, gen: torch.Generator) -> None:
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.GroupNorm):
-                m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape, generator=gen))
-                m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=gen))
-
 
 def main() -> None:
     torch.set_num_threads(2)
