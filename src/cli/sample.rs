@@ -276,12 +276,8 @@ pub fn run(args: &SampleArgs) -> Result<()> {
             format!("{n} images in {}", dir.display())
         }
         None => {
-            let text = png_text(
-                &folder,
-                args,
-                batch,
-                format!("{}-{} (row by row)", images.start, images.end.max(1) - 1),
-            );
+            let text =
+                png_text(&folder, args, batch, format!("{}-{} (row by row)", images.start, images.end - 1));
             let grid = images::grid(&out, n, ch, s, s, images::square_cols(n))?;
             images::save_png_with_text(&grid, &args.out, &text)?;
             args.out.display().to_string()

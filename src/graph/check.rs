@@ -7,6 +7,22 @@ use super::{Executable, Graph};
 use crate::gpu::Context;
 use crate::Result;
 
+/// The tolerance rule of every kernel test and of `check`: the worst element's
+/// |got - want| / (|want| + rms(want)) and where it is. The rms term keeps elements where a long
+/// sum cancels to near zero from asking more than f32 accumulation gives; a NaN is infinitely far.
+pub fn worst_error(got: &[f32], want: &[f32]) -> (usize, f64) {
+    let rms = (want.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / want.len().max(1) as f64).sqrt();
+    let mut worst = (0, 0.0f64);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let e = (g as f64 - w as f64).abs() / ((w as f64).abs() + rms + 1e-30);
+        let e = if e.is_nan() { f64::INFINITY } else { e };
+        if e > worst.1 {
+            worst = (i, e);
+        }
+    }
+    worst
+}
+
 /// One op's output against its reference.
 #[derive(Clone, Debug)]
 pub struct OpCheck {
@@ -21,18 +37,9 @@ pub struct OpCheck {
 }
 
 impl OpCheck {
-    /// Compares `got` with `want` by the kernel tests' rule.
+    /// Compares `got` with `want` by the kernel tests' rule (`worst_error`).
     pub fn new(layer: &str, kind: &'static str, got: &[f32], want: &[f32]) -> Self {
-        let rms = (want.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / want.len().max(1) as f64).sqrt();
-        let mut worst = (0, 0.0f64);
-        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-            let e = (g as f64 - w as f64).abs() / ((w as f64).abs() + rms + 1e-30);
-            let e = if e.is_nan() { f64::INFINITY } else { e };
-            if e > worst.1 {
-                worst = (i, e);
-            }
-        }
-        let (at, error) = worst;
+        let (at, error) = worst_error(got, want);
         Self { layer: layer.to_string(), kind, error, at, got: got[at], want: want[at] }
     }
 }

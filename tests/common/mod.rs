@@ -80,16 +80,7 @@ pub fn read(t: &Tensor) -> Vec<f32> {
 #[track_caller]
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let rms = (want.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / want.len().max(1) as f64).sqrt();
-    let mut worst = (0usize, 0.0f64);
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let err = (g as f64 - w as f64).abs() / ((w as f64).abs() + rms + 1e-30);
-        let err = if err.is_nan() { f64::INFINITY } else { err }; // NaN never passes
-        if err > worst.1 {
-            worst = (i, err);
-        }
-    }
-    let (i, err) = worst;
+    let (i, err) = wgpu_diffusion::graph::check::worst_error(got, want);
     assert!(
         err <= rtol,
         "{what}: element {i} is {} but the reference says {} (relative error {err:.2e} > {rtol:.0e})",
