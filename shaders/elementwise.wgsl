@@ -1,4 +1,4 @@
-// Elementwise kernels, one invocation per output element: SiLU, add, affine (alpha x + beta) and
+// Elementwise kernels, one invocation per output element: SiLU, add, accumulate, affine (alpha x + beta) and
 // nearest 2x upsampling, all NCHW f32 (channel concatenation is buffer copies: elementwise.rs).
 // They share one binding layout (src0, src1, dst, params); unary kernels leave src1 unused.
 
@@ -38,6 +38,15 @@ fn add(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<
     let i = element(wg, nwg, lid);
     if (i >= p.len) { return; }
     dst[i] = src0[i] + src1[i];
+}
+
+// dst += src0: a micro-batch's gradients added into the step's.
+@compute @workgroup_size(WG)
+fn accumulate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    dst[i] = dst[i] + src0[i];
 }
 
 @compute @workgroup_size(WG)

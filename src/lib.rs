@@ -1,6 +1,7 @@
 //! wgpu-diffusion: denoising diffusion models on any GPU through wgpu and hand-written WGSL kernels.
 //!
-//! Layers, top to bottom (see DESIGN.md): `model` (diffusers folders, UNet2DModel) on `graph`
+//! Layers, top to bottom (see DESIGN.md): `diffusion` (sampling chains) and `train` (training
+//! steps) on `model` (diffusers folders, UNet2DModel) on `graph`
 //! (static graph, buffer plan, executable) on `kernels` (one launcher + CPU reference per WGSL file)
 //! on `gpu` (adapter, device, buffer pool, pipeline cache, dispatch recording).
 
@@ -12,5 +13,6 @@ pub mod io;
 pub mod kernels;
 pub mod model;
 pub mod shaders;
+pub mod train;
 
 pub use error::{Error, Result};

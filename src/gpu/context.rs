@@ -123,6 +123,8 @@ pub struct Context {
     /// partial sums of conv2d and matmul), one per power-of-two size (or the largest binding):
     /// dispatches run in order, so reuse is safe.
     scratch: Mutex<HashMap<u64, wgpu::Buffer>>,
+    /// Bytes of the buffers launchers own (`scratch_buffer`, `constant_buffer`), ever made.
+    owned: std::sync::atomic::AtomicU64,
 }
 
 impl Context {
@@ -185,6 +187,7 @@ impl Context {
             dummy,
             texels: TexelStaging::default(),
             scratch: Mutex::new(HashMap::new()),
+            owned: Default::default(),
         })
     }
 
@@ -211,6 +214,12 @@ impl Context {
                 })
             })
             .clone()
+    }
+
+    /// Bytes of every buffer a launcher has made its own so far (`scratch_buffer`,
+    /// `constant_buffer`): what a lowering adds to its plan, read before and after.
+    pub fn owned_bytes(&self) -> u64 {
+        self.owned.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes held by shared scratch buffers.
@@ -274,9 +283,11 @@ impl Context {
     /// back for reuse as soon as the launcher returned. Whole 16-byte texels, so it can be read as
     /// texels too.
     pub fn scratch_buffer(&self, label: &str, floats: usize) -> wgpu::Buffer {
+        let size = (4 * floats as u64).div_ceil(16).max(1) * 16;
+        self.owned.fetch_add(size, std::sync::atomic::Ordering::Relaxed);
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: (4 * floats as u64).div_ceil(16).max(1) * 16,
+            size,
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         })
@@ -286,6 +297,7 @@ impl Context {
     /// constant column for a matmul that sums, a per-column scale.
     pub fn constant_buffer(&self, label: &str, floats: usize, value: f32) -> wgpu::Buffer {
         use wgpu::util::DeviceExt;
+        self.owned.fetch_add(16 * floats.max(1).div_ceil(4) as u64, std::sync::atomic::Ordering::Relaxed);
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some(label),
             contents: bytemuck::cast_slice(&vec![value; floats.max(1).div_ceil(4) * 4]),

@@ -44,7 +44,7 @@ impl OpCheck {
     }
 }
 
-/// Runs every op of `exe` (lowered from `g`) alone, in order, and checks its output; the graph's
+/// Runs every op of `exe` (lowered from `g`) alone, in order, and checks each of its outputs; the graph's
 /// inputs must already hold their values on the device.
 pub fn check_ops(ctx: &Context, g: &Graph, exe: &Executable) -> Result<Vec<OpCheck>> {
     let env = Env { ctx, graph: g, exe };
@@ -53,8 +53,10 @@ pub fn check_ops(ctx: &Context, g: &Graph, exe: &Executable) -> Result<Vec<OpChe
         let dispatches: Vec<_> =
             exe.dispatches.iter().zip(&exe.nodes).filter(|(_, &n)| n == i).map(|(d, _)| d.clone()).collect();
         ctx.run(&dispatches);
-        let want = node.op.get().reference(&env)?;
-        rows.push(OpCheck::new(&node.layer, node.op.kind(), &env.read(node.output)?, &want));
+        let wants = node.op.get().reference(&env)?;
+        for (&out, want) in node.outputs.iter().zip(&wants) {
+            rows.push(OpCheck::new(&node.layer, node.op.kind(), &env.read(out)?, want));
+        }
     }
     Ok(rows)
 }

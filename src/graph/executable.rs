@@ -27,7 +27,7 @@ impl Executable {
         let plan = Plan::new(g);
         let limit = ctx.max_binding_bytes();
         if let Some(t) = g.activations().find(|&t| g.bytes(t) > limit) {
-            let layer = g.nodes.iter().find(|n| n.output == t).map_or("an input", |n| n.layer.as_str());
+            let layer = g.producer(t).map_or("an input", |n| n.layer.as_str());
             return Err(Error::Shape(format!(
                 "{layer} needs a {:.1} MiB tensor {:?}, over this device's {:.1} MiB buffer limit; use a smaller batch",
                 g.bytes(t) as f64 / MIB,
@@ -60,7 +60,7 @@ impl Executable {
         };
         for (i, node) in g.nodes.iter().enumerate() {
             let env = Env { ctx, graph: g, exe: &exe };
-            let list = node.op.get().lower(&env, node.output).map_err(|e| match e {
+            let list = node.op.get().lower(&env, &node.outputs).map_err(|e| match e {
                 Error::Shape(m) => Error::Shape(format!("{}: {m}", node.layer)),
                 other => other,
             })?;

@@ -3,6 +3,7 @@
 //! dispatches (`executable`). Each op lives in its own file under `ops/`: payload, builder, lowering
 //! and CPU reference.
 
+pub mod autodiff;
 pub mod check;
 pub mod executable;
 pub mod ops;
@@ -21,6 +22,7 @@ pub type WeightId = usize;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
+    // The forward ops.
     Conv2d(ops::Conv2d),
     GroupNorm(ops::GroupNorm),
     Linear(ops::Linear),
@@ -31,6 +33,18 @@ pub enum Op {
     Concat(ops::Concat),
     Upsample2x(ops::Upsample2x),
     TimestepEmbedding(ops::TimestepEmbedding),
+    // What training adds: the loss and the ops autodiff builds.
+    Add(ops::Add),
+    MseLoss(ops::MseLoss),
+    MseGrad(ops::MseGrad),
+    Conv2dBackwardInput(ops::Conv2dBackwardInput),
+    Conv2dBackwardParams(ops::Conv2dBackwardParams),
+    GroupNormBackward(ops::GroupNormBackward),
+    LinearBackward(ops::LinearBackward),
+    AttentionBackward(ops::AttentionBackward),
+    SiluBackward(ops::SiluBackward),
+    ConcatBackward(ops::ConcatBackward),
+    Upsample2xBackward(ops::Upsample2xBackward),
 }
 
 impl Op {
@@ -46,6 +60,17 @@ impl Op {
             Op::Concat(o) => o,
             Op::Upsample2x(o) => o,
             Op::TimestepEmbedding(o) => o,
+            Op::Add(o) => o,
+            Op::MseLoss(o) => o,
+            Op::MseGrad(o) => o,
+            Op::Conv2dBackwardInput(o) => o,
+            Op::Conv2dBackwardParams(o) => o,
+            Op::GroupNormBackward(o) => o,
+            Op::LinearBackward(o) => o,
+            Op::AttentionBackward(o) => o,
+            Op::SiluBackward(o) => o,
+            Op::ConcatBackward(o) => o,
+            Op::Upsample2xBackward(o) => o,
         }
     }
 
@@ -65,7 +90,16 @@ pub struct Node {
     /// The diffusers module this op belongs to (`down_blocks.1.resnets.0.conv1`).
     pub layer: String,
     pub op: Op,
-    pub output: TensorId,
+    /// What it writes: one tensor for a forward op; a backward op may write several gradients
+    /// (a conv's d weight, d bias and d channel add).
+    pub outputs: Vec<TensorId>,
+}
+
+impl Node {
+    /// The first (for a forward op, the only) output.
+    pub fn output(&self) -> TensorId {
+        self.outputs[0]
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -79,6 +113,9 @@ pub struct Graph {
     /// never planned into a slot, so that ops read weights as they read activations (and their
     /// gradients can be plain tensors too). In the kernel's layout (conv weights packed).
     pub params: Vec<(TensorId, WeightId)>,
+    /// Params that are constants of the model, never trained (the timestep embedding's
+    /// frequencies): autodiff computes no gradient for them.
+    pub frozen: Vec<TensorId>,
 }
 
 fn numel(shape: &[usize]) -> usize {
@@ -116,6 +153,15 @@ impl Graph {
         id
     }
 
+    /// A param that is a constant of the model (see `frozen`).
+    pub fn constant(&mut self, weight: WeightId, len: usize) -> TensorId {
+        let t = self.param(weight, len);
+        if !self.frozen.contains(&t) {
+            self.frozen.push(t);
+        }
+        t
+    }
+
     /// The weight behind `t`, where `t` is a param.
     pub fn weight_of(&self, t: TensorId) -> Option<WeightId> {
         self.params.iter().find(|&&(p, _)| p == t).map(|&(_, w)| w)
@@ -131,10 +177,21 @@ impl Graph {
     }
 
     pub(crate) fn push(&mut self, layer: &str, op: Op, shape: Vec<usize>) -> TensorId {
-        self.shapes.push(shape);
-        let output = self.shapes.len() - 1;
-        self.nodes.push(Node { layer: layer.to_string(), op, output });
-        output
+        self.push_many(layer, op, vec![shape])[0]
+    }
+
+    /// A node writing one tensor of each shape.
+    pub(crate) fn push_many(&mut self, layer: &str, op: Op, shapes: Vec<Vec<usize>>) -> Vec<TensorId> {
+        let first = self.shapes.len();
+        self.shapes.extend(shapes);
+        let outputs: Vec<TensorId> = (first..self.shapes.len()).collect();
+        self.nodes.push(Node { layer: layer.to_string(), op, outputs: outputs.clone() });
+        outputs
+    }
+
+    /// The node that writes `t`, if any (inputs and params have none).
+    pub fn producer(&self, t: TensorId) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.outputs.contains(&t))
     }
 
     pub(crate) fn nchw(&self, layer: &str, t: TensorId) -> Result<[usize; 4]> {

@@ -26,8 +26,7 @@ impl Plan {
         const FOREVER: usize = usize::MAX;
         let mut last_use = vec![0usize; n];
         for (i, node) in g.nodes.iter().enumerate() {
-            last_use[node.output] = last_use[node.output].max(i);
-            for t in node.op.inputs() {
+            for t in node.op.inputs().into_iter().chain(node.outputs.iter().copied()) {
                 last_use[t] = last_use[t].max(i);
             }
         }
@@ -46,32 +45,34 @@ impl Plan {
             slot_of[t] = new_slot(g.bytes(t), &mut slot_bytes);
         }
         for (i, node) in g.nodes.iter().enumerate() {
-            let need = g.bytes(node.output);
-            let slot = if g.outputs.contains(&node.output) {
-                new_slot(need, &mut slot_bytes)
-            } else {
-                // The smallest free slot that fits; else grow the largest free one; else a new slot.
-                let fitting = free
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &s)| slot_bytes[s] >= need)
-                    .min_by_key(|(_, &s)| slot_bytes[s]);
-                let pick = fitting
-                    .or_else(|| free.iter().enumerate().max_by_key(|(_, &s)| slot_bytes[s]))
-                    .map(|(i, _)| i);
-                match pick {
-                    Some(pos) => {
-                        let s = free.swap_remove(pos);
-                        slot_bytes[s] = slot_bytes[s].max(need);
-                        s
+            for &out in &node.outputs {
+                let need = g.bytes(out);
+                slot_of[out] = if g.outputs.contains(&out) {
+                    new_slot(need, &mut slot_bytes)
+                } else {
+                    // The smallest free slot that fits; else grow the largest free one; else a new slot.
+                    let fitting = free
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &s)| slot_bytes[s] >= need)
+                        .min_by_key(|(_, &s)| slot_bytes[s]);
+                    let pick = fitting
+                        .or_else(|| free.iter().enumerate().max_by_key(|(_, &s)| slot_bytes[s]))
+                        .map(|(i, _)| i);
+                    match pick {
+                        Some(pos) => {
+                            let s = free.swap_remove(pos);
+                            slot_bytes[s] = slot_bytes[s].max(need);
+                            s
+                        }
+                        None => new_slot(need, &mut slot_bytes),
                     }
-                    None => new_slot(need, &mut slot_bytes),
-                }
-            };
-            slot_of[node.output] = slot;
-            // Free what dies here only after the output is placed, so an op never writes a buffer it reads.
+                };
+            }
+            // Free what dies here only after every output is placed, so an op never writes a
+            // buffer it reads, nor two of its outputs one buffer.
             let mut dying: Vec<TensorId> = node.op.inputs();
-            dying.push(node.output);
+            dying.extend(&node.outputs);
             dying.sort_unstable();
             dying.dedup();
             for t in dying {
@@ -134,7 +135,7 @@ mod tests {
         let p = Plan::new(&g);
         // Live ranges: a [0, 3], b [1, 2], c [2, 3], d [3, 4], e output.
         let live = |t: usize| -> (usize, usize) {
-            let def = g.nodes.iter().position(|n| n.output == t).unwrap_or(0);
+            let def = g.nodes.iter().position(|n| n.outputs.contains(&t)).unwrap_or(0);
             let last = g.nodes.iter().rposition(|n| n.op.inputs().contains(&t)).unwrap_or(usize::MAX);
             (def, last)
         };
@@ -151,9 +152,9 @@ mod tests {
         }
         for node in &g.nodes {
             for t in node.op.inputs() {
-                assert_ne!(p.slot_of[t], p.slot_of[node.output], "{} writes what it reads", node.layer);
+                assert_ne!(p.slot_of[t], p.slot_of[node.output()], "{} writes what it reads", node.layer);
             }
-            assert!(p.slot_bytes[p.slot_of[node.output]] >= g.bytes(node.output));
+            assert!(p.slot_bytes[p.slot_of[node.output()]] >= g.bytes(node.output()));
         }
         assert!(p.peak_bytes < p.naive_bytes);
     }

@@ -1,4 +1,4 @@
-//! Elementwise kernels (shaders/elementwise.wgsl): SiLU, add, affine, nearest 2x upsample, and
+//! Elementwise kernels (shaders/elementwise.wgsl): SiLU, add, accumulate, affine, nearest 2x upsample, and
 //! channel concat as buffer copies; the backward of SiLU and of the upsample, and the MSE loss's
 //! gradient. One launcher per op over a shared binding layout, each beside its reference.
 
@@ -17,6 +17,7 @@ macro_rules! spec {
 }
 spec!(SILU, "silu");
 spec!(ADD, "add");
+spec!(ACCUMULATE, "accumulate");
 spec!(AFFINE, "affine");
 spec!(UPSAMPLE, "upsample_nearest2x");
 spec!(SILU_BACKWARD, "silu_backward");
@@ -77,6 +78,13 @@ pub fn add(
     check_len("add", "b", b, len)?;
     let p = Params { len: len as u32, ..Default::default() };
     launch(ctx, &ADD, p, a, Some(b), y, 3 * len)
+}
+
+/// acc += x over `len` elements (a micro-batch's gradient into the batch's).
+pub fn accumulate(ctx: &Context, len: usize, x: &wgpu::Buffer, acc: &wgpu::Buffer) -> Result<Dispatch> {
+    check_len("accumulate", "x", x, len)?;
+    let p = Params { len: len as u32, ..Default::default() };
+    launch(ctx, &ACCUMULATE, p, x, None, acc, 3 * len)
 }
 
 /// y = alpha * x + beta over `len` elements.
@@ -230,17 +238,22 @@ pub fn upsample_nearest2x_backward(
     launch(ctx, &UPSAMPLE_BACKWARD, p, dy, None, dx, 5 * len)
 }
 
-/// d pred = f32(2 / len) * (pred - target): the gradient of `F.mse_loss` (mean) over `len` values.
+/// d pred = f32(2 / mean_over) * (pred - target) over `len` values: the gradient of `F.mse_loss`
+/// (mean) when `mean_over` = `len`; a micro-batch of a larger batch passes the whole batch's count.
 pub fn mse_grad(
     ctx: &Context,
     len: usize,
+    mean_over: usize,
     pred: &wgpu::Buffer,
     target: &wgpu::Buffer,
     grad: &wgpu::Buffer,
 ) -> Result<Dispatch> {
     check_len("mse gradient", "prediction", pred, len)?;
     check_len("mse gradient", "target", target, len)?;
-    let p = Params { len: len as u32, alpha: mse_grad_scale(len), ..Default::default() };
+    if mean_over < len {
+        bail_shape!("mse gradient: a mean over {mean_over} values of {len}");
+    }
+    let p = Params { len: len as u32, alpha: mse_grad_scale(mean_over), ..Default::default() };
     launch(ctx, &MSE_GRAD, p, pred, Some(target), grad, 3 * len)
 }
 
@@ -273,8 +286,8 @@ pub fn reference_upsample_backward(planes: usize, h: usize, w: usize, dy: &[f32]
 }
 
 /// The same f32 arithmetic as the kernel (and PyTorch): the difference, then one product.
-pub fn reference_mse_grad(pred: &[f32], target: &[f32]) -> Vec<f32> {
-    let scale = mse_grad_scale(pred.len());
+pub fn reference_mse_grad(pred: &[f32], target: &[f32], mean_over: usize) -> Vec<f32> {
+    let scale = mse_grad_scale(mean_over);
     pred.iter().zip(target).map(|(&p, &t)| scale * (p - t)).collect()
 }
 

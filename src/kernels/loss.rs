@@ -26,16 +26,19 @@ const WG: usize = 256;
 /// sum their partials.
 const MAX_PARTIALS: usize = 256;
 
-/// loss[0] = mean((pred - target)^2) over `len` values: two dispatches.
+/// loss[0] = sum((pred - target)^2) / `mean_over` over `len` values: two dispatches. The mean
+/// when `mean_over` = `len`; the micro-batches of a batch pass its count, and their losses add up
+/// to the batch's.
 pub fn mse_loss(
     ctx: &Context,
     len: usize,
+    mean_over: usize,
     pred: &wgpu::Buffer,
     target: &wgpu::Buffer,
     loss: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
-    if len == 0 {
-        bail_shape!("mse loss: empty tensors");
+    if len == 0 || mean_over < len {
+        bail_shape!("mse loss: a mean over {mean_over} values of {len}");
     }
     check_len("mse loss", "prediction", pred, len)?;
     check_len("mse loss", "target", target, len)?;
@@ -64,12 +67,21 @@ pub fn mse_loss(
     };
     Ok(vec![
         pass(true, len, per, partials, 1.0, pred, target, &sums)?,
-        pass(false, partials, partials.div_ceil(WG), 1, (1.0 / len as f64) as f32, &sums, &ctx.dummy, loss)?,
+        pass(
+            false,
+            partials,
+            partials.div_ceil(WG),
+            1,
+            (1.0 / mean_over as f64) as f32,
+            &sums,
+            &ctx.dummy,
+            loss,
+        )?,
     ])
 }
 
-/// mean((pred - target)^2), summed in f64.
-pub fn reference_mse(pred: &[f32], target: &[f32]) -> f32 {
+/// sum((pred - target)^2) / mean_over, summed in f64.
+pub fn reference_mse(pred: &[f32], target: &[f32], mean_over: usize) -> f32 {
     let sum: f64 = pred.iter().zip(target).map(|(&p, &t)| (p as f64 - t as f64).powi(2)).sum();
-    (sum / pred.len() as f64) as f32
+    (sum / mean_over as f64) as f32
 }

@@ -13,6 +13,37 @@ use crate::{Error, Result};
 const LEGACY_ATTENTION: [(&str, &str); 4] =
     [(".to_q.", ".query."), (".to_k.", ".key."), (".to_v.", ".value."), (".to_out.0.", ".proj_attn.")];
 
+/// How a weight buffer holds a file tensor, so that a gradient (or a trained weight) in the
+/// buffer's layout can be written back as the file's tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WeightLayout {
+    /// As the file stores it.
+    Plain { name: String, shape: Vec<usize> },
+    /// A conv weight [cout, cin, k, k] (or a Linear [cout, cin] used as a 1x1 conv: `shape` says
+    /// which) packed for the conv kernel (`conv2d::pack_weight`).
+    Packed { name: String, shape: Vec<usize>, cout: usize, cin: usize, k: usize },
+    /// Derived by the model, not a file tensor (the timestep embedding's frequencies).
+    Constant,
+}
+
+impl WeightLayout {
+    /// The file tensor's name, and `data` (in this layout) as the file's tensor; None for a
+    /// constant.
+    pub fn to_file(&self, data: &[f32]) -> Result<Option<(String, HostTensor)>> {
+        Ok(match self {
+            WeightLayout::Plain { name, shape } => {
+                let data = data[..shape.iter().product()].to_vec();
+                Some((name.clone(), HostTensor { shape: shape.clone(), data }))
+            }
+            WeightLayout::Packed { name, shape, cout, cin, k } => {
+                let data = conv2d::unpack_weight(data, *cout, *cin, *k, *k)?;
+                Some((name.clone(), HostTensor { shape: shape.clone(), data }))
+            }
+            WeightLayout::Constant => None,
+        })
+    }
+}
+
 pub struct WeightBank {
     host: HashMap<String, HostTensor>,
     /// Random weights for tensors the file does not have (named architectures, benchmarks).
@@ -20,6 +51,8 @@ pub struct WeightBank {
     source: String,
     /// Device buffers, indexed by WeightId.
     pub buffers: Vec<wgpu::Buffer>,
+    /// How each buffer holds its tensor, indexed by WeightId.
+    pub layouts: Vec<WeightLayout>,
     by_key: HashMap<String, WeightId>,
     /// Parameters (values of file tensors) used by the model.
     pub parameters: usize,
@@ -35,6 +68,7 @@ impl WeightBank {
             synthetic: None,
             source: source.to_string(),
             buffers: Vec::new(),
+            layouts: Vec::new(),
             by_key: HashMap::new(),
             parameters: 0,
             tensors_used: 0,
@@ -95,7 +129,14 @@ impl WeightBank {
         Ok(t)
     }
 
-    fn upload(&mut self, ctx: &Context, key: String, data: &[f32], params: usize) -> WeightId {
+    fn upload(
+        &mut self,
+        ctx: &Context,
+        key: String,
+        layout: WeightLayout,
+        data: &[f32],
+        params: usize,
+    ) -> WeightId {
         if let Some(&id) = self.by_key.get(&key) {
             return id;
         }
@@ -109,6 +150,7 @@ impl WeightBank {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         });
         self.buffers.push(buffer);
+        self.layouts.push(layout);
         self.parameters += params;
         self.tensors_used += (params > 0) as usize;
         let id = self.buffers.len() - 1;
@@ -122,7 +164,8 @@ impl WeightBank {
         }
         let data = self.fetch(name, shape)?;
         let n = data.len();
-        Ok(self.upload(ctx, name.to_string(), &data, n))
+        let layout = WeightLayout::Plain { name: name.to_string(), shape: shape.to_vec() };
+        Ok(self.upload(ctx, name.to_string(), layout, &data, n))
     }
 
     /// `{prefix}.weight` [cout, cin, k, k] packed for the conv kernel, and `{prefix}.bias` [cout].
@@ -142,7 +185,8 @@ impl WeightBank {
                 let data = self.fetch(&name, &[cout, cin, k, k])?;
                 let packed = conv2d::pack_weight(&data, cout, cin, k, k)?;
                 let n = data.len();
-                self.upload(ctx, key, &packed, n)
+                let layout = WeightLayout::Packed { name, shape: vec![cout, cin, k, k], cout, cin, k };
+                self.upload(ctx, key, layout, &packed, n)
             }
         };
         let bias = Some(self.plain(ctx, &format!("{prefix}.bias"), &[cout])?);
@@ -165,7 +209,9 @@ impl WeightBank {
                 let data = self.fetch(&name, &[fout, fin])?;
                 let packed = conv2d::pack_weight(&data, fout, fin, 1, 1)?;
                 let n = data.len();
-                self.upload(ctx, key, &packed, n)
+                let layout =
+                    WeightLayout::Packed { name, shape: vec![fout, fin], cout: fout, cin: fin, k: 1 };
+                self.upload(ctx, key, layout, &packed, n)
             }
         };
         let bias = Some(self.plain(ctx, &format!("{prefix}.bias"), &[fout])?);
@@ -188,7 +234,7 @@ impl WeightBank {
 
     /// A constant the model derives (not a file tensor), uploaded once under `key`.
     pub fn constant(&mut self, ctx: &Context, key: &str, data: &[f32]) -> WeightId {
-        self.upload(ctx, key.to_string(), data, 0)
+        self.upload(ctx, key.to_string(), WeightLayout::Constant, data, 0)
     }
 
     /// Drops the host copies once every weight is on the device.

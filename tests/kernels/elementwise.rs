@@ -71,6 +71,12 @@ fn check_unary_on(c: &Context, len: usize, seed: u64) {
     let y = output_on(c, len);
     c.run(&[ew::affine(c, len, 1.5, -0.5, &at.buffer, &y.buffer).unwrap()]);
     assert_close(&format!("affine, {len}"), &read_on(c, &y), &ew::reference_affine(1.5, -0.5, &a), RTOL);
+    // acc += a, twice: b + a + a, each sum rounded as f32 (as on the host).
+    let acc = upload_on(c, &b);
+    c.run(&[ew::accumulate(c, len, &at.buffer, &acc.buffer).unwrap()]);
+    c.run(&[ew::accumulate(c, len, &at.buffer, &acc.buffer).unwrap()]);
+    let want: Vec<f32> = b.iter().zip(&a).map(|(&b, &a)| (b + a) + a).collect();
+    assert_eq!(read_on(c, &acc), want, "accumulate, {len}");
 }
 
 #[test]

@@ -13,23 +13,23 @@ use wgpu_diffusion::kernels::{elementwise as ew, loss};
 
 use crate::*;
 
-fn check_loss_on(c: &Context, len: usize, seed: u64) {
+fn check_loss_on(c: &Context, len: usize, mean_over: usize, seed: u64) {
     let mut r = rng(seed);
     let (pred, target) = (random(&mut r, len), random(&mut r, len));
     let (pt, tt, out) = (upload_on(c, &pred), upload_on(c, &target), output_on(c, 1));
-    let d = loss::mse_loss(c, len, &pt.buffer, &tt.buffer, &out.buffer).unwrap();
+    let d = loss::mse_loss(c, len, mean_over, &pt.buffer, &tt.buffer, &out.buffer).unwrap();
     c.run(&d);
     let got = read_on(c, &out)[0];
-    let want = loss::reference_mse(&pred, &target);
+    let want = loss::reference_mse(&pred, &target, mean_over);
     assert!(((got - want) / want).abs() <= 1e-5, "mse of {len}: {got} vs {want}");
     // Deterministic: the same bits again.
     c.run(&d);
     assert_eq!(read_on(c, &out)[0].to_bits(), got.to_bits(), "mse of {len}, run twice");
     let grad = output_on(c, len);
-    c.run(&[ew::mse_grad(c, len, &pt.buffer, &tt.buffer, &grad.buffer).unwrap()]);
+    c.run(&[ew::mse_grad(c, len, mean_over, &pt.buffer, &tt.buffer, &grad.buffer).unwrap()]);
     assert_eq!(
         read_on(c, &grad),
-        ew::reference_mse_grad(&pred, &target),
+        ew::reference_mse_grad(&pred, &target, mean_over),
         "mse gradient of {len}, bit for bit"
     );
 }
@@ -37,13 +37,16 @@ fn check_loss_on(c: &Context, len: usize, seed: u64) {
 #[test]
 fn mse_loss_and_gradient_every_length() {
     for (i, len) in [1, 255, 257, 10_007, (1 << 20) + 3].into_iter().enumerate() {
-        check_loss_on(ctx(), len, 10 + i as u64);
+        check_loss_on(ctx(), len, len, 10 + i as u64);
     }
     for (i, &n) in BATCHES.iter().enumerate() {
-        check_loss_on(ctx(), n * 784, 20 + i as u64);
+        check_loss_on(ctx(), n * 784, n * 784, 20 + i as u64);
         // 98 values an image: the gradient's 1-D grid (up to 13 workgroups) fits 4 x 4 too.
-        check_loss_on(spill_ctx(), n * 98, 30 + i as u64);
+        check_loss_on(spill_ctx(), n * 98, n * 98, 30 + i as u64);
     }
+    // A micro-batch of 3 images out of 12: the mean is over the whole batch.
+    check_loss_on(ctx(), 3 * 784, 12 * 784, 40);
+    assert!(loss::mse_loss(ctx(), 10, 9, &ctx().dummy, &ctx().dummy, &ctx().dummy).is_err());
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! y = alpha * x + beta, elementwise.
 
-use super::{Env, OpKind};
+use super::{Backward, Env, OpKind};
 use crate::gpu::Dispatch;
 use crate::graph::{Graph, Op, TensorId};
 use crate::kernels::elementwise as kernel;
@@ -29,12 +29,21 @@ impl OpKind for Affine {
         vec![self.x]
     }
 
-    fn lower(&self, env: &Env, out: TensorId) -> Result<Vec<Dispatch>> {
+    fn lower(&self, env: &Env, outs: &[TensorId]) -> Result<Vec<Dispatch>> {
+        let out = outs[0];
         let (x, y) = (env.buffer(self.x), env.buffer(out));
         Ok(vec![kernel::affine(env.ctx, env.len(out), self.alpha, self.beta, x, y)?])
     }
 
-    fn reference(&self, env: &Env) -> Result<Vec<f32>> {
-        Ok(kernel::reference_affine(self.alpha, self.beta, &env.read(self.x)?))
+    fn reference(&self, env: &Env) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![kernel::reference_affine(self.alpha, self.beta, &env.read(self.x)?)])
+    }
+
+    /// dx = alpha dy: an affine op itself.
+    fn backward(&self, g: &mut Graph, at: &Backward) -> Result<Vec<(TensorId, TensorId)>> {
+        if !at.needs(self.x) {
+            return Ok(vec![]);
+        }
+        Ok(vec![(self.x, g.affine(at.layer, at.dy, self.alpha, 0.0))])
     }
 }

@@ -1,6 +1,7 @@
-//! Multi-head self-attention over the H*W tokens of q, k, v [N, heads * head_dim, H, W].
+//! Multi-head self-attention over the H*W tokens of q, k, v [N, heads * head_dim, H, W], and its
+//! backward (probabilities recomputed into scratch, see `kernels::attention::attention_backward`).
 
-use super::{Env, OpKind};
+use super::{Backward, Env, OpKind};
 use crate::gpu::Dispatch;
 use crate::graph::{Graph, Op, TensorId};
 use crate::kernels::attention::{self as kernel, AttentionShape};
@@ -11,6 +12,16 @@ pub struct Attention {
     pub q: TensorId,
     pub k: TensorId,
     pub v: TensorId,
+    pub shape: AttentionShape,
+}
+
+/// The backward of `Attention`: outputs dq, dk, dv.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttentionBackward {
+    pub q: TensorId,
+    pub k: TensorId,
+    pub v: TensorId,
+    pub dy: TensorId,
     pub shape: AttentionShape,
 }
 
@@ -57,12 +68,54 @@ impl OpKind for Attention {
         vec![self.q, self.k, self.v]
     }
 
-    fn lower(&self, env: &Env, out: TensorId) -> Result<Vec<Dispatch>> {
+    fn lower(&self, env: &Env, outs: &[TensorId]) -> Result<Vec<Dispatch>> {
+        let out = outs[0];
         let b = |t| env.buffer(t);
         kernel::attention(env.ctx, &self.shape, b(self.q), b(self.k), b(self.v), b(out))
     }
 
-    fn reference(&self, env: &Env) -> Result<Vec<f32>> {
-        Ok(kernel::reference(&self.shape, &env.read(self.q)?, &env.read(self.k)?, &env.read(self.v)?))
+    fn reference(&self, env: &Env) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![kernel::reference(&self.shape, &env.read(self.q)?, &env.read(self.k)?, &env.read(self.v)?)])
+    }
+
+    fn backward(&self, g: &mut Graph, at: &Backward) -> Result<Vec<(TensorId, TensorId)>> {
+        let wanted = [self.q, self.k, self.v];
+        if !wanted.iter().any(|&t| at.needs(t)) {
+            return Ok(vec![]);
+        }
+        let (q, k, v, shape) = (self.q, self.k, self.v, self.shape);
+        let op = Op::AttentionBackward(AttentionBackward { q, k, v, dy: at.dy, shape });
+        let outs = g.push_many(at.layer, op, vec![g.shape(q).to_vec(); 3]);
+        Ok(wanted.into_iter().zip(outs).filter(|&(t, _)| at.needs(t)).collect())
+    }
+}
+
+impl OpKind for AttentionBackward {
+    fn kind(&self) -> &'static str {
+        "attention backward"
+    }
+
+    fn inputs(&self) -> Vec<TensorId> {
+        vec![self.q, self.k, self.v, self.dy]
+    }
+
+    fn lower(&self, env: &Env, outs: &[TensorId]) -> Result<Vec<Dispatch>> {
+        let b = |t| env.buffer(t);
+        let grads = kernel::AttentionGrads {
+            q: b(self.q),
+            k: b(self.k),
+            v: b(self.v),
+            dout: b(self.dy),
+            dq: b(outs[0]),
+            dk: b(outs[1]),
+            dv: b(outs[2]),
+        };
+        kernel::attention_backward(env.ctx, &self.shape, &grads)
+    }
+
+    fn reference(&self, env: &Env) -> Result<Vec<Vec<f32>>> {
+        let (q, k, v, dy) = (env.read(self.q)?, env.read(self.k)?, env.read(self.v)?, env.read(self.dy)?);
+        let (dq, dk, dv) = kernel::reference_backward(&self.shape, &q, &k, &v, &dy);
+        Ok(vec![dq, dk, dv])
     }
 }

@@ -1,9 +1,12 @@
-//! conv2d with a fused epilogue: (conv(x) + bias + channel_add[n, c] + residual) * scale.
+//! conv2d with a fused epilogue: (conv(x) + bias + channel_add[n, c] + residual) * scale, and its
+//! backward: the input gradient, and the weight, bias and channel-add gradients (the residual's is
+//! dy * scale, no kernel at all where the scale is 1).
 
-use super::{Env, OpKind};
+use super::{Backward, Env, OpKind};
 use crate::gpu::Dispatch;
 use crate::graph::{Graph, Op, TensorId, WeightId};
 use crate::kernels::conv2d::{self as kernel, Conv2dShape, Padding};
+use crate::kernels::conv2d_backward as backward;
 use crate::{Error, Result};
 
 /// A conv weight already on the device, packed for the conv kernel, with its bias.
@@ -26,6 +29,27 @@ pub struct Conv2d {
     pub channel_add: Option<TensorId>,
     pub residual: Option<TensorId>,
     pub scale: f32,
+}
+
+/// dx of a `Conv2d`: a transposed convolution of dy by the packed weight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv2dBackwardInput {
+    pub dy: TensorId,
+    pub weight: TensorId,
+    pub shape: Conv2dShape,
+    pub scale: f32,
+}
+
+/// The parameter gradients of a `Conv2d`: outputs d weight (packed), then d bias and d channel add
+/// where asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conv2dBackwardParams {
+    pub x: TensorId,
+    pub dy: TensorId,
+    pub shape: Conv2dShape,
+    pub scale: f32,
+    pub bias: bool,
+    pub channel_add: bool,
 }
 
 impl Graph {
@@ -88,7 +112,8 @@ impl OpKind for Conv2d {
             .collect()
     }
 
-    fn lower(&self, env: &Env, out: TensorId) -> Result<Vec<Dispatch>> {
+    fn lower(&self, env: &Env, outs: &[TensorId]) -> Result<Vec<Dispatch>> {
+        let out = outs[0];
         let epi = kernel::Epilogue {
             bias: self.bias.map(|b| env.buffer(b)),
             channel_add: self.channel_add.map(|t| env.buffer(t)),
@@ -106,13 +131,108 @@ impl OpKind for Conv2d {
         )
     }
 
-    fn reference(&self, env: &Env) -> Result<Vec<f32>> {
+    fn reference(&self, env: &Env) -> Result<Vec<Vec<f32>>> {
         let s = &self.shape;
         let weight = kernel::unpack_weight(&env.read(self.weight)?, s.cout, s.cin, s.kh, s.kw)?;
         let bias = self.bias.map(|b| env.read(b)).transpose()?;
         let chan = self.channel_add.map(|t| env.read(t)).transpose()?;
         let res = self.residual.map(|t| env.read(t)).transpose()?;
         let x = env.read(self.x)?;
-        Ok(kernel::reference(s, &x, &weight, bias.as_deref(), chan.as_deref(), res.as_deref(), self.scale))
+        Ok(vec![kernel::reference(
+            s,
+            &x,
+            &weight,
+            bias.as_deref(),
+            chan.as_deref(),
+            res.as_deref(),
+            self.scale,
+        )])
+    }
+
+    fn backward(&self, g: &mut Graph, at: &Backward) -> Result<Vec<(TensorId, TensorId)>> {
+        let (s, scale, dy) = (self.shape, self.scale, at.dy);
+        let mut grads = vec![];
+        if at.needs(self.x) {
+            let op = Conv2dBackwardInput { dy, weight: self.weight, shape: s, scale };
+            let dx = g.push(at.layer, Op::Conv2dBackwardInput(op), vec![s.n, s.cin, s.h, s.w]);
+            grads.push((self.x, dx));
+        }
+        let bias = self.bias.filter(|&b| at.needs(b));
+        let chan = self.channel_add.filter(|&c| at.needs(c));
+        if at.needs(self.weight) || bias.is_some() || chan.is_some() {
+            let mut shapes = vec![vec![s.packed_weight_len()]];
+            shapes.extend(bias.map(|_| vec![s.cout]));
+            shapes.extend(chan.map(|_| vec![s.n, s.cout]));
+            let op = Conv2dBackwardParams {
+                x: self.x,
+                dy,
+                shape: s,
+                scale,
+                bias: bias.is_some(),
+                channel_add: chan.is_some(),
+            };
+            let outs = g.push_many(at.layer, Op::Conv2dBackwardParams(op), shapes);
+            if at.needs(self.weight) {
+                grads.push((self.weight, outs[0]));
+            }
+            grads.extend(bias.map(|b| (b, outs[1])));
+            grads.extend(chan.map(|c| (c, outs[outs.len() - 1])));
+        }
+        if let Some(r) = self.residual.filter(|&r| at.needs(r)) {
+            let dr = if scale == 1.0 { dy } else { g.affine(at.layer, dy, scale, 0.0) };
+            grads.push((r, dr));
+        }
+        Ok(grads)
+    }
+}
+
+impl OpKind for Conv2dBackwardInput {
+    fn kind(&self) -> &'static str {
+        "conv2d dx"
+    }
+
+    fn inputs(&self) -> Vec<TensorId> {
+        vec![self.dy, self.weight]
+    }
+
+    fn lower(&self, env: &Env, outs: &[TensorId]) -> Result<Vec<Dispatch>> {
+        let (dy, w, dx) = (env.buffer(self.dy), env.buffer(self.weight), env.buffer(outs[0]));
+        backward::conv2d_backward_input(env.ctx, &self.shape, dy, w, self.scale, dx)
+    }
+
+    fn reference(&self, env: &Env) -> Result<Vec<Vec<f32>>> {
+        let s = &self.shape;
+        let weight = kernel::unpack_weight(&env.read(self.weight)?, s.cout, s.cin, s.kh, s.kw)?;
+        Ok(vec![backward::reference_backward_input(s, &env.read(self.dy)?, &weight, self.scale)])
+    }
+}
+
+impl OpKind for Conv2dBackwardParams {
+    fn kind(&self) -> &'static str {
+        "conv2d dW"
+    }
+
+    fn inputs(&self) -> Vec<TensorId> {
+        vec![self.x, self.dy]
+    }
+
+    fn lower(&self, env: &Env, outs: &[TensorId]) -> Result<Vec<Dispatch>> {
+        let grads = backward::ConvParamGrads {
+            dw: env.buffer(outs[0]),
+            db: self.bias.then(|| env.buffer(outs[1])),
+            dchan: self.channel_add.then(|| env.buffer(outs[outs.len() - 1])),
+        };
+        let (x, dy) = (env.buffer(self.x), env.buffer(self.dy));
+        backward::conv2d_backward_params(env.ctx, &self.shape, x, dy, self.scale, &grads)
+    }
+
+    fn reference(&self, env: &Env) -> Result<Vec<Vec<f32>>> {
+        let s = &self.shape;
+        let (x, dy) = (env.read(self.x)?, env.read(self.dy)?);
+        let (dw, db, dchan) = backward::reference_backward_params(s, &x, &dy, self.scale);
+        let mut outs = vec![kernel::pack_weight(&dw, s.cout, s.cin, s.kh, s.kw)?];
+        outs.extend(self.bias.then_some(db));
+        outs.extend(self.channel_add.then_some(dchan));
+        Ok(outs)
     }
 }

@@ -26,7 +26,7 @@ impl Graph {
             [b] => b,
             ref s => return Err(Error::Shape(format!("{layer}: timesteps must be [batch], got {s:?}"))),
         };
-        let freqs = self.param(freqs, cfg.half());
+        let freqs = self.constant(freqs, cfg.half());
         Ok(self.push(layer, Op::TimestepEmbedding(TimestepEmbedding { t, cfg, freqs }), vec![batch, cfg.dim]))
     }
 }
@@ -40,12 +40,13 @@ impl OpKind for TimestepEmbedding {
         vec![self.t, self.freqs]
     }
 
-    fn lower(&self, env: &Env, out: TensorId) -> Result<Vec<Dispatch>> {
+    fn lower(&self, env: &Env, outs: &[TensorId]) -> Result<Vec<Dispatch>> {
+        let out = outs[0];
         let (t, f, y) = (env.buffer(self.t), env.buffer(self.freqs), env.buffer(out));
         Ok(vec![kernel::timestep_embedding(env.ctx, &self.cfg, env.len(self.t), t, f, y)?])
     }
 
-    fn reference(&self, env: &Env) -> Result<Vec<f32>> {
-        Ok(kernel::reference(&self.cfg, &env.read(self.t)?))
+    fn reference(&self, env: &Env) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![kernel::reference(&self.cfg, &env.read(self.t)?)])
     }
 }

@@ -1,6 +1,6 @@
-//! Nearest-neighbour 2x upsampling of every (n, c) plane.
+//! Nearest-neighbour 2x upsampling of every (n, c) plane, and its backward.
 
-use super::{Env, OpKind};
+use super::{Backward, Env, OpKind};
 use crate::gpu::Dispatch;
 use crate::graph::{Graph, Op, TensorId};
 use crate::kernels::elementwise as kernel;
@@ -9,6 +9,15 @@ use crate::Result;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Upsample2x {
     pub x: TensorId,
+}
+
+/// dx [planes, H, W] = the sums of dy's 2x2 blocks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Upsample2xBackward {
+    pub dy: TensorId,
+    pub planes: usize,
+    pub h: usize,
+    pub w: usize,
 }
 
 impl Graph {
@@ -35,13 +44,44 @@ impl OpKind for Upsample2x {
         vec![self.x]
     }
 
-    fn lower(&self, env: &Env, out: TensorId) -> Result<Vec<Dispatch>> {
+    fn lower(&self, env: &Env, outs: &[TensorId]) -> Result<Vec<Dispatch>> {
+        let out = outs[0];
         let (planes, h, w) = self.dims(env.graph);
         Ok(vec![kernel::upsample_nearest2x(env.ctx, planes, h, w, env.buffer(self.x), env.buffer(out))?])
     }
 
-    fn reference(&self, env: &Env) -> Result<Vec<f32>> {
+    fn reference(&self, env: &Env) -> Result<Vec<Vec<f32>>> {
         let (planes, h, w) = self.dims(env.graph);
-        Ok(kernel::reference_upsample(planes, h, w, &env.read(self.x)?))
+        Ok(vec![kernel::reference_upsample(planes, h, w, &env.read(self.x)?)])
+    }
+
+    fn backward(&self, g: &mut Graph, at: &Backward) -> Result<Vec<(TensorId, TensorId)>> {
+        if !at.needs(self.x) {
+            return Ok(vec![]);
+        }
+        let (planes, h, w) = self.dims(g);
+        let shape = g.shape(self.x).to_vec();
+        let dx =
+            g.push(at.layer, Op::Upsample2xBackward(Upsample2xBackward { dy: at.dy, planes, h, w }), shape);
+        Ok(vec![(self.x, dx)])
+    }
+}
+
+impl OpKind for Upsample2xBackward {
+    fn kind(&self) -> &'static str {
+        "upsample backward"
+    }
+
+    fn inputs(&self) -> Vec<TensorId> {
+        vec![self.dy]
+    }
+
+    fn lower(&self, env: &Env, outs: &[TensorId]) -> Result<Vec<Dispatch>> {
+        let (dy, dx) = (env.buffer(self.dy), env.buffer(outs[0]));
+        Ok(vec![kernel::upsample_nearest2x_backward(env.ctx, self.planes, self.h, self.w, dy, dx)?])
+    }
+
+    fn reference(&self, env: &Env) -> Result<Vec<Vec<f32>>> {
+        Ok(vec![kernel::reference_upsample_backward(self.planes, self.h, self.w, &env.read(self.dy)?)])
     }
 }

@@ -1,0 +1,6 @@
+//! Training on the device: a step's gradients (`step`), from a batch already on the device to a
+//! gradient buffer per weight, through the planned forward + backward graph.
+
+pub mod step;
+
+pub use step::{ParamGradient, StepOptions, TrainGraph, TrainStep};

@@ -1,0 +1,299 @@
+//! One training step's gradients on the device: for a batch (x0, t, eps) already on the device,
+//! the forward noising, the UNet, the MSE loss and the backward, as one list of dispatches over
+//! one planned graph (forward + backward). A batch too large for the device runs as micro-batches
+//! whose gradients accumulate in fixed order; nothing is read back.
+
+use crate::gpu::{Context, CopyOp, Cost, Dispatch};
+use crate::graph::autodiff::{self, Gradients};
+use crate::graph::{Executable, Graph, Plan, TensorId, WeightId};
+use crate::kernels::diffusion::{self as diff, Prediction};
+use crate::kernels::elementwise;
+use crate::model::{unet, HostTensor, UNet};
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug)]
+pub struct StepOptions {
+    /// What the model predicts, and so what the loss compares it with (diffusers'
+    /// `prediction_type`): eps, x0, or v = sqrt(abar) eps - sqrt(1 - abar) x0.
+    pub prediction: Prediction,
+    /// Micro-batches hold at most this many images (the batch's largest divisor that fits).
+    pub max_micro: usize,
+    /// Planned bytes (activations, kernels' scratch, gradients) one micro-batch may take.
+    pub memory_budget: u64,
+}
+
+impl Default for StepOptions {
+    fn default() -> Self {
+        Self { prediction: Prediction::Epsilon, max_micro: usize::MAX, memory_budget: 4 << 30 }
+    }
+}
+
+/// The training graph of a UNet for `micro` images of a `batch`: forward, loss, backward.
+pub struct TrainGraph {
+    pub graph: Graph,
+    /// Inputs: x_t, the timesteps as f32, and the loss's target.
+    pub sample: TensorId,
+    pub timesteps: TensorId,
+    pub target: TensorId,
+    pub prediction: TensorId,
+    /// sum((pred - target)^2) / (the whole batch's values): the micro-batches' losses add up to
+    /// the batch's mean.
+    pub loss: TensorId,
+    pub gradients: Gradients,
+}
+
+impl TrainGraph {
+    pub fn build(ctx: &Context, unet: &mut UNet, micro: usize, batch: usize) -> Result<Self> {
+        let net = unet::build(ctx, &unet.config, &mut unet.bank, micro)?;
+        let mut graph = net.graph;
+        let shape = graph.shape(net.output).to_vec();
+        let target = graph.input(&shape);
+        let per_image: usize = graph.shape(net.output)[1..].iter().product();
+        let loss = graph.mse_loss("loss", net.output, target, batch * per_image)?;
+        graph.mark_output(loss);
+        let gradients = autodiff::backward(&mut graph, loss)?;
+        Ok(Self {
+            graph,
+            sample: net.sample,
+            timesteps: net.timesteps,
+            target,
+            prediction: net.output,
+            loss,
+            gradients,
+        })
+    }
+
+    /// The planned bytes of its activations and gradients, and whether every tensor fits a binding.
+    fn fits(&self, ctx: &Context, budget: u64) -> (u64, bool) {
+        let plan = Plan::new(&self.graph);
+        let bindable = self.graph.activations().all(|t| self.graph.bytes(t) <= ctx.max_binding_bytes());
+        (plan.peak_bytes, bindable && plan.peak_bytes <= budget)
+    }
+}
+
+/// A training step's gradient computation, lowered once.
+pub struct TrainStep {
+    pub batch: usize,
+    /// Images a micro-batch (a divisor of `batch`).
+    pub micro: usize,
+    pub graph: TrainGraph,
+    pub exe: Executable,
+    /// The batch, written by the caller: x0 [B, C, H, W], eps (as x0), and the timesteps [B], as
+    /// u32 indices (the noising) and as f32 values (the embedding).
+    pub x0: wgpu::Buffer,
+    pub eps: wgpu::Buffer,
+    pub t_index: wgpu::Buffer,
+    pub t_value: wgpu::Buffer,
+    /// Each micro-batch's share of the loss.
+    losses: wgpu::Buffer,
+    /// Where the step leaves the gradient of each trained weight.
+    pub gradients: Vec<ParamGradient>,
+    /// The whole step.
+    pub dispatches: Vec<Dispatch>,
+    /// Planned bytes: activation slots (forward and backward), the kernels' own scratch and
+    /// constants, the gradient accumulators of micro-batched steps and the batch's inputs.
+    pub peak_bytes: u64,
+}
+
+/// The gradient of one trained weight, in the weight buffer's layout (conv weights packed).
+#[derive(Clone, Debug)]
+pub struct ParamGradient {
+    pub weight: WeightId,
+    pub buffer: wgpu::Buffer,
+    pub len: usize,
+}
+
+fn storage(ctx: &Context, label: &str, floats: usize) -> wgpu::Buffer {
+    ctx.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: (4 * floats as u64).div_ceil(16).max(1) * 16,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    })
+}
+
+fn copy(src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, size: u64) -> CopyOp {
+    CopyOp::Buffer { src: src.clone(), src_offset, dst: dst.clone(), dst_offset, size }
+}
+
+impl TrainStep {
+    /// Plans a step for `batch` images with the noise schedule `alphas_cumprod`: picks the largest
+    /// micro-batch (a divisor of `batch`) whose graph fits the device and the budget.
+    pub fn new(
+        ctx: &Context,
+        unet: &mut UNet,
+        alphas_cumprod: &[f64],
+        batch: usize,
+        options: &StepOptions,
+    ) -> Result<Self> {
+        if batch == 0 {
+            return Err(Error::Invalid("the batch must be at least 1".into()));
+        }
+        let mut tried = vec![];
+        let mut chosen = None;
+        for micro in (1..=batch.min(options.max_micro.max(1))).rev().filter(|&m| batch.is_multiple_of(m)) {
+            let graph = TrainGraph::build(ctx, unet, micro, batch)?;
+            let (bytes, fits) = graph.fits(ctx, options.memory_budget);
+            if fits {
+                chosen = Some((micro, graph));
+                break;
+            }
+            tried.push(format!("{micro}: {:.1} MiB", bytes as f64 / (1 << 20) as f64));
+        }
+        let Some((micro, graph)) = chosen else {
+            return Err(Error::Shape(format!(
+                "not even one image's training step fits this device ({} bytes a binding) and the {:.1} MiB budget \
+                 (micro-batches tried: {})",
+                ctx.max_binding_bytes(),
+                options.memory_budget as f64 / (1 << 20) as f64,
+                tried.join(", ")
+            )));
+        };
+        let owned_before = ctx.owned_bytes();
+        let exe = Executable::new(ctx, &graph.graph, &unet.bank.buffers)?;
+        let g = &graph.graph;
+        let per_image: usize = g.shape(graph.sample)[1..].iter().product();
+        let (len, micro_len) = (batch * per_image, micro * per_image);
+        let (x0, eps) = (storage(ctx, "batch x0", len), storage(ctx, "batch eps", len));
+        let (t_index, t_value) = (storage(ctx, "batch t (index)", batch), storage(ctx, "batch t", batch));
+        let splits = batch / micro;
+        let losses = storage(ctx, "micro-batch losses", splits);
+        // The micro-batch's own x0, eps and t, copied out of the batch.
+        let (mx0, meps, mt) = (
+            ctx.scratch_buffer("micro-batch x0", micro_len),
+            ctx.scratch_buffer("micro-batch eps", micro_len),
+            ctx.scratch_buffer("micro-batch t", micro),
+        );
+        let steps = alphas_cumprod.len();
+        let table = noise_table_buffer(ctx, &diff::noise_table(alphas_cumprod));
+        // v = sqrt(abar) eps - sqrt(1 - abar) x0: add_noise with the rows (-sqrt(1 - abar), sqrt(abar)).
+        let v_rows: Vec<f32> =
+            alphas_cumprod.iter().flat_map(|&a| [-(1.0 - a).sqrt() as f32, a.sqrt() as f32]).collect();
+        let v_table = noise_table_buffer(ctx, &v_rows);
+        let (sample, timesteps, target) =
+            (exe.buffer(graph.sample), exe.buffer(graph.timesteps), exe.buffer(graph.target));
+        let params: Vec<(WeightId, TensorId, usize)> = graph
+            .gradients
+            .params
+            .iter()
+            .map(|&(p, grad)| (g.weight_of(p).expect("a param"), grad, g.shape(grad).iter().product())) // ok: autodiff returns params
+            .collect();
+        let accumulators: Vec<wgpu::Buffer> = if splits > 1 {
+            params.iter().map(|&(_, _, n)| storage(ctx, "gradient accumulator", n)).collect()
+        } else {
+            vec![]
+        };
+        let mut dispatches = vec![];
+        for k in 0..splits as u64 {
+            let (img, f) = (4 * micro_len as u64, 4 * micro as u64);
+            let inputs = vec![
+                copy(&x0, k * img, &mx0, 0, img),
+                copy(&eps, k * img, &meps, 0, img),
+                copy(&t_index, k * f, &mt, 0, f),
+                copy(&t_value, k * f, timesteps, 0, f),
+            ];
+            dispatches.push(Dispatch::copies_only("micro-batch inputs", inputs, Cost::default()));
+            dispatches.push(diff::add_noise(ctx, micro, per_image, steps, &mx0, &meps, &mt, &table, sample)?);
+            match options.prediction {
+                Prediction::Epsilon | Prediction::Sample => {
+                    let src = if options.prediction == Prediction::Epsilon { &meps } else { &mx0 };
+                    let c = vec![copy(src, 0, target, 0, img)];
+                    dispatches.push(Dispatch::copies_only("loss target", c, Cost::default()));
+                }
+                Prediction::VPrediction => dispatches
+                    .push(diff::add_noise(ctx, micro, per_image, steps, &mx0, &meps, &mt, &v_table, target)?),
+            }
+            dispatches.extend(exe.dispatches.iter().cloned());
+            let loss = vec![copy(exe.buffer(graph.loss), 0, &losses, 4 * k, 4)];
+            dispatches.push(Dispatch::copies_only("micro-batch loss", loss, Cost::default()));
+            for ((_, grad, n), acc) in params.iter().zip(&accumulators) {
+                let grad = exe.buffer(*grad);
+                dispatches.push(if k == 0 {
+                    Dispatch::copies_only(
+                        "gradient accumulation",
+                        vec![copy(grad, 0, acc, 0, 4 * *n as u64)],
+                        Cost::default(),
+                    )
+                } else {
+                    elementwise::accumulate(ctx, *n, grad, acc)?
+                });
+            }
+        }
+        let gradients = params
+            .iter()
+            .enumerate()
+            .map(|(i, &(weight, grad, len))| ParamGradient {
+                weight,
+                buffer: accumulators.get(i).unwrap_or_else(|| exe.buffer(grad)).clone(),
+                len,
+            })
+            .collect();
+        let accumulator_bytes: u64 =
+            params.iter().map(|&(_, _, n)| 4 * n as u64).sum::<u64>() * (splits > 1) as u64;
+        let batch_bytes = 4 * (2 * len + 2 * batch + splits) as u64;
+        let peak_bytes =
+            exe.plan.peak_bytes + (ctx.owned_bytes() - owned_before) + accumulator_bytes + batch_bytes;
+        Ok(Self {
+            batch,
+            micro,
+            graph,
+            exe,
+            x0,
+            eps,
+            t_index,
+            t_value,
+            losses,
+            gradients,
+            dispatches,
+            peak_bytes,
+        })
+    }
+
+    /// Writes a batch from the host: x0 and eps [B, C, H, W], t [B].
+    pub fn upload(&self, ctx: &Context, x0: &[f32], t: &[u32], eps: &[f32]) -> Result<()> {
+        let per_image: usize = self.graph.graph.shape(self.graph.sample)[1..].iter().product();
+        if t.len() != self.batch || x0.len() != self.batch * per_image || eps.len() != x0.len() {
+            return Err(Error::Shape(format!(
+                "a batch of {} images of {per_image} values: got x0 {}, eps {}, t {}",
+                self.batch,
+                x0.len(),
+                eps.len(),
+                t.len()
+            )));
+        }
+        let tv: Vec<f32> = t.iter().map(|&v| v as f32).collect();
+        ctx.queue.write_buffer(&self.x0, 0, bytemuck::cast_slice(x0));
+        ctx.queue.write_buffer(&self.eps, 0, bytemuck::cast_slice(eps));
+        ctx.queue.write_buffer(&self.t_index, 0, bytemuck::cast_slice(t));
+        ctx.queue.write_buffer(&self.t_value, 0, bytemuck::cast_slice(&tv));
+        Ok(())
+    }
+
+    /// The batch's loss (the micro-batches' shares summed; reads back, so waits for the device).
+    pub fn loss(&self, ctx: &Context) -> Result<f32> {
+        let shares = ctx.read_buffer(&self.losses, self.batch / self.micro)?;
+        Ok(shares.iter().sum())
+    }
+}
+
+impl TrainStep {
+    /// Every gradient read back as the file's tensor, by name (sorted).
+    pub fn read_gradients(&self, ctx: &Context, unet: &UNet) -> Result<Vec<(String, HostTensor)>> {
+        let mut out = vec![];
+        for g in &self.gradients {
+            let data = ctx.read_buffer(&g.buffer, g.len)?;
+            out.extend(unet.bank.layouts[g.weight].to_file(&data)?);
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+fn noise_table_buffer(ctx: &Context, rows: &[f32]) -> wgpu::Buffer {
+    use wgpu::util::DeviceExt;
+    ctx.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some("noise table"),
+        contents: bytemuck::cast_slice(rows),
+        usage: wgpu::BufferUsages::STORAGE,
+    })
+}
