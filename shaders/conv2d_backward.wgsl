@@ -5,6 +5,7 @@
 //   [KH*KW, Cout, Cin4*4], each tap mirrored: W'[ci, co, ky, kx] = W[co, ci, KH-1-ky, KW-1-kx].
 // dilate: dy [planes, Ho, Wo] to [planes, (Ho-1)s+1, (Wo-1)s+1] with s-1 zeros between values
 //   (stride s > 1 only).
+// channels_last: the weight gradient's copies of x and dy (see below).
 
 struct Params {
     len: u32,       // outputs
@@ -59,4 +60,20 @@ fn dilate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         return;
     }
     dst[j] = src[(plane * p.ho + y / p.stride) * p.wo + x / p.stride];
+}
+
+// channels_last: x [N, C, HW] to [N, HW, C_pad] (C_pad = C rounded up to 4, zeros past C), the
+// layout the weight gradient reads 4 channels of a pixel from as one texel. Grid: x = pixels in
+// workgroups of WG, y = the block of 4 channels, z = the image (no divisions). Fields: cin = C,
+// cin_pad = C_pad, ho = HW.
+@compute @workgroup_size(WG)
+fn channels_last(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let pixel = wg.x * WG + lid;
+    if (pixel >= p.ho) { return; }
+    let c0 = wg.y * 4u;
+    let dst0 = ((wg.z * p.ho + pixel) * p.cin_pad + c0);
+    let src0 = (wg.z * p.cin + c0) * p.ho + pixel;
+    for (var k = 0u; k < 4u; k++) {
+        dst[dst0 + k] = select(0.0, src[src0 + k * p.ho], c0 + k < p.cin);
+    }
 }

@@ -1,12 +1,14 @@
 // conv2d's weight gradient, written in the kernel's packed layout [KH*KW, Cin, Cout4*4] (the
 // layout of the weight itself, so an optimizer updates both elementwise):
 //   dW[co, ci, ky, kx] = scale * sum over (n, oy, ox) of dy[n, co, oy, ox] x[n, ci, oy s + ky - pad_top, ox s + kx - pad_left]
-// Each invocation owns one tap x 4 input channels x 4 output channels (16 accumulators) and
-// walks the pixels of its split in order: split z of Z sums pixels [z P / Z, (z + 1) P / Z) of the
-// P = N Ho Wo and writes its partial at z * packed length, and the split-K reduce pass
-// (matmul_reduce.wgsl) sums the splits in order: the batch reduction is the same bits every run,
-// no atomics. Splits keep each loop under lavapipe's loop cap on CPU drivers and fill a GPU.
-// x and dy are read as texels (see src/gpu/texels.rs).
+// An implicit GEMM with k = the N Ho Wo pixels, over channels-last copies of x and dy
+// ([pixel, C4] vec4s, channels padded with zeros: conv2d_backward.wgsl's channels_last), so 4
+// channels of one pixel are one texel. Each invocation owns one tap x 8 input channels x 8 output
+// channels (16 vec4 accumulators) and per pixel loads 2 x texels and 2 dy texels for 16 vec4 FMAs.
+// Split z of Z sums pixels [z P / Z, (z + 1) P / Z) in order and writes its partial at
+// z * packed length; the split-K reduce (matmul_reduce.wgsl) sums the splits in order: the batch
+// reduction is the same bits every run, no atomics. Splits keep each loop under lavapipe's loop
+// cap on CPU drivers and fill the device.
 
 struct Params {
     n: u32, cin: u32, h: u32, w: u32,
@@ -23,12 +25,21 @@ const WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-fn x_at(i: u32) -> f32 {
-    return textureLoad(x, vec2<u32>((i >> 2u) & 1023u, i >> 12u), 0)[i & 3u];
+// Texel t (4 channels of one pixel) of a channels-last copy (see src/gpu/texels.rs).
+fn texel(t: texture_2d<f32>, i: u32) -> vec4<f32> {
+    return textureLoad(t, vec2<u32>(i & 1023u, i >> 10u), 0);
 }
 
-fn dy_at(i: u32) -> f32 {
-    return textureLoad(dy, vec2<u32>((i >> 2u) & 1023u, i >> 12u), 0)[i & 3u];
+// Four input channels (the components of xv) x one block of four output channels.
+struct Acc4 { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
+
+fn outer(acc: Acc4, xv: vec4<f32>, g: vec4<f32>) -> Acc4 {
+    return Acc4(fma(vec4<f32>(xv.x), g, acc.a), fma(vec4<f32>(xv.y), g, acc.b),
+                fma(vec4<f32>(xv.z), g, acc.c), fma(vec4<f32>(xv.w), g, acc.d));
+}
+
+fn row_of(acc: Acc4, k: u32) -> vec4<f32> {
+    return select(select(acc.a, acc.b, k == 1u), select(acc.c, acc.d, k == 3u), k >= 2u);
 }
 
 @compute @workgroup_size(WG)
@@ -36,62 +47,76 @@ fn conv2d_weight_grad(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // (tap, ci block, co block), co fastest.
+    // (tap, pair of ci blocks, pair of co blocks), co fastest.
+    let cpairs = (p.cout4 + 1u) / 2u;
+    let ipairs = (p.cin4 + 1u) / 2u;
     let j = (wg.x + wg.y * p.groups_x) * WG + lid;
-    let blocks = p.kh * p.kw * p.cin4 * p.cout4;
+    let blocks = p.kh * p.kw * ipairs * cpairs;
     // No exit before the loop (lavapipe runs loads lane by lane after a divergent one): blocks past
     // the end redo the last and skip the store.
     let valid = j < blocks;
     let b = min(j, blocks - 1u);
-    let cb = b % p.cout4;
-    let ib = (b / p.cout4) % p.cin4;
-    let tap = b / (p.cout4 * p.cin4);
+    let cb = (b % cpairs) * 2u;
+    let ib = ((b / cpairs) % ipairs) * 2u;
+    let tap = b / (cpairs * ipairs);
     let ky = tap / p.kw;
     let kx = tap % p.kw;
-    let co = cb * 4u;
-    let ci = ib * 4u;
-    // Channels past the end read channel 0 and are zeroed (co) or not stored (ci).
-    let co_ok = vec4<u32>(co) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.cout);
-    let ci_ok = vec4<u32>(ci) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.cin);
-    let cov = select(vec4<u32>(0u), vec4<u32>(co) + vec4<u32>(0u, 1u, 2u, 3u), co_ok);
-    let civ = select(vec4<u32>(0u), vec4<u32>(ci) + vec4<u32>(0u, 1u, 2u, 3u), ci_ok);
+    // A second block past the end reads the first again and is not stored.
+    let cb1 = min(cb + 1u, p.cout4 - 1u);
+    let ib1 = min(ib + 1u, p.cin4 - 1u);
 
     let hw_out = p.hout * p.wout;
-    let total = p.n * hw_out;
     let lo = wg.z * p.pixels_per_split;
-    let hi = min(total, lo + p.pixels_per_split);
-    var a0 = vec4<f32>(0.0); // input channel ci + 0, output channels co .. co + 3
-    var a1 = vec4<f32>(0.0);
-    var a2 = vec4<f32>(0.0);
-    var a3 = vec4<f32>(0.0);
+    let hi = min(p.n * hw_out, lo + p.pixels_per_split);
+    // The pixel counters, advanced without divisions.
+    var n = lo / hw_out;
+    var oy = (lo % hw_out) / p.wout;
+    var ox = lo % p.wout;
+    let zero = Acc4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var a00 = zero; // ci block ib, co block cb
+    var a01 = zero; // ci block ib, co block cb + 1
+    var a10 = zero;
+    var a11 = zero;
     for (var q = lo; q < hi; q++) {
-        let n = q / hw_out;
-        let r = q % hw_out;
-        let oy = r / p.wout;
-        let ox = r % p.wout;
         let iy = i32(oy * p.stride + ky) - i32(p.pad_top);
         let ix = i32(ox * p.stride + kx) - i32(p.pad_left);
         let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
-        let pix = select(0u, u32(iy) * p.w + u32(ix), inside);
-        let xb = n * p.cin * p.h * p.w + pix;
-        let plane = p.h * p.w;
-        let xv = select(vec4<f32>(0.0), vec4<f32>(x_at(xb + civ.x * plane), x_at(xb + civ.y * plane),
-                                                  x_at(xb + civ.z * plane), x_at(xb + civ.w * plane)), inside);
-        let db = n * p.cout * hw_out + r;
-        let g = select(vec4<f32>(0.0), vec4<f32>(dy_at(db + cov.x * hw_out), dy_at(db + cov.y * hw_out),
-                                                 dy_at(db + cov.z * hw_out), dy_at(db + cov.w * hw_out)), co_ok);
-        a0 = fma(vec4<f32>(xv.x), g, a0);
-        a1 = fma(vec4<f32>(xv.y), g, a1);
-        a2 = fma(vec4<f32>(xv.z), g, a2);
-        a3 = fma(vec4<f32>(xv.w), g, a3);
+        let xt = select(0u, ((n * p.h + u32(iy)) * p.w + u32(ix)) * p.cin4, inside);
+        let x0 = select(vec4<f32>(0.0), texel(x, xt + ib), inside);
+        let x1 = select(vec4<f32>(0.0), texel(x, xt + ib1), inside);
+        let g0 = texel(dy, q * p.cout4 + cb);
+        let g1 = texel(dy, q * p.cout4 + cb1);
+        a00 = outer(a00, x0, g0);
+        a01 = outer(a01, x0, g1);
+        a10 = outer(a10, x1, g0);
+        a11 = outer(a11, x1, g1);
+        ox += 1u;
+        if (ox == p.wout) {
+            ox = 0u;
+            oy += 1u;
+            if (oy == p.hout) {
+                oy = 0u;
+                n += 1u;
+            }
+        }
     }
     if (!valid) {
         return;
     }
-    // Row (tap, ci + k) of the packed layout holds Cout4 * 4 values: block cb is one vec4.
-    let row0 = (tap * p.cin + ci) * p.cout4 + cb + wg.z * p.packed_len / 4u;
-    for (var k = 0u; k < min(4u, p.cin - ci); k++) {
-        let v = select(select(a0, a1, k == 1u), select(a2, a3, k == 3u), k >= 2u);
-        out[row0 + k * p.cout4] = v * p.scale;
+    // Row (tap, ci) of the packed layout holds Cout4 vec4s; only real input channels are stored.
+    let base = wg.z * p.packed_len / 4u;
+    for (var k = 0u; k < 8u; k++) {
+        let ci = ib * 4u + k;
+        let second_ci = k >= 4u;
+        if (ci >= p.cin || (second_ci && ib + 1u >= p.cin4)) {
+            break;
+        }
+        let row = base + (tap * p.cin + ci) * p.cout4;
+        let v0 = select(row_of(a00, k & 3u), row_of(a10, k & 3u), second_ci);
+        let v1 = select(row_of(a01, k & 3u), row_of(a11, k & 3u), second_ci);
+        out[row + cb] = v0 * p.scale;
+        if (cb + 1u < p.cout4) {
+            out[row + cb + 1u] = v1 * p.scale;
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! `bench`: a whole UNet forward and a sampling chain, timed. Per-op GPU times come from timestamp
+//! `bench`: a whole UNet forward, a training step (`--train`) and a sampling chain, timed. Per-op
+//! GPU times come from timestamp
 //! queries (which ops take the time); the chain is timed by the wall clock.
 
 use std::collections::BTreeMap;
@@ -6,9 +7,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
+use rand::{Rng, SeedableRng};
 use wgpu_diffusion::diffusion::{self, ChainInput, SamplerKind, SamplerPlan};
-use wgpu_diffusion::gpu::{median, Context, Profiler};
+use wgpu_diffusion::gpu::{median, Context, Dispatch, Profiler};
 use wgpu_diffusion::model::{arch, UNet};
+use wgpu_diffusion::train::{StepOptions, TrainStep};
 use wgpu_diffusion::{Error, Result};
 
 use super::sample::{model_folder, scheduler_config};
@@ -32,6 +35,10 @@ pub struct BenchArgs {
     /// Timed forwards (medians are reported).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Also time one training step (noising, forward, loss, backward: every weight's gradient) at
+    /// --batch, beside a forward, with its per-op GPU times and planned memory.
+    #[arg(long)]
+    pub train: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -83,58 +90,17 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     ctx.wait()?;
 
     // Wall time of whole forwards, recorded into one pass each.
-    let mut wall = Vec::new();
-    for _ in 0..args.repeats {
-        let t0 = Instant::now();
-        ctx.run(&net.exe.dispatches);
-        ctx.wait()?;
-        wall.push(t0.elapsed().as_secs_f64() * 1e3);
-    }
-    let forward_ms = median(&mut wall);
+    let forward_ms = wall_ms(&ctx, &net.exe.dispatches, args.repeats)?;
     println!(
         "UNet forward: {forward_ms:.2} ms wall ({:.2} ms per image, {:.2} GFLOP/s)",
         forward_ms / args.batch as f64,
         flops as f64 / forward_ms / 1e6
     );
 
-    match Profiler::new(&ctx) {
-        Some(profiler) => {
-            let mut per_dispatch = vec![Vec::new(); net.exe.dispatches.len()];
-            for _ in 0..args.repeats {
-                for (i, t) in profiler.time(&ctx, &net.exe.dispatches)?.into_iter().enumerate() {
-                    per_dispatch[i].push(t);
-                }
-            }
-            // Per op kind: (count, ms, flops, bytes)
-            let mut ops: BTreeMap<&str, (usize, f64, u64, u64)> = BTreeMap::new();
-            for (d, times) in net.exe.dispatches.iter().zip(per_dispatch.iter_mut()) {
-                let e = ops.entry(d.label).or_default();
-                e.0 += 1;
-                e.1 += median(times);
-                e.2 += d.cost.flops;
-                e.3 += d.cost.bytes;
-            }
-            let total: f64 = ops.values().map(|o| o.1).sum();
-            let mut rows: Vec<_> = ops.into_iter().collect();
-            rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
-            println!(
-                "GPU time per op (timestamp queries, median of {}), {total:.2} ms in all:",
-                args.repeats
-            );
-            println!(
-                "  {:<20} {:>5} {:>10} {:>6} {:>9} {:>8}",
-                "op", "count", "ms", "share", "GFLOP/s", "GB/s"
-            );
-            for (op, (count, ms, f, b)) in rows {
-                println!(
-                    "  {op:<20} {count:>5} {ms:>10.3} {:>5.1}% {:>9.2} {:>8.2}",
-                    100.0 * ms / total,
-                    f as f64 / ms / 1e6,
-                    b as f64 / ms / 1e6
-                );
-            }
-        }
-        None => println!("(no TIMESTAMP_QUERY on this adapter: per-op GPU times are not available)"),
+    print_op_times(&ctx, &net.exe.dispatches, args.repeats)?;
+
+    if args.train {
+        bench_train(&ctx, &mut unet, &sched, args, forward_ms)?;
     }
 
     if args.steps > 0 {
@@ -151,6 +117,101 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             secs,
             args.steps as f64 / secs,
             args.batch as f64 / secs
+        );
+    }
+    Ok(())
+}
+
+/// Wall time of `dispatches` run alone, median of `repeats`, in ms.
+fn wall_ms(ctx: &Context, dispatches: &[Dispatch], repeats: usize) -> Result<f64> {
+    let mut wall = Vec::new();
+    for _ in 0..repeats {
+        let t0 = Instant::now();
+        ctx.run(dispatches);
+        ctx.wait()?;
+        wall.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(&mut wall))
+}
+
+/// One training step's gradients at the forward's batch: its wall time beside the forward's, and
+/// its per-op GPU times.
+fn bench_train(
+    ctx: &Context,
+    unet: &mut UNet,
+    sched: &diffusion::SchedulerConfig,
+    args: &BenchArgs,
+    forward_ms: f64,
+) -> Result<()> {
+    let ac: Vec<f64> = sched.alphas_cumprod()?.iter().map(|&a| a as f64).collect();
+    let step = TrainStep::new(ctx, unet, &ac, args.batch, &StepOptions::default())?;
+    let per_image: usize = step.graph.graph.shape(step.graph.sample)[1..].iter().product();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let x0: Vec<f32> = (0..args.batch * per_image).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let eps: Vec<f32> = (0..x0.len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let t: Vec<u32> = (0..args.batch).map(|_| rng.random_range(0..ac.len() as u32)).collect();
+    step.upload(ctx, &x0, &t, &eps)?;
+    let flops: u64 = step.dispatches.iter().map(|d| d.cost.flops).sum();
+    println!(
+        "training step (noising, forward, MSE loss, backward to {} weight gradients): {} dispatches, {:.2} GFLOP, \
+         micro-batch {} of {}",
+        step.gradients.len(),
+        step.dispatches.len(),
+        flops as f64 / 1e9,
+        step.micro,
+        step.batch
+    );
+    println!(
+        "planned peak {:.2} MiB (activation slots {:.2} MiB, one buffer per tensor: {:.2} MiB)",
+        step.peak_bytes as f64 / (1 << 20) as f64,
+        step.exe.plan.peak_bytes as f64 / (1 << 20) as f64,
+        step.exe.plan.naive_bytes as f64 / (1 << 20) as f64
+    );
+    ctx.run(&step.dispatches);
+    ctx.wait()?;
+    let step_ms = wall_ms(ctx, &step.dispatches, args.repeats)?;
+    println!(
+        "training step: {step_ms:.2} ms wall ({:.2} images/s, {:.2} GFLOP/s), {:.2}x the forward's {forward_ms:.2} ms; loss {:.5}",
+        args.batch as f64 / step_ms * 1e3,
+        flops as f64 / step_ms / 1e6,
+        step_ms / forward_ms,
+        step.loss(ctx)?
+    );
+    print_op_times(ctx, &step.dispatches, args.repeats)
+}
+
+/// GPU time per op kind from timestamp queries (median of `repeats`), with GFLOP/s and GB/s.
+fn print_op_times(ctx: &Context, dispatches: &[Dispatch], repeats: usize) -> Result<()> {
+    let Some(profiler) = Profiler::new(ctx) else {
+        println!("(no TIMESTAMP_QUERY on this adapter: per-op GPU times are not available)");
+        return Ok(());
+    };
+    let mut per_dispatch = vec![Vec::new(); dispatches.len()];
+    for _ in 0..repeats {
+        for (i, t) in profiler.time(ctx, dispatches)?.into_iter().enumerate() {
+            per_dispatch[i].push(t);
+        }
+    }
+    // Per op kind: (count, ms, flops, bytes)
+    let mut ops: BTreeMap<&str, (usize, f64, u64, u64)> = BTreeMap::new();
+    for (d, times) in dispatches.iter().zip(per_dispatch.iter_mut()) {
+        let e = ops.entry(d.label).or_default();
+        e.0 += 1;
+        e.1 += median(times);
+        e.2 += d.cost.flops;
+        e.3 += d.cost.bytes;
+    }
+    let total: f64 = ops.values().map(|o| o.1).sum();
+    let mut rows: Vec<_> = ops.into_iter().collect();
+    rows.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    println!("GPU time per op (timestamp queries, median of {repeats}), {total:.2} ms in all:");
+    println!("  {:<26} {:>5} {:>10} {:>6} {:>9} {:>8}", "op", "count", "ms", "share", "GFLOP/s", "GB/s");
+    for (op, (count, ms, f, b)) in rows {
+        println!(
+            "  {op:<26} {count:>5} {ms:>10.3} {:>5.1}% {:>9.2} {:>8.2}",
+            100.0 * ms / total,
+            f as f64 / ms / 1e6,
+            b as f64 / ms / 1e6
         );
     }
     Ok(())

@@ -120,9 +120,10 @@ pub struct Context {
     /// Staging textures for operands read as texels.
     pub texels: TexelStaging,
     /// Scratch storage buffers shared by every dispatch that needs one only while it runs (split-K
-    /// partial sums of conv2d and matmul), one per power-of-two size (or the largest binding):
-    /// dispatches run in order, so reuse is safe.
-    scratch: Mutex<HashMap<u64, wgpu::Buffer>>,
+    /// partial sums of conv2d and matmul, the weight gradient's im2col), one per role and
+    /// power-of-two size (or the largest binding): dispatches run in order, so reuse is safe, and
+    /// one launch's buffers of different roles never alias.
+    scratch: Mutex<HashMap<(&'static str, u64), wgpu::Buffer>>,
     /// Bytes of the buffers launchers own (`scratch_buffer`, `constant_buffer`), ever made.
     owned: std::sync::atomic::AtomicU64,
 }
@@ -197,19 +198,19 @@ impl Context {
         self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size) & !3
     }
 
-    /// A shared scratch buffer of at least `floats` f32 (see `scratch`); the caller checks that
-    /// they fit `max_binding_bytes`. Rounded up to a power of two, but never past that limit (the
-    /// whole buffer is bound).
-    pub fn shared_scratch(&self, floats: usize) -> wgpu::Buffer {
+    /// A shared scratch buffer for `role` of at least `floats` f32 (see `scratch`); the caller
+    /// checks that they fit `max_binding_bytes`. Rounded up to a power of two, but never past that
+    /// limit (the whole buffer is bound). Readable as texels.
+    pub fn shared_scratch(&self, role: &'static str, floats: usize) -> wgpu::Buffer {
         let bytes = (4 * floats as u64).next_power_of_two().max(256).min(self.max_binding_bytes());
         let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         scratch
-            .entry(bytes)
+            .entry((role, bytes))
             .or_insert_with(|| {
                 self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("shared scratch"),
+                    label: Some(role),
                     size: bytes,
-                    usage: wgpu::BufferUsages::STORAGE,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                     mapped_at_creation: false,
                 })
             })
@@ -224,7 +225,7 @@ impl Context {
 
     /// Bytes held by shared scratch buffers.
     pub fn scratch_bytes(&self) -> u64 {
-        self.scratch.lock().unwrap_or_else(|p| p.into_inner()).keys().sum()
+        self.scratch.lock().unwrap_or_else(|p| p.into_inner()).keys().map(|&(_, b)| b).sum()
     }
 
     pub fn has(&self, feature: wgpu::Features) -> bool {

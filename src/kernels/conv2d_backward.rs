@@ -18,6 +18,8 @@ static FLIP: KernelSpec =
     KernelSpec { shader: &crate::shaders::CONV2D_BACKWARD, entry: "flip_weight", bindings: BINDINGS };
 static DILATE: KernelSpec =
     KernelSpec { shader: &crate::shaders::CONV2D_BACKWARD, entry: "dilate", bindings: BINDINGS };
+static CHANNELS_LAST: KernelSpec =
+    KernelSpec { shader: &crate::shaders::CONV2D_BACKWARD, entry: "channels_last", bindings: BINDINGS };
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -163,7 +165,7 @@ struct WeightGradParams {
 /// Pixels one invocation of the weight gradient walks at most: lavapipe stops a shader's loops
 /// after 65535 iterations, silently (see group_norm.rs).
 const MAX_PIXELS_PER_SPLIT: usize = 16_384;
-/// On GPUs, splits keep at least this many pixels each.
+/// Splits keep at least this many pixels each.
 const MIN_PIXELS_PER_SPLIT: usize = 256;
 
 /// The parameter gradients of a conv2d: what its backward writes besides dx.
@@ -195,65 +197,7 @@ pub fn conv2d_backward_params(
     check_len("conv2d backward", "x", x, x_len)?;
     check_len("conv2d backward", "dy", dy, dy_len)?;
     check_len("conv2d backward", "d weight", g.dw, packed_len)?;
-    let (cin4, cout4) = (s.cin.div_ceil(4), s.cout.div_ceil(4));
-    let blocks = s.kh * s.kw * cin4 * cout4;
-    let pixels = s.n * ho * wo;
-    let mut splits = pixels.div_ceil(MAX_PIXELS_PER_SPLIT);
-    if !ctx.is_cpu() {
-        splits = splits.max(split_count(blocks, pixels, MIN_PIXELS_PER_SPLIT));
-    }
-    let per_split = pixels.div_ceil(splits);
-    let splits = pixels.div_ceil(per_split);
-    let mut out = vec![];
-    let scratch = if splits > 1 {
-        Some(split_scratch(ctx, "conv2d weight gradient", splits * packed_len)?)
-    } else {
-        None
-    };
-    let workgroups = grid_1d(ctx, blocks, 64);
-    let params = ctx.uniform(&WeightGradParams {
-        n: s.n as u32,
-        cin: s.cin as u32,
-        h: s.h as u32,
-        w: s.w as u32,
-        cout: s.cout as u32,
-        hout: ho as u32,
-        wout: wo as u32,
-        cout4: cout4 as u32,
-        kh: s.kh as u32,
-        kw: s.kw as u32,
-        stride: s.stride as u32,
-        pad_top: s.pad.top as u32,
-        pad_left: s.pad.left as u32,
-        scale,
-        cin4: cin4 as u32,
-        pixels_per_split: per_split as u32,
-        groups_x: workgroups[0],
-        packed_len: packed_len as u32,
-        _pad: [0; 2],
-    });
-    out.push(ctx.dispatch_texels(
-        &WEIGHT_GRAD,
-        &[],
-        &[x, dy, scratch.as_ref().unwrap_or(g.dw), &params],
-        &[x_len, dy_len],
-        [workgroups[0], workgroups[1], splits as u32],
-        Cost { flops: s.flops(), bytes: 4 * (x_len + dy_len + splits * packed_len) as u64 },
-    )?);
-    if let Some(scratch) = &scratch {
-        out.push(matmul::reduce_splits(
-            ctx,
-            scratch,
-            splits,
-            packed_len,
-            packed_len,
-            (1, 1),
-            0,
-            false,
-            None,
-            g.dw,
-        )?);
-    }
+    let mut out = weight_grad(ctx, s, x, dy, scale, g.dw)?;
     if g.db.is_none() && g.dchan.is_none() {
         return Ok(out);
     }
@@ -279,6 +223,102 @@ pub fn conv2d_backward_params(
         check_len("conv2d backward", "d bias", db, s.cout)?;
         let sum_n = plain(1, s.cout, s.n, Strides::row_major(1, s.n), Strides::row_major(s.n, s.cout));
         out.extend(matmul::matmul(ctx, Launch::Auto, &sum_n, &column(s.n, 1.0), dchan, None, db)?);
+    }
+    Ok(out)
+}
+
+/// d weight (conv2d_weight_grad.wgsl) over channels-last copies of x and dy: each invocation owns
+/// one tap x 8 x 8 channels and walks its split's pixels in order; the splits summed in order.
+fn weight_grad(
+    ctx: &Context,
+    s: &Conv2dShape,
+    x: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    scale: f32,
+    dw: &wgpu::Buffer,
+) -> Result<Vec<Dispatch>> {
+    let (ho, wo) = s.out_hw()?;
+    let packed_len = s.packed_weight_len();
+    let (cin4, cout4) = (s.cin.div_ceil(4), s.cout.div_ceil(4));
+    // Invocations: (tap, pair of ci blocks, pair of co blocks).
+    let blocks = s.kh * s.kw * cin4.div_ceil(2) * cout4.div_ceil(2);
+    let pixels = s.n * ho * wo;
+    // Splits fill the device (CPU drivers too: lavapipe spreads workgroups over its threads).
+    let busy = split_count(blocks, pixels, MIN_PIXELS_PER_SPLIT);
+    let splits = pixels.div_ceil(MAX_PIXELS_PER_SPLIT).max(busy);
+    let per_split = pixels.div_ceil(splits);
+    let splits = pixels.div_ceil(per_split);
+    let mut out = vec![];
+    let scratch = if splits > 1 {
+        Some(split_scratch(ctx, "conv2d weight gradient", splits * packed_len)?)
+    } else {
+        None
+    };
+    // Channels-last copies of x and dy, 4 channels of a pixel a texel.
+    let (xt_len, dyt_len) = (s.n * s.h * s.w * cin4 * 4, pixels * cout4 * 4);
+    let xt = ctx.shared_scratch("conv2d weight gradient: x channels-last", xt_len);
+    let dyt = ctx.shared_scratch("conv2d weight gradient: dy channels-last", dyt_len);
+    for (src, dst, c, hw) in [(x, &xt, s.cin, s.h * s.w), (dy, &dyt, s.cout, ho * wo)] {
+        let c4 = c.div_ceil(4);
+        let params = ctx.uniform(&Params {
+            cin: c as u32,
+            cin_pad: (4 * c4) as u32,
+            ho: hw as u32,
+            ..Default::default()
+        });
+        let workgroups = [hw.div_ceil(256) as u32, c4 as u32, s.n as u32];
+        let bytes = 4 * (s.n * hw * (c + 4 * c4)) as u64;
+        out.push(ctx.dispatch(
+            &CHANNELS_LAST,
+            &[],
+            &[src, dst, &params],
+            workgroups,
+            Cost { flops: 0, bytes },
+        )?);
+    }
+    let workgroups = grid_1d(ctx, blocks, 64);
+    let params = ctx.uniform(&WeightGradParams {
+        n: s.n as u32,
+        cin: s.cin as u32,
+        h: s.h as u32,
+        w: s.w as u32,
+        cout: s.cout as u32,
+        hout: ho as u32,
+        wout: wo as u32,
+        cout4: cout4 as u32,
+        kh: s.kh as u32,
+        kw: s.kw as u32,
+        stride: s.stride as u32,
+        pad_top: s.pad.top as u32,
+        pad_left: s.pad.left as u32,
+        scale,
+        cin4: cin4 as u32,
+        pixels_per_split: per_split as u32,
+        groups_x: workgroups[0],
+        packed_len: packed_len as u32,
+        _pad: [0; 2],
+    });
+    out.push(ctx.dispatch_texels(
+        &WEIGHT_GRAD,
+        &[],
+        &[&xt, &dyt, scratch.as_ref().unwrap_or(dw), &params],
+        &[xt_len, dyt_len],
+        [workgroups[0], workgroups[1], splits as u32],
+        Cost { flops: s.flops(), bytes: 4 * (xt_len + dyt_len + splits * packed_len) as u64 },
+    )?);
+    if let Some(scratch) = &scratch {
+        out.push(matmul::reduce_splits(
+            ctx,
+            scratch,
+            splits,
+            packed_len,
+            packed_len,
+            (1, 1),
+            0,
+            false,
+            None,
+            dw,
+        )?);
     }
     Ok(out)
 }

@@ -55,7 +55,7 @@ pub(crate) fn split_scratch(
             "{op}: split-K partial sums ({floats} values) exceed the device's storage binding size"
         );
     }
-    Ok(ctx.shared_scratch(floats))
+    Ok(ctx.shared_scratch("split-K partial sums", floats))
 }
 
 /// Which kernel of a family with a subgroup variant (conv2d, matmul) to run.

@@ -7,13 +7,15 @@
 //! diffusers' paddings on even and odd maps (output padding 1 and 0); 1x1; 5x5 with padding 2;
 //! an output scale.
 //!
-//! The parameter gradients: the weight gradient is 1-D over (tap, 4 input channels, 4 output
-//! channels) blocks, 64 a workgroup, with z the splits of the N Ho Wo pixels (at most 16,384 a
-//! split on CPU drivers, more splits on GPUs) summed in order by the split-K reduce; the bias and
-//! channel-add gradients are matmuls with k = Ho Wo, then k = N. Cases: every batch in BATCHES
-//! (up to 33 x 7 x 7 pixels: 1 split); 33 x 28 x 28 = 25,872 pixels (2 splits on lavapipe);
-//! partial channel blocks (5 -> 9, 3 -> 36), stride 2 with both paddings, 1x1, 5x5; the same
-//! bits when run twice.
+//! The parameter gradients: x and dy are copied channels-last (x = pixels in workgroups of 256,
+//! y = blocks of 4 channels, z = images); the weight gradient is 1-D over (tap, pair of 4-input-
+//! channel blocks, pair of 4-output-channel blocks), 64 a workgroup, with z the splits of the N Ho
+//! Wo pixels (at least 256 and at most 16,384 a split, as many as fill the device up to 64)
+//! summed in order by the split-K reduce; the bias and channel-add gradients are matmuls with k =
+//! Ho Wo, then k = N. Cases: every batch in BATCHES (up to 33 x 7 x 7 pixels: 1 to 6 splits);
+//! 33 x 28 x 28 = 25,872 pixels; single and partial block pairs (3 -> 36: one input block, 9
+//! output blocks; 5 -> 9; 12 -> 20: three and five blocks), stride 2 with both paddings, 1x1,
+//! 5x5; the same bits when run twice.
 
 use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Padding};
 use wgpu_diffusion::kernels::conv2d_backward as back;
@@ -70,6 +72,7 @@ fn conv2d_parameter_gradients_strides_paddings_and_kernels() {
     check_params(2, 8, 5, 6, 7, 1, 1, Padding::default(), 0.7, 72);
     check_params(1, 2, 6, 6, 3, 5, 1, Padding::same(2), 1.0, 73);
     check_params(2, 32, 8, 8, 64, 3, 1, Padding::same(1), 1.0, 74);
+    check_params(3, 12, 9, 7, 20, 3, 2, Padding::same(1), 0.5, 75);
 }
 
 #[allow(clippy::too_many_arguments)]
