@@ -54,8 +54,14 @@ pub fn check_ops(ctx: &Context, g: &Graph, exe: &Executable) -> Result<Vec<OpChe
             exe.dispatches.iter().zip(&exe.nodes).filter(|(_, &n)| n == i).map(|(d, _)| d.clone()).collect();
         ctx.run(&dispatches);
         let wants = node.op.get().reference(&env)?;
-        for (&out, want) in node.outputs.iter().zip(&wants) {
-            rows.push(OpCheck::new(&node.layer, node.op.kind(), &env.read(out)?, want));
+        for (k, (&out, want)) in node.outputs.iter().zip(&wants).enumerate() {
+            // A backward op's gradients are told apart by their place (see the op's outputs).
+            let layer = if node.outputs.len() > 1 {
+                format!("{} [output {k}]", node.layer)
+            } else {
+                node.layer.clone()
+            };
+            rows.push(OpCheck::new(&layer, node.op.kind(), &env.read(out)?, want));
         }
     }
     Ok(rows)
