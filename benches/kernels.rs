@@ -115,7 +115,8 @@ fn matmul_case(name: &str, m: usize, n: usize, k: usize) -> Case {
     }
 }
 
-/// A conv2d's backward: its input gradient and its weight + bias gradients, two rows.
+/// A conv2d's forward, then its backward: its input gradient and its weight + bias gradients,
+/// three rows (the forward beside them to compare GFLOP/s in one run).
 #[allow(clippy::too_many_arguments)]
 fn conv_backward_cases(
     name: &str,
@@ -126,7 +127,8 @@ fn conv_backward_cases(
     k: usize,
     stride: usize,
     pad: Padding,
-) -> [Case; 2] {
+) -> [Case; 3] {
+    let forward = conv_case(&format!("{name}-fwd"), n, cin, hw, cout, k, stride, pad);
     let s = Conv2dShape { n, cin, h: hw, w: hw, cout, kh: k, kw: k, stride, pad };
     let shape = format!("{n}x{cin}x{hw}x{hw} -> {cout}, {k}x{k}/{stride}");
     let input = Case {
@@ -154,7 +156,7 @@ fn conv_backward_cases(
             (d, vec![x, dy, dw, db])
         }),
     };
-    [input, params]
+    [forward, input, params]
 }
 
 fn gn_backward_case(name: &str, n: usize, c: usize, hw: usize, groups: usize, silu: bool) -> Case {

@@ -31,14 +31,15 @@ fn index(wg: vec3<u32>, lid: u32) -> u32 {
     return (wg.x + wg.y * p.groups_x) * WG + lid;
 }
 
+// Grid: x = ci in workgroups of WG, y = co, z = the tap (no divisions).
 @compute @workgroup_size(WG)
 fn flip_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let j = index(wg, lid);
-    if (j >= p.len) { return; }
-    // j = (tap' * Cout + co) * Cin_pad + ci
-    let ci = j % p.cin_pad;
-    let co = (j / p.cin_pad) % p.cout;
-    let tap = j / (p.cin_pad * p.cout);
+    let ci = wg.x * WG + lid;
+    if (ci >= p.cin_pad) { return; }
+    let co = wg.y;
+    let tap = wg.z;
+    // Output index (tap' * Cout + co) * Cin_pad + ci.
+    let j = (tap * p.cout + co) * p.cin_pad + ci;
     if (ci >= p.cin) {
         dst[j] = 0.0;
         return;

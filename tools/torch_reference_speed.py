@@ -1,10 +1,13 @@
 """PyTorch + diffusers reference speed for the performance section: the same UNets as
 `wgpu-diffusion bench` (ddpm-cifar10-32 with random weights, the bundled Fashion-MNIST model),
 one forward, f32 (TF32 off), median of repeated runs after a warm-up. With --kernels, the shapes of
-the `ref-*` rows of `cargo bench --bench kernels` instead (the issue's reference table): run it
-beside the bench to compare in one period of a shared machine.
+the `ref-*` rows of `cargo bench --bench kernels` instead (the issue's reference table), and of
+its conv `*-bwd-*` rows (forward, input gradient, weight + bias gradient). With --train, one
+training step's gradients as `bench --train` times them (MSE on the epsilon target, forward +
+backward, no optimizer) beside a no-grad forward of the same batch. Run it beside the bench to
+compare in one period of a shared machine.
 
-    python3 tools/torch_reference_speed.py [--device cuda|cpu] [--threads N] [--kernels]
+    python3 tools/torch_reference_speed.py [--device cuda|cpu] [--threads N] [--kernels | --train]
 """
 import argparse
 import json
@@ -65,10 +68,65 @@ def time_kernels(device, name):
         ("ref-attention-b8", 4 * 8 * 256 * 256 * 128,
          lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v)),
     ]
+    rows += conv_backward_rows(device)
     for label, flops, fn in rows:
         med, low = median_ms(fn, device, reps=50)
         print(json.dumps({"name": label, "median_ms": round(med, 3), "min_ms": round(low, 3),
                           "gflops": round(flops / med / 1e6, 1), "device": name, "torch": torch.__version__}))
+
+
+def conv_backward_rows(device):
+    """The conv rows of benches/kernels.rs's backward_cases: forward, dx, dW + db."""
+    rows = []
+    for name, n, c, hw, stride, pad in [
+        ("fashion-bwd-conv2d-32x28", 16, 32, 28, 1, (1, 1, 1, 1)),
+        ("fashion-bwd-conv2d-64x7", 16, 64, 7, 1, (1, 1, 1, 1)),
+        ("fashion-bwd-conv2d-down", 16, 32, 28, 2, (1, 1, 1, 1)),
+        ("cifar-bwd-conv2d-128x32", 1, 128, 32, 1, (1, 1, 1, 1)),
+        ("cifar-bwd-conv2d-256x8", 1, 256, 8, 1, (1, 1, 1, 1)),
+        ("cifar-bwd-conv2d-down", 1, 128, 32, 2, (0, 1, 0, 1)),
+    ]:
+        x = torch.nn.functional.pad(torch.randn(n, c, hw, hw, device=device), pad)
+        w, b = torch.randn(c, c, 3, 3, device=device), torch.randn(c, device=device)
+        y = torch.nn.functional.conv2d(x, w, b, stride=stride)
+        dy = torch.randn_like(y)
+        flops = 2 * y.numel() * c * 9
+        back = torch.ops.aten.convolution_backward
+
+        def grads(mask, x=x, w=w, dy=dy, stride=stride):
+            return back(dy, x, w, [c], [stride, stride], [0, 0], [1, 1], False, [0, 0], 1, mask)
+
+        rows += [
+            (f"{name}-fwd", flops, lambda x=x, w=w, b=b, stride=stride: torch.nn.functional.conv2d(x, w, b, stride=stride)),
+            (f"{name}-dx", flops, lambda grads=grads: grads([True, False, False])),
+            (f"{name}-dw", flops, lambda grads=grads: grads([False, True, True])),
+        ]
+    return rows
+
+
+def time_train(model, batch, size, channels, device, reps):
+    """(forward ms under no_grad, forward + MSE + backward ms)."""
+    x = torch.randn(batch, channels, size, size, device=device)
+    eps = torch.randn_like(x)
+    t = torch.randint(0, 1000, (batch,), device=device)
+    forward = median_ms(lambda: model(x, t), device, reps)[0]
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.mse_loss(model(x, t).sample, eps)
+        loss.backward()
+
+    times = []
+    for i in range(reps + 3):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        if i >= 3:
+            times.append((time.perf_counter() - start) * 1e3)
+    return forward, statistics.median(times)
 
 
 def main():
@@ -76,6 +134,7 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--kernels", action="store_true", help="the kernel harness's ref-* shapes, not UNets")
+    ap.add_argument("--train", action="store_true", help="a training step's gradients beside a forward")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -88,6 +147,16 @@ def main():
         return
     cifar = UNet2DModel(**CIFAR).to(args.device).eval()
     fashion = UNet2DModel.from_pretrained(ROOT / "weights" / "fashion-mnist").to(args.device).eval()
+    if args.train:
+        for label, model, size, ch, batch in [("fashion-mnist (bundled)", fashion, 28, 1, 16),
+                                              ("ddpm-cifar10-32", cifar, 32, 3, 1)]:
+            model.train()
+            fwd, step = time_train(model, batch, size, ch, args.device, reps=10)
+            print(json.dumps({"model": label, "batch": batch, "forward_ms": round(fwd, 2),
+                              "step_ms": round(step, 2), "ratio": round(step / fwd, 2),
+                              "images_per_s": round(batch / step * 1e3, 1), "device": name,
+                              "torch": torch.__version__}))
+        return
     rows = []
     for label, model, size, ch, batch in [("ddpm-cifar10-32", cifar, 32, 3, 1), ("ddpm-cifar10-32", cifar, 32, 3, 16),
                                           ("fashion-mnist (bundled)", fashion, 28, 1, 16)]:
