@@ -5,7 +5,8 @@
 // ([pixel, C4] vec4s, channels padded with zeros: conv2d_backward.wgsl's channels_last), so 4
 // channels of one pixel are one texel. Each invocation owns one tap x 8 input channels x 8 output
 // channels (16 vec4 accumulators) and per pixel loads 2 x texels and 2 dy texels for 16 vec4 FMAs.
-// Split z of Z sums pixels [z P / Z, (z + 1) P / Z) in order and writes its partial at
+// Split z of Z sums output rows [z R / Z, (z + 1) R / Z) of the R = N Ho in order, pixel by pixel,
+// and writes its partial at
 // z * packed length; the split-K reduce (matmul_reduce.wgsl) sums the splits in order: the batch
 // reduction is the same bits every run, no atomics. Splits keep each loop under lavapipe's loop
 // cap on CPU drivers and fill the device.
@@ -14,7 +15,7 @@ struct Params {
     n: u32, cin: u32, h: u32, w: u32,
     cout: u32, hout: u32, wout: u32, cout4: u32,
     kh: u32, kw: u32, stride: u32, pad_top: u32,
-    pad_left: u32, scale: f32, cin4: u32, pixels_per_split: u32,
+    pad_left: u32, scale: f32, cin4: u32, rows_per_split: u32,
     groups_x: u32, packed_len: u32, _pad0: u32, _pad1: u32,
 }
 
@@ -65,39 +66,41 @@ fn conv2d_weight_grad(
     let cb1 = min(cb + 1u, p.cout4 - 1u);
     let ib1 = min(ib + 1u, p.cin4 - 1u);
 
-    let hw_out = p.hout * p.wout;
-    let lo = wg.z * p.pixels_per_split;
-    let hi = min(p.n * hw_out, lo + p.pixels_per_split);
-    // The pixel counters, advanced without divisions.
-    var n = lo / hw_out;
-    var oy = (lo % hw_out) / p.wout;
-    var ox = lo % p.wout;
+    // The split's output rows (n, oy), each walked along ox: the row's bounds once, then one
+    // column check and index increments per pixel.
+    let lo = wg.z * p.rows_per_split;
+    let hi = min(p.n * p.hout, lo + p.rows_per_split);
+    var n = lo / p.hout;
+    var oy = lo % p.hout;
     let zero = Acc4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     var a00 = zero; // ci block ib, co block cb
     var a01 = zero; // ci block ib, co block cb + 1
     var a10 = zero;
     var a11 = zero;
-    for (var q = lo; q < hi; q++) {
+    for (var row = lo; row < hi; row++) {
         let iy = i32(oy * p.stride + ky) - i32(p.pad_top);
-        let ix = i32(ox * p.stride + kx) - i32(p.pad_left);
-        let inside = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
-        let xt = select(0u, ((n * p.h + u32(iy)) * p.w + u32(ix)) * p.cin4, inside);
-        let x0 = select(vec4<f32>(0.0), texel(x, xt + ib), inside);
-        let x1 = select(vec4<f32>(0.0), texel(x, xt + ib1), inside);
-        let g0 = texel(dy, q * p.cout4 + cb);
-        let g1 = texel(dy, q * p.cout4 + cb1);
-        a00 = outer(a00, x0, g0);
-        a01 = outer(a01, x0, g1);
-        a10 = outer(a10, x1, g0);
-        a11 = outer(a11, x1, g1);
-        ox += 1u;
-        if (ox == p.wout) {
-            ox = 0u;
-            oy += 1u;
-            if (oy == p.hout) {
-                oy = 0u;
-                n += 1u;
-            }
+        let row_ok = iy >= 0 && iy < i32(p.h);
+        let x_row = (n * p.h + u32(max(iy, 0))) * p.w;
+        var ix = i32(kx) - i32(p.pad_left);
+        var g_at = row * p.wout * p.cout4;
+        for (var ox = 0u; ox < p.wout; ox++) {
+            let inside = row_ok && ix >= 0 && ix < i32(p.w);
+            let xt = select(0u, (x_row + u32(ix)) * p.cin4, inside);
+            let x0 = select(vec4<f32>(0.0), texel(x, xt + ib), inside);
+            let x1 = select(vec4<f32>(0.0), texel(x, xt + ib1), inside);
+            let g0 = texel(dy, g_at + cb);
+            let g1 = texel(dy, g_at + cb1);
+            a00 = outer(a00, x0, g0);
+            a01 = outer(a01, x0, g1);
+            a10 = outer(a10, x1, g0);
+            a11 = outer(a11, x1, g1);
+            ix += i32(p.stride);
+            g_at += p.cout4;
+        }
+        oy += 1u;
+        if (oy == p.hout) {
+            oy = 0u;
+            n += 1u;
         }
     }
     if (!valid) {

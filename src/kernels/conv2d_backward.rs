@@ -159,7 +159,7 @@ struct WeightGradParams {
     pad_left: u32,
     scale: f32,
     cin4: u32,
-    pixels_per_split: u32,
+    rows_per_split: u32,
     groups_x: u32,
     packed_len: u32,
     _pad: [u32; 2],
@@ -249,8 +249,10 @@ fn weight_grad(
     // Splits fill the device (CPU drivers too: lavapipe spreads workgroups over its threads).
     let busy = split_count(blocks, pixels, MIN_PIXELS_PER_SPLIT);
     let splits = pixels.div_ceil(MAX_PIXELS_PER_SPLIT).max(busy);
-    let per_split = pixels.div_ceil(splits);
-    let splits = pixels.div_ceil(per_split);
+    // Splits are whole output rows.
+    let rows = s.n * ho;
+    let per_split = rows.div_ceil(splits.min(rows));
+    let splits = rows.div_ceil(per_split);
     let mut out = vec![];
     let scratch = if splits > 1 {
         Some(split_scratch(ctx, "conv2d weight gradient", splits * packed_len)?)
@@ -296,7 +298,7 @@ fn weight_grad(
         pad_left: s.pad.left as u32,
         scale,
         cin4: cin4 as u32,
-        pixels_per_split: per_split as u32,
+        rows_per_split: per_split as u32,
         groups_x: workgroups[0],
         packed_len: packed_len as u32,
         _pad: [0; 2],

@@ -10,8 +10,8 @@
 //! The parameter gradients: x and dy are copied channels-last (x = pixels in workgroups of 256,
 //! y = blocks of 4 channels, z = images); the weight gradient is 1-D over (tap, pair of 4-input-
 //! channel blocks, pair of 4-output-channel blocks), 64 a workgroup, with z the splits of the N Ho
-//! Wo pixels (at least 256 and at most 16,384 a split, as many as fill the device up to 64)
-//! summed in order by the split-K reduce; the bias and channel-add gradients are matmuls with k =
+//! output rows (whole rows of about 256 to 16,384 pixels a split, as many as fill the device up
+//! to 64) summed in order by the split-K reduce; the bias and channel-add gradients are matmuls with k =
 //! Ho Wo, then k = N. Cases: every batch in BATCHES (up to 33 x 7 x 7 pixels: 1 to 6 splits);
 //! 33 x 28 x 28 = 25,872 pixels; single and partial block pairs (3 -> 36: one input block, 9
 //! output blocks; 5 -> 9; 12 -> 20: three and five blocks), stride 2 with both paddings, 1x1,
