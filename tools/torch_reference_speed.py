@@ -36,9 +36,9 @@ def time_forward(model, batch, size, channels, device, reps):
     return median_ms(lambda: model(x, t), device, reps)[0]
 
 
-def median_ms(fn, device, reps):
+def median_ms(fn, device, reps, grad=False):
     times = []
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         for i in range(reps + 3):
             if device == "cuda":
                 torch.cuda.synchronize()
@@ -116,17 +116,7 @@ def time_train(model, batch, size, channels, device, reps):
         loss = torch.nn.functional.mse_loss(model(x, t).sample, eps)
         loss.backward()
 
-    times = []
-    for i in range(reps + 3):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if i >= 3:
-            times.append((time.perf_counter() - start) * 1e3)
-    return forward, statistics.median(times)
+    return forward, median_ms(step, device, reps, grad=True)[0]
 
 
 def main():
