@@ -39,9 +39,10 @@ shader!(EMBEDDING, "embedding.wgsl");
 shader!(DIFFUSION, "diffusion.wgsl");
 shader!(RNG, "rng.wgsl");
 shader!(LOSS, "loss.wgsl");
+shader!(OPTIM, "optim.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 19] = [
+pub static ALL: [&ShaderSource; 20] = [
     &CONV2D,
     &CONV2D_SUBGROUP,
     &CONV2D_REDUCE,
@@ -61,6 +62,7 @@ pub static ALL: [&ShaderSource; 19] = [
     &DIFFUSION,
     &RNG,
     &LOSS,
+    &OPTIM,
 ];
 
 /// Parses and validates a WGSL source with naga, as wgpu will (no device needed).

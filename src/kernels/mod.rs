@@ -11,6 +11,7 @@ pub mod embedding;
 pub mod group_norm;
 pub mod loss;
 pub mod matmul;
+pub mod optim;
 pub mod rng;
 pub mod softmax;
 

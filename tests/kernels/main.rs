@@ -14,6 +14,7 @@ mod embedding;
 mod group_norm;
 mod loss;
 mod matmul;
+mod optim;
 mod pool;
 mod rng;
 mod softmax;

@@ -1,0 +1,146 @@
+//! AdamW and the EMA update against PyTorch's AdamW, `clip_grad_norm_`'s coefficient, diffusers'
+//! cosine warm-up schedule and EMAModel (tools/make_optim_goldens.py: five steps on four tensors of
+//! odd sizes), and against their plain references.
+//!
+//! Geometry: both kernels are 1-D, 256 elements a workgroup, split over x and y past the
+//! per-dimension limit: lengths 1, 17, 144 (one partial workgroup), every batch in BATCHES x 98
+//! values (up to 13 workgroups), and the same on `spill_ctx` (4 x 4 grids).
+
+use std::collections::HashMap;
+
+use wgpu_diffusion::gpu::{Context, Tensor};
+use wgpu_diffusion::graph::check::worst_error;
+use wgpu_diffusion::kernels::optim::{self, AdamW, AdamWBuffers, StepRow};
+
+use crate::*;
+
+const TENSORS: usize = 4;
+const STEPS: u64 = 5;
+
+fn goldens() -> HashMap<String, Vec<f64>> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/optim/adamw.safetensors");
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = match view.dtype() {
+                safetensors::Dtype::F64 => {
+                    view.data().chunks(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+                }
+                _ => {
+                    view.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+                }
+            };
+            (name.to_string(), data)
+        })
+        .collect()
+}
+
+fn f32s(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// The golden's hyperparameters (tools/make_optim_goldens.py).
+const HYPER: AdamW = AdamW { beta1: 0.95, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 };
+
+fn state(c: &Context, step: u32, clip: f32) -> Tensor {
+    c.upload_u32(&[step, clip.to_bits()], &[2]).unwrap()
+}
+
+#[test]
+fn adamw_and_ema_follow_pytorch_and_diffusers_for_five_steps() {
+    let (c, g) = (ctx(), goldens());
+    let rows: Vec<StepRow> = (1..=STEPS)
+        .map(|k| StepRow::new(&HYPER, k, g[&format!("step{k}.lr")][0], g[&format!("step{k}.ema_decay")][0]))
+        .collect();
+    // Step 1 of the warm-up has lr 0 (LambdaLR's offset): the weights keep their values.
+    assert_eq!(rows[0].neg_step, 0.0);
+    let rows_buf = c.upload(bytemuck::cast_slice(&rows), &[4 * rows.len()]).unwrap();
+    for i in 0..TENSORS {
+        let init = f32s(&g[&format!("init.{i}")]);
+        let n = init.len();
+        let (p, m, v, shadow) = (upload(&init), upload(&vec![0.0; n]), upload(&vec![0.0; n]), upload(&init));
+        let (mut rp, mut rm, mut rv, mut rs) = (init.clone(), vec![0.0; n], vec![0.0; n], init.clone());
+        for k in 1..=STEPS {
+            let grad = f32s(&g[&format!("step{k}.grad.{i}")]);
+            let clip = g[&format!("step{k}.clip")][0] as f32;
+            let (gt, st) = (upload(&grad), state(c, k as u32 - 1, clip));
+            let b = AdamWBuffers {
+                param: &p.buffer,
+                grad: &gt.buffer,
+                m: &m.buffer,
+                v: &v.buffer,
+                rows: &rows_buf.buffer,
+                state: &st.buffer,
+            };
+            c.run(&[
+                optim::adamw(c, &HYPER, n, &b).unwrap(),
+                optim::ema(c, n, &p.buffer, &shadow.buffer, &rows_buf.buffer, &st.buffer).unwrap(),
+            ]);
+            let row = &rows[k as usize - 1];
+            optim::reference_adamw(&HYPER, row, clip, &mut rp, &grad, &mut rm, &mut rv);
+            optim::reference_ema(row, &rp, &mut rs);
+            for (what, got, reference) in [
+                ("param", read(&p), &rp),
+                ("m", read(&m), &rm),
+                ("v", read(&v), &rv),
+                ("ema", read(&shadow), &rs),
+            ] {
+                let torch = f32s(&g[&format!("step{k}.{what}.{i}")]);
+                // PyTorch's CPU sqrt is off by an ulp in ~20% of elements (TRAINING.md): a few
+                // ulps over five steps, never more.
+                let (at, e) = worst_error(&got, &torch);
+                assert!(e <= 1e-6, "tensor {i} step {k}: {what} off PyTorch's by {e:.2e} at {at}");
+                let (at, e) = worst_error(&got, reference);
+                assert!(e <= 1e-6, "tensor {i} step {k}: {what} off the reference by {e:.2e} at {at}");
+            }
+        }
+    }
+}
+
+fn check_geometry_on(c: &Context, n: usize, seed: u64) {
+    let mut r = rng(seed);
+    let (p0, grad, m0) = (random(&mut r, n), random(&mut r, n), random(&mut r, n));
+    let v0: Vec<f32> = random(&mut r, n).iter().map(|x| x.abs()).collect();
+    let row = StepRow::new(&AdamW::default(), 3, 1e-3, 0.4);
+    let rows = c.upload(bytemuck::cast_slice(&[StepRow::default(), row]), &[8]).unwrap();
+    let (p, gt, m, v, s) =
+        (upload_on(c, &p0), upload_on(c, &grad), upload_on(c, &m0), upload_on(c, &v0), upload_on(c, &m0));
+    let st = state(c, 1, 0.5);
+    let b = AdamWBuffers {
+        param: &p.buffer,
+        grad: &gt.buffer,
+        m: &m.buffer,
+        v: &v.buffer,
+        rows: &rows.buffer,
+        state: &st.buffer,
+    };
+    c.run(&[
+        optim::adamw(c, &AdamW::default(), n, &b).unwrap(),
+        optim::ema(c, n, &p.buffer, &s.buffer, &rows.buffer, &st.buffer).unwrap(),
+    ]);
+    let (mut rp, mut rm, mut rv, mut rs) = (p0, m0.clone(), v0, m0);
+    optim::reference_adamw(&AdamW::default(), &row, 0.5, &mut rp, &grad, &mut rm, &mut rv);
+    optim::reference_ema(&row, &rp, &mut rs);
+    for (what, got, want) in [
+        ("param", read_on(c, &p), rp),
+        ("m", read_on(c, &m), rm),
+        ("v", read_on(c, &v), rv),
+        ("ema", read_on(c, &s), rs),
+    ] {
+        let (at, e) = worst_error(&got, &want);
+        assert!(e <= 1e-6, "{what} of {n}: off by {e:.2e} at {at}");
+    }
+}
+
+#[test]
+fn adamw_and_ema_every_length() {
+    for (i, n) in [1, 17, 144].into_iter().enumerate() {
+        check_geometry_on(ctx(), n, 10 + i as u64);
+    }
+    for (i, &b) in BATCHES.iter().enumerate() {
+        check_geometry_on(ctx(), b * 98, 20 + i as u64);
+        check_geometry_on(spill_ctx(), b * 98, 30 + i as u64);
+    }
+}
