@@ -1,4 +1,4 @@
-//! The MSE loss and the backward elementwise kernels (SiLU, nearest 2x upsample, the MSE gradient).
+//! The MSE loss, the sum of squares, and the backward elementwise kernels (SiLU, nearest 2x upsample, the MSE gradient).
 //!
 //! Geometry: the loss's first pass is 1-D over at most 256 workgroups of 256, each summing
 //! ceil(len / (256 x workgroups)) values an invocation; its second pass is one workgroup. Lengths
@@ -25,6 +25,15 @@ fn check_loss_on(c: &Context, len: usize, mean_over: usize, seed: u64) {
     // Deterministic: the same bits again.
     c.run(&d);
     assert_eq!(read_on(c, &out)[0].to_bits(), got.to_bits(), "mse of {len}, run twice");
+    // The sum of squares (clipping's), into slot 2 of 3.
+    let sums = upload_on(c, &[7.0; 3]);
+    c.run(&loss::sum_of_squares(c, len, &pt.buffer, &sums.buffer, 2).unwrap());
+    let want: f64 = pred.iter().map(|&v| (v as f64).powi(2)).sum();
+    let got = read_on(c, &sums);
+    assert!(
+        ((got[2] as f64 - want) / want).abs() <= 1e-5 && got[..2] == [7.0, 7.0],
+        "sum of squares of {len}: {got:?} vs {want}"
+    );
     let grad = output_on(c, len);
     c.run(&[ew::mse_grad(c, len, mean_over, &pt.buffer, &tt.buffer, &grad.buffer).unwrap()]);
     assert_eq!(

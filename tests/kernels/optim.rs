@@ -1,15 +1,19 @@
-//! AdamW and the EMA update against PyTorch's AdamW, `clip_grad_norm_`'s coefficient, diffusers'
-//! cosine warm-up schedule and EMAModel (tools/make_optim_goldens.py: five steps on four tensors of
-//! odd sizes), and against their plain references.
+//! Clipping by global norm, AdamW and the EMA update, all on the device, against PyTorch's
+//! `clip_grad_norm_` and AdamW, diffusers' cosine warm-up schedule and EMAModel
+//! (tools/make_optim_goldens.py: five steps on four tensors of odd sizes, clipping acting on some
+//! steps), and against their plain references.
 //!
 //! Geometry: both kernels are 1-D, 256 elements a workgroup, split over x and y past the
 //! per-dimension limit: lengths 1, 17, 144 (one partial workgroup), every batch in BATCHES x 98
-//! values (up to 13 workgroups), and the same on `spill_ctx` (4 x 4 grids).
+//! values (up to 13 workgroups), and the same on `spill_ctx` (4 x 4 grids). The sums of squares
+//! run loss.wgsl's two passes (see loss.rs for their geometry) into one slot per tensor; the
+//! clipping coefficient is one invocation.
 
 use std::collections::HashMap;
 
 use wgpu_diffusion::gpu::{Context, Tensor};
 use wgpu_diffusion::graph::check::worst_error;
+use wgpu_diffusion::kernels::loss;
 use wgpu_diffusion::kernels::optim::{self, AdamW, AdamWBuffers, StepRow};
 
 use crate::*;
@@ -44,12 +48,15 @@ fn f32s(v: &[f64]) -> Vec<f32> {
 /// The golden's hyperparameters (tools/make_optim_goldens.py).
 const HYPER: AdamW = AdamW { beta1: 0.95, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 };
 
+/// The optimizer's state: [step counter, clipping coefficient's bits, total norm's bits].
 fn state(c: &Context, step: u32, clip: f32) -> Tensor {
-    c.upload_u32(&[step, clip.to_bits()], &[2]).unwrap()
+    c.upload_u32(&[step, clip.to_bits(), 0], &[3]).unwrap()
 }
 
 #[test]
-fn adamw_and_ema_follow_pytorch_and_diffusers_for_five_steps() {
+fn clipping_adamw_and_ema_follow_pytorch_and_diffusers_for_five_steps() {
+    // Every step on the device: the gradients' sums of squares, clip_grad_norm_'s coefficient
+    // into the optimizer's state, then AdamW and the EMA of each tensor.
     let (c, g) = (ctx(), goldens());
     let rows: Vec<StepRow> = (1..=STEPS)
         .map(|k| StepRow::new(&HYPER, k, g[&format!("step{k}.lr")][0], g[&format!("step{k}.ema_decay")][0]))
@@ -57,42 +64,71 @@ fn adamw_and_ema_follow_pytorch_and_diffusers_for_five_steps() {
     // Step 1 of the warm-up has lr 0 (LambdaLR's offset): the weights keep their values.
     assert_eq!(rows[0].neg_step, 0.0);
     let rows_buf = c.upload(bytemuck::cast_slice(&rows), &[4 * rows.len()]).unwrap();
-    for i in 0..TENSORS {
-        let init = f32s(&g[&format!("init.{i}")]);
-        let n = init.len();
-        let (p, m, v, shadow) = (upload(&init), upload(&vec![0.0; n]), upload(&vec![0.0; n]), upload(&init));
-        let (mut rp, mut rm, mut rv, mut rs) = (init.clone(), vec![0.0; n], vec![0.0; n], init.clone());
-        for k in 1..=STEPS {
-            let grad = f32s(&g[&format!("step{k}.grad.{i}")]);
-            let clip = g[&format!("step{k}.clip")][0] as f32;
-            let (gt, st) = (upload(&grad), state(c, k as u32 - 1, clip));
+    let init: Vec<Vec<f32>> = (0..TENSORS).map(|i| f32s(&g[&format!("init.{i}")])).collect();
+    let zeros = |v: &Vec<f32>| upload(&vec![0.0; v.len()]);
+    let (p, m, v, shadow): (Vec<_>, Vec<_>, Vec<_>, Vec<_>) = (
+        init.iter().map(|x| upload(x)).collect(),
+        init.iter().map(zeros).collect(),
+        init.iter().map(zeros).collect(),
+        init.iter().map(|x| upload(x)).collect(),
+    );
+    let mut reference: Vec<[Vec<f32>; 4]> =
+        init.iter().map(|x| [x.clone(), vec![0.0; x.len()], vec![0.0; x.len()], x.clone()]).collect();
+    let sums = output(TENSORS);
+    for k in 1..=STEPS {
+        let grads: Vec<Vec<f32>> = (0..TENSORS).map(|i| f32s(&g[&format!("step{k}.grad.{i}")])).collect();
+        let gt: Vec<Tensor> = grads.iter().map(|x| upload(x)).collect();
+        let st = state(c, k as u32 - 1, f32::NAN);
+        let mut list = vec![];
+        for (i, grad) in gt.iter().enumerate() {
+            list.extend(loss::sum_of_squares(c, grads[i].len(), &grad.buffer, &sums.buffer, i).unwrap());
+        }
+        list.push(loss::clip_coefficient(c, TENSORS, 1.0, &sums.buffer, &st.buffer).unwrap());
+        for i in 0..TENSORS {
             let b = AdamWBuffers {
-                param: &p.buffer,
-                grad: &gt.buffer,
-                m: &m.buffer,
-                v: &v.buffer,
+                param: &p[i].buffer,
+                grad: &gt[i].buffer,
+                m: &m[i].buffer,
+                v: &v[i].buffer,
                 rows: &rows_buf.buffer,
                 state: &st.buffer,
             };
-            c.run(&[
-                optim::adamw(c, &HYPER, n, &b).unwrap(),
-                optim::ema(c, n, &p.buffer, &shadow.buffer, &rows_buf.buffer, &st.buffer).unwrap(),
-            ]);
+            list.push(optim::adamw(c, &HYPER, grads[i].len(), &b).unwrap());
+            list.push(
+                optim::ema(c, grads[i].len(), &p[i].buffer, &shadow[i].buffer, &rows_buf.buffer, &st.buffer)
+                    .unwrap(),
+            );
+        }
+        c.run(&list);
+        let clip = f32::from_bits(c.read_u32(&st).unwrap()[1]);
+        let torch_clip = g[&format!("step{k}.clip")][0] as f32;
+        let refs: Vec<&[f32]> = grads.iter().map(|x| x.as_slice()).collect();
+        let (ref_clip, _) = loss::reference_clip(&refs, 1.0);
+        assert!(
+            (clip - torch_clip).abs() <= 1e-6 * torch_clip,
+            "step {k}: clip {clip} vs PyTorch's {torch_clip}"
+        );
+        assert!(
+            (clip - ref_clip).abs() <= 1e-6 * ref_clip,
+            "step {k}: clip {clip} vs the reference's {ref_clip}"
+        );
+        for i in 0..TENSORS {
             let row = &rows[k as usize - 1];
-            optim::reference_adamw(&HYPER, row, clip, &mut rp, &grad, &mut rm, &mut rv);
-            optim::reference_ema(row, &rp, &mut rs);
-            for (what, got, reference) in [
-                ("param", read(&p), &rp),
-                ("m", read(&m), &rm),
-                ("v", read(&v), &rv),
-                ("ema", read(&shadow), &rs),
+            let [rp, rm, rv, rs] = &mut reference[i];
+            optim::reference_adamw(&HYPER, row, clip, rp, &grads[i], rm, rv);
+            optim::reference_ema(row, rp, rs);
+            for (what, got, want) in [
+                ("param", read(&p[i]), &*rp),
+                ("m", read(&m[i]), &*rm),
+                ("v", read(&v[i]), &*rv),
+                ("ema", read(&shadow[i]), &*rs),
             ] {
                 let torch = f32s(&g[&format!("step{k}.{what}.{i}")]);
-                // PyTorch's CPU sqrt is off by an ulp in ~20% of elements (TRAINING.md): a few
-                // ulps over five steps, never more.
+                // PyTorch's CPU sqrt is off by an ulp in ~20% of elements (TRAINING.md), and its
+                // norms sum in another order: a few ulps over five steps, never more.
                 let (at, e) = worst_error(&got, &torch);
                 assert!(e <= 1e-6, "tensor {i} step {k}: {what} off PyTorch's by {e:.2e} at {at}");
-                let (at, e) = worst_error(&got, reference);
+                let (at, e) = worst_error(&got, want);
                 assert!(e <= 1e-6, "tensor {i} step {k}: {what} off the reference by {e:.2e} at {at}");
             }
         }
