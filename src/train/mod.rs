@@ -1,6 +1,8 @@
 //! Training on the device: a step's gradients (`step`), from a batch already on the device to a
-//! gradient buffer per weight, through the planned forward + backward graph.
+//! gradient buffer per weight, through the planned forward + backward graph; the learning-rate
+//! and EMA schedules that make the optimizer's table (`schedule`).
 
+pub mod schedule;
 pub mod step;
 
 pub use step::{ParamGradient, StepOptions, TrainGraph, TrainStep};

@@ -15,6 +15,7 @@ use wgpu_diffusion::gpu::{Context, Tensor};
 use wgpu_diffusion::graph::check::worst_error;
 use wgpu_diffusion::kernels::loss;
 use wgpu_diffusion::kernels::optim::{self, AdamW, AdamWBuffers, StepRow};
+use wgpu_diffusion::train::schedule::{step_rows, EmaSchedule, LrKind, LrSchedule};
 
 use crate::*;
 
@@ -58,9 +59,21 @@ fn clipping_adamw_and_ema_follow_pytorch_and_diffusers_for_five_steps() {
     // Every step on the device: the gradients' sums of squares, clip_grad_norm_'s coefficient
     // into the optimizer's state, then AdamW and the EMA of each tensor.
     let (c, g) = (ctx(), goldens());
-    let rows: Vec<StepRow> = (1..=STEPS)
-        .map(|k| StepRow::new(&HYPER, k, g[&format!("step{k}.lr")][0], g[&format!("step{k}.ema_decay")][0]))
-        .collect();
+    // The table from the schedules, as get_scheduler("cosine", 2 warm-up steps of 5) and
+    // EMAModel(use_ema_warmup, inv_gamma 1, power 3/4) compute them.
+    let lr = LrSchedule { kind: LrKind::Cosine, lr: 1e-3, warmup: 2, total: STEPS };
+    let ema =
+        EmaSchedule { max_decay: 0.9999, min_decay: 0.0, update_after_step: 0, warmup: Some((1.0, 0.75)) };
+    for k in 1..=STEPS {
+        let (want_lr, want_decay) = (g[&format!("step{k}.lr")][0], g[&format!("step{k}.ema_decay")][0]);
+        assert!((lr.lr_at(k) - want_lr).abs() <= 1e-15, "step {k}: lr {} vs {want_lr}", lr.lr_at(k));
+        assert!(
+            (ema.decay_at(k) - want_decay).abs() <= 1e-15,
+            "step {k}: decay {} vs {want_decay}",
+            ema.decay_at(k)
+        );
+    }
+    let rows = step_rows(&HYPER, &lr, &ema, STEPS);
     // Step 1 of the warm-up has lr 0 (LambdaLR's offset): the weights keep their values.
     assert_eq!(rows[0].neg_step, 0.0);
     let rows_buf = c.upload(bytemuck::cast_slice(&rows), &[4 * rows.len()]).unwrap();
