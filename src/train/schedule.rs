@@ -22,9 +22,11 @@ impl LrKind {
             "constant_with_warmup" => Self::ConstantWithWarmup,
             "linear" => Self::Linear,
             "cosine" => Self::Cosine,
-            other => return Err(Error::Invalid(format!(
+            other => {
+                return Err(Error::Invalid(format!(
                 "unknown learning-rate schedule '{other}' (constant, constant_with_warmup, linear, cosine)"
-            ))),
+            )))
+            }
         })
     }
 }
