@@ -328,6 +328,38 @@ fn weight_grad(
     Ok(out)
 }
 
+/// Every term of the forward's sum, out[dy] += w[weight] x[x], as (dy index, x index, weight
+/// index in PyTorch layout [Cout, Cin, KH, KW]), taps in the padding left out: the one loop both
+/// backward references walk.
+fn for_each_term(s: &Conv2dShape, mut f: impl FnMut(usize, usize, usize)) {
+    let (ho, wo) = s.out_hw().expect("reference: valid shape"); // ok: test-only helper
+    for n in 0..s.n {
+        for co in 0..s.cout {
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let out = ((n * s.cout + co) * ho + oy) * wo + ox;
+                    for ci in 0..s.cin {
+                        for ky in 0..s.kh {
+                            let iy = (oy * s.stride + ky) as isize - s.pad.top as isize;
+                            if iy < 0 || iy >= s.h as isize {
+                                continue;
+                            }
+                            for kx in 0..s.kw {
+                                let ix = (ox * s.stride + kx) as isize - s.pad.left as isize;
+                                if ix < 0 || ix >= s.w as isize {
+                                    continue;
+                                }
+                                let input = ((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize;
+                                f(out, input, ((co * s.cin + ci) * s.kh + ky) * s.kw + kx);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Plain reference of `conv2d_backward_params` in f64: (d weight [Cout, Cin, KH, KW] in PyTorch
 /// layout, d bias [Cout], d channel add [N, Cout]).
 pub fn reference_backward_params(
@@ -336,35 +368,12 @@ pub fn reference_backward_params(
     dy: &[f32],
     scale: f32,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (ho, wo) = s.out_hw().expect("reference: valid shape"); // ok: test-only helper
+    let g = |i: usize| dy[i] as f64 * scale as f64;
     let mut dw = vec![0.0f64; s.cout * s.cin * s.kh * s.kw];
-    let mut dchan = vec![0.0f64; s.n * s.cout];
-    for n in 0..s.n {
-        for co in 0..s.cout {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let g = dy[((n * s.cout + co) * ho + oy) * wo + ox] as f64 * scale as f64;
-                    dchan[n * s.cout + co] += g;
-                    for ci in 0..s.cin {
-                        for ky in 0..s.kh {
-                            let iy = (oy * s.stride + ky) as isize - s.pad.top as isize;
-                            if iy < 0 || iy >= s.h as isize {
-                                continue;
-                            }
-                            for kx in 0..s.kw {
-                                let ix = (ox * s.stride + kx) as isize - s.pad.left as isize;
-                                if ix < 0 || ix >= s.w as isize {
-                                    continue;
-                                }
-                                let xv = x[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize] as f64;
-                                dw[((co * s.cin + ci) * s.kh + ky) * s.kw + kx] += g * xv;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    for_each_term(s, |out, input, w| dw[w] += g(out) * x[input] as f64);
+    // d channel add [n, co]: dy's (n, co) plane summed, in order.
+    let plane = dy.len() / (s.n * s.cout).max(1);
+    let dchan: Vec<f64> = (0..s.n * s.cout).map(|nc| (0..plane).map(|p| g(nc * plane + p)).sum()).collect();
     let db: Vec<f64> = (0..s.cout).map(|co| (0..s.n).map(|n| dchan[n * s.cout + co]).sum()).collect();
     let f = |v: Vec<f64>| v.into_iter().map(|v| v as f32).collect();
     (f(dw), f(db), f(dchan))
@@ -373,32 +382,7 @@ pub fn reference_backward_params(
 /// Plain reference of the input gradient, straight from the forward's sum, in f64: `weight` in
 /// PyTorch layout [Cout, Cin, KH, KW].
 pub fn reference_backward_input(s: &Conv2dShape, dy: &[f32], weight: &[f32], scale: f32) -> Vec<f32> {
-    let (ho, wo) = s.out_hw().expect("reference: valid shape"); // ok: test-only helper
     let mut dx = vec![0.0f64; s.n * s.cin * s.h * s.w];
-    for n in 0..s.n {
-        for co in 0..s.cout {
-            for oy in 0..ho {
-                for ox in 0..wo {
-                    let g = dy[((n * s.cout + co) * ho + oy) * wo + ox] as f64 * scale as f64;
-                    for ci in 0..s.cin {
-                        for ky in 0..s.kh {
-                            let iy = (oy * s.stride + ky) as isize - s.pad.top as isize;
-                            if iy < 0 || iy >= s.h as isize {
-                                continue;
-                            }
-                            for kx in 0..s.kw {
-                                let ix = (ox * s.stride + kx) as isize - s.pad.left as isize;
-                                if ix < 0 || ix >= s.w as isize {
-                                    continue;
-                                }
-                                let w = weight[((co * s.cin + ci) * s.kh + ky) * s.kw + kx] as f64;
-                                dx[((n * s.cin + ci) * s.h + iy as usize) * s.w + ix as usize] += g * w;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
+    for_each_term(s, |out, input, w| dx[input] += dy[out] as f64 * scale as f64 * weight[w] as f64);
     dx.into_iter().map(|v| v as f32).collect()
 }
