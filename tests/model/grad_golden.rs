@@ -24,18 +24,11 @@ fn dir(name: &str) -> std::path::PathBuf {
 fn noising_forward_and_loss_match_pytorch() {
     let c = ctx();
     for name in NAMES {
-        let folder = ModelFolder::open(&dir(name)).unwrap();
-        let g = read_safetensors(&dir(name).join("grads.safetensors")).unwrap();
+        let (folder, g, ac, ts) = golden(name);
         let (x0, eps, x_t, t) = (&g["x0"].data, &g["eps"].data, &g["x_t"].data, &g["timesteps"].data);
         let batch = t.len();
         let per = x0.len() / batch;
         // x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, as the scheduler's add_noise.
-        let text = std::fs::read_to_string(folder.scheduler_config.as_ref().unwrap()).unwrap();
-        let file = SchedulerConfig::parse_file(&text, "scheduler_config.json").unwrap();
-        let sched =
-            SchedulerConfig::resolve(SamplerKind::Ddpm, Some(&file), "scheduler_config.json").unwrap();
-        let ac: Vec<f64> = sched.alphas_cumprod().unwrap().iter().map(|&a| a as f64).collect();
-        let ts: Vec<u32> = t.iter().map(|&v| v as u32).collect();
         let (x0t, epst, out) = (upload(x0), upload(&eps[..]), output(x0.len()));
         let (tt, table) = (c.upload_u32(&ts, &[batch]).unwrap(), upload(&diff::noise_table(&ac)));
         let d = diff::add_noise(
