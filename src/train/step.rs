@@ -103,15 +103,6 @@ pub struct ParamGradient {
     pub len: usize,
 }
 
-fn storage(ctx: &Context, label: &str, floats: usize) -> wgpu::Buffer {
-    ctx.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some(label),
-        size: (4 * floats as u64).div_ceil(16).max(1) * 16,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    })
-}
-
 fn copy(src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, size: u64) -> CopyOp {
     CopyOp::Buffer { src: src.clone(), src_offset, dst: dst.clone(), dst_offset, size }
 }
@@ -154,10 +145,11 @@ impl TrainStep {
         let g = &graph.graph;
         let per_image: usize = g.shape(graph.sample)[1..].iter().product();
         let (len, micro_len) = (batch * per_image, micro * per_image);
-        let (x0, eps) = (storage(ctx, "batch x0", len), storage(ctx, "batch eps", len));
-        let (t_index, t_value) = (storage(ctx, "batch t (index)", batch), storage(ctx, "batch t", batch));
+        let (x0, eps) = (ctx.scratch_buffer("batch x0", len), ctx.scratch_buffer("batch eps", len));
+        let (t_index, t_value) =
+            (ctx.scratch_buffer("batch t (index)", batch), ctx.scratch_buffer("batch t", batch));
         let splits = batch / micro;
-        let losses = storage(ctx, "micro-batch losses", splits);
+        let losses = ctx.scratch_buffer("micro-batch losses", splits);
         // The micro-batch's own x0, eps and t, copied out of the batch.
         let (mx0, meps, mt) = (
             ctx.scratch_buffer("micro-batch x0", micro_len),
@@ -179,7 +171,7 @@ impl TrainStep {
             .map(|&(p, grad)| (g.weight_of(p).expect("a param"), grad, g.shape(grad).iter().product())) // ok: autodiff returns params
             .collect();
         let accumulators: Vec<wgpu::Buffer> = if splits > 1 {
-            params.iter().map(|&(_, _, n)| storage(ctx, "gradient accumulator", n)).collect()
+            params.iter().map(|&(_, _, n)| ctx.scratch_buffer("gradient accumulator", n)).collect()
         } else {
             vec![]
         };
@@ -228,11 +220,9 @@ impl TrainStep {
                 len,
             })
             .collect();
-        let accumulator_bytes: u64 =
-            params.iter().map(|&(_, _, n)| 4 * n as u64).sum::<u64>() * (splits > 1) as u64;
-        let batch_bytes = 4 * (2 * len + 2 * batch + splits) as u64;
-        let peak_bytes =
-            exe.plan.peak_bytes + (ctx.owned_bytes() - owned_before) + accumulator_bytes + batch_bytes;
+        // The buffers made since the plan (the batch, the accumulators, the kernels' scratch and
+        // constants) are all counted by the context.
+        let peak_bytes = exe.plan.peak_bytes + (ctx.owned_bytes() - owned_before);
         Ok(Self {
             batch,
             micro,
