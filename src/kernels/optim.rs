@@ -139,12 +139,11 @@ pub fn ema(
     check_len("ema", "weight", weight, len)?;
     check_len("ema", "shadow", shadow, len)?;
     let (params, workgroups) = params(ctx, &AdamW::default(), len);
-    // The bindings the EMA leaves unused get buffers of their own: writable bindings never alias.
-    let unused = |label| ctx.scratch_buffer(label, 1);
+    // The EMA leaves the weight and second-moment bindings unused.
     ctx.dispatch(
         &EMA,
         &[],
-        &[&unused("ema: unused"), weight, shadow, &unused("ema: unused"), rows, state, &params],
+        &[&ctx.dummy, weight, shadow, &ctx.dummy, rows, state, &params],
         workgroups,
         Cost { flops: 3 * len as u64, bytes: 12 * len as u64 },
     )
