@@ -35,7 +35,6 @@ pub struct TrainGraph {
     pub sample: TensorId,
     pub timesteps: TensorId,
     pub target: TensorId,
-    pub prediction: TensorId,
     /// sum((pred - target)^2) / (the whole batch's values): the micro-batches' losses add up to
     /// the batch's mean.
     pub loss: TensorId,
@@ -52,15 +51,7 @@ impl TrainGraph {
         let loss = graph.mse_loss("loss", net.output, target, batch * per_image)?;
         graph.mark_output(loss);
         let gradients = autodiff::backward(&mut graph, loss)?;
-        Ok(Self {
-            graph,
-            sample: net.sample,
-            timesteps: net.timesteps,
-            target,
-            prediction: net.output,
-            loss,
-            gradients,
-        })
+        Ok(Self { graph, sample: net.sample, timesteps: net.timesteps, target, loss, gradients })
     }
 
     /// The planned bytes of its activations and gradients, and whether every tensor fits a binding.

@@ -4,6 +4,7 @@
 
 use wgpu_diffusion::graph::check::{check_ops, worst_error};
 use wgpu_diffusion::graph::{Op, Plan};
+use wgpu_diffusion::kernels::diffusion::Prediction;
 use wgpu_diffusion::model::{ModelFolder, UNet};
 use wgpu_diffusion::train::{StepOptions, TrainStep};
 
@@ -214,4 +215,35 @@ fn a_batch_over_the_budget_runs_as_micro_batches_or_is_refused() {
     let options = StepOptions { memory_budget: 1000, ..StepOptions::default() };
     let err = TrainStep::new(c, &mut unet, &schedule(), 12, &options).err().unwrap().to_string();
     assert!(err.contains("budget") && err.contains("micro-batches tried"), "{err}");
+}
+
+#[test]
+fn the_loss_target_follows_the_prediction_type() {
+    // epsilon: eps; sample: x0; v_prediction: sqrt(abar_t) eps - sqrt(1 - abar_t) x0.
+    let c = ctx();
+    let ac = schedule();
+    let mut unet = golden_model("batch12");
+    for prediction in [Prediction::Epsilon, Prediction::Sample, Prediction::VPrediction] {
+        let options = StepOptions { prediction, max_micro: 4, ..StepOptions::default() };
+        let step = TrainStep::new(c, &mut unet, &ac, 12, &options).unwrap();
+        let (x0, t, eps) = random_batch(&step, 4);
+        step.upload(c, &x0, &t, &eps).unwrap();
+        c.run(&step.dispatches);
+        // What the last micro-batch (images 8..12) left in the target.
+        let per = x0.len() / 12;
+        let got = c.read_buffer(step.exe.buffer(step.graph.target), 4 * per).unwrap();
+        let want: Vec<f32> = (8 * per..12 * per)
+            .map(|i| {
+                let a = ac[t[i / per] as usize];
+                match prediction {
+                    Prediction::Epsilon => eps[i],
+                    Prediction::Sample => x0[i],
+                    Prediction::VPrediction => {
+                        (a.sqrt() * eps[i] as f64 - (1.0 - a).sqrt() * x0[i] as f64) as f32
+                    }
+                }
+            })
+            .collect();
+        assert_close(&format!("{prediction:?} target"), &got, &want, RTOL);
+    }
 }
