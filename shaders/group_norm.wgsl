@@ -37,15 +37,13 @@ fn group_norm(
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // Invocations past the last group redo the last one and skip the stores (no early return:
-    // the barriers need every invocation).
-    let lane = lid % L;
-    let wanted = (wg.x + wg.y * nwg.x) * (WG / L) + lid / L;
-    let valid = wanted < p.groups_total;
-    let group = min(wanted, p.groups_total - 1u);
-    let cg = p.channels / p.groups;
-    let len = cg * p.hw;
-    let start = group * len;
+    let me = slot(wg, nwg, lid);
+    let lane = me.lane;
+    let valid = me.valid;
+    let group = me.group;
+    let cg = me.cg;
+    let len = me.len;
+    let start = me.start;
 
     let hw4 = p.hw / 4u;
     let st = group_stats(start, cg, len, lane, lid);

@@ -88,3 +88,16 @@ fn group_stats(start: u32, cg: u32, len: u32, lane: u32, lid: u32) -> Stats {
     let variance = max(group_sum(ss, lid) / f32(len) - delta * delta, 0.0);
     return Stats(shift, delta, inverseSqrt(variance + p.eps));
 }
+
+// Which (image, group) an invocation serves: L lanes per group, WG / L groups per workgroup over a
+// grid split across x and y. Invocations past the last group redo the last one and skip their
+// stores (no early return: the barriers need every invocation).
+struct Slot { lane: u32, valid: bool, group: u32, cg: u32, len: u32, start: u32 }
+
+fn slot(wg: vec3<u32>, nwg: vec3<u32>, lid: u32) -> Slot {
+    let wanted = (wg.x + wg.y * nwg.x) * (WG / L) + lid / L;
+    let group = min(wanted, p.groups_total - 1u);
+    let cg = p.channels / p.groups;
+    let len = cg * p.hw;
+    return Slot(lid % L, wanted < p.groups_total, group, cg, len, group * len);
+}
