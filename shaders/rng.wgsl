@@ -3,6 +3,11 @@
 // Element e of stream s is a pure function of (seed, s, substream, e): counter = (e / 4, stream_base + s,
 // substream + step[0], 0), key = seed. Each invocation makes 4 normals from one Philox block, so the
 // numbers never depend on the dispatch shape. `step` lives on the device so a chain can advance it.
+//
+// timesteps: training's t, uniform in [0, T) for image i of a batch: the first word of the Philox
+// block (i, stream_base, substream + step[0], 1) modulo T (a bias of T / 2^32, far below any
+// count a run makes), written as an index (u32) and as the f32 the embedding takes. The last
+// counter word (1) keeps these blocks apart from the normals' (0).
 
 struct Params {
     seed_lo: u32,
@@ -20,6 +25,8 @@ const WG: u32 = 256u;
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> step: array<u32>;
 @group(0) @binding(2) var<uniform> p: Params;
+// timesteps only: the indices (out holds their f32 values).
+@group(0) @binding(3) var<storage, read_write> out_index: array<u32>;
 
 // (high, low) 32-bit halves of the 64-bit product a * b, from 16-bit pieces.
 fn mul_hi_lo(a: u32, b: u32) -> vec2<u32> {
@@ -75,4 +82,18 @@ fn normal(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     for (var j = 0u; j < 4u; j++) {
         if (4u * q + j < p.per_stream) { out[base + j] = z[j]; }
     }
+}
+
+// One invocation per image: p.streams images, p.per_stream = T.
+@compute @workgroup_size(WG)
+fn timesteps(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= p.streams) { return; }
+    let bits = philox4x32_10(
+        vec4<u32>(i, p.stream_base, p.substream + step[0], 1u),
+        vec2<u32>(p.seed_lo, p.seed_hi),
+    );
+    let t = bits.x % p.per_stream;
+    out_index[i] = t;
+    out[i] = f32(t);
 }

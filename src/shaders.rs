@@ -40,9 +40,10 @@ shader!(DIFFUSION, "diffusion.wgsl");
 shader!(RNG, "rng.wgsl");
 shader!(LOSS, "loss.wgsl");
 shader!(OPTIM, "optim.wgsl");
+shader!(DATA, "data.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 20] = [
+pub static ALL: [&ShaderSource; 21] = [
     &CONV2D,
     &CONV2D_SUBGROUP,
     &CONV2D_REDUCE,
@@ -63,6 +64,7 @@ pub static ALL: [&ShaderSource; 20] = [
     &RNG,
     &LOSS,
     &OPTIM,
+    &DATA,
 ];
 
 /// Parses and validates a WGSL source with naga, as wgpu will (no device needed).

@@ -5,8 +5,8 @@ tests/golden/grad/ are the initial weights), per step x0, eps standard normal an
 [0, 1000) (saved), x_t = add_noise, loss = F.mse_loss(model(x_t, t).sample, eps), backward,
 clip_grad_norm_(1.0), AdamW (beta1 0.95, weight decay 1e-2: train_unconditional's 1e-6 is a
 no-op in f32), get_scheduler("cosine", 2 warm-up steps of 5), EMAModel (decay 0.9999, warm-up
-power 3/4). Written: each step's inputs and loss, and the weights and EMA after the last step
-(under the file's names).
+power 3/4). Written: each step's inputs and loss, and the weights and EMA after each step
+(`step{k}.weight.<name>`, `step{k}.ema.<name>`, under the file's names).
 
     .venv/bin/python tools/make_train_goldens.py   # writes tests/golden/train/<name>.safetensors
 """
@@ -51,10 +51,10 @@ def main() -> None:
             ema.step(model.parameters())
             out.update({f"step{step}.x0": x0, f"step{step}.eps": eps, f"step{step}.timesteps": t.float(),
                         f"step{step}.loss": loss.detach().reshape(1)})
-        names = [n for n, _ in model.named_parameters()]
-        for n, p, s in zip(names, model.parameters(), ema.shadow_params):
-            out[f"weight.{n}"] = p.detach().clone()
-            out[f"ema.{n}"] = s.detach().clone()
+            names = [n for n, _ in model.named_parameters()]
+            for n, p, s in zip(names, model.parameters(), ema.shadow_params):
+                out[f"step{step}.weight.{n}"] = p.detach().clone()
+                out[f"step{step}.ema.{n}"] = s.detach().clone()
         save_file({k: v.contiguous() for k, v in out.items()}, out_dir / f"{name}.safetensors")
         print(f"{name}: losses", [round(out[f'step{k}.loss'].item(), 6) for k in range(1, STEPS + 1)])
 

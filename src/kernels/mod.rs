@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod conv2d;
 pub mod conv2d_backward;
+pub mod data;
 pub mod diffusion;
 pub mod elementwise;
 pub mod embedding;

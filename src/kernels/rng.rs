@@ -11,6 +11,12 @@ static SPEC: KernelSpec = KernelSpec {
     bindings: &[Binding::Write, Binding::Read, Binding::Uniform],
 };
 
+static TIMESTEPS: KernelSpec = KernelSpec {
+    shader: &crate::shaders::RNG,
+    entry: "timesteps",
+    bindings: &[Binding::Write, Binding::Read, Binding::Uniform, Binding::Write],
+};
+
 /// Which numbers: element e of stream s is a function of (seed, stream_base + s, substream + step, e).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct NoiseKey {
@@ -64,6 +70,56 @@ pub fn normal(
         grid_1d(ctx, streams * per_stream.div_ceil(4), 256),
         Cost { flops: 200 * len as u64, bytes: 4 * len as u64 },
     )
+}
+
+/// Training's timesteps: for image i of `batch`, t uniform in [0, `steps`) keyed by (seed,
+/// stream_base, substream + step_counter[0], i), written as u32 indices and as f32 values (what
+/// the noising and the embedding take). One invocation an image; `batch` within one dimension.
+pub fn timesteps(
+    ctx: &Context,
+    key: NoiseKey,
+    batch: usize,
+    steps: usize,
+    step_counter: &wgpu::Buffer,
+    index: &wgpu::Buffer,
+    value: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    if batch == 0 || steps == 0 {
+        bail_shape!("timesteps: {batch} images of {steps} steps");
+    }
+    let groups = batch.div_ceil(256);
+    if groups > ctx.limits.max_compute_workgroups_per_dimension as usize {
+        bail_shape!("timesteps: a batch of {batch} is over this device's grid");
+    }
+    check_len("timesteps", "indices", index, batch)?;
+    check_len("timesteps", "values", value, batch)?;
+    check_len("timesteps", "step counter", step_counter, 1)?;
+    let params = ctx.uniform(&Params {
+        seed_lo: key.seed as u32,
+        seed_hi: (key.seed >> 32) as u32,
+        stream_base: key.stream_base,
+        substream: key.substream,
+        per_stream: steps as u32,
+        streams: batch as u32,
+        _pad: [0; 2],
+    });
+    ctx.dispatch(
+        &TIMESTEPS,
+        &[],
+        &[value, step_counter, &params, index],
+        [groups as u32, 1, 1],
+        Cost { flops: 100 * batch as u64, bytes: 8 * batch as u64 },
+    )
+}
+
+/// Reference of `timesteps`: the indices for the device counter's value `step`.
+pub fn reference_timesteps(key: NoiseKey, step: u32, batch: usize, steps: usize) -> Vec<u32> {
+    (0..batch as u32)
+        .map(|i| {
+            let counter = [i, key.stream_base, key.substream + step, 1];
+            philox4x32_10(counter, [key.seed as u32, (key.seed >> 32) as u32])[0] % steps as u32
+        })
+        .collect()
 }
 
 /// Philox4x32-10 block function.

@@ -2,7 +2,9 @@
 //! gradient buffer per weight, through the planned forward + backward graph; the learning-rate
 //! and EMA schedules that make the optimizer's table (`schedule`).
 
+pub mod optimizer;
 pub mod schedule;
 pub mod step;
 
+pub use optimizer::{Held, Optimizer};
 pub use step::{ParamGradient, StepOptions, TrainGraph, TrainStep};

@@ -5,6 +5,7 @@ mod bad_input;
 mod batch_invariance;
 mod golden;
 mod grad_golden;
+mod train_golden;
 mod train_step;
 
 #[path = "../common/mod.rs"]
