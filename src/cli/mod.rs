@@ -5,6 +5,7 @@ mod check;
 mod info;
 mod noise;
 mod sample;
+mod train;
 
 use clap::{Args, Parser, Subcommand};
 use wgpu_diffusion::gpu::{BackendChoice, ContextOptions};
@@ -25,6 +26,8 @@ pub enum Command {
     Noise(noise::NoiseArgs),
     /// List adapters with their backend, type, driver, features and limits.
     Info(info::InfoArgs),
+    /// Train a UNet2DModel on a dataset, all on the GPU, into a diffusers model folder.
+    Train(Box<train::TrainArgs>),
     /// Time a whole UNet forward (per op, from GPU timestamps) and a sampling chain.
     Bench(bench::BenchArgs),
 }
@@ -55,5 +58,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Noise(args) => noise::run(&args),
         Command::Info(args) => info::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Train(args) => train::run(&args),
     }
 }

@@ -1,4 +1,6 @@
-//! Files users give and get: NumPy .npy arrays and PNG images.
+//! Files users give and get: NumPy .npy arrays, PNG images and training datasets.
 
+pub mod dataset;
 pub mod images;
 pub mod npy;
+pub mod plot;

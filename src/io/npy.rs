@@ -1,4 +1,5 @@
-//! NumPy .npy files (format 1.0-3.0) holding little-endian f32 (or f64, converted) C-order arrays.
+//! NumPy .npy files (format 1.0-3.0) holding little-endian f32 (or f64, converted) C-order arrays,
+//! and uint8 arrays (image datasets).
 
 use std::path::Path;
 
@@ -10,14 +11,29 @@ fn bad(path: &Path, msg: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("{}: {msg}", path.display()))
 }
 
-/// Reads an .npy file: (shape, values as f32).
+/// An array's values.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Values {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+}
+
+/// Reads an .npy file of floats: (shape, values as f32).
 pub fn read(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    match read_values(path)? {
+        (shape, Values::F32(v)) => Ok((shape, v)),
+        (_, Values::U8(_)) => Err(bad(path, "dtype uint8: save the array as float32 (little-endian)")),
+    }
+}
+
+/// Reads an .npy file of floats or of uint8.
+pub fn read_values(path: &Path) -> Result<(Vec<usize>, Values)> {
     let bytes =
         std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
     parse(&bytes).map_err(|msg| bad(path, msg))
 }
 
-fn parse(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
+fn parse(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Values), String> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err("not a NumPy .npy file".into());
     }
@@ -43,9 +59,13 @@ fn parse(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
         4
     } else if descr.starts_with("'<f8'") {
         8
+    } else if ["'|u1'", "'<u1'", "'uint8'"].iter().any(|d| descr.starts_with(d)) {
+        1
     } else {
         let d: String = descr.chars().take_while(|&c| c != ',').collect();
-        return Err(format!("dtype {d} is not supported: save the array as float32 (little-endian)"));
+        return Err(format!(
+            "dtype {d} is not supported: save the array as float32 (little-endian) or uint8"
+        ));
     };
     if field("fortran_order")?.starts_with("True") {
         return Err("Fortran-ordered arrays are not supported: save with np.ascontiguousarray".into());
@@ -66,13 +86,17 @@ fn parse(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Vec<f32>), String> {
     if data.len() < count * width {
         return Err(format!("holds {} bytes of data, shape {shape:?} needs {}", data.len(), count * width));
     }
-    let values = if width == 4 {
-        data[..count * 4].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-    } else {
-        data[..count * 8]
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32) // ok: chunks_exact(8)
-            .collect()
+    let values = match width {
+        1 => Values::U8(data[..count].to_vec()),
+        4 => Values::F32(
+            data[..count * 4].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        ),
+        _ => Values::F32(
+            data[..count * 8]
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32) // ok: chunks_exact(8)
+                .collect(),
+        ),
     };
     Ok((shape, values))
 }

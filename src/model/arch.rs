@@ -27,11 +27,15 @@ const FASHION_MNIST: &str = r#"{
 
 pub const NAMES: &str = "ddpm-cifar10-32, fashion-mnist";
 
+/// The config.json text of a named architecture.
+pub fn config_text(name: &str) -> Result<&'static str> {
+    match name {
+        "ddpm-cifar10-32" => Ok(DDPM_CIFAR10_32),
+        "fashion-mnist" => Ok(FASHION_MNIST),
+        other => Err(Error::Invalid(format!("unknown architecture '{other}' (known: {NAMES})"))),
+    }
+}
+
 pub fn config(name: &str) -> Result<UNetConfig> {
-    let text = match name {
-        "ddpm-cifar10-32" => DDPM_CIFAR10_32,
-        "fashion-mnist" => FASHION_MNIST,
-        other => return Err(Error::Invalid(format!("unknown architecture '{other}' (known: {NAMES})"))),
-    };
-    UNetConfig::parse(text, name)
+    UNetConfig::parse(config_text(name)?, name)
 }

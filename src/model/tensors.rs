@@ -71,7 +71,18 @@ pub fn parse_safetensors(bytes: &[u8], path: &str) -> Result<HashMap<String, Hos
 
 /// Writes f32 tensors as a safetensors file (sorted by name), for goldens and `--save` outputs.
 pub fn write_safetensors(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result<()> {
+    let bytes = safetensors_bytes(tensors, &[]);
+    std::fs::write(path, bytes).map_err(|source| Error::Io { path: path.display().to_string(), source })
+}
+
+/// A safetensors file of f32 tensors (sorted by name) with string `metadata` (`__metadata__`).
+pub fn safetensors_bytes(tensors: &[(&str, &HostTensor)], metadata: &[(&str, String)]) -> Vec<u8> {
     let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        let m: serde_json::Map<String, serde_json::Value> =
+            metadata.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(v.clone()))).collect();
+        header.insert("__metadata__".into(), serde_json::Value::Object(m));
+    }
     let mut offset = 0usize;
     let mut sorted: Vec<_> = tensors.to_vec();
     sorted.sort_by_key(|(n, _)| n.to_string());
@@ -93,7 +104,14 @@ pub fn write_safetensors(path: &Path, tensors: &[(&str, &HostTensor)]) -> Result
     for (_, t) in &sorted {
         bytes.extend_from_slice(bytemuck::cast_slice(&t.data));
     }
-    std::fs::write(path, bytes).map_err(|source| Error::Io { path: path.display().to_string(), source })
+    bytes
+}
+
+/// The `__metadata__` strings of a safetensors file's bytes.
+pub fn safetensors_metadata(bytes: &[u8], path: &str) -> Result<HashMap<String, String>> {
+    let (_, meta) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::Invalid(format!("{path}: not a valid safetensors file ({e})")))?;
+    Ok(meta.metadata().clone().unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -42,6 +42,33 @@ impl WeightLayout {
             WeightLayout::Constant => None,
         })
     }
+
+    /// The inverse of `to_file`: a file tensor's values in this buffer layout (None for a
+    /// constant); the shape must be the layout's.
+    pub fn to_buffer(&self, t: &HostTensor) -> Result<Option<Vec<f32>>> {
+        let (name, shape) = match self {
+            WeightLayout::Plain { name, shape } | WeightLayout::Packed { name, shape, .. } => (name, shape),
+            WeightLayout::Constant => return Ok(None),
+        };
+        if &t.shape != shape {
+            return Err(Error::Invalid(format!(
+                "tensor '{name}' has shape {:?}, expected {shape:?}",
+                t.shape
+            )));
+        }
+        Ok(Some(match self {
+            WeightLayout::Packed { cout, cin, k, .. } => conv2d::pack_weight(&t.data, *cout, *cin, *k, *k)?,
+            _ => t.data.clone(),
+        }))
+    }
+
+    /// The file tensor's name (None for a constant).
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            WeightLayout::Plain { name, .. } | WeightLayout::Packed { name, .. } => Some(name),
+            WeightLayout::Constant => None,
+        }
+    }
 }
 
 pub struct WeightBank {
@@ -235,6 +262,28 @@ impl WeightBank {
     /// A constant the model derives (not a file tensor), uploaded once under `key`.
     pub fn constant(&mut self, ctx: &Context, key: &str, data: &[f32]) -> WeightId {
         self.upload(ctx, key.to_string(), WeightLayout::Constant, data, 0)
+    }
+
+    /// The same weights but in `buffers` (indexed by WeightId as `self.buffers` are): a model
+    /// over another copy of its weights (a trainer's EMA).
+    pub fn with_buffers(&self, buffers: Vec<wgpu::Buffer>) -> Result<Self> {
+        if buffers.len() != self.buffers.len() {
+            return Err(Error::Invalid(format!(
+                "{} buffers for {} weights",
+                buffers.len(),
+                self.buffers.len()
+            )));
+        }
+        Ok(Self {
+            host: HashMap::new(),
+            synthetic: None,
+            source: self.source.clone(),
+            buffers,
+            layouts: self.layouts.clone(),
+            by_key: self.by_key.clone(),
+            parameters: self.parameters,
+            tensors_used: self.tensors_used,
+        })
     }
 
     /// Drops the host copies once every weight is on the device.

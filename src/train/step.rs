@@ -76,7 +76,7 @@ pub struct TrainStep {
     pub t_index: wgpu::Buffer,
     pub t_value: wgpu::Buffer,
     /// Each micro-batch's share of the loss.
-    losses: wgpu::Buffer,
+    pub losses: wgpu::Buffer,
     /// Where the step leaves the gradient of each trained weight.
     pub gradients: Vec<ParamGradient>,
     /// The whole step.

@@ -8,6 +8,7 @@
 mod attention;
 mod conv2d;
 mod conv2d_backward;
+mod data;
 mod diffusion;
 mod elementwise;
 mod embedding;

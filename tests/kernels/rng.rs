@@ -116,3 +116,29 @@ fn normal_geometry_every_batch() {
     }
     on(spill_ctx(), 33, 149);
 }
+
+// Training's timesteps: one invocation an image, 256 a workgroup (batches 1 to 300: two
+// workgroups, the second partial), keyed by the device step counter.
+#[test]
+fn timesteps_match_the_reference_and_are_uniform() {
+    let c = ctx();
+    let key = NoiseKey { seed: 5, stream_base: 0, substream: 0 };
+    let counter = c.upload_u32(&[3], &[1]).unwrap();
+    for &batch in BATCHES.iter().chain(&[300]) {
+        let (index, value) = (c.upload_u32(&vec![u32::MAX; batch], &[batch]).unwrap(), output(batch));
+        run(rng::timesteps(c, key, batch, 1000, &counter.buffer, &index.buffer, &value.buffer).unwrap());
+        let want = rng::reference_timesteps(key, 3, batch, 1000);
+        assert_eq!(c.read_u32(&index).unwrap(), want, "batch {batch}");
+        assert_eq!(read(&value), want.iter().map(|&t| t as f32).collect::<Vec<_>>(), "batch {batch}");
+    }
+    // Uniform over [0, T): 20000 draws of T = 10 (one per image of many steps' batches).
+    let mut counts = [0usize; 10];
+    for step in 0..100 {
+        for t in rng::reference_timesteps(key, step, 200, 10) {
+            counts[t as usize] += 1;
+        }
+    }
+    assert!(counts.iter().all(|&n| (1800..2200).contains(&n)), "{counts:?}");
+    // Another step, other timesteps; the noise's blocks (last word 0) are not these.
+    assert_ne!(rng::reference_timesteps(key, 0, 64, 1000), rng::reference_timesteps(key, 1, 64, 1000));
+}

@@ -1,0 +1,539 @@
+//! `train`: DDPM training on the device, from a dataset to a diffusers model folder. Recipe flags
+//! are optional here so that `--resume` can tell the ones a user gave (which must agree with the
+//! saved run) from defaults (diffusers' train_unconditional.py's, with the EMA on).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value};
+use wgpu_diffusion::diffusion::{self, ChainInput, SamplerKind, SamplerPlan, SchedulerConfig};
+use wgpu_diffusion::gpu::Context;
+use wgpu_diffusion::io::dataset::Dataset;
+use wgpu_diffusion::io::{images, plot};
+use wgpu_diffusion::kernels::optim::AdamW;
+use wgpu_diffusion::model::{arch, ModelFolder, UNet, UNetConfig};
+use wgpu_diffusion::train::checkpoint::{self, CheckpointInfo};
+use wgpu_diffusion::train::recipe::{parse_prediction, Recipe};
+use wgpu_diffusion::train::schedule::{EmaSchedule, LrKind, LrSchedule};
+use wgpu_diffusion::train::{init, StepLog, Trainer};
+use wgpu_diffusion::{Error, Result};
+
+use super::DeviceArgs;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Training images: a folder of PNG/JPEG, an IDX file (gzipped or not), a folder holding
+    /// train-images-idx3-ubyte[.gz] (Debian's dataset-fashion-mnist), or an NCHW .npy.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// The output folder: a diffusers model folder, checkpointed as the run goes.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A named architecture to train from scratch: fashion-mnist (the default) or ddpm-cifar10-32.
+    #[arg(long, conflicts_with_all = ["config", "init"])]
+    pub arch: Option<String>,
+    /// A diffusers UNet2DModel config.json to train from scratch.
+    #[arg(long, conflicts_with = "init")]
+    pub config: Option<PathBuf>,
+    /// Fine-tune this diffusers model folder (its weights and scheduler config).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Optimizer steps [default: 100 epochs of the data, train_unconditional's num_epochs].
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Images a step [default: 16].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Peak learning rate [default: 1e-4].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// constant, constant_with_warmup, linear or cosine (diffusers' get_scheduler) [default: cosine].
+    #[arg(long)]
+    pub lr_schedule: Option<String>,
+    /// Warm-up steps of the schedule [default: 500].
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// AdamW's decoupled weight decay [default: 1e-6, a no-op in f32 at lr 1e-4, as in diffusers].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// AdamW's beta1 [default: 0.95].
+    #[arg(long)]
+    pub adam_beta1: Option<f64>,
+    /// AdamW's beta2 [default: 0.999].
+    #[arg(long)]
+    pub adam_beta2: Option<f64>,
+    /// AdamW's epsilon [default: 1e-8].
+    #[arg(long)]
+    pub adam_epsilon: Option<f64>,
+    /// The EMA's maximum decay [default: 0.9999].
+    #[arg(long)]
+    pub ema_decay: Option<f64>,
+    /// The EMA warm-up's power [default: 0.75].
+    #[arg(long)]
+    pub ema_power: Option<f64>,
+    /// The EMA warm-up's inverse gamma [default: 1.0].
+    #[arg(long)]
+    pub ema_inv_gamma: Option<f64>,
+    /// Train without an EMA (the raw weights are saved).
+    #[arg(long)]
+    pub no_ema: bool,
+    /// Clip the gradients' global norm to this (0: off) [default: 1.0].
+    #[arg(long)]
+    pub grad_clip: Option<f32>,
+    /// epsilon, v_prediction or sample [default: epsilon, or the --init folder's].
+    #[arg(long)]
+    pub prediction_type: Option<String>,
+    /// Seeds the initial weights, the data order, t and the noise [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Mirror images left to right at random.
+    #[arg(long)]
+    pub random_flip: bool,
+    /// Write a checkpoint every N steps (and at the end) [default: 500, train_unconditional's
+    /// checkpointing_steps].
+    #[arg(long)]
+    pub save_every: Option<u64>,
+    /// Sample a grid with fixed seeds every K steps into OUT/samples/ [default: every 10 epochs,
+    /// train_unconditional's save_images_epochs; 0: never].
+    #[arg(long)]
+    pub sample_every: Option<u64>,
+    /// Continue the run in --out from its last checkpoint, with its saved recipe.
+    #[arg(long)]
+    pub resume: bool,
+    /// Stop once step N is done and checkpointed (a job with a time limit), to continue with
+    /// --resume; the recipe still runs to --steps.
+    #[arg(long)]
+    pub stop_at: Option<u64>,
+    /// Steps recorded into one submission at most.
+    #[arg(long, default_value_t = 16)]
+    pub steps_per_submission: usize,
+    /// Memory (MiB) one micro-batch's training graph may plan; larger batches run as micro-batches.
+    #[arg(long, default_value_t = 4096)]
+    pub memory_budget_mib: u64,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+const DEFAULT_ARCH: &str = "fashion-mnist";
+/// Grids of this many images, with this sampler.
+const SAMPLE_IMAGES: usize = 16;
+const SAMPLE_SEED: u64 = 0;
+const LOG_FILE: &str = "train_log.jsonl";
+
+/// The model a run starts from: its config.json text, weights and scheduler config.
+struct Start {
+    config_text: String,
+    config: UNetConfig,
+    tensors: Option<std::collections::HashMap<String, wgpu_diffusion::model::HostTensor>>,
+    scheduler: Map<String, Value>,
+    described: String,
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+}
+
+/// diffusers' DDPMScheduler defaults, for models trained from scratch.
+fn default_scheduler() -> Map<String, Value> {
+    let v = serde_json::json!({
+        "_class_name": "DDPMScheduler",
+        "num_train_timesteps": 1000,
+        "beta_start": 0.0001,
+        "beta_end": 0.02,
+        "beta_schedule": "linear",
+        "variance_type": "fixed_small",
+        "clip_sample": true,
+        "prediction_type": "epsilon",
+    });
+    v.as_object().cloned().expect("an object") // ok: a literal object
+}
+
+fn start(args: &TrainArgs) -> Result<Start> {
+    if let Some(dir) = &args.init {
+        let folder = ModelFolder::open(dir)?;
+        let text = read(&folder.unet_config)?;
+        let config = UNetConfig::parse(&text, &folder.unet_config.display().to_string())?;
+        let tensors = wgpu_diffusion::model::tensors::read_safetensors(&folder.unet_weights)?;
+        let scheduler = match &folder.scheduler_config {
+            Some(p) => SchedulerConfig::parse_file(&read(p)?, &p.display().to_string())?,
+            None => default_scheduler(),
+        };
+        return Ok(Start {
+            config_text: text,
+            config,
+            tensors: Some(tensors),
+            scheduler,
+            described: format!("the weights of {}", dir.display()),
+        });
+    }
+    let (text, described) = match (&args.config, &args.arch) {
+        (Some(p), _) => (read(p)?, format!("{} with PyTorch's default init", p.display())),
+        (None, name) => {
+            let name = name.as_deref().unwrap_or(DEFAULT_ARCH);
+            (
+                arch::config_text(name)?.to_string(),
+                format!("the {name} architecture with PyTorch's default init"),
+            )
+        }
+    };
+    let config = UNetConfig::parse(&text, "config.json")?;
+    Ok(Start { config_text: text, config, tensors: None, scheduler: default_scheduler(), described })
+}
+
+/// The recipe from the flags and defaults; `epoch_steps` sizes the defaults counted in epochs.
+fn recipe(args: &TrainArgs, scheduler: &Map<String, Value>, epoch_steps: u64) -> Result<Recipe> {
+    let d = Recipe::default();
+    let steps = args.steps.unwrap_or(100 * epoch_steps);
+    if steps == 0 {
+        return Err(Error::Invalid("--steps must be at least 1".into()));
+    }
+    let batch = args.batch.unwrap_or(d.batch);
+    if batch == 0 {
+        return Err(Error::Invalid("--batch must be at least 1".into()));
+    }
+    let prediction = match (&args.prediction_type, scheduler.get("prediction_type").and_then(Value::as_str)) {
+        (Some(p), _) => parse_prediction(p)?,
+        (None, Some(p)) if args.init.is_some() => parse_prediction(p)?,
+        _ => d.prediction,
+    };
+    let positive = |name: &str, v: f64| -> Result<f64> {
+        if v.is_finite() && v >= 0.0 {
+            Ok(v)
+        } else {
+            Err(Error::Invalid(format!("--{name} must be a finite number of at least 0, not {v}")))
+        }
+    };
+    let ema = (!args.no_ema).then(|| EmaSchedule {
+        max_decay: args.ema_decay.unwrap_or(0.9999),
+        min_decay: 0.0,
+        update_after_step: 0,
+        warmup: Some((args.ema_inv_gamma.unwrap_or(1.0), args.ema_power.unwrap_or(0.75))),
+    });
+    if let Some(e) = ema {
+        positive("ema-decay", e.max_decay)?;
+        if e.max_decay > 1.0 {
+            return Err(Error::Invalid(format!("--ema-decay {} is over 1", e.max_decay)));
+        }
+    }
+    let clip = args.grad_clip.unwrap_or(1.0);
+    positive("grad-clip", clip as f64)?;
+    Ok(Recipe {
+        steps,
+        batch,
+        lr: LrSchedule {
+            kind: LrKind::parse(args.lr_schedule.as_deref().unwrap_or("cosine"))?,
+            lr: positive("lr", args.lr.unwrap_or(d.lr.lr))?,
+            warmup: args.warmup.unwrap_or(d.lr.warmup),
+            total: steps,
+        },
+        adamw: AdamW {
+            beta1: positive("adam-beta1", args.adam_beta1.unwrap_or(d.adamw.beta1))?,
+            beta2: positive("adam-beta2", args.adam_beta2.unwrap_or(d.adamw.beta2))?,
+            eps: positive("adam-epsilon", args.adam_epsilon.unwrap_or(d.adamw.eps))?,
+            weight_decay: positive("weight-decay", args.weight_decay.unwrap_or(d.adamw.weight_decay))?,
+        },
+        ema,
+        grad_clip: (clip > 0.0).then_some(clip),
+        prediction,
+        seed: args.seed.unwrap_or(d.seed),
+        random_flip: args.random_flip,
+    })
+}
+
+/// The flags that change a run's numbers, given with `--resume`.
+fn recipe_flags_given(args: &TrainArgs) -> Vec<&'static str> {
+    let given = [
+        ("--arch", args.arch.is_some()),
+        ("--config", args.config.is_some()),
+        ("--init", args.init.is_some()),
+        ("--steps", args.steps.is_some()),
+        ("--batch", args.batch.is_some()),
+        ("--lr", args.lr.is_some()),
+        ("--lr-schedule", args.lr_schedule.is_some()),
+        ("--warmup", args.warmup.is_some()),
+        ("--weight-decay", args.weight_decay.is_some()),
+        ("--adam-beta1", args.adam_beta1.is_some()),
+        ("--adam-beta2", args.adam_beta2.is_some()),
+        ("--adam-epsilon", args.adam_epsilon.is_some()),
+        ("--ema-decay", args.ema_decay.is_some()),
+        ("--ema-power", args.ema_power.is_some()),
+        ("--ema-inv-gamma", args.ema_inv_gamma.is_some()),
+        ("--no-ema", args.no_ema),
+        ("--grad-clip", args.grad_clip.is_some()),
+        ("--prediction-type", args.prediction_type.is_some()),
+        ("--seed", args.seed.is_some()),
+        ("--random-flip", args.random_flip),
+    ];
+    given.iter().filter(|g| g.1).map(|g| g.0).collect()
+}
+
+fn alphas(scheduler: &Map<String, Value>) -> Result<Vec<f64>> {
+    let cfg = SchedulerConfig::resolve(SamplerKind::Ddpm, Some(scheduler), "the scheduler config")?;
+    Ok(cfg.alphas_cumprod()?.iter().map(|&a| a as f64).collect())
+}
+
+/// The log lines of steps up to `keep` (a resumed run drops those past its checkpoint).
+fn kept_log(path: &Path, keep: u64) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else { return vec![] };
+    text.lines()
+        .filter(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .and_then(|v| v.get("step").and_then(Value::as_u64))
+                .is_some_and(|s| s <= keep)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+fn log_points(path: &Path) -> Vec<(f64, f64)> {
+    kept_log(path, u64::MAX)
+        .iter()
+        .filter_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            Some((v.get("step")?.as_f64()?, v.get("loss")?.as_f64()?))
+        })
+        .collect()
+}
+
+/// A grid of `SAMPLE_IMAGES` fixed-seed samples of the EMA (or raw) weights.
+fn sample_grid(
+    ctx: &Context,
+    unet: &UNet,
+    trainer: &Trainer,
+    scheduler: &Map<String, Value>,
+    recipe: &Recipe,
+    path: &Path,
+) -> Result<()> {
+    let mut buffers = unet.bank.buffers.clone();
+    for w in &trainer.optimizer.weights {
+        if let Some(s) = &w.shadow {
+            buffers[w.weight] = s.clone();
+        }
+    }
+    let mut model =
+        UNet { config: unet.config.clone(), bank: unet.bank.with_buffers(buffers)?, ops: unet.ops };
+    let mut sched = scheduler.clone();
+    sched.insert(
+        "prediction_type".into(),
+        Value::from(wgpu_diffusion::train::recipe::prediction_name(recipe.prediction)),
+    );
+    let kind = SamplerKind::parse(super::sample::DEFAULT_SAMPLER)?;
+    let cfg = SchedulerConfig::resolve(kind, Some(&sched), "the run's scheduler config")?;
+    let plan = SamplerPlan::new(&cfg, super::sample::DEFAULT_STEPS, 0.0)?;
+    let out = diffusion::sample(
+        ctx,
+        &mut model,
+        &plan,
+        &ChainInput::all(SAMPLE_SEED, SAMPLE_IMAGES, None),
+        &mut |_, _| {},
+    )?;
+    let c = &unet.config;
+    let grid = images::grid(
+        &out,
+        SAMPLE_IMAGES,
+        c.in_channels,
+        c.sample_size,
+        c.sample_size,
+        images::square_cols(SAMPLE_IMAGES),
+    )?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| Error::Io { path: dir.display().to_string(), source })?;
+    }
+    images::save_png(&grid, path)
+}
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let resumed = if args.resume { Some(checkpoint::load_state(&args.out)?) } else { None };
+    if resumed.is_some() {
+        let given = recipe_flags_given(args);
+        if !given.is_empty() {
+            return Err(Error::Invalid(format!(
+                "--resume continues the run in {} with its saved recipe; drop {}",
+                args.out.display(),
+                given.join(", ")
+            )));
+        }
+    } else if args.out.join(checkpoint::STATE_FILE).is_file() {
+        return Err(Error::Invalid(format!(
+            "{} already holds a training run: --resume continues it, or choose another --out",
+            args.out.display()
+        )));
+    }
+    let start = match &resumed {
+        Some(state) => {
+            let folder = ModelFolder::open(&args.out)?;
+            let text = read(&folder.unet_config)?;
+            let config = UNetConfig::parse(&text, &folder.unet_config.display().to_string())?;
+            let scheduler = match &folder.scheduler_config {
+                Some(p) => SchedulerConfig::parse_file(&read(p)?, &p.display().to_string())?,
+                None => default_scheduler(),
+            };
+            Start {
+                config_text: text,
+                config,
+                tensors: state.tensors.get("weight").cloned(),
+                scheduler,
+                described: "a resumed run".into(),
+            }
+        }
+        None => start(args)?,
+    };
+    let t_load = Instant::now();
+    let dataset = Dataset::load(&args.data, start.config.in_channels, start.config.sample_size)?;
+    eprintln!(
+        "{}: {} images of {s}x{s} ({:.1} s to load)",
+        dataset.source,
+        dataset.count,
+        t_load.elapsed().as_secs_f64(),
+        s = dataset.size
+    );
+    let recipe = match &resumed {
+        Some(state) => state.recipe.clone(),
+        None => {
+            let batch = args.batch.unwrap_or(Recipe::default().batch) as u64;
+            recipe(args, &start.scheduler, (dataset.count as u64).div_ceil(batch.max(1)))?
+        }
+    };
+    let ctx = Context::new(&args.device.options()?)?;
+    let tensors = match start.tensors {
+        Some(t) => t,
+        None => init::pytorch_default(&ctx, &start.config, recipe.seed)?,
+    };
+    let mut unet = UNet::from_tensors(&ctx, start.config.clone(), tensors, &start.described)?;
+    let alphas = alphas(&start.scheduler)?;
+    let mut trainer = Trainer::new(
+        &ctx,
+        &mut unet,
+        &alphas,
+        &dataset,
+        &recipe,
+        args.memory_budget_mib << 20,
+        args.steps_per_submission,
+    )?;
+    let first = match &resumed {
+        Some(state) => {
+            checkpoint::restore(&ctx, &unet, &mut trainer, state)?;
+            state.steps
+        }
+        None => 0,
+    };
+    std::fs::create_dir_all(&args.out)
+        .map_err(|source| Error::Io { path: args.out.display().to_string(), source })?;
+    let log_path = args.out.join(LOG_FILE);
+    let kept = kept_log(&log_path, first);
+    let mut log = std::fs::File::create(&log_path)
+        .map_err(|source| Error::Io { path: log_path.display().to_string(), source })?;
+    for l in &kept {
+        writeln!(log, "{l}").map_err(|source| Error::Io { path: log_path.display().to_string(), source })?;
+    }
+    let epoch_steps = (dataset.count as u64).div_ceil(recipe.batch as u64);
+    let save_every = args.save_every.unwrap_or(500).max(1);
+    let sample_every = args.sample_every.unwrap_or(10 * epoch_steps);
+    let info = CheckpointInfo {
+        unet_config: &start.config_text,
+        scheduler: &start.scheduler,
+        data: &dataset.source,
+        started_from: &start.described,
+    };
+    eprintln!(
+        "training {} ({:.2}M parameters) for steps {}..{} of {}, batch {} (micro-batches of {}), on {}; {} dataset, planned {:.1} MiB",
+        start.described,
+        unet.bank.parameters as f64 / 1e6,
+        first + 1,
+        recipe.steps,
+        recipe.steps,
+        recipe.batch,
+        trainer.step.micro,
+        ctx.info.name,
+        if trainer.batches.resident { "resident" } else { "streamed" },
+        trainer.step.peak_bytes as f64 / (1 << 20) as f64,
+    );
+    let bar = ProgressBar::new(recipe.steps);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_position(first);
+    let t0 = Instant::now();
+    let write_logs = |logs: Vec<StepLog>, log: &mut std::fs::File| -> Result<()> {
+        for l in logs {
+            let secs = t0.elapsed().as_secs_f64();
+            let line = serde_json::json!({"step": l.step, "loss": l.loss, "lr": l.lr, "grad_norm": l.grad_norm, "seconds": secs});
+            writeln!(log, "{line}")
+                .map_err(|source| Error::Io { path: log_path.display().to_string(), source })?;
+            if !l.loss.is_finite() {
+                return Err(Error::Invalid(format!(
+                    "step {}: the loss is {} (try a lower --lr, or --grad-clip)",
+                    l.step, l.loss
+                )));
+            }
+            let done = (l.step - first) as f64;
+            bar.set_position(l.step);
+            bar.set_message(format!(
+                "loss {:.4}  {:.2} steps/s  {:.1} images/s",
+                l.loss,
+                done / secs,
+                done * recipe.batch as f64 / secs
+            ));
+        }
+        Ok(())
+    };
+    let end = args.stop_at.unwrap_or(recipe.steps).min(recipe.steps);
+    if end <= first {
+        return Err(Error::Invalid(format!("--stop-at {end}: the run is already at step {first}")));
+    }
+    let mut at = first;
+    while at < end {
+        // Submissions end where a checkpoint or a sample grid is due.
+        let next_save = (at / save_every + 1) * save_every;
+        let next_sample = at.checked_div(sample_every).map_or(u64::MAX, |k| (k + 1) * sample_every);
+        let until = next_save.min(next_sample).min(end);
+        let n = ((until - at) as usize).min(trainer.ring());
+        let logs = trainer.submit(&ctx, &dataset, n)?;
+        write_logs(logs, &mut log)?;
+        at += n as u64;
+        let save = at % save_every == 0 || at == end;
+        let sample = sample_every > 0 && at % sample_every == 0;
+        if save || sample {
+            let logs = trainer.finish(&ctx)?;
+            write_logs(logs, &mut log)?;
+            log.flush().map_err(|source| Error::Io { path: log_path.display().to_string(), source })?;
+        }
+        if sample {
+            sample_grid(
+                &ctx,
+                &unet,
+                &trainer,
+                &start.scheduler,
+                &recipe,
+                &args.out.join("samples").join(format!("step-{at:06}.png")),
+            )?;
+        }
+        if save {
+            checkpoint::save(&ctx, &unet, &trainer, &args.out, &info)?;
+            plot::loss_curve(
+                &args.out.join("loss.png"),
+                &[plot::Series { points: &log_points(&log_path), rgb: [200, 40, 40] }],
+            )?;
+        }
+    }
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let done = (end - first) as f64;
+    eprintln!(
+        "wrote {} at step {end} of {}: {} steps in {secs:.1} s, {:.2} steps/s, {:.1} images/s; log {}, curve {}",
+        args.out.display(),
+        recipe.steps,
+        end - first,
+        done / secs,
+        done * recipe.batch as f64 / secs,
+        log_path.display(),
+        args.out.join("loss.png").display()
+    );
+    Ok(())
+}

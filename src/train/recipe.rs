@@ -1,0 +1,182 @@
+//! A training run's recipe: everything that decides its numbers (the data aside), kept in the
+//! checkpoint so `--resume` continues the same run, and written into the model card. Defaults
+//! are diffusers' `train_unconditional.py`'s (../shared/TRAINING.md section 5), with the EMA on.
+
+use serde_json::{json, Value};
+
+use crate::kernels::diffusion::Prediction;
+use crate::kernels::optim::{AdamW, StepRow};
+use crate::train::schedule::{step_rows, EmaSchedule, LrKind, LrSchedule};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recipe {
+    /// Optimizer steps of the whole run (the LR schedule's length).
+    pub steps: u64,
+    pub batch: usize,
+    pub lr: LrSchedule,
+    pub adamw: AdamW,
+    /// None: no EMA (the raw weights are saved).
+    pub ema: Option<EmaSchedule>,
+    /// Global-norm clipping (clip_grad_norm_'s max_norm); None: off.
+    pub grad_clip: Option<f32>,
+    pub prediction: Prediction,
+    pub seed: u64,
+    pub random_flip: bool,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Self {
+            steps: 10_000,
+            batch: 16,
+            lr: LrSchedule { kind: LrKind::Cosine, lr: 1e-4, warmup: 500, total: 10_000 },
+            adamw: AdamW { beta1: 0.95, beta2: 0.999, eps: 1e-8, weight_decay: 1e-6 },
+            ema: Some(EmaSchedule {
+                max_decay: 0.9999,
+                min_decay: 0.0,
+                update_after_step: 0,
+                warmup: Some((1.0, 0.75)),
+            }),
+            grad_clip: Some(1.0),
+            prediction: Prediction::Epsilon,
+            seed: 0,
+            random_flip: false,
+        }
+    }
+}
+
+pub fn prediction_name(p: Prediction) -> &'static str {
+    match p {
+        Prediction::Epsilon => "epsilon",
+        Prediction::Sample => "sample",
+        Prediction::VPrediction => "v_prediction",
+    }
+}
+
+pub fn parse_prediction(name: &str) -> Result<Prediction> {
+    Ok(match name {
+        "epsilon" => Prediction::Epsilon,
+        "sample" => Prediction::Sample,
+        "v_prediction" => Prediction::VPrediction,
+        other => {
+            return Err(Error::Invalid(format!(
+                "unknown prediction type '{other}' (epsilon, v_prediction, sample)"
+            )))
+        }
+    })
+}
+
+pub fn lr_kind_name(k: LrKind) -> &'static str {
+    match k {
+        LrKind::Constant => "constant",
+        LrKind::ConstantWithWarmup => "constant_with_warmup",
+        LrKind::Linear => "linear",
+        LrKind::Cosine => "cosine",
+    }
+}
+
+impl Recipe {
+    /// The optimizer's table: one row a step of the run.
+    pub fn rows(&self) -> Vec<StepRow> {
+        // Without EMA the rows' decay is unused.
+        let ema = self.ema.unwrap_or(EmaSchedule {
+            max_decay: 0.0,
+            min_decay: 0.0,
+            update_after_step: 0,
+            warmup: None,
+        });
+        step_rows(&self.adamw, &self.lr, &ema, self.steps)
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "steps": self.steps,
+            "batch": self.batch,
+            "lr": self.lr.lr,
+            "lr_schedule": lr_kind_name(self.lr.kind),
+            "warmup": self.lr.warmup,
+            "adam_beta1": self.adamw.beta1,
+            "adam_beta2": self.adamw.beta2,
+            "adam_epsilon": self.adamw.eps,
+            "weight_decay": self.adamw.weight_decay,
+            "ema": self.ema.map(|e| json!({
+                "max_decay": e.max_decay,
+                "min_decay": e.min_decay,
+                "update_after_step": e.update_after_step,
+                "inv_gamma": e.warmup.map(|w| w.0),
+                "power": e.warmup.map(|w| w.1),
+            })),
+            "grad_clip": self.grad_clip,
+            "prediction_type": prediction_name(self.prediction),
+            "seed": self.seed,
+            "random_flip": self.random_flip,
+        })
+    }
+
+    pub fn from_json(v: &Value, source: &str) -> Result<Self> {
+        let bad =
+            |key: &str| Error::Invalid(format!("{source}: the recipe's '{key}' is missing or malformed"));
+        let f = |key: &str| v.get(key).and_then(Value::as_f64).ok_or_else(|| bad(key));
+        let u = |key: &str| v.get(key).and_then(Value::as_u64).ok_or_else(|| bad(key));
+        let s = |key: &str| v.get(key).and_then(Value::as_str).ok_or_else(|| bad(key));
+        let steps = u("steps")?;
+        let ema = match v.get("ema") {
+            Some(Value::Null) | None => None,
+            Some(e) => {
+                let ef = |key: &str| e.get(key).and_then(Value::as_f64).ok_or_else(|| bad(key));
+                let warmup = match (
+                    e.get("inv_gamma").and_then(Value::as_f64),
+                    e.get("power").and_then(Value::as_f64),
+                ) {
+                    (Some(g), Some(p)) => Some((g, p)),
+                    _ => None,
+                };
+                Some(EmaSchedule {
+                    max_decay: ef("max_decay")?,
+                    min_decay: ef("min_decay")?,
+                    update_after_step: e
+                        .get("update_after_step")
+                        .and_then(Value::as_u64)
+                        .ok_or_else(|| bad("update_after_step"))?,
+                    warmup,
+                })
+            }
+        };
+        Ok(Self {
+            steps,
+            batch: u("batch")? as usize,
+            lr: LrSchedule {
+                kind: LrKind::parse(s("lr_schedule")?)?,
+                lr: f("lr")?,
+                warmup: u("warmup")?,
+                total: steps,
+            },
+            adamw: AdamW {
+                beta1: f("adam_beta1")?,
+                beta2: f("adam_beta2")?,
+                eps: f("adam_epsilon")?,
+                weight_decay: f("weight_decay")?,
+            },
+            ema,
+            grad_clip: v.get("grad_clip").and_then(Value::as_f64).map(|c| c as f32),
+            prediction: parse_prediction(s("prediction_type")?)?,
+            seed: u("seed")?,
+            random_flip: v.get("random_flip").and_then(Value::as_bool).ok_or_else(|| bad("random_flip"))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_round_trip() {
+        let r = Recipe::default();
+        assert_eq!(Recipe::from_json(&r.to_json(), "t").unwrap(), r);
+        let no_ema = Recipe { ema: None, grad_clip: None, prediction: Prediction::VPrediction, ..r };
+        assert_eq!(Recipe::from_json(&no_ema.to_json(), "t").unwrap(), no_ema);
+        assert!(Recipe::from_json(&json!({"steps": 3}), "t").is_err());
+    }
+}

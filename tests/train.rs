@@ -1,0 +1,290 @@
+//! `train` end to end on a tiny model (tests/data/tiny_unet_config.json, 8x8 grey): the folder it
+//! writes loads in this engine and samples; a run stopped and resumed gives the same bits as one
+//! that ran through; a run killed at any moment leaves a readable checkpoint; bad data is one line.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_wgpu-diffusion"))
+}
+
+fn cli(args: &[&str]) -> (bool, String) {
+    let out = bin().args(args).output().expect("run the binary");
+    let stderr: String = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    (out.status.success(), stderr)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-scratch/train").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn tiny_config() -> String {
+    format!("{}/tests/data/tiny_unet_config.json", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A gzipped IDX file of `n` 10x10 images (a bright square at a place that depends on the image),
+/// as MNIST ships: the trainer resizes them to the model's 8x8.
+fn idx_gz(path: &Path, n: usize) {
+    let mut raw = vec![0, 0, 8, 3];
+    for d in [n as u32, 10, 10] {
+        raw.extend(d.to_be_bytes());
+    }
+    for i in 0..n {
+        for y in 0..10 {
+            for x in 0..10 {
+                let inside = (y / 3 + i) % 3 == 0 && (x + i) % 4 < 2;
+                raw.push(if inside { 230 } else { (10 * i % 60) as u8 });
+            }
+        }
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&raw).unwrap();
+    std::fs::write(path, gz.finish().unwrap()).unwrap();
+}
+
+fn recipe<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--steps",
+        "6",
+        "--batch",
+        "4",
+        "--warmup",
+        "2",
+        "--lr",
+        "1e-3",
+        "--save-every",
+        "3",
+        "--steps-per-submission",
+        "2",
+        "--random-flip",
+    ]
+}
+
+#[test]
+fn a_stopped_and_resumed_run_is_bit_identical_to_one_that_ran_through() {
+    let dir = scratch("resume");
+    let data = dir.join("images-idx3-ubyte.gz");
+    idx_gz(&data, 13);
+    let (data, config) = (data.to_str().unwrap().to_string(), tiny_config());
+    let (through, stopped) = (dir.join("through"), dir.join("stopped"));
+    let mut args = recipe(&data, through.to_str().unwrap());
+    args.extend(["--config", &config, "--sample-every", "0"]);
+    let (ok, err) = cli(&args);
+    assert!(ok, "{err}");
+    let mut args = recipe(&data, stopped.to_str().unwrap());
+    args.extend(["--config", &config, "--sample-every", "0", "--stop-at", "3"]);
+    let (ok, err) = cli(&args);
+    assert!(ok, "{err}");
+    assert!(err.contains("at step 3 of 6"), "{err}");
+    // Recipe flags with --resume are refused: the saved recipe is the run's.
+    let (ok, err) =
+        cli(&["train", "--data", &data, "--out", stopped.to_str().unwrap(), "--resume", "--lr", "1"]);
+    assert!(!ok && err.contains("drop --lr"), "{err}");
+    let (ok, err) = cli(&["train", "--data", &data, "--out", stopped.to_str().unwrap(), "--resume"]);
+    assert!(ok, "{err}");
+    for file in [
+        "training_state.safetensors",
+        "diffusion_pytorch_model.safetensors",
+        "config.json",
+        "scheduler_config.json",
+    ] {
+        let (a, b) = (std::fs::read(through.join(file)).unwrap(), std::fs::read(stopped.join(file)).unwrap());
+        assert!(a == b, "{file} differs between the run that ran through and the resumed one");
+    }
+    // The same losses, step by step (the seconds differ).
+    let losses = |d: &Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(d.join("train_log.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    let log = losses(&through);
+    assert_eq!(log.iter().map(|l| l.0).collect::<Vec<_>>(), (1..=6).collect::<Vec<_>>());
+    assert_eq!(log, losses(&stopped));
+    // Training again into a run's folder without --resume is refused.
+    let mut args = recipe(&data, through.to_str().unwrap());
+    args.extend(["--config", &config]);
+    let (ok, err) = cli(&args);
+    assert!(!ok && err.contains("--resume continues it"), "{err}");
+}
+
+#[test]
+fn the_output_is_a_model_folder_that_samples() {
+    let dir = scratch("sample");
+    let data = dir.join("train-images-idx3-ubyte.gz");
+    idx_gz(&data, 9);
+    let out = dir.join("model");
+    // A folder holding the IDX file, as Debian's dataset packages are.
+    let mut args = recipe(dir.to_str().unwrap(), out.to_str().unwrap());
+    let config = tiny_config();
+    args.extend([
+        "--config",
+        &config,
+        "--sample-every",
+        "6",
+        "--no-ema",
+        "--prediction-type",
+        "v_prediction",
+    ]);
+    let (ok, err) = cli(&args);
+    assert!(ok, "{err}");
+    for f in [
+        "config.json",
+        "diffusion_pytorch_model.safetensors",
+        "scheduler_config.json",
+        "README.md",
+        "loss.png",
+        "train_log.jsonl",
+        "samples/step-000006.png",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let sched = std::fs::read_to_string(out.join("scheduler_config.json")).unwrap();
+    assert!(sched.contains("\"v_prediction\""), "{sched}");
+    let png = dir.join("s.png");
+    let (ok, err) = cli(&[
+        "sample",
+        "--model",
+        out.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--batch",
+        "2",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(png.is_file());
+}
+
+#[test]
+fn a_killed_run_leaves_a_readable_checkpoint() {
+    let dir = scratch("kill");
+    let data = dir.join("images-idx3-ubyte.gz");
+    idx_gz(&data, 8);
+    let out = dir.join("model");
+    let config = tiny_config();
+    let args = [
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--config",
+        &config,
+        "--steps",
+        "400",
+        "--batch",
+        "2",
+        "--save-every",
+        "1",
+        "--sample-every",
+        "0",
+        "--steps-per-submission",
+        "1",
+    ];
+    let mut child = bin().args(args).stderr(std::process::Stdio::null()).spawn().unwrap();
+    // Wait for the first checkpoint, then kill at a few moments while checkpoints are written.
+    let state = out.join("training_state.safetensors");
+    let t0 = std::time::Instant::now();
+    while !state.is_file() && t0.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(137));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Every file a checkpoint has is whole: the engine loads the model and resumes the state.
+    let png = dir.join("s.png");
+    let (ok, err) = cli(&[
+        "sample",
+        "--model",
+        out.to_str().unwrap(),
+        "--steps",
+        "2",
+        "--batch",
+        "1",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let (ok, err) = cli(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--resume",
+        "--stop-at",
+        "400",
+    ]);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn bad_data_is_one_line_naming_the_file() {
+    let dir = scratch("bad-data");
+    let config = tiny_config();
+    let out = dir.join("out");
+    let run = |data: &Path| {
+        cli(&[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--config",
+            &config,
+            "--steps",
+            "1",
+        ])
+    };
+    let check = |(ok, err): (bool, String), words: &[&str]| {
+        assert!(!ok, "must fail");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        for w in words {
+            assert!(err.contains(w), "should mention '{w}': {err}");
+        }
+    };
+    // A truncated IDX file.
+    let idx = dir.join("cut-idx3-ubyte");
+    std::fs::write(&idx, [0, 0, 8, 3, 0, 0, 0, 5, 0, 0, 0, 10, 0, 0, 0, 10, 1, 2, 3]).unwrap();
+    check(run(&idx), &["cut-idx3-ubyte", "needs 500"]);
+    // A broken gzip.
+    let gz = dir.join("broken.gz");
+    std::fs::write(&gz, [0x1f, 0x8b, 8, 0, 1, 2, 3]).unwrap();
+    check(run(&gz), &["broken.gz", "gzip"]);
+    // A folder with a corrupt PNG among good ones.
+    let folder = dir.join("pngs");
+    std::fs::create_dir_all(folder.join("class")).unwrap();
+    image::GrayImage::from_pixel(12, 9, image::Luma([200])).save(folder.join("a.png")).unwrap();
+    std::fs::write(folder.join("class/b.png"), b"\x89PNG not really").unwrap();
+    check(run(&folder), &["b.png", "cannot read"]);
+    // An empty folder, a float .npy out of range, a .npy of the wrong shape.
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    check(run(&empty), &["no PNG or JPEG", "dataset-fashion-mnist"]);
+    let npy = dir.join("x.npy");
+    wgpu_diffusion::io::npy::write(&npy, &[2, 1, 8, 8], &vec![3.0; 128]).unwrap();
+    check(run(&npy), &["x.npy", "[-1, 1]"]);
+    wgpu_diffusion::io::npy::write(&npy, &[2, 3, 8, 8], &vec![0.0; 384]).unwrap();
+    check(run(&npy), &["x.npy", "[N, 1, 8, 8]"]);
+    check(run(&dir.join("nothing")), &["nothing", "no such"]);
+}
