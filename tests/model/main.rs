@@ -7,6 +7,7 @@ mod golden;
 mod grad_golden;
 mod train_golden;
 mod train_step;
+mod trainer;
 
 #[path = "../common/mod.rs"]
 mod common;
