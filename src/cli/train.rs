@@ -17,7 +17,7 @@ use wgpu_diffusion::kernels::optim::AdamW;
 use wgpu_diffusion::model::{arch, ModelFolder, UNet, UNetConfig};
 use wgpu_diffusion::train::checkpoint::{self, CheckpointInfo};
 use wgpu_diffusion::train::recipe::{parse_prediction, Recipe};
-use wgpu_diffusion::train::schedule::{EmaSchedule, LrKind, LrSchedule};
+use wgpu_diffusion::train::schedule::{EmaSchedule, LrKind};
 use wgpu_diffusion::train::{init, StepLog, Trainer};
 use wgpu_diffusion::{Error, Result};
 
@@ -223,12 +223,9 @@ fn recipe(args: &TrainArgs, scheduler: &Map<String, Value>, epoch_steps: u64) ->
     Ok(Recipe {
         steps,
         batch,
-        lr: LrSchedule {
-            kind: LrKind::parse(args.lr_schedule.as_deref().unwrap_or("cosine"))?,
-            lr: positive("lr", args.lr.unwrap_or(d.lr.lr))?,
-            warmup: args.warmup.unwrap_or(d.lr.warmup),
-            total: steps,
-        },
+        lr: positive("lr", args.lr.unwrap_or(d.lr))?,
+        lr_kind: LrKind::parse(args.lr_schedule.as_deref().unwrap_or("cosine"))?,
+        warmup: args.warmup.unwrap_or(d.warmup),
         adamw: AdamW {
             beta1: positive("adam-beta1", args.adam_beta1.unwrap_or(d.adamw.beta1))?,
             beta2: positive("adam-beta2", args.adam_beta2.unwrap_or(d.adamw.beta2))?,

@@ -14,7 +14,11 @@ pub struct Recipe {
     /// Optimizer steps of the whole run (the LR schedule's length).
     pub steps: u64,
     pub batch: usize,
-    pub lr: LrSchedule,
+    /// The peak learning rate, its schedule (diffusers' get_scheduler) and warm-up steps; the
+    /// schedule's length is `steps`.
+    pub lr: f64,
+    pub lr_kind: LrKind,
+    pub warmup: u64,
     pub adamw: AdamW,
     /// None: no EMA (the raw weights are saved).
     pub ema: Option<EmaSchedule>,
@@ -30,7 +34,9 @@ impl Default for Recipe {
         Self {
             steps: 10_000,
             batch: 16,
-            lr: LrSchedule { kind: LrKind::Cosine, lr: 1e-4, warmup: 500, total: 10_000 },
+            lr: 1e-4,
+            lr_kind: LrKind::Cosine,
+            warmup: 500,
             adamw: AdamW { beta1: 0.95, beta2: 0.999, eps: 1e-8, weight_decay: 1e-6 },
             ema: Some(EmaSchedule {
                 max_decay: 0.9999,
@@ -77,6 +83,11 @@ pub fn lr_kind_name(k: LrKind) -> &'static str {
 }
 
 impl Recipe {
+    /// The learning-rate schedule over the run.
+    pub fn schedule(&self) -> LrSchedule {
+        LrSchedule { kind: self.lr_kind, lr: self.lr, warmup: self.warmup, total: self.steps }
+    }
+
     /// The optimizer's table: one row a step of the run.
     pub fn rows(&self) -> Vec<StepRow> {
         // Without EMA the rows' decay is unused.
@@ -86,16 +97,16 @@ impl Recipe {
             update_after_step: 0,
             warmup: None,
         });
-        step_rows(&self.adamw, &self.lr, &ema, self.steps)
+        step_rows(&self.adamw, &self.schedule(), &ema, self.steps)
     }
 
     pub fn to_json(&self) -> Value {
         json!({
             "steps": self.steps,
             "batch": self.batch,
-            "lr": self.lr.lr,
-            "lr_schedule": lr_kind_name(self.lr.kind),
-            "warmup": self.lr.warmup,
+            "lr": self.lr,
+            "lr_schedule": lr_kind_name(self.lr_kind),
+            "warmup": self.warmup,
             "adam_beta1": self.adamw.beta1,
             "adam_beta2": self.adamw.beta2,
             "adam_epsilon": self.adamw.eps,
@@ -146,12 +157,9 @@ impl Recipe {
         Ok(Self {
             steps,
             batch: u("batch")? as usize,
-            lr: LrSchedule {
-                kind: LrKind::parse(s("lr_schedule")?)?,
-                lr: f("lr")?,
-                warmup: u("warmup")?,
-                total: steps,
-            },
+            lr: f("lr")?,
+            lr_kind: LrKind::parse(s("lr_schedule")?)?,
+            warmup: u("warmup")?,
             adamw: AdamW {
                 beta1: f("adam_beta1")?,
                 beta2: f("adam_beta2")?,

@@ -242,7 +242,7 @@ impl Trainer {
             .map(|(k, r)| StepLog {
                 step: k + 1,
                 loss: r[..row - 1].iter().sum(),
-                lr: self.recipe.lr.lr_at(k + 1),
+                lr: self.recipe.schedule().lr_at(k + 1),
                 grad_norm: r[row - 1],
             })
             .collect())

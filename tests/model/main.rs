@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod batch_invariance;
+mod checkpoint;
 mod golden;
 mod grad_golden;
 mod train_golden;

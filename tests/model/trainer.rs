@@ -36,11 +36,7 @@ fn alphas() -> Vec<f64> {
 }
 
 fn recipe() -> Recipe {
-    let mut r = Recipe { steps: 6, batch: 5, seed: 11, random_flip: true, ..Recipe::default() };
-    r.lr.lr = 1e-3;
-    r.lr.warmup = 2;
-    r.lr.total = 6;
-    r
+    Recipe { steps: 6, batch: 5, seed: 11, random_flip: true, lr: 1e-3, warmup: 2, ..Recipe::default() }
 }
 
 /// Runs `steps` steps, `per` a submission, and returns the weights, the EMA and the losses.
