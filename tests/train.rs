@@ -20,6 +20,21 @@ fn cli(args: &[&str]) -> (bool, String) {
     (out.status.success(), stderr)
 }
 
+/// `sample` on a model folder: a few steps into `png`.
+fn sample(model: &Path, png: &Path, steps: &str, batch: &str) -> (bool, String) {
+    cli(&[
+        "sample",
+        "--model",
+        model.to_str().unwrap(),
+        "--steps",
+        steps,
+        "--batch",
+        batch,
+        "--out",
+        png.to_str().unwrap(),
+    ])
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-scratch/train").join(name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -144,6 +159,13 @@ fn the_output_is_a_model_folder_that_samples() {
         "--prediction-type",
         "v_prediction",
     ]);
+    // Another run's log to draw beside this one's.
+    let other = dir.join("other.jsonl");
+    let lines: String =
+        (1..=6).map(|k| format!("{{\"step\": {k}, \"loss\": {}}}\n", 1.0 / k as f64)).collect();
+    std::fs::write(&other, lines).unwrap();
+    let other = other.to_str().unwrap().to_string();
+    args.extend(["--compare-log", &other]);
     let (ok, err) = cli(&args);
     assert!(ok, "{err}");
     for f in [
@@ -157,20 +179,14 @@ fn the_output_is_a_model_folder_that_samples() {
     ] {
         assert!(out.join(f).is_file(), "{f} missing");
     }
+    // Both curves are drawn: ours red, the other run's blue.
+    let curve = image::open(out.join("loss.png")).unwrap().to_rgb8();
+    let has = |rgb: [u8; 3]| curve.pixels().any(|p| p.0 == rgb);
+    assert!(has([200, 40, 40]) && has([40, 70, 200]), "loss.png lacks a curve");
     let sched = std::fs::read_to_string(out.join("scheduler_config.json")).unwrap();
     assert!(sched.contains("\"v_prediction\""), "{sched}");
     let png = dir.join("s.png");
-    let (ok, err) = cli(&[
-        "sample",
-        "--model",
-        out.to_str().unwrap(),
-        "--steps",
-        "3",
-        "--batch",
-        "2",
-        "--out",
-        png.to_str().unwrap(),
-    ]);
+    let (ok, err) = sample(&out, &png, "3", "2");
     assert!(ok, "{err}");
     assert!(png.is_file());
 }
@@ -191,7 +207,7 @@ fn a_killed_run_leaves_a_readable_checkpoint() {
         "--config",
         &config,
         "--steps",
-        "400",
+        "60",
         "--batch",
         "2",
         "--save-every",
@@ -201,30 +217,42 @@ fn a_killed_run_leaves_a_readable_checkpoint() {
         "--steps-per-submission",
         "1",
     ];
-    let mut child = bin().args(args).stderr(std::process::Stdio::null()).spawn().unwrap();
-    // Wait for the first checkpoint, then kill at a few moments while checkpoints are written.
-    let state = out.join("training_state.safetensors");
-    let t0 = std::time::Instant::now();
-    while !state.is_file() && t0.elapsed().as_secs() < 120 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    std::thread::sleep(std::time::Duration::from_millis(137));
-    child.kill().unwrap();
-    child.wait().unwrap();
-    // Every file a checkpoint has is whole: the engine loads the model and resumes the state.
-    let png = dir.join("s.png");
-    let (ok, err) = cli(&[
-        "sample",
-        "--model",
-        out.to_str().unwrap(),
-        "--steps",
-        "2",
-        "--batch",
-        "1",
+    let resume = [
+        "train",
+        "--data",
+        data.to_str().unwrap(),
         "--out",
-        png.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+        out.to_str().unwrap(),
+        "--resume",
+        "--save-every",
+        "1",
+        "--steps-per-submission",
+        "1",
+    ];
+    let state = out.join("training_state.safetensors");
+    let png = dir.join("s.png");
+    // Killed at three moments after a checkpoint exists (a fresh run, then resumed ones), while
+    // checkpoints are being written every step.
+    for (round, wait_ms) in [137u64, 251, 389].into_iter().enumerate() {
+        let mut cmd = bin();
+        if round == 0 {
+            cmd.args(args)
+        } else {
+            cmd.args(resume)
+        };
+        let mut child = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
+        let t0 = std::time::Instant::now();
+        while !state.is_file() && t0.elapsed().as_secs() < 120 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Every file a checkpoint has is whole: the engine loads the model and samples it.
+        let (ok, err) = sample(&out, &png, "2", "1");
+        assert!(ok, "after kill {round}: {err}");
+    }
+    // And the state resumes to the end.
     let (ok, err) = cli(&[
         "train",
         "--data",
@@ -233,7 +261,7 @@ fn a_killed_run_leaves_a_readable_checkpoint() {
         out.to_str().unwrap(),
         "--resume",
         "--stop-at",
-        "400",
+        "60",
     ]);
     assert!(ok, "{err}");
 }

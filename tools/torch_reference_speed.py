@@ -4,7 +4,8 @@ one forward, f32 (TF32 off), median of repeated runs after a warm-up. With --ker
 the `ref-*` rows of `cargo bench --bench kernels` instead (the issue's reference table), and of
 its conv `*-bwd-*` rows (forward, input gradient, weight + bias gradient). With --train, one
 training step's gradients as `bench --train` times them (MSE on the epsilon target, forward +
-backward, no optimizer) beside a no-grad forward of the same batch. Run it beside the bench to
+backward, no optimizer) beside a no-grad forward of the same batch, and a whole training step as
+`train` runs it (noise, t, forward, loss, backward, clipping, AdamW, EMA: training images/s). Run it beside the bench to
 compare in one period of a shared machine.
 
     python3 tools/torch_reference_speed.py [--device cuda|cpu] [--threads N] [--kernels | --train]
@@ -119,6 +120,29 @@ def time_train(model, batch, size, channels, device, reps):
     return forward, median_ms(step, device, reps, grad=True)[0]
 
 
+def time_full_step(model, batch, size, channels, device, reps):
+    """A whole train_unconditional step (`train`'s): randn noise, randint t, add_noise, forward,
+    MSE, backward, clip_grad_norm_(1.0), AdamW, EMAModel: ms per step."""
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import EMAModel
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.95, 0.999), eps=1e-8, weight_decay=1e-6)
+    ema = EMAModel(model.parameters(), decay=0.9999, use_ema_warmup=True, power=3 / 4)
+    x0 = torch.rand(batch, channels, size, size, device=device) * 2 - 1
+
+    def step():
+        noise = torch.randn_like(x0)
+        t = torch.randint(0, 1000, (batch,), device=device)
+        loss = torch.nn.functional.mse_loss(model(sched.add_noise(x0, noise, t), t).sample, noise)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.step(model.parameters())
+
+    return median_ms(step, device, reps, grad=True)[0]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -142,10 +166,11 @@ def main():
                                               ("ddpm-cifar10-32", cifar, 32, 3, 1)]:
             model.train()
             fwd, step = time_train(model, batch, size, ch, args.device, reps=10)
+            full = time_full_step(model, batch, size, ch, args.device, reps=10)
             print(json.dumps({"model": label, "batch": batch, "forward_ms": round(fwd, 2),
                               "step_ms": round(step, 2), "ratio": round(step / fwd, 2),
-                              "images_per_s": round(batch / step * 1e3, 1), "device": name,
-                              "torch": torch.__version__}))
+                              "full_step_ms": round(full, 2), "train_images_per_s": round(batch / full * 1e3, 1),
+                              "device": name, "torch": torch.__version__}))
         return
     rows = []
     for label, model, size, ch, batch in [("ddpm-cifar10-32", cifar, 32, 3, 1), ("ddpm-cifar10-32", cifar, 32, 3, 16),

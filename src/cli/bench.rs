@@ -10,8 +10,10 @@ use clap::Args;
 use rand::{Rng, SeedableRng};
 use wgpu_diffusion::diffusion::{self, ChainInput, SamplerKind, SamplerPlan};
 use wgpu_diffusion::gpu::{median, Context, Dispatch, Profiler};
+use wgpu_diffusion::io::dataset::Dataset;
+use wgpu_diffusion::io::npy::Values;
 use wgpu_diffusion::model::{arch, UNet};
-use wgpu_diffusion::train::{StepOptions, TrainStep};
+use wgpu_diffusion::train::{Recipe, StepOptions, TrainStep, Trainer};
 use wgpu_diffusion::{Error, Result};
 
 use super::sample::{model_folder, scheduler_config};
@@ -177,7 +179,45 @@ fn bench_train(
         step_ms / forward_ms,
         step.loss(ctx)?
     );
-    print_op_times(ctx, &step.dispatches, args.repeats)
+    print_op_times(ctx, &step.dispatches, args.repeats)?;
+    bench_whole_step(ctx, unet, &ac, args, forward_ms)
+}
+
+/// Whole training steps as `train` runs them (the batch made on the device, gradients, clipping,
+/// AdamW, EMA; many steps a submission), on random 8-bit images: steps/s and training images/s.
+/// Trains the bench's weights in place.
+fn bench_whole_step(
+    ctx: &Context,
+    unet: &mut UNet,
+    ac: &[f64],
+    args: &BenchArgs,
+    forward_ms: f64,
+) -> Result<()> {
+    const RING: usize = 4;
+    let c = &unet.config;
+    let (ch, s) = (c.in_channels, c.sample_size);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let count = 64;
+    let bytes = (0..count * ch * s * s).map(|_| rng.random_range(0..=255u8)).collect();
+    let data = Dataset { source: "random".into(), count, channels: ch, size: s, values: Values::U8(bytes) };
+    let recipe = Recipe { steps: (RING * (args.repeats + 1)) as u64, batch: args.batch, ..Recipe::default() };
+    let mut trainer = Trainer::new(ctx, unet, ac, &data, &recipe, 4 << 30, RING)?;
+    trainer.submit(ctx, &data, RING)?;
+    trainer.finish(ctx)?;
+    let t0 = Instant::now();
+    for _ in 0..args.repeats {
+        trainer.submit(ctx, &data, RING)?;
+    }
+    trainer.finish(ctx)?;
+    let step_ms = t0.elapsed().as_secs_f64() * 1e3 / (RING * args.repeats) as f64;
+    println!(
+        "whole training step as `train` runs it (device batch, gradients, clip, AdamW, EMA; {RING} a submission): \
+         {step_ms:.2} ms ({:.2} steps/s, {:.2} training images/s), {:.2}x the forward",
+        1e3 / step_ms,
+        args.batch as f64 / step_ms * 1e3,
+        step_ms / forward_ms
+    );
+    Ok(())
 }
 
 /// GPU time per op kind from timestamp queries (median of `repeats`), with GFLOP/s and GB/s.

@@ -100,6 +100,10 @@ pub struct TrainArgs {
     /// train_unconditional's save_images_epochs; 0: never].
     #[arg(long)]
     pub sample_every: Option<u64>,
+    /// Another run's JSON-lines log (train_log.jsonl, or tools/train_reference_curve.py's) to draw
+    /// beside this run's losses in loss.png (blue; this run is red).
+    #[arg(long)]
+    pub compare_log: Option<PathBuf>,
     /// Continue the run in --out from its last checkpoint, with its saved recipe.
     #[arg(long)]
     pub resume: bool,
@@ -345,6 +349,14 @@ fn sample_grid(
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
+    if let Some(p) = &args.compare_log {
+        if log_points(p).is_empty() {
+            return Err(Error::Invalid(format!(
+                "--compare-log {}: no JSON lines with step and loss",
+                p.display()
+            )));
+        }
+    }
     let resumed = if args.resume { Some(checkpoint::load_state(&args.out)?) } else { None };
     if resumed.is_some() {
         let given = recipe_flags_given(args);
@@ -513,10 +525,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
         if save {
             checkpoint::save(&ctx, &unet, &trainer, &args.out, &info)?;
-            plot::loss_curve(
-                &args.out.join("loss.png"),
-                &[plot::Series { points: &log_points(&log_path), rgb: [200, 40, 40] }],
-            )?;
+            let ours = log_points(&log_path);
+            let theirs = args.compare_log.as_deref().map(log_points).unwrap_or_default();
+            let mut series = vec![plot::Series { points: &ours, rgb: [200, 40, 40] }];
+            if !theirs.is_empty() {
+                series.push(plot::Series { points: &theirs, rgb: [40, 70, 200] });
+            }
+            plot::loss_curve(&args.out.join("loss.png"), &series)?;
         }
     }
     bar.finish_and_clear();

@@ -39,6 +39,18 @@ struct Params {
     _pad: [u32; 2],
 }
 
+fn params(ctx: &Context, key: NoiseKey, streams: usize, per_stream: usize) -> wgpu::Buffer {
+    ctx.uniform(&Params {
+        seed_lo: key.seed as u32,
+        seed_hi: (key.seed >> 32) as u32,
+        stream_base: key.stream_base,
+        substream: key.substream,
+        per_stream: per_stream as u32,
+        streams: streams as u32,
+        _pad: [0; 2],
+    })
+}
+
 /// Fills `out` [streams, per_stream] with N(0, 1) noise. `step_counter` (one u32 on the device) is
 /// added to the substream; pass None for 0.
 pub fn normal(
@@ -54,15 +66,7 @@ pub fn normal(
         bail_shape!("normal noise: empty output");
     }
     check_len("normal noise", "output", out, len)?;
-    let params = ctx.uniform(&Params {
-        seed_lo: key.seed as u32,
-        seed_hi: (key.seed >> 32) as u32,
-        stream_base: key.stream_base,
-        substream: key.substream,
-        per_stream: per_stream as u32,
-        streams: streams as u32,
-        _pad: [0; 2],
-    });
+    let params = params(ctx, key, streams, per_stream);
     ctx.dispatch(
         &SPEC,
         &[],
@@ -94,15 +98,7 @@ pub fn timesteps(
     check_len("timesteps", "indices", index, batch)?;
     check_len("timesteps", "values", value, batch)?;
     check_len("timesteps", "step counter", step_counter, 1)?;
-    let params = ctx.uniform(&Params {
-        seed_lo: key.seed as u32,
-        seed_hi: (key.seed >> 32) as u32,
-        stream_base: key.stream_base,
-        substream: key.substream,
-        per_stream: steps as u32,
-        streams: batch as u32,
-        _pad: [0; 2],
-    });
+    let params = params(ctx, key, batch, steps);
     ctx.dispatch(
         &TIMESTEPS,
         &[],

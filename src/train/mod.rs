@@ -1,6 +1,12 @@
-//! Training on the device: a step's gradients (`step`), from a batch already on the device to a
-//! gradient buffer per weight, through the planned forward + backward graph; the learning-rate
-//! and EMA schedules that make the optimizer's table (`schedule`).
+//! Training on the device. A step is three dispatch lists recorded back to back, many steps a
+//! submission, all keyed by the optimizer's step counter on the device:
+//! - `batch`: the batch made on the device (x0 gathered by the index ring that `order` fills,
+//!   Philox t and noise);
+//! - `step`: its gradients, through the planned forward + backward graph;
+//! - `optimizer`: clipping, AdamW and the EMA, from the table `schedule` makes.
+//!
+//! `trainer` runs them and reads the logs back late; `recipe` is what decides a run's numbers;
+//! `init` makes a new model's weights; `checkpoint` writes and reads diffusers folders.
 
 pub mod batch;
 pub mod checkpoint;
