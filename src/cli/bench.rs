@@ -217,7 +217,8 @@ fn bench_whole_step(
         args.batch as f64 / step_ms * 1e3,
         step_ms / forward_ms
     );
-    Ok(())
+    println!("the optimizer's share ({} dispatches):", trainer.optimizer.dispatches.len());
+    print_op_times(ctx, &trainer.optimizer.dispatches, args.repeats)
 }
 
 /// GPU time per op kind from timestamp queries (median of `repeats`), with GFLOP/s and GB/s.

@@ -7,17 +7,23 @@ use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
 use crate::kernels::{check_len, grid_1d};
 use crate::{bail_shape, Result};
 
-const BINDINGS: &[Binding] = &[
-    Binding::Write,
-    Binding::Read,
-    Binding::Write,
-    Binding::Write,
-    Binding::Read,
-    Binding::Read,
-    Binding::Uniform,
-];
-static ADAMW: KernelSpec = KernelSpec { shader: &crate::shaders::OPTIM, entry: "adamw", bindings: BINDINGS };
-static EMA: KernelSpec = KernelSpec { shader: &crate::shaders::OPTIM, entry: "ema", bindings: BINDINGS };
+static ADAMW: KernelSpec = KernelSpec {
+    shader: &crate::shaders::OPTIM,
+    entry: "adamw",
+    bindings: &[
+        Binding::Write,
+        Binding::Read,
+        Binding::Write,
+        Binding::Write,
+        Binding::Read,
+        Binding::Read,
+        Binding::Uniform,
+        Binding::Write,
+    ],
+};
+
+/// Elements an invocation updates (the shader's PER), 256 invocations a workgroup.
+const PER: usize = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -77,7 +83,7 @@ impl StepRow {
 
 /// The constants of `adamw` in f32, as PyTorch rounds them.
 fn params(ctx: &Context, h: &AdamW, len: usize) -> (wgpu::Buffer, [u32; 3]) {
-    let workgroups = grid_1d(ctx, len, 256);
+    let workgroups = grid_1d(ctx, len.div_ceil(PER), 256);
     let p = Params {
         len: len as u32,
         groups_x: workgroups[0],
@@ -103,9 +109,11 @@ pub struct AdamWBuffers<'a> {
     /// u32 [2]: the row to use (the step counter) and the bits of the f32 clipping coefficient
     /// the gradient is multiplied by first (1.0 without clipping).
     pub state: &'a wgpu::Buffer,
+    /// The EMA's shadow of the weight, updated from the new weight in the same pass (None: no EMA).
+    pub shadow: Option<&'a wgpu::Buffer>,
 }
 
-/// One AdamW step over `len` values.
+/// One AdamW step over `len` values, and the EMA's step where there is a shadow.
 pub fn adamw(ctx: &Context, h: &AdamW, len: usize, b: &AdamWBuffers) -> Result<Dispatch> {
     if len == 0 {
         bail_shape!("adamw: an empty weight");
@@ -114,38 +122,17 @@ pub fn adamw(ctx: &Context, h: &AdamW, len: usize, b: &AdamWBuffers) -> Result<D
         check_len("adamw", what, buf, len)?;
     }
     check_len("adamw", "state", b.state, 2)?;
+    if let Some(s) = b.shadow {
+        check_len("adamw", "EMA shadow", s, len)?;
+    }
     let (params, workgroups) = params(ctx, h, len);
+    let ema = b.shadow.is_some() as u64;
     ctx.dispatch(
         &ADAMW,
-        &[],
-        &[b.param, b.grad, b.m, b.v, b.rows, b.state, &params],
+        &[("EMA", ema as f64)],
+        &[b.param, b.grad, b.m, b.v, b.rows, b.state, &params, b.shadow.unwrap_or(&ctx.dummy)],
         workgroups,
-        Cost { flops: 12 * len as u64, bytes: 28 * len as u64 },
-    )
-}
-
-/// shadow = shadow - (1 - d) (shadow - weight) over `len` values, d from the step's row.
-pub fn ema(
-    ctx: &Context,
-    len: usize,
-    weight: &wgpu::Buffer,
-    shadow: &wgpu::Buffer,
-    rows: &wgpu::Buffer,
-    state: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    if len == 0 {
-        bail_shape!("ema: an empty weight");
-    }
-    check_len("ema", "weight", weight, len)?;
-    check_len("ema", "shadow", shadow, len)?;
-    let (params, workgroups) = params(ctx, &AdamW::default(), len);
-    // The EMA leaves the weight and second-moment bindings unused.
-    ctx.dispatch(
-        &EMA,
-        &[],
-        &[&ctx.dummy, weight, shadow, &ctx.dummy, rows, state, &params],
-        workgroups,
-        Cost { flops: 3 * len as u64, bytes: 12 * len as u64 },
+        Cost { flops: (12 + 3 * ema) * len as u64, bytes: (28 + 8 * ema) * len as u64 },
     )
 }
 

@@ -39,8 +39,8 @@ pub struct Optimizer {
     /// One `StepRow` a step of the run.
     pub rows: wgpu::Buffer,
     pub weights: Vec<WeightState>,
-    /// One optimizer step: the norm and clipping coefficient, AdamW and EMA of each weight, the
-    /// counter advanced.
+    /// One optimizer step: the norm and clipping coefficient, AdamW and the EMA of each weight
+    /// (one pass), the counter advanced.
     pub dispatches: Vec<Dispatch>,
 }
 
@@ -87,16 +87,20 @@ impl Optimizer {
         for g in gradients {
             let param = &unet.bank.buffers[g.weight];
             let (m, v) = (ctx.scratch_buffer("adam m", g.len), ctx.scratch_buffer("adam v", g.len));
-            let b = AdamWBuffers { param, grad: &g.buffer, m: &m, v: &v, rows: &rows_buf, state: &state };
-            dispatches.push(optim::adamw(ctx, hyper, g.len, &b)?);
-            let shadow = if ema {
-                let s = ctx.scratch_buffer("ema shadow", g.len);
-                init.push(copy_all(param, &s, g.len));
-                dispatches.push(optim::ema(ctx, g.len, param, &s, &rows_buf, &state)?);
-                Some(s)
-            } else {
-                None
+            let shadow = ema.then(|| ctx.scratch_buffer("ema shadow", g.len));
+            if let Some(s) = &shadow {
+                init.push(copy_all(param, s, g.len));
+            }
+            let b = AdamWBuffers {
+                param,
+                grad: &g.buffer,
+                m: &m,
+                v: &v,
+                rows: &rows_buf,
+                state: &state,
+                shadow: shadow.as_ref(),
             };
+            dispatches.push(optim::adamw(ctx, hyper, g.len, &b)?);
             weights.push(WeightState { weight: g.weight, len: g.len, m, v, shadow });
         }
         dispatches.push(advance_step(ctx, &state)?);

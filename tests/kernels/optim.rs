@@ -3,9 +3,10 @@
 //! (tools/make_optim_goldens.py: five steps on four tensors of odd sizes, clipping acting on some
 //! steps), and against their plain references.
 //!
-//! Geometry: both kernels are 1-D, 256 elements a workgroup, split over x and y past the
-//! per-dimension limit: lengths 1, 17, 144 (one partial workgroup), every batch in BATCHES x 98
-//! values (up to 13 workgroups), and the same on `spill_ctx` (4 x 4 grids). The sums of squares
+//! Geometry: AdamW (with the EMA fused, or without) is 1-D, 256 invocations of 4 elements a
+//! workgroup (elements 256 apart), split over x and y past the per-dimension limit: lengths 1,
+//! 17, 144 (one partial workgroup, partial first round), 1100 (a second, partial round), every
+//! batch in BATCHES x 392 values (up to 13 workgroups), and the same on `spill_ctx` (4 x 4 grids). The sums of squares
 //! run loss.wgsl's two passes (see loss.rs for their geometry) into one slot per tensor; the
 //! clipping coefficient is one invocation.
 
@@ -105,12 +106,9 @@ fn clipping_adamw_and_ema_follow_pytorch_and_diffusers_for_five_steps() {
                 v: &v[i].buffer,
                 rows: &rows_buf.buffer,
                 state: &st.buffer,
+                shadow: Some(&shadow[i].buffer),
             };
             list.push(optim::adamw(c, &HYPER, grads[i].len(), &b).unwrap());
-            list.push(
-                optim::ema(c, grads[i].len(), &p[i].buffer, &shadow[i].buffer, &rows_buf.buffer, &st.buffer)
-                    .unwrap(),
-            );
         }
         c.run(&list);
         let clip = f32::from_bits(c.read_u32(&st).unwrap()[1]);
@@ -148,7 +146,7 @@ fn clipping_adamw_and_ema_follow_pytorch_and_diffusers_for_five_steps() {
     }
 }
 
-fn check_geometry_on(c: &Context, n: usize, seed: u64) {
+fn check_geometry_on(c: &Context, n: usize, ema: bool, seed: u64) {
     let mut r = rng(seed);
     let (p0, grad, m0) = (random(&mut r, n), random(&mut r, n), random(&mut r, n));
     let v0: Vec<f32> = random(&mut r, n).iter().map(|x| x.abs()).collect();
@@ -164,14 +162,14 @@ fn check_geometry_on(c: &Context, n: usize, seed: u64) {
         v: &v.buffer,
         rows: &rows.buffer,
         state: &st.buffer,
+        shadow: ema.then_some(&s.buffer),
     };
-    c.run(&[
-        optim::adamw(c, &AdamW::default(), n, &b).unwrap(),
-        optim::ema(c, n, &p.buffer, &s.buffer, &rows.buffer, &st.buffer).unwrap(),
-    ]);
+    c.run(&[optim::adamw(c, &AdamW::default(), n, &b).unwrap()]);
     let (mut rp, mut rm, mut rv, mut rs) = (p0, m0.clone(), v0, m0);
     optim::reference_adamw(&AdamW::default(), &row, 0.5, &mut rp, &grad, &mut rm, &mut rv);
-    optim::reference_ema(&row, &rp, &mut rs);
+    if ema {
+        optim::reference_ema(&row, &rp, &mut rs);
+    }
     for (what, got, want) in [
         ("param", read_on(c, &p), rp),
         ("m", read_on(c, &m), rm),
@@ -179,17 +177,18 @@ fn check_geometry_on(c: &Context, n: usize, seed: u64) {
         ("ema", read_on(c, &s), rs),
     ] {
         let (at, e) = worst_error(&got, &want);
-        assert!(e <= 1e-6, "{what} of {n}: off by {e:.2e} at {at}");
+        assert!(e <= 1e-6, "{what} of {n} (EMA {ema}): off by {e:.2e} at {at}");
     }
 }
 
 #[test]
 fn adamw_and_ema_every_length() {
-    for (i, n) in [1, 17, 144].into_iter().enumerate() {
-        check_geometry_on(ctx(), n, 10 + i as u64);
+    for (i, n) in [1, 17, 144, 1100].into_iter().enumerate() {
+        check_geometry_on(ctx(), n, true, 10 + i as u64);
+        check_geometry_on(ctx(), n, false, 40 + i as u64);
     }
     for (i, &b) in BATCHES.iter().enumerate() {
-        check_geometry_on(ctx(), b * 98, 20 + i as u64);
-        check_geometry_on(spill_ctx(), b * 98, 30 + i as u64);
+        check_geometry_on(ctx(), b * 392, true, 20 + i as u64);
+        check_geometry_on(spill_ctx(), b * 392, i % 2 == 0, 30 + i as u64);
     }
 }
