@@ -192,6 +192,40 @@ fn the_output_is_a_model_folder_that_samples() {
 }
 
 #[test]
+fn init_fine_tunes_a_diffusers_folder() {
+    // The folder diffusers loaded (tests/model/checkpoint.rs), fine-tuned for two steps.
+    let dir = scratch("init");
+    let data = dir.join("images-idx3-ubyte.gz");
+    idx_gz(&data, 5);
+    let init = format!("{}/tests/golden/checkpoint/model", env!("CARGO_MANIFEST_DIR"));
+    let out = dir.join("model");
+    let (ok, err) = cli(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--init",
+        &init,
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--sample-every",
+        "0",
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains(&format!("training the weights of {init}")), "{err}");
+    let before = std::fs::read(format!("{init}/diffusion_pytorch_model.safetensors")).unwrap();
+    let after = std::fs::read(out.join("diffusion_pytorch_model.safetensors")).unwrap();
+    assert_eq!(before.len(), after.len(), "the same tensors");
+    assert!(before != after, "the weights moved");
+    // --init with --config is refused by the parser.
+    let (ok, _) = cli(&["train", "--data", "x", "--out", "y", "--init", &init, "--config", "c.json"]);
+    assert!(!ok);
+}
+
+#[test]
 fn a_killed_run_leaves_a_readable_checkpoint() {
     let dir = scratch("kill");
     let data = dir.join("images-idx3-ubyte.gz");
