@@ -365,3 +365,60 @@ fn a_non_finite_image_is_an_error_and_check_passes() {
     assert!(out.lines().all(|l| l.starts_with("ok ")) && out.contains("conv_out (conv2d)"), "{out}");
     assert!(err.contains("within 1e-3 of their CPU references"), "{err}");
 }
+
+fn fashion_input() -> String {
+    format!("{}/docs/inputs/fashion-test-1-pullover.png", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn img2img_redraws_and_strength_zero_returns_the_input() {
+    let dir = std::env::temp_dir().join(format!("wgpu-diffusion-img2img-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (out, same) = (dir.join("redrawn.png"), dir.join("same.png"));
+    let input = fashion_input();
+    let (ok, _, err) = cli(&[
+        "img2img",
+        "--image",
+        &input,
+        "--strength",
+        "0.5",
+        "--steps",
+        "4",
+        "--batch",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let text = wgpu_diffusion::io::images::png_text(&out).unwrap();
+    let params = &text.iter().find(|(k, _)| k == "parameters").unwrap().1;
+    assert!(params.contains("img2img --image") && params.contains("--strength 0.5"), "{params}");
+    // Strength 0: the input, unchanged to the 8-bit value, for each image of the batch.
+    let (ok, _, err) = cli(&[
+        "img2img",
+        "--image",
+        &input,
+        "--strength",
+        "0",
+        "--batch",
+        "1",
+        "--out",
+        same.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("unchanged"), "{err}");
+    let (a, b) = (image::open(&input).unwrap().to_luma8(), image::open(&same).unwrap().to_luma8());
+    assert_eq!(a.as_raw(), b.as_raw());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn img2img_bad_input_is_one_line() {
+    let input = fashion_input();
+    let (ok, _, err) = cli(&["img2img", "--image", &input, "--strength", "1.5"]);
+    assert_one_line_error(ok, &err, &["--strength 1.5", "between 0 and 1"]);
+    let (ok, _, err) = cli(&["img2img", "--image", "no-such.png"]);
+    assert_one_line_error(ok, &err, &["no-such.png"]);
+    let (ok, _, err) = cli(&["img2img", "--image", &input, "--check"]);
+    assert_one_line_error(ok, &err, &["--check"]);
+}

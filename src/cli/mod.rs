@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Turn noise into images with the whole reverse chain on the GPU.
     Sample(sample::SampleArgs),
+    /// Redraw an image (SDEdit): noise it part of the way and run the reverse chain from there.
+    Img2img(Box<sample::Img2ImgArgs>),
     /// Draw the forward (noising) process of one image as a strip, noised on the GPU.
     Noise(noise::NoiseArgs),
     /// List adapters with their backend, type, driver, features and limits.
@@ -55,6 +57,7 @@ impl DeviceArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sample(args) => sample::run(&args),
+        Command::Img2img(args) => sample::run_img2img(&args),
         Command::Noise(args) => noise::run(&args),
         Command::Info(args) => info::run(&args),
         Command::Bench(args) => bench::run(&args),

@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use wgpu_diffusion::diffusion::{self, ChainInput, SamplerKind, SamplerPlan, SchedulerConfig, Shard};
+use wgpu_diffusion::diffusion::{
+    self, ChainInput, Img2ImgStart, SamplerKind, SamplerPlan, SchedulerConfig, Shard,
+};
 use wgpu_diffusion::gpu::Context;
 use wgpu_diffusion::io::{images, npy};
 use wgpu_diffusion::model::{ModelFolder, UNet};
@@ -126,16 +128,53 @@ fn shard(args: &SampleArgs) -> Result<Shard> {
     }
 }
 
+/// `img2img`: `sample`'s flags, and the image to redraw.
+#[derive(Args, Debug)]
+pub struct Img2ImgArgs {
+    /// The image to redraw (PNG or JPEG, any size: resized and centre-cropped to the model's).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// How far into the noise the image goes, 0 to 1 (diffusers' img2img default, 0.8): int(steps
+    /// x strength) of the --steps steps run; 0 returns the image unchanged.
+    #[arg(long, default_value_t = 0.8)]
+    pub strength: f64,
+    #[command(flatten)]
+    pub sample: SampleArgs,
+}
+
+pub fn run_img2img(args: &Img2ImgArgs) -> Result<()> {
+    if args.sample.check {
+        return Err(Error::Invalid(
+            "--check runs sample's first step; it does not take img2img's input".into(),
+        ));
+    }
+    if !(0.0..=1.0).contains(&args.strength) {
+        return Err(Error::Invalid(format!("--strength {}: must be between 0 and 1", args.strength)));
+    }
+    run_edit(&args.sample, Some(&Img2Img { image: &args.image, strength: args.strength }))
+}
+
+/// img2img: the image every result starts from, and how far into the noise it goes.
+pub struct Img2Img<'a> {
+    pub image: &'a Path,
+    pub strength: f64,
+}
+
 /// The PNG text chunks that say how to regenerate an image (or, for a grid, its images).
 fn png_text(
     folder: &ModelFolder,
     args: &SampleArgs,
+    edit: Option<&Img2Img>,
     batch: usize,
     index: String,
 ) -> Vec<(&'static str, String)> {
     let model = folder.root.display().to_string();
+    let command = match edit {
+        Some(e) => format!("img2img --image {} --strength {}", e.image.display(), e.strength),
+        None => "sample".into(),
+    };
     let parameters = format!(
-        "wgpu-diffusion sample --model {model} --scheduler {} --steps {} --batch {batch} --seed {} --eta {}{}",
+        "wgpu-diffusion {command} --model {model} --scheduler {} --steps {} --batch {batch} --seed {} --eta {}{}",
         args.scheduler,
         args.steps,
         args.seed,
@@ -161,10 +200,31 @@ fn first_non_finite(out: &[f32], per: usize, first: usize) -> Option<usize> {
 }
 
 pub fn run(args: &SampleArgs) -> Result<()> {
+    run_edit(args, None)
+}
+
+/// `sample`, or with `edit` img2img: every image starts from the input image, noised to the
+/// strength's first kept timestep.
+pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
     let kind = SamplerKind::parse(&args.scheduler)?;
     let folder = model_folder(args.model.as_deref())?;
     let cfg = scheduler_config(&folder, kind)?;
-    let plan = SamplerPlan::new(&cfg, args.steps, args.eta)?;
+    let full_plan = SamplerPlan::new(&cfg, args.steps, args.eta)?;
+    // img2img: the input (read before any work) and where in the plan it starts.
+    let (start, plan, unchanged) = match edit {
+        Some(e) => {
+            let text = std::fs::read_to_string(&folder.unet_config)
+                .map_err(|source| Error::Io { path: folder.unet_config.display().to_string(), source })?;
+            let c =
+                wgpu_diffusion::model::UNetConfig::parse(&text, &folder.unet_config.display().to_string())?;
+            let image = images::load_as_sample(e.image, c.in_channels, c.sample_size)?;
+            match full_plan.img2img(e.strength)? {
+                Some(p) => (Some((image, p.noising)), p.plan, false),
+                None => (Some((image, (1.0, 0.0))), full_plan, true),
+            }
+        }
+        None => (None, full_plan, false),
+    };
     let init = match &args.init_noise {
         Some(path) => Some(npy::read(path)?),
         None => None,
@@ -231,7 +291,7 @@ pub fn run(args: &SampleArgs) -> Result<()> {
         ctx.info.name
     );
     // The chain reports (done, total); total counts steps over all micro-batches.
-    let bar = ProgressBar::new(args.steps as u64);
+    let bar = ProgressBar::new(plan.rows.len() as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -242,13 +302,20 @@ pub fn run(args: &SampleArgs) -> Result<()> {
         batch,
         images: images.clone(),
         init_noise: init.as_ref().map(|(_, v)| v.as_slice()),
+        img2img: start.as_ref().map(|(image, noising)| Img2ImgStart { image, noising: *noising }),
     };
-    let mut total_steps = args.steps;
-    let out = diffusion::sample(&ctx, &mut unet, &plan, &input, &mut |done, total| {
-        total_steps = total;
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })?;
+    let mut total_steps = plan.rows.len();
+    let out = if unchanged {
+        // Strength 0 (or under one step): no step runs and the input comes back.
+        let image = &start.as_ref().expect("img2img").0; // ok: unchanged implies an edit
+        image.iter().copied().cycle().take(images.len() * image.len()).collect()
+    } else {
+        diffusion::sample(&ctx, &mut unet, &plan, &input, &mut |done, total| {
+            total_steps = total;
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+        })?
+    };
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
 
@@ -266,7 +333,7 @@ pub fn run(args: &SampleArgs) -> Result<()> {
     let written = match &args.out_dir {
         Some(dir) => {
             for (k, img) in images.clone().zip(out.chunks(per)) {
-                let text = png_text(&folder, args, batch, k.to_string());
+                let text = png_text(&folder, args, edit, batch, k.to_string());
                 images::save_png_with_text(
                     &images::grid(img, 1, ch, s, s, 1)?,
                     &dir.join(format!("{k:06}.png")),
@@ -276,18 +343,27 @@ pub fn run(args: &SampleArgs) -> Result<()> {
             format!("{n} images in {}", dir.display())
         }
         None => {
-            let text =
-                png_text(&folder, args, batch, format!("{}-{} (row by row)", images.start, images.end - 1));
+            let text = png_text(
+                &folder,
+                args,
+                edit,
+                batch,
+                format!("{}-{} (row by row)", images.start, images.end - 1),
+            );
             let grid = images::grid(&out, n, ch, s, s, images::square_cols(n))?;
             images::save_png_with_text(&grid, &args.out, &text)?;
             args.out.display().to_string()
         }
     };
-    eprintln!(
-        "wrote {written}: {:.1} s, {:.2} steps/s, {:.2} images/s",
-        secs,
-        total_steps as f64 / secs,
-        n as f64 / secs
-    );
+    if unchanged {
+        eprintln!("wrote {written}: no step runs at this strength, so the input came back unchanged");
+    } else {
+        eprintln!(
+            "wrote {written}: {:.1} s, {:.2} steps/s, {:.2} images/s",
+            secs,
+            total_steps as f64 / secs,
+            n as f64 / secs
+        );
+    }
     Ok(())
 }

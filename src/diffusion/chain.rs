@@ -24,12 +24,23 @@ pub struct ChainInput<'a> {
     pub images: Range<usize>,
     /// Standard-normal x_T [batch, C, H, W] for the whole batch; generated from the seed when None.
     pub init_noise: Option<&'a [f32]>,
+    /// img2img: every image starts from this one, noised, instead of from pure noise.
+    pub img2img: Option<Img2ImgStart<'a>>,
+}
+
+/// Where an img2img chain starts: x = a x0 + b z, with z the standard normal that would have
+/// been x_T (so keyed as in `sample`), at the plan's first row (`SamplerPlan::img2img`).
+#[derive(Clone, Copy, Debug)]
+pub struct Img2ImgStart<'a> {
+    /// [C, H, W] in the model's range.
+    pub image: &'a [f32],
+    pub noising: (f64, f64),
 }
 
 impl<'a> ChainInput<'a> {
     /// Every image of a batch of `batch`.
     pub fn all(seed: u64, batch: usize, init_noise: Option<&'a [f32]>) -> Self {
-        Self { seed, batch, images: 0..batch, init_noise }
+        Self { seed, batch, images: 0..batch, init_noise, img2img: None }
     }
 }
 
@@ -55,6 +66,8 @@ struct Chain<'a> {
     prev_x0: Tensor,
     table: Tensor,
     counter: Tensor,
+    /// img2img: the input image for every image of a micro-batch, and the noising row (a, b).
+    img2img: Option<(Tensor, Tensor)>,
 }
 
 impl<'a> Chain<'a> {
@@ -102,6 +115,20 @@ impl<'a> Chain<'a> {
         let net = unet.executable(ctx, micro)?;
         let len = micro * per;
         let steps = plan.rows.len();
+        let img2img = match &input.img2img {
+            Some(start) => {
+                if start.image.len() != per {
+                    return Err(Error::Shape(format!(
+                        "the input image has {} values, the model takes {per}",
+                        start.image.len()
+                    )));
+                }
+                let repeated: Vec<f32> = start.image.iter().copied().cycle().take(len).collect();
+                let (a, b) = start.noising;
+                Some((ctx.upload(&repeated, &[len])?, ctx.upload(&[a as f32, b as f32], &[2])?))
+            }
+            None => None,
+        };
         Ok(Self {
             ctx,
             input,
@@ -114,6 +141,7 @@ impl<'a> Chain<'a> {
             prev_x0: ctx.zeros(&[len])?,
             table: ctx.upload(bytemuck::cast_slice(&plan.rows), &[steps * diffusion::ROW_LEN])?,
             counter: ctx.upload_u32(&[0], &[1])?,
+            img2img,
         })
     }
 
@@ -125,16 +153,44 @@ impl<'a> Chain<'a> {
     /// first image is `start` (global index): init_noise_sigma * z, with z from the file (written
     /// here) or from (seed, image index, substream 0).
     fn start(&self, start: usize) -> Result<Vec<Dispatch>> {
-        let (ctx, per, len) = (self.ctx, self.per, self.len());
+        let (ctx, per) = (self.ctx, self.per);
         ctx.queue.write_buffer(&self.counter.buffer, 0, bytemuck::cast_slice(&[0u32]));
-        let sigma = self.plan.init_noise_sigma as f32;
+        if let Some((image, row)) = &self.img2img {
+            // z into the noise buffer, then x = a x0 + b z by the noising kernel with a one-row
+            // table at timestep 0 for every image.
+            let mut list = self.standard_normal(start, None)?;
+            let zero_t = ctx.zeros(&[self.micro])?;
+            list.push(diffusion::add_noise(
+                ctx,
+                self.micro,
+                per,
+                1,
+                &image.buffer,
+                &self.noise.buffer,
+                &zero_t.buffer,
+                &row.buffer,
+                &self.x.buffer,
+            )?);
+            return Ok(list);
+        }
+        self.standard_normal(start, Some(self.plan.init_noise_sigma as f32))
+    }
+
+    /// z for the micro-batch from image `start`, from the file (written here) or from (seed,
+    /// image index, substream 0): into the noise buffer, or scaled by `x_scale` into x.
+    fn standard_normal(&self, start: usize, x_scale: Option<f32>) -> Result<Vec<Dispatch>> {
+        let (ctx, per, len) = (self.ctx, self.per, self.len());
+        let (out, sigma) = match x_scale {
+            Some(s) => (&self.x.buffer, s),
+            None => (&self.noise.buffer, 1.0),
+        };
         Ok(match self.input.init_noise {
             Some(z) => {
                 let n = self.micro.min(self.input.images.end - start);
                 let mut chunk: Vec<f32> =
                     z[start * per..(start + n) * per].iter().map(|v| v * sigma).collect();
                 chunk.resize(len, 0.0);
-                ctx.queue.write_buffer(&self.x.buffer, 0, bytemuck::cast_slice(&chunk));
+                ctx.queue.write_buffer(out, 0, bytemuck::cast_slice(&chunk));
                 vec![]
             }
             None => {
@@ -143,10 +199,11 @@ impl<'a> Chain<'a> {
                     stream_base: start as u32,
                     substream: INIT_SUBSTREAM,
                 };
-                vec![
-                    rng::normal(ctx, key, self.micro, per, None, &self.noise.buffer)?,
-                    elementwise::affine(ctx, len, sigma, 0.0, &self.noise.buffer, &self.x.buffer)?,
-                ]
+                let mut list = vec![rng::normal(ctx, key, self.micro, per, None, &self.noise.buffer)?];
+                if x_scale.is_some() {
+                    list.push(elementwise::affine(ctx, len, sigma, 0.0, &self.noise.buffer, out)?);
+                }
+                list
             }
         })
     }

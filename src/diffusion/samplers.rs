@@ -310,6 +310,10 @@ pub struct SamplerPlan {
     pub init_noise_sigma: f64,
     /// Whether any step adds fresh noise (so the chain must generate it).
     pub adds_noise: bool,
+    /// Per step, the (a, b) of this scheduler's `add_noise` at its timestep: x = a x0 + b eps
+    /// (VP for DDPM, DDIM and DPM-Solver++; x0 + sigma eps for the Euler schedulers). Where
+    /// img2img starts.
+    pub noising: Vec<(f64, f64)>,
 }
 
 impl SamplerPlan {
@@ -331,6 +335,46 @@ impl SamplerPlan {
             SamplerKind::DpmPP2M => dpm_pp_2m(cfg, &ac, steps)?,
         };
         Ok(plan)
+    }
+}
+
+/// Where img2img (SDEdit) starts in a plan: diffusers' `get_timesteps` and `add_noise` at the first
+/// kept timestep.
+#[derive(Clone, Debug)]
+pub struct Img2ImgPlan {
+    /// The plan from the begin index on (its first step first order, as a multistep solver's
+    /// first step is).
+    pub plan: SamplerPlan,
+    /// x = a x0 + b eps starts the chain.
+    pub noising: (f64, f64),
+    /// The begin index into the whole plan (steps skipped).
+    pub begin: usize,
+}
+
+impl SamplerPlan {
+    /// img2img at `strength`: init = min(int(N strength), N) steps run, from t_start = N - init
+    /// (pipeline_stable_diffusion_img2img.py). None when no step runs (strength 0, or N strength
+    /// under 1): the input comes back unchanged (diffusers leaves that case undefined).
+    pub fn img2img(&self, strength: f64) -> Result<Option<Img2ImgPlan>> {
+        if !(0.0..=1.0).contains(&strength) {
+            return Err(Error::Invalid(format!("--strength {strength}: must be between 0 and 1")));
+        }
+        let n = self.rows.len();
+        let init = ((n as f64 * strength) as usize).min(n);
+        if init == 0 {
+            return Ok(None);
+        }
+        let begin = n - init;
+        let mut plan = self.clone();
+        plan.rows.drain(..begin);
+        plan.timesteps.drain(..begin);
+        plan.noising.drain(..begin);
+        // A multistep solver keeps no history at its begin index: its first step is first order
+        // (second order adds d to next_x0 and takes it from next_prev_x0).
+        let first = &mut plan.rows[0];
+        first.next_x0 += first.next_prev_x0;
+        first.next_prev_x0 = 0.0;
+        Ok(Some(Img2ImgPlan { noising: plan.noising[0], plan, begin }))
     }
 }
 
@@ -359,6 +403,7 @@ fn ddpm(cfg: &SchedulerConfig, ac: &[f64], steps: usize) -> Result<SamplerPlan> 
         rows,
         init_noise_sigma: 1.0,
         adds_noise: true,
+        noising: vp_noising(ac, &ts),
     })
 }
 
@@ -386,7 +431,13 @@ fn ddim(cfg: &SchedulerConfig, ac: &[f64], steps: usize, eta: f64) -> Result<Sam
         rows,
         init_noise_sigma: 1.0,
         adds_noise: eta > 0.0,
+        noising: vp_noising(ac, &ts),
     })
+}
+
+/// sqrt(abar_t) x0 + sqrt(1 - abar_t) eps at each integer timestep.
+fn vp_noising(ac: &[f64], ts: &[i64]) -> Vec<(f64, f64)> {
+    ts.iter().map(|&t| (ac[t as usize].sqrt(), (1.0 - ac[t as usize]).sqrt())).collect()
 }
 
 fn check_range(ts: &[i64], t_train: usize) -> Result<()> {
@@ -471,7 +522,8 @@ fn euler(cfg: &SchedulerConfig, ac: &[f64], steps: usize) -> Result<SamplerPlan>
             }
         })
         .collect();
-    Ok(SamplerPlan { kind: cfg.kind, timesteps: ts, rows, init_noise_sigma, adds_noise })
+    let noising = sigmas[..steps].iter().map(|&s| (1.0, s)).collect();
+    Ok(SamplerPlan { kind: cfg.kind, timesteps: ts, rows, init_noise_sigma, adds_noise, noising })
 }
 
 fn dpm_pp_2m(cfg: &SchedulerConfig, ac: &[f64], steps: usize) -> Result<SamplerPlan> {
@@ -550,11 +602,14 @@ fn dpm_pp_2m(cfg: &SchedulerConfig, ac: &[f64], steps: usize) -> Result<SamplerP
             }
         })
         .collect();
+    // add_noise: alpha_t x0 + sigma_t eps at the step's sigma.
+    let noising = sigmas[..n].iter().map(|&s| (ast(s).0, ast(s).1)).collect();
     Ok(SamplerPlan {
         kind: SamplerKind::DpmPP2M,
         timesteps: ts.iter().map(|&t| t as f32).collect(),
         rows,
         init_noise_sigma: 1.0,
         adds_noise: false,
+        noising,
     })
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use image::{DynamicImage, GrayImage, ImageBuffer, RgbImage};
+use image::{DynamicImage, ImageBuffer, RgbImage};
 
 use crate::{Error, Result};
 
@@ -95,34 +95,19 @@ pub fn png_text(path: &Path) -> Result<Vec<(String, String)>> {
     Ok(reader.info().uncompressed_latin1_text.iter().map(|t| (t.keyword.clone(), t.text.clone())).collect())
 }
 
-/// Reads a PNG (or any format the image crate reads) as [C, size, size] in [-1, 1], converted to
-/// `channels` (1: luma, 3: RGB) and resized to `size` x `size` when it differs.
+/// Reads a PNG or JPEG as [C, size, size] in [-1, 1], as training data is prepared
+/// (`dataset::to_sample`: the shorter side resized to `size`, a centre crop, grey or RGB to
+/// `channels`).
 pub fn load_as_sample(path: &Path, channels: usize, size: usize) -> Result<Vec<f32>> {
+    if channels != 1 && channels != 3 {
+        return Err(Error::Invalid(format!(
+            "cannot make a {channels}-channel sample from an image (1 or 3 channels)"
+        )));
+    }
     let img = image::open(path)
         .map_err(|e| Error::Invalid(format!("cannot read image {}: {e}", path.display())))?;
-    let img = if img.width() as usize != size || img.height() as usize != size {
-        img.resize_exact(size as u32, size as u32, image::imageops::FilterType::Triangle)
-    } else {
-        img
-    };
-    let to_unit = |v: u8| v as f32 / 127.5 - 1.0;
-    match channels {
-        1 => {
-            let g: GrayImage = img.to_luma8();
-            Ok(g.pixels().map(|p| to_unit(p.0[0])).collect())
-        }
-        3 => {
-            let rgb = img.to_rgb8();
-            let mut out = vec![0.0; 3 * size * size];
-            for (i, p) in rgb.pixels().enumerate() {
-                for ch in 0..3 {
-                    out[ch * size * size + i] = to_unit(p.0[ch]);
-                }
-            }
-            Ok(out)
-        }
-        c => Err(Error::Invalid(format!("cannot make a {c}-channel sample from an image (1 or 3 channels)"))),
-    }
+    let bytes = super::dataset::to_sample(img, channels, size);
+    Ok(bytes.iter().map(|&b| crate::kernels::data::scale_u8(b)).collect())
 }
 
 #[cfg(test)]
