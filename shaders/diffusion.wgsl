@@ -13,6 +13,11 @@
 //                  x   <- next_x0 * x0 + next_x * x + next_eps * eps + next_prev_x0 * prev_x0 + noise_scale * z
 //                  prev_x0 <- x0                                          (multistep history)
 //                It updates x and prev_x0 in place (element i reads and writes only element i).
+// repaint_mix:   RePaint's two updates of x beside a sampler step, from a table of MixRow read by
+//                a counter on the device: the join after each step, with the same z the step used,
+//                  x <- mask (known_orig orig + known_z z) + (1 - mask) x
+//                (mask 1 keeps the original pixel), and each renoising of an undo step,
+//                  x <- keep x + fresh z          (use_mask 0)
 // advance_step:  step += 1, recorded after each step of a chain.
 
 struct StepCoeffs {
@@ -104,6 +109,36 @@ fn sampler_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     }
     st_x[i] = next;
     st_prev_x0[i] = x0;
+}
+
+// ---- repaint_mix ----
+struct MixRow {
+    known_orig: f32, known_z: f32, keep: f32, fresh: f32,
+    use_mask: f32, _pad0: f32, _pad1: f32, _pad2: f32,
+}
+
+@group(0) @binding(0) var<storage, read_write> rm_x: array<f32>;
+@group(0) @binding(1) var<storage, read> rm_orig: array<f32>;
+@group(0) @binding(2) var<storage, read> rm_mask: array<f32>;
+@group(0) @binding(3) var<storage, read> rm_noise: array<f32>;
+@group(0) @binding(4) var<storage, read> rm_table: array<MixRow>;
+@group(0) @binding(5) var<storage, read> rm_step: array<u32>;
+@group(0) @binding(6) var<uniform> rm_p: Params;
+
+@compute @workgroup_size(WG)
+fn repaint_mix(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+               @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= rm_p.len) { return; }
+    let c = rm_table[rm_step[0]];
+    let z = rm_noise[i];
+    let x = c.keep * rm_x[i] + c.fresh * z;
+    if (c.use_mask != 0.0) {
+        let m = rm_mask[i];
+        rm_x[i] = m * (c.known_orig * rm_orig[i] + c.known_z * z) + (1.0 - m) * x;
+    } else {
+        rm_x[i] = x;
+    }
 }
 
 // ---- advance_step ----

@@ -409,6 +409,20 @@ fn img2img_redraws_and_strength_zero_returns_the_input() {
     assert!(err.contains("unchanged"), "{err}");
     let (a, b) = (image::open(&input).unwrap().to_luma8(), image::open(&same).unwrap().to_luma8());
     assert_eq!(a.as_raw(), b.as_raw());
+    // A JPEG of another size and shape is resized and centre-cropped to the model's 28x28.
+    let jpeg = dir.join("wide.jpg");
+    image::imageops::resize(&a, 40, 30, image::imageops::FilterType::Triangle).save(&jpeg).unwrap();
+    let (ok, _, err) = cli(&[
+        "img2img",
+        "--image",
+        jpeg.to_str().unwrap(),
+        "--strength",
+        "0",
+        "--out",
+        same.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(image::open(&same).unwrap().to_luma8().dimensions(), (4 * 28 + 3 * 2, 4 * 28 + 3 * 2));
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -421,4 +435,70 @@ fn img2img_bad_input_is_one_line() {
     assert_one_line_error(ok, &err, &["no-such.png"]);
     let (ok, _, err) = cli(&["img2img", "--image", &input, "--check"]);
     assert_one_line_error(ok, &err, &["--check"]);
+}
+
+fn input(name: &str) -> String {
+    format!("{}/docs/inputs/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn inpaint_keeps_the_kept_region_to_the_8_bit_value() {
+    let dir = std::env::temp_dir().join(format!("wgpu-diffusion-inpaint-{}", std::process::id()));
+    let (image, mask) = (input("fashion-test-0-boot.png"), input("mask-centre.png"));
+    let (ok, _, err) = cli(&[
+        "inpaint",
+        "--image",
+        &image,
+        "--mask",
+        &mask,
+        "--steps",
+        "4",
+        "--jump-length",
+        "2",
+        "--jump-n-sample",
+        "2",
+        "--batch",
+        "2",
+        "--out-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let (src, keep) = (image::open(&image).unwrap().to_luma8(), image::open(&mask).unwrap().to_luma8());
+    for k in 0..2 {
+        let got = image::open(dir.join(format!("{k:06}.png"))).unwrap().to_luma8();
+        let mut filled_differs = false;
+        for (i, (g, s)) in got.pixels().zip(src.pixels()).enumerate() {
+            if keep.as_raw()[i] >= 128 {
+                assert_eq!(g.0, s.0, "result {k}: kept pixel {i}");
+            } else {
+                filled_differs |= g.0 != s.0;
+            }
+        }
+        assert!(filled_differs, "result {k}: the hole was filled");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn inpaint_bad_input_is_one_line() {
+    let dir = std::env::temp_dir().join(format!("wgpu-diffusion-inpaint-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let image = input("fashion-test-0-boot.png");
+    let path = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    image::GrayImage::from_pixel(28, 28, image::Luma([255])).save(path("all-keep.png")).unwrap();
+    image::GrayImage::from_pixel(28, 28, image::Luma([127])).save(path("all-fill.png")).unwrap();
+    image::GrayImage::from_pixel(20, 28, image::Luma([0])).save(path("small.png")).unwrap();
+    for (mask, words) in [
+        (path("all-keep.png"), vec!["keeps every pixel"]),
+        (path("all-fill.png"), vec!["fills every pixel"]),
+        (path("small.png"), vec!["same size", "20x28"]),
+        (path("missing.png"), vec!["missing.png"]),
+    ] {
+        let (ok, _, err) = cli(&["inpaint", "--image", &image, "--mask", &mask]);
+        assert_one_line_error(ok, &err, &words);
+    }
+    let (ok, _, err) =
+        cli(&["inpaint", "--image", &image, "--mask", &input("mask-centre.png"), "--jump-length", "0"]);
+    assert_one_line_error(ok, &err, &["--jump-length"]);
+    std::fs::remove_dir_all(dir).unwrap();
 }

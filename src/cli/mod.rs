@@ -3,6 +3,7 @@
 mod bench;
 mod check;
 mod info;
+mod inpaint;
 mod noise;
 mod sample;
 mod train;
@@ -22,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Turn noise into images with the whole reverse chain on the GPU.
     Sample(sample::SampleArgs),
+    /// Fill the black part of a mask so that it fits the rest of the image (RePaint).
+    Inpaint(Box<inpaint::InpaintArgs>),
     /// Redraw an image (SDEdit): noise it part of the way and run the reverse chain from there.
     Img2img(Box<sample::Img2ImgArgs>),
     /// Draw the forward (noising) process of one image as a strip, noised on the GPU.
@@ -58,6 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sample(args) => sample::run(&args),
         Command::Img2img(args) => sample::run_img2img(&args),
+        Command::Inpaint(args) => inpaint::run(&args),
         Command::Noise(args) => noise::run(&args),
         Command::Info(args) => info::run(&args),
         Command::Bench(args) => bench::run(&args),

@@ -98,7 +98,7 @@ pub fn scheduler_config(folder: &ModelFolder, kind: SamplerKind) -> Result<Sched
 }
 
 /// Fails early (before minutes of sampling) when an output cannot be written.
-fn check_writable(path: &Path) -> Result<()> {
+pub(super) fn check_writable(path: &Path) -> Result<()> {
     let existed = path.exists();
     let probe = std::fs::OpenOptions::new().create(true).append(true).open(path);
     match probe {
@@ -195,7 +195,7 @@ fn png_text(
 }
 
 /// The first image holding a NaN or an infinity, by its index in the whole batch.
-fn first_non_finite(out: &[f32], per: usize, first: usize) -> Option<usize> {
+pub(super) fn first_non_finite(out: &[f32], per: usize, first: usize) -> Option<usize> {
     out.chunks(per).position(|img| img.iter().any(|v| !v.is_finite())).map(|k| first + k)
 }
 

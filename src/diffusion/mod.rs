@@ -1,6 +1,7 @@
 //! Diffusion: noise schedules, the samplers as coefficient tables, and the reverse chain on the device.
 
 pub mod chain;
+pub mod repaint;
 pub mod samplers;
 pub mod schedule;
 pub mod shard;

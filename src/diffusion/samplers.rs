@@ -263,7 +263,7 @@ impl SchedulerConfig {
         Ok(t as usize)
     }
 
-    fn prediction(&self) -> Result<Prediction> {
+    pub fn prediction(&self) -> Result<Prediction> {
         match self.str("prediction_type")?.as_str() {
             "epsilon" => Ok(Prediction::Epsilon),
             "sample" => Ok(Prediction::Sample),
@@ -272,20 +272,20 @@ impl SchedulerConfig {
         }
     }
 
-    /// The f32 alphas_cumprod of this configuration's schedule.
-    pub fn alphas_cumprod(&self) -> Result<Vec<f32>> {
+    /// The f32 betas of this configuration's schedule.
+    pub fn betas(&self) -> Result<Vec<f32>> {
         let schedule =
             BetaSchedule::parse(&self.str("beta_schedule")?).map_err(|e| self.err(e.to_string()))?;
         let t = self.num_train_timesteps()?;
-        Ok(schedule::alphas_cumprod(&schedule::betas(
-            schedule,
-            self.f64("beta_start")?,
-            self.f64("beta_end")?,
-            t,
-        )))
+        Ok(schedule::betas(schedule, self.f64("beta_start")?, self.f64("beta_end")?, t))
     }
 
-    fn clip(&self) -> Result<Option<f32>> {
+    /// The f32 alphas_cumprod of this configuration's schedule.
+    pub fn alphas_cumprod(&self) -> Result<Vec<f32>> {
+        Ok(schedule::alphas_cumprod(&self.betas()?))
+    }
+
+    pub fn clip(&self) -> Result<Option<f32>> {
         Ok(if self.bool("clip_sample")? { Some(self.f64("clip_sample_range")? as f32) } else { None })
     }
 

@@ -21,6 +21,19 @@ pub fn replay(
     steps: usize,
     progress: &mut dyn FnMut(usize),
 ) -> Result<()> {
+    replay_sequence(ctx, first, &[step], &vec![0; steps], progress)
+}
+
+/// `replay` for a chain of several kinds of step (RePaint's steps and undo steps): records
+/// `first`, then `kinds[k]` for each k of `sequence`, in submissions as `replay` makes them.
+pub fn replay_sequence(
+    ctx: &Context,
+    first: &[Dispatch],
+    kinds: &[&[Dispatch]],
+    sequence: &[usize],
+    progress: &mut dyn FnMut(usize),
+) -> Result<()> {
+    let steps = sequence.len();
     let mut recorded = 0;
     let mut per_step = f64::INFINITY;
     while recorded < steps {
@@ -33,7 +46,8 @@ pub fn replay(
         let t0 = Instant::now();
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         let head = if recorded == 0 { first } else { &[] };
-        record_all(&mut enc, head.iter().chain((0..chunk).flat_map(|_| step)));
+        let body = sequence[recorded..recorded + chunk].iter().flat_map(|&k| kinds[k]);
+        record_all(&mut enc, head.iter().chain(body));
         ctx.queue.submit([enc.finish()]);
         ctx.wait()?;
         per_step = t0.elapsed().as_secs_f64() / chunk as f64;

@@ -35,6 +35,19 @@ static SAMPLER_STEP: KernelSpec = KernelSpec {
         Binding::Uniform,
     ],
 };
+static REPAINT_MIX: KernelSpec = KernelSpec {
+    shader: &crate::shaders::DIFFUSION,
+    entry: "repaint_mix",
+    bindings: &[
+        Binding::Write,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Uniform,
+    ],
+};
 static ADVANCE_STEP: KernelSpec =
     KernelSpec { shader: &crate::shaders::DIFFUSION, entry: "advance_step", bindings: &[Binding::Write] };
 
@@ -281,6 +294,68 @@ pub fn sampler_step(ctx: &Context, len: usize, steps: usize, b: &StepBuffers) ->
         grid_1d(ctx, len, 256),
         Cost { flops: 16 * len as u64, bytes: 24 * len as u64 },
     )
+}
+
+/// One row of `repaint_mix`'s table (layout = the shader's `MixRow`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct MixRow {
+    /// The known region: known_orig orig + known_z z (RePaint's join after a step).
+    pub known_orig: f32,
+    pub known_z: f32,
+    /// x <- keep x + fresh z (1 and 0 for the join; sqrt(1 - beta) and sqrt(beta) for a renoising).
+    pub keep: f32,
+    pub fresh: f32,
+    /// 1: blend with the known region through the mask; 0: the whole image.
+    pub use_mask: f32,
+    pub _pad: [f32; 3],
+}
+
+/// The buffers of `repaint_mix`: x updated in place; orig and mask as long as x (mask 1 keeps the
+/// original); z this draw's noise; `rows` MixRows read at `counter[0]`.
+pub struct MixBuffers<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub orig: &'a wgpu::Buffer,
+    pub mask: &'a wgpu::Buffer,
+    pub noise: &'a wgpu::Buffer,
+    pub rows: &'a wgpu::Buffer,
+    pub counter: &'a wgpu::Buffer,
+}
+
+/// RePaint's join or renoising over `len` values with row `counter[0]` of `rows` (`rows_len` rows).
+pub fn repaint_mix(ctx: &Context, len: usize, rows_len: usize, b: &MixBuffers) -> Result<Dispatch> {
+    if len == 0 {
+        bail_shape!("repaint_mix: empty sample");
+    }
+    for (what, buf) in [("sample", b.x), ("original", b.orig), ("mask", b.mask), ("noise", b.noise)] {
+        check_len("repaint_mix", what, buf, len)?;
+    }
+    check_len("repaint_mix", "table", b.rows, 8 * rows_len)?;
+    check_len("repaint_mix", "counter", b.counter, 1)?;
+    let params = ctx.uniform(&Params { len: len as u32, per_item: len as u32, batch: 1, _pad: 0 });
+    ctx.dispatch(
+        &REPAINT_MIX,
+        &[],
+        &[b.x, b.orig, b.mask, b.noise, b.rows, b.counter, &params],
+        grid_1d(ctx, len, 256),
+        Cost { flops: 8 * len as u64, bytes: 20 * len as u64 },
+    )
+}
+
+/// Reference of `repaint_mix`.
+pub fn reference_mix(r: &MixRow, x: &[f32], orig: &[f32], mask: &[f32], z: &[f32]) -> Vec<f32> {
+    let f = |v: f32| v as f64;
+    (0..x.len())
+        .map(|i| {
+            let y = f(r.keep) * f(x[i]) + f(r.fresh) * f(z[i]);
+            if r.use_mask != 0.0 {
+                let m = f(mask[i]);
+                (m * (f(r.known_orig) * f(orig[i]) + f(r.known_z) * f(z[i])) + (1.0 - m) * y) as f32
+            } else {
+                y as f32
+            }
+        })
+        .collect()
 }
 
 /// step_counter[0] += 1 on the device.

@@ -328,3 +328,40 @@ fn diffusion_geometry_every_batch() {
         check_geometry_on(spill_ctx(), n, 1010 + i as u64);
     }
 }
+
+// RePaint's join and renoising (repaint_mix): 1-D, 256 a workgroup, spilled into y past the
+// limit; every batch in BATCHES of 28x28 (up to 102 workgroups) and, on `spill_ctx`, of 5x7
+// (up to 5 workgroups on a 4 x 2 grid); the counter picks row 1 (a join) or row 2 (a renoising).
+#[test]
+fn repaint_mix_every_batch() {
+    use wgpu_diffusion::kernels::diffusion::{MixBuffers, MixRow};
+    let rows = [
+        MixRow::default(),
+        MixRow { known_orig: 0.8, known_z: 0.6, keep: 1.0, fresh: 0.0, use_mask: 1.0, _pad: [0.0; 3] },
+        MixRow { keep: 0.99, fresh: 0.141, ..MixRow::default() },
+    ];
+    let on = |c: &wgpu_diffusion::gpu::Context, n: usize, row: u32, seed: u64| {
+        let mut r = rng(seed);
+        let (x, orig, z) = (random(&mut r, n), random(&mut r, n), random(&mut r, n));
+        let mask: Vec<f32> = random(&mut r, n).iter().map(|v| (*v > 0.0) as u32 as f32).collect();
+        let (xt, ot, mt, zt) = (upload_on(c, &x), upload_on(c, &orig), upload_on(c, &mask), upload_on(c, &z));
+        let table = upload_on(c, bytemuck::cast_slice(&rows));
+        let counter = c.upload_u32(&[row], &[1]).unwrap();
+        let b = MixBuffers {
+            x: &xt.buffer,
+            orig: &ot.buffer,
+            mask: &mt.buffer,
+            noise: &zt.buffer,
+            rows: &table.buffer,
+            counter: &counter.buffer,
+        };
+        c.run(&[diff::repaint_mix(c, n, rows.len(), &b).unwrap()]);
+        let want = diff::reference_mix(&rows[row as usize], &x, &orig, &mask, &z);
+        assert_close(&format!("repaint_mix row {row} over {n}"), &read_on(c, &xt), &want, RTOL);
+    };
+    for (i, &b) in BATCHES.iter().enumerate() {
+        on(ctx(), b * 784, 1, i as u64);
+        on(ctx(), b * 784, 2, 10 + i as u64);
+        on(spill_ctx(), b * 35, 1 + (i % 2) as u32, 20 + i as u64);
+    }
+}

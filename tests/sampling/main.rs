@@ -3,6 +3,7 @@
 
 mod chains;
 mod img2img;
+mod repaint;
 mod steps;
 
 #[path = "../common/mod.rs"]
