@@ -249,7 +249,7 @@ pub fn inpaint(
         table: &step_table.buffer,
         step_counter: &step_counter.buffer,
     };
-    let update = vec![
+    let update = [
         diffusion::sampler_step(ctx, len, plan.steps.len(), &bufs)?,
         diffusion::advance_step(ctx, &step_counter.buffer)?,
     ];
@@ -261,34 +261,10 @@ pub fn inpaint(
         rows: &mix_table.buffer,
         counter: &mix_counter.buffer,
     };
-    let mix = vec![
+    let mix = [
         diffusion::repaint_mix(ctx, len, plan.mixes.len(), &mb)?,
         diffusion::advance_step(ctx, &mix_counter.buffer)?,
     ];
-    // The order of one micro-batch: kinds 0 UNet, 1 update, 2 mix, then the draws (one kind for
-    // Philox, one per draw for a tape).
-    let mut sequence = vec![];
-    let mut draw = 0usize;
-    let mut next_draw = |seq: &mut Vec<usize>| {
-        seq.push(3 + if tape.is_some() { draw } else { 0 });
-        draw += 1;
-    };
-    next_draw(&mut vec![]); // x_T, recorded in each micro-batch's head
-    for e in &plan.entries {
-        match e {
-            Entry::Step { .. } => {
-                sequence.push(0);
-                next_draw(&mut sequence);
-                sequence.extend([1, 2]);
-            }
-            Entry::Undo { .. } => {
-                for _ in 0..plan.per_undo {
-                    next_draw(&mut sequence);
-                    sequence.push(2);
-                }
-            }
-        }
-    }
     let images = input.images.clone();
     let total = plan.entries.len() * images.len().div_ceil(micro);
     let mut done = 0;
@@ -332,16 +308,40 @@ pub fn inpaint(
             size: (len * 4) as u64,
         };
         head.push(Dispatch::copies_only("x_T", vec![to_x], Cost::default()));
-        let mut kinds: Vec<&[Dispatch]> = vec![&unet_part, &update, &mix];
-        kinds.extend(draws.iter().map(|d| d.as_slice()));
-        // The head took draw 0 (with a tape the sequence's draws are 1 on).
-        let entries_per_item = sequence.len().max(1) as f64 / plan.entries.len().max(1) as f64;
-        let mut finished = 0usize;
+        // Each entry's dispatches: a step is the UNet, its draw, the update and the join; an
+        // undo step is its draws, each with a renoising. With Philox every step (and every undo
+        // step) records the same list; a tape's copies differ by draw, so each entry has its own.
+        let mut next = 1; // the head took draw 0
+        let mut entry_list = |e: &Entry| -> Vec<Dispatch> {
+            let mut draw = || {
+                let d = if tape.is_some() { next } else { 0 };
+                next += 1;
+                draws[d].clone()
+            };
+            match e {
+                Entry::Step { .. } => {
+                    let mut l = unet_part.clone();
+                    l.extend(draw());
+                    l.extend(update.iter().cloned());
+                    l.extend(mix.iter().cloned());
+                    l
+                }
+                Entry::Undo { .. } => {
+                    (0..plan.per_undo).flat_map(|_| draw().into_iter().chain(mix.iter().cloned())).collect()
+                }
+            }
+        };
+        let (lists, sequence): (Vec<Vec<Dispatch>>, Vec<usize>) = if tape.is_some() {
+            (plan.entries.iter().map(&mut entry_list).collect(), (0..plan.entries.len()).collect())
+        } else {
+            let kinds = vec![entry_list(&Entry::Step { t: 0 }), entry_list(&Entry::Undo { t_last: 0 })];
+            (kinds, plan.entries.iter().map(|e| matches!(e, Entry::Undo { .. }) as usize).collect())
+        };
+        let kinds: Vec<&[Dispatch]> = lists.iter().map(|l| l.as_slice()).collect();
         replay_sequence(ctx, &head, &kinds, &sequence, &mut |k| {
-            finished += k;
-            progress(done + (finished as f64 / entries_per_item) as usize, total);
+            done += k;
+            progress(done, total);
         })?;
-        done += plan.entries.len();
         let y = ctx.read_buffer(&x.buffer, len)?;
         out.extend_from_slice(&y[..n * per]);
     }
