@@ -444,6 +444,7 @@ fn input(name: &str) -> String {
 #[test]
 fn inpaint_keeps_the_kept_region_to_the_8_bit_value() {
     let dir = std::env::temp_dir().join(format!("wgpu-diffusion-inpaint-{}", std::process::id()));
+    let npy = std::env::temp_dir().join(format!("wgpu-diffusion-inpaint-{}.npy", std::process::id()));
     let (image, mask) = (input("fashion-test-0-boot.png"), input("mask-centre.png"));
     let (ok, _, err) = cli(&[
         "inpaint",
@@ -461,8 +462,13 @@ fn inpaint_keeps_the_kept_region_to_the_8_bit_value() {
         "2",
         "--out-dir",
         dir.to_str().unwrap(),
+        "--save-npy",
+        npy.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
+    let (shape, values) = wgpu_diffusion::io::npy::read(&npy).unwrap();
+    assert_eq!(shape, vec![2, 1, 28, 28]);
+    assert!(values.iter().all(|v| v.is_finite()));
     let (src, keep) = (image::open(&image).unwrap().to_luma8(), image::open(&mask).unwrap().to_luma8());
     for k in 0..2 {
         let got = image::open(dir.join(format!("{k:06}.png"))).unwrap().to_luma8();
@@ -477,6 +483,7 @@ fn inpaint_keeps_the_kept_region_to_the_8_bit_value() {
         assert!(filled_differs, "result {k}: the hole was filled");
     }
     std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_file(npy).unwrap();
 }
 
 #[test]
