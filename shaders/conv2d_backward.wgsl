@@ -5,6 +5,8 @@
 //   [KH*KW, Cout, Cin4*4], each tap mirrored: W'[ci, co, ky, kx] = W[co, ci, KH-1-ky, KW-1-kx].
 // dilate: dy [planes, Ho, Wo] to [planes, (Ho-1)s+1, (Wo-1)s+1] with s-1 zeros between values
 //   (stride s > 1 only).
+// interleave: a stride-s input gradient by phases (conv2d_backward.rs): one phase's rows and
+//   columns [planes, M, N] into every s-th row and column of dx [planes, H, W], from (row0, col0).
 // channels_last: the weight gradient's copies of x and dy (see below).
 
 struct Params {
@@ -61,6 +63,18 @@ fn dilate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
         return;
     }
     dst[j] = src[(plane * p.ho + y / p.stride) * p.wo + x / p.stride];
+}
+
+// Fields: len = planes M N, kh = M, kw = N, stride, ho = row0, wo = col0, hd = H, wd = W.
+@compute @workgroup_size(WG)
+fn interleave(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let j = index(wg, lid);
+    if (j >= p.len) { return; }
+    let q = (j / p.kw) % p.kh;
+    let plane = j / (p.kw * p.kh);
+    let y = p.ho + p.stride * q;
+    let x = p.wo + p.stride * (j % p.kw);
+    dst[(plane * p.hd + y) * p.wd + x] = src[j];
 }
 
 // channels_last: x [N, C, HW] to [N, HW, C_pad] (C_pad = C rounded up to 4, zeros past C), the

@@ -210,7 +210,11 @@ impl Context {
                 self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some(role),
                     size: bytes,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    // COPY_DST: some roles are filled by copies (a strided input gradient's
+                    // phase weights).
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 })
             })

@@ -122,6 +122,10 @@ fn conv2d_input_gradient_strides_paddings_and_kernels() {
         check(2, 5, h, h, 9, 3, 2, pad, 1.0, 20 + i as u64);
         check(9, 4, h, h + 1, 33, 3, 2, pad, 0.5, 30 + i as u64);
     }
+    // Stride 3 over a 2x2 kernel: one residue in three has no tap, so the dilated form runs;
+    // stride 3 over 5x5 runs by phases of 2, 2 and 1 taps.
+    check(2, 3, 9, 8, 5, 2, 3, Padding::default(), 1.0, 43);
+    check(2, 3, 10, 11, 5, 5, 3, Padding::same(2), 1.0, 44);
     check(3, 6, 5, 6, 7, 1, 1, Padding::default(), 1.0, 40);
     check(1, 2, 6, 6, 3, 5, 1, Padding::same(2), 1.0, 41);
     check(2, 32, 8, 8, 64, 3, 1, Padding::same(1), 0.7, 42);
