@@ -2,7 +2,6 @@
 //! are optional here so that `--resume` can tell the ones a user gave (which must agree with the
 //! saved run) from defaults (diffusers' train_unconditional.py's, with the EMA on).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -12,10 +11,11 @@ use serde_json::{Map, Value};
 use wgpu_diffusion::diffusion::{self, ChainInput, SamplerKind, SamplerPlan, SchedulerConfig};
 use wgpu_diffusion::gpu::Context;
 use wgpu_diffusion::io::dataset::Dataset;
-use wgpu_diffusion::io::{images, plot};
+use wgpu_diffusion::io::images;
 use wgpu_diffusion::kernels::optim::AdamW;
 use wgpu_diffusion::model::{arch, ModelFolder, UNet, UNetConfig};
 use wgpu_diffusion::train::checkpoint::{self, CheckpointInfo};
+use wgpu_diffusion::train::log::{self, RunLog};
 use wgpu_diffusion::train::recipe::{parse_prediction, Recipe};
 use wgpu_diffusion::train::schedule::{EmaSchedule, LrKind};
 use wgpu_diffusion::train::{init, StepLog, Trainer};
@@ -276,30 +276,6 @@ fn alphas(scheduler: &Map<String, Value>) -> Result<Vec<f64>> {
     Ok(cfg.alphas_cumprod()?.iter().map(|&a| a as f64).collect())
 }
 
-/// The log lines of steps up to `keep` (a resumed run drops those past its checkpoint).
-fn kept_log(path: &Path, keep: u64) -> Vec<String> {
-    let Ok(text) = std::fs::read_to_string(path) else { return vec![] };
-    text.lines()
-        .filter(|l| {
-            serde_json::from_str::<Value>(l)
-                .ok()
-                .and_then(|v| v.get("step").and_then(Value::as_u64))
-                .is_some_and(|s| s <= keep)
-        })
-        .map(str::to_string)
-        .collect()
-}
-
-fn log_points(path: &Path) -> Vec<(f64, f64)> {
-    kept_log(path, u64::MAX)
-        .iter()
-        .filter_map(|l| {
-            let v: Value = serde_json::from_str(l).ok()?;
-            Some((v.get("step")?.as_f64()?, v.get("loss")?.as_f64()?))
-        })
-        .collect()
-}
-
 /// A grid of `SAMPLE_IMAGES` fixed-seed samples of the EMA (or raw) weights.
 fn sample_grid(
     ctx: &Context,
@@ -350,7 +326,7 @@ fn sample_grid(
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     if let Some(p) = &args.compare_log {
-        if log_points(p).is_empty() {
+        if log::points(p).is_empty() {
             return Err(Error::Invalid(format!(
                 "--compare-log {}: no JSON lines with step and loss",
                 p.display()
@@ -433,13 +409,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&args.out)
         .map_err(|source| Error::Io { path: args.out.display().to_string(), source })?;
-    let log_path = args.out.join(LOG_FILE);
-    let kept = kept_log(&log_path, first);
-    let mut log = std::fs::File::create(&log_path)
-        .map_err(|source| Error::Io { path: log_path.display().to_string(), source })?;
-    for l in &kept {
-        writeln!(log, "{l}").map_err(|source| Error::Io { path: log_path.display().to_string(), source })?;
-    }
+    let mut log = RunLog::open(&args.out.join(LOG_FILE), first)?;
     let epoch_steps = (dataset.count as u64).div_ceil(recipe.batch as u64);
     let save_every = args.save_every.unwrap_or(500).max(1);
     let sample_every = args.sample_every.unwrap_or(10 * epoch_steps);
@@ -469,12 +439,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     );
     bar.set_position(first);
     let t0 = Instant::now();
-    let write_logs = |logs: Vec<StepLog>, log: &mut std::fs::File| -> Result<()> {
+    let write_logs = |logs: Vec<StepLog>, log: &mut RunLog| -> Result<()> {
         for l in logs {
             let secs = t0.elapsed().as_secs_f64();
-            let line = serde_json::json!({"step": l.step, "loss": l.loss, "lr": l.lr, "grad_norm": l.grad_norm, "seconds": secs});
-            writeln!(log, "{line}")
-                .map_err(|source| Error::Io { path: log_path.display().to_string(), source })?;
+            log.write(&l, secs)?;
             if !l.loss.is_finite() {
                 return Err(Error::Invalid(format!(
                     "step {}: the loss is {} (try a lower --lr, or --grad-clip)",
@@ -511,7 +479,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         if save || sample {
             let logs = trainer.finish(&ctx)?;
             write_logs(logs, &mut log)?;
-            log.flush().map_err(|source| Error::Io { path: log_path.display().to_string(), source })?;
+            log.flush()?;
         }
         if sample {
             sample_grid(
@@ -525,13 +493,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
         if save {
             checkpoint::save(&ctx, &unet, &trainer, &args.out, &info)?;
-            let ours = log_points(&log_path);
-            let theirs = args.compare_log.as_deref().map(log_points).unwrap_or_default();
-            let mut series = vec![plot::Series { points: &ours, rgb: [200, 40, 40] }];
-            if !theirs.is_empty() {
-                series.push(plot::Series { points: &theirs, rgb: [40, 70, 200] });
-            }
-            plot::loss_curve(&args.out.join("loss.png"), &series)?;
+            log.draw_curve(&args.out.join("loss.png"), args.compare_log.as_deref())?;
         }
     }
     bar.finish_and_clear();
@@ -544,7 +506,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         end - first,
         done / secs,
         done * recipe.batch as f64 / secs,
-        log_path.display(),
+        log.path.display(),
         args.out.join("loss.png").display()
     );
     Ok(())

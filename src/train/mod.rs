@@ -5,12 +5,14 @@
 //! - `step`: its gradients, through the planned forward + backward graph;
 //! - `optimizer`: clipping, AdamW and the EMA, from the table `schedule` makes.
 //!
-//! `trainer` runs them and reads the logs back late; `recipe` is what decides a run's numbers;
+//! `trainer` runs them and reads the logs back late (`log` writes them); `recipe` is what decides
+//! a run's numbers;
 //! `init` makes a new model's weights; `checkpoint` writes and reads diffusers folders.
 
 pub mod batch;
 pub mod checkpoint;
 pub mod init;
+pub mod log;
 pub mod optimizer;
 pub mod order;
 pub mod recipe;
