@@ -66,6 +66,13 @@ fn idx_gz(path: &Path, n: usize) {
     std::fs::write(path, gz.finish().unwrap()).unwrap();
 }
 
+/// `train --data DATA --out OUT` and `extra`, as a process (the spawned form for the kill test).
+fn train_args<'a>(data: &'a Path, out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["train", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args
+}
+
 fn recipe<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
     vec![
         "train",
@@ -199,21 +206,11 @@ fn init_fine_tunes_a_diffusers_folder() {
     idx_gz(&data, 5);
     let init = format!("{}/tests/golden/checkpoint/model", env!("CARGO_MANIFEST_DIR"));
     let out = dir.join("model");
-    let (ok, err) = cli(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--init",
-        &init,
-        "--steps",
-        "2",
-        "--batch",
-        "2",
-        "--sample-every",
-        "0",
-    ]);
+    let (ok, err) = cli(&train_args(
+        &data,
+        &out,
+        &["--init", &init, "--steps", "2", "--batch", "2", "--sample-every", "0"],
+    ));
     assert!(ok, "{err}");
     assert!(err.contains(&format!("training the weights of {init}")), "{err}");
     let before = std::fs::read(format!("{init}/diffusion_pytorch_model.safetensors")).unwrap();
@@ -232,37 +229,15 @@ fn a_killed_run_leaves_a_readable_checkpoint() {
     idx_gz(&data, 8);
     let out = dir.join("model");
     let config = tiny_config();
-    let args = [
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--config",
-        &config,
-        "--steps",
-        "60",
-        "--batch",
-        "2",
-        "--save-every",
-        "1",
-        "--sample-every",
-        "0",
-        "--steps-per-submission",
-        "1",
-    ];
-    let resume = [
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--resume",
-        "--save-every",
-        "1",
-        "--steps-per-submission",
-        "1",
-    ];
+    let every_step = ["--save-every", "1", "--steps-per-submission", "1"];
+    let mut args = train_args(
+        &data,
+        &out,
+        &["--config", &config, "--steps", "60", "--batch", "2", "--sample-every", "0"],
+    );
+    args.extend(every_step);
+    let mut resume = train_args(&data, &out, &["--resume"]);
+    resume.extend(every_step);
     let state = out.join("training_state.safetensors");
     let png = dir.join("s.png");
     // Killed at three moments after a checkpoint exists (a fresh run, then resumed ones), while
@@ -270,9 +245,9 @@ fn a_killed_run_leaves_a_readable_checkpoint() {
     for (round, wait_ms) in [137u64, 251, 389].into_iter().enumerate() {
         let mut cmd = bin();
         if round == 0 {
-            cmd.args(args)
+            cmd.args(&args)
         } else {
-            cmd.args(resume)
+            cmd.args(&resume)
         };
         let mut child = cmd.stderr(std::process::Stdio::null()).spawn().unwrap();
         let t0 = std::time::Instant::now();
@@ -287,16 +262,7 @@ fn a_killed_run_leaves_a_readable_checkpoint() {
         assert!(ok, "after kill {round}: {err}");
     }
     // And the state resumes to the end.
-    let (ok, err) = cli(&[
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--resume",
-        "--stop-at",
-        "60",
-    ]);
+    let (ok, err) = cli(&train_args(&data, &out, &["--resume", "--stop-at", "60"]));
     assert!(ok, "{err}");
 }
 
@@ -305,19 +271,7 @@ fn bad_data_is_one_line_naming_the_file() {
     let dir = scratch("bad-data");
     let config = tiny_config();
     let out = dir.join("out");
-    let run = |data: &Path| {
-        cli(&[
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--config",
-            &config,
-            "--steps",
-            "1",
-        ])
-    };
+    let run = |data: &Path| cli(&train_args(data, &out, &["--config", &config, "--steps", "1"]));
     let check = |(ok, err): (bool, String), words: &[&str]| {
         assert!(!ok, "must fail");
         assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
