@@ -33,22 +33,20 @@ fn index(wg: vec3<u32>, lid: u32) -> u32 {
     return (wg.x + wg.y * p.groups_x) * WG + lid;
 }
 
-// Grid: x = ci in workgroups of WG, y = co, z = the tap (no divisions).
+// Grid: x = co in workgroups of WG, y = ci, z = the tap (no divisions): reads contiguous along
+// co, writes Cin4 apart. On lavapipe ddpm-cifar10-32's 88 flips took 140-191 ms this way against
+// 215 ms with contiguous writes and strided reads (one noisy round each), and 402 ms as a tiled
+// transpose through workgroup memory (its barriers). Entries past Cin stay the zeros the buffer
+// was made with.
 @compute @workgroup_size(WG)
 fn flip_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let ci = wg.x * WG + lid;
-    if (ci >= p.cin_pad) { return; }
-    let co = wg.y;
+    let co = wg.x * WG + lid;
+    if (co >= p.cout) { return; }
+    let ci = wg.y;
     let tap = wg.z;
-    // Output index (tap' * Cout + co) * Cin_pad + ci.
-    let j = (tap * p.cout + co) * p.cin_pad + ci;
-    if (ci >= p.cin) {
-        dst[j] = 0.0;
-        return;
-    }
     let ky = p.kh - 1u - tap / p.kw;
     let kx = p.kw - 1u - tap % p.kw;
-    dst[j] = src[((ky * p.kw + kx) * p.cin + ci) * p.cout_pad + co];
+    dst[(tap * p.cout + co) * p.cin_pad + ci] = src[((ky * p.kw + kx) * p.cin + ci) * p.cout_pad + co];
 }
 
 @compute @workgroup_size(WG)

@@ -112,7 +112,7 @@ pub fn conv2d_backward_input(
         wd: t.w as u32,
         ..Default::default()
     };
-    let flip_groups = [(s.cin.div_ceil(4) * 4).div_ceil(256) as u32, s.cout as u32, (s.kh * s.kw) as u32];
+    let flip_groups = [s.cout.div_ceil(256) as u32, s.cin as u32, (s.kh * s.kw) as u32];
     let flip_bytes = 8 * t.packed_weight_len() as u64;
     let uniform = ctx.uniform(&Params { len: t.packed_weight_len() as u32, ..base });
     out.push(ctx.dispatch(
