@@ -66,8 +66,11 @@ struct Chain<'a> {
     prev_x0: Tensor,
     table: Tensor,
     counter: Tensor,
-    /// img2img: the input image for every image of a micro-batch, and the noising row (a, b).
-    img2img: Option<(Tensor, Tensor)>,
+    /// img2img: the input image for every image of a micro-batch, the noising row (a, b) and
+    /// the timestep 0 of every image that picks it. Held here: a pooled tensor dropped before
+    /// its dispatch runs goes back to the pool, and another user (another thread's) could
+    /// write it first.
+    img2img: Option<(Tensor, Tensor, Tensor)>,
 }
 
 impl<'a> Chain<'a> {
@@ -125,7 +128,11 @@ impl<'a> Chain<'a> {
                 }
                 let repeated: Vec<f32> = start.image.iter().copied().cycle().take(len).collect();
                 let (a, b) = start.noising;
-                Some((ctx.upload(&repeated, &[len])?, ctx.upload(&[a as f32, b as f32], &[2])?))
+                Some((
+                    ctx.upload(&repeated, &[len])?,
+                    ctx.upload(&[a as f32, b as f32], &[2])?,
+                    ctx.zeros(&[micro])?,
+                ))
             }
             None => None,
         };
@@ -155,11 +162,10 @@ impl<'a> Chain<'a> {
     fn start(&self, start: usize) -> Result<Vec<Dispatch>> {
         let (ctx, per) = (self.ctx, self.per);
         ctx.queue.write_buffer(&self.counter.buffer, 0, bytemuck::cast_slice(&[0u32]));
-        if let Some((image, row)) = &self.img2img {
+        if let Some((image, row, zero_t)) = &self.img2img {
             // z into the noise buffer, then x = a x0 + b z by the noising kernel with a one-row
             // table at timestep 0 for every image.
             let mut list = self.standard_normal(start, None)?;
-            let zero_t = ctx.zeros(&[self.micro])?;
             list.push(diffusion::add_noise(
                 ctx,
                 self.micro,
