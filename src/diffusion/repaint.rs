@@ -280,13 +280,7 @@ pub fn inpaint(
                 .map(|d| {
                     let at = ((d * input.batch + start) * per * 4) as u64;
                     let size = (n * per * 4) as u64;
-                    let c = CopyOp::Buffer {
-                        src: t.buffer.clone(),
-                        src_offset: at,
-                        dst: noise.buffer.clone(),
-                        dst_offset: 0,
-                        size,
-                    };
+                    let c = CopyOp::buffer(&t.buffer, at, &noise.buffer, 0, size);
                     vec![Dispatch::copies_only("noise tape", vec![c], Cost::default())]
                 })
                 .collect(),
@@ -300,13 +294,7 @@ pub fn inpaint(
         };
         // x_T is the first draw.
         let mut head: Vec<Dispatch> = draws[0].clone();
-        let to_x = CopyOp::Buffer {
-            src: noise.buffer.clone(),
-            src_offset: 0,
-            dst: x.buffer.clone(),
-            dst_offset: 0,
-            size: (len * 4) as u64,
-        };
+        let to_x = CopyOp::buffer(&noise.buffer, 0, &x.buffer, 0, (len * 4) as u64);
         head.push(Dispatch::copies_only("x_T", vec![to_x], Cost::default()));
         // Each entry's dispatches: a step is the UNet, its draw, the update and the join; an
         // undo step is its draws, each with a renoising. With Philox every step (and every undo

@@ -20,6 +20,17 @@ pub enum CopyOp {
 }
 
 impl CopyOp {
+    /// `size` bytes of `src` from `src_offset` to `dst` at `dst_offset`.
+    pub fn buffer(
+        src: &wgpu::Buffer,
+        src_offset: u64,
+        dst: &wgpu::Buffer,
+        dst_offset: u64,
+        size: u64,
+    ) -> Self {
+        CopyOp::Buffer { src: src.clone(), src_offset, dst: dst.clone(), dst_offset, size }
+    }
+
     pub fn record(&self, enc: &mut wgpu::CommandEncoder) {
         match self {
             CopyOp::Texels(c) => c.record(enc),

@@ -10,7 +10,7 @@
 //! dy itself with the taps that reach that residue, interleaved into dx (no products with the
 //! dilated dy's zeros: 3 in 4 at stride 2).
 
-use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
+use crate::gpu::{Binding, Context, CopyOp, Cost, Dispatch, KernelSpec};
 use crate::kernels::conv2d::{self, Conv2dShape, Epilogue, Launch, Padding};
 use crate::kernels::matmul::{self, Bias, MatmulShape, Strides};
 use crate::kernels::{check_len, grid_1d, split_count, split_scratch};
@@ -220,13 +220,13 @@ fn by_phases(
                     let a = pr.r + s.stride * (pr.taps - 1 - beta);
                     let b = pc.r + s.stride * (pc.taps - 1 - gamma);
                     let tap = (s.kh - 1 - a) * s.kw + (s.kw - 1 - b);
-                    copies.push(crate::gpu::CopyOp::Buffer {
-                        src: flipped.clone(),
-                        src_offset: (4 * tap * slab) as u64,
-                        dst: phase_weight.clone(),
-                        dst_offset: (4 * (beta * pc.taps + gamma) * slab) as u64,
-                        size: (4 * slab) as u64,
-                    });
+                    copies.push(CopyOp::buffer(
+                        flipped,
+                        (4 * tap * slab) as u64,
+                        &phase_weight,
+                        (4 * (beta * pc.taps + gamma) * slab) as u64,
+                        (4 * slab) as u64,
+                    ));
                 }
             }
             out.push(Dispatch::copies_only("conv2d backward: phase weight", copies, Cost::default()));

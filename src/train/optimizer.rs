@@ -44,16 +44,6 @@ pub struct Optimizer {
     pub dispatches: Vec<Dispatch>,
 }
 
-fn copy_all(src: &wgpu::Buffer, dst: &wgpu::Buffer, floats: usize) -> CopyOp {
-    CopyOp::Buffer {
-        src: src.clone(),
-        src_offset: 0,
-        dst: dst.clone(),
-        dst_offset: 0,
-        size: 4 * floats as u64,
-    }
-}
-
 impl Optimizer {
     /// An optimizer for `gradients` (a `TrainStep`'s) over `unet`'s weights, with the table `rows`
     /// (step k uses row k - 1), global-norm clipping at `max_norm` (None: no clipping, the norm
@@ -89,7 +79,7 @@ impl Optimizer {
             let (m, v) = (ctx.scratch_buffer("adam m", g.len), ctx.scratch_buffer("adam v", g.len));
             let shadow = ema.then(|| ctx.scratch_buffer("ema shadow", g.len));
             if let Some(s) = &shadow {
-                init.push(copy_all(param, s, g.len));
+                init.push(CopyOp::buffer(param, 0, s, 0, 4 * g.len as u64));
             }
             let b = AdamWBuffers {
                 param,

@@ -94,10 +94,6 @@ pub struct ParamGradient {
     pub len: usize,
 }
 
-fn copy(src: &wgpu::Buffer, src_offset: u64, dst: &wgpu::Buffer, dst_offset: u64, size: u64) -> CopyOp {
-    CopyOp::Buffer { src: src.clone(), src_offset, dst: dst.clone(), dst_offset, size }
-}
-
 impl TrainStep {
     /// Plans a step for `batch` images with the noise schedule `alphas_cumprod`: picks the largest
     /// micro-batch (a divisor of `batch`) whose graph fits the device and the budget.
@@ -170,31 +166,31 @@ impl TrainStep {
         for k in 0..splits as u64 {
             let (img, f) = (4 * micro_len as u64, 4 * micro as u64);
             let inputs = vec![
-                copy(&x0, k * img, &mx0, 0, img),
-                copy(&eps, k * img, &meps, 0, img),
-                copy(&t_index, k * f, &mt, 0, f),
-                copy(&t_value, k * f, timesteps, 0, f),
+                CopyOp::buffer(&x0, k * img, &mx0, 0, img),
+                CopyOp::buffer(&eps, k * img, &meps, 0, img),
+                CopyOp::buffer(&t_index, k * f, &mt, 0, f),
+                CopyOp::buffer(&t_value, k * f, timesteps, 0, f),
             ];
             dispatches.push(Dispatch::copies_only("micro-batch inputs", inputs, Cost::default()));
             dispatches.push(diff::add_noise(ctx, micro, per_image, steps, &mx0, &meps, &mt, &table, sample)?);
             match options.prediction {
                 Prediction::Epsilon | Prediction::Sample => {
                     let src = if options.prediction == Prediction::Epsilon { &meps } else { &mx0 };
-                    let c = vec![copy(src, 0, target, 0, img)];
+                    let c = vec![CopyOp::buffer(src, 0, target, 0, img)];
                     dispatches.push(Dispatch::copies_only("loss target", c, Cost::default()));
                 }
                 Prediction::VPrediction => dispatches
                     .push(diff::add_noise(ctx, micro, per_image, steps, &mx0, &meps, &mt, &v_table, target)?),
             }
             dispatches.extend(exe.dispatches.iter().cloned());
-            let loss = vec![copy(exe.buffer(graph.loss), 0, &losses, 4 * k, 4)];
+            let loss = vec![CopyOp::buffer(exe.buffer(graph.loss), 0, &losses, 4 * k, 4)];
             dispatches.push(Dispatch::copies_only("micro-batch loss", loss, Cost::default()));
             for ((_, grad, n), acc) in params.iter().zip(&accumulators) {
                 let grad = exe.buffer(*grad);
                 dispatches.push(if k == 0 {
                     Dispatch::copies_only(
                         "gradient accumulation",
-                        vec![copy(grad, 0, acc, 0, 4 * *n as u64)],
+                        vec![CopyOp::buffer(grad, 0, acc, 0, 4 * *n as u64)],
                         Cost::default(),
                     )
                 } else {

@@ -130,20 +130,14 @@ impl Trainer {
                 .map(|j| {
                     let at = 4 * j * row;
                     let c = vec![
-                        CopyOp::Buffer {
-                            src: step.losses.clone(),
-                            src_offset: 0,
-                            dst: device.clone(),
-                            dst_offset: at,
-                            size: 4 * (row - 1),
-                        },
-                        CopyOp::Buffer {
-                            src: optimizer.state.clone(),
-                            src_offset: 4 * state::NORM as u64,
-                            dst: device.clone(),
-                            dst_offset: at + 4 * (row - 1),
-                            size: 4,
-                        },
+                        CopyOp::buffer(&step.losses, 0, &device, at, 4 * (row - 1)),
+                        CopyOp::buffer(
+                            &optimizer.state,
+                            4 * state::NORM as u64,
+                            &device,
+                            at + 4 * (row - 1),
+                            4,
+                        ),
                     ];
                     Dispatch::copies_only("step log", c, Cost::default())
                 })
