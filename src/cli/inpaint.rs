@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use wgpu_diffusion::diffusion::repaint::{self, InpaintInput, RepaintPlan};
 use wgpu_diffusion::diffusion::SamplerKind;
 use wgpu_diffusion::gpu::Context;
-use wgpu_diffusion::io::{images, npy};
+use wgpu_diffusion::io::{dataset, images, npy};
 use wgpu_diffusion::model::{UNet, UNetConfig};
 use wgpu_diffusion::{Error, Result};
 
@@ -73,20 +73,8 @@ fn load_mask(path: &Path, image: &Path, channels: usize, size: usize) -> Result<
             i.height()
         )));
     }
-    // The image's resize and crop (io::dataset::to_sample), nearest so the mask stays binary.
-    let (w, h) = (m.width() as usize, m.height() as usize);
-    let m = if w == size && h == size {
-        m
-    } else {
-        let short = w.min(h).max(1);
-        let (nw, nh) = ((w * size).div_ceil(short).max(size), (h * size).div_ceil(short).max(size));
-        m.resize_exact(nw as u32, nh as u32, image::imageops::FilterType::Nearest).crop_imm(
-            ((nw - size) / 2) as u32,
-            ((nh - size) / 2) as u32,
-            size as u32,
-            size as u32,
-        )
-    };
+    // The image's resize and crop, nearest so the mask stays binary.
+    let m = dataset::resize_and_crop(m, size, image::imageops::FilterType::Nearest);
     let plane: Vec<f32> =
         m.to_luma8().pixels().map(|p| if p.0[0] as f32 / 255.0 < 0.5 { 0.0 } else { 1.0 }).collect();
     if plane.iter().all(|&v| v == 1.0) {

@@ -223,18 +223,22 @@ fn planar_image(img: &[u8], c: usize, h: usize, w: usize) -> DynamicImage {
     // ok: 3 * h * w
 }
 
+/// The shorter side resized to `size` with `filter`, then a centre crop to `size` x `size`.
+pub fn resize_and_crop(img: DynamicImage, size: usize, filter: FilterType) -> DynamicImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w == size && h == size {
+        return img;
+    }
+    let short = w.min(h).max(1);
+    let (nw, nh) = ((w * size).div_ceil(short).max(size), (h * size).div_ceil(short).max(size));
+    let resized = img.resize_exact(nw as u32, nh as u32, filter);
+    resized.crop_imm(((nw - size) / 2) as u32, ((nh - size) / 2) as u32, size as u32, size as u32)
+}
+
 /// train_unconditional's transforms up to ToTensor: the shorter side resized to `size`
 /// (bilinear), a centre crop, then `channels` planes of 8-bit values.
 pub fn to_sample(img: DynamicImage, channels: usize, size: usize) -> Vec<u8> {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let img = if w == size && h == size {
-        img
-    } else {
-        let short = w.min(h).max(1);
-        let (nw, nh) = ((w * size).div_ceil(short).max(size), (h * size).div_ceil(short).max(size));
-        let resized = img.resize_exact(nw as u32, nh as u32, FilterType::Triangle);
-        resized.crop_imm(((nw - size) / 2) as u32, ((nh - size) / 2) as u32, size as u32, size as u32)
-    };
+    let img = resize_and_crop(img, size, FilterType::Triangle);
     if channels == 1 {
         return img.to_luma8().into_raw();
     }
