@@ -127,11 +127,13 @@ const SAMPLE_IMAGES: usize = 16;
 const SAMPLE_SEED: u64 = 0;
 const LOG_FILE: &str = "train_log.jsonl";
 
+type Tensors = std::collections::HashMap<String, wgpu_diffusion::model::HostTensor>;
+
 /// The model a run starts from: its config.json text, weights and scheduler config.
 struct Start {
     config_text: String,
     config: UNetConfig,
-    tensors: Option<std::collections::HashMap<String, wgpu_diffusion::model::HostTensor>>,
+    tensors: Option<Tensors>,
     scheduler: Map<String, Value>,
     described: String,
 }
@@ -155,23 +157,26 @@ fn default_scheduler() -> Map<String, Value> {
     v.as_object().cloned().expect("an object") // ok: a literal object
 }
 
+/// A model folder's config and scheduler config (DDPM's defaults where it has none), with
+/// `tensors` as its weights.
+fn from_folder(dir: &Path, tensors: Option<Tensors>, described: String) -> Result<Start> {
+    let folder = ModelFolder::open(dir)?;
+    let text = read(&folder.unet_config)?;
+    let config = UNetConfig::parse(&text, &folder.unet_config.display().to_string())?;
+    let scheduler = match &folder.scheduler_config {
+        Some(p) => SchedulerConfig::parse_file(&read(p)?, &p.display().to_string())?,
+        None => default_scheduler(),
+    };
+    let tensors = match tensors {
+        Some(t) => t,
+        None => wgpu_diffusion::model::tensors::read_safetensors(&folder.unet_weights)?,
+    };
+    Ok(Start { config_text: text, config, tensors: Some(tensors), scheduler, described })
+}
+
 fn start(args: &TrainArgs) -> Result<Start> {
     if let Some(dir) = &args.init {
-        let folder = ModelFolder::open(dir)?;
-        let text = read(&folder.unet_config)?;
-        let config = UNetConfig::parse(&text, &folder.unet_config.display().to_string())?;
-        let tensors = wgpu_diffusion::model::tensors::read_safetensors(&folder.unet_weights)?;
-        let scheduler = match &folder.scheduler_config {
-            Some(p) => SchedulerConfig::parse_file(&read(p)?, &p.display().to_string())?,
-            None => default_scheduler(),
-        };
-        return Ok(Start {
-            config_text: text,
-            config,
-            tensors: Some(tensors),
-            scheduler,
-            described: format!("the weights of {}", dir.display()),
-        });
+        return from_folder(dir, None, format!("the weights of {}", dir.display()));
     }
     let (text, described) = match (&args.config, &args.arch) {
         (Some(p), _) => (read(p)?, format!("{} with PyTorch's default init", p.display())),
@@ -293,11 +298,7 @@ fn sample_grid(
     }
     let mut model =
         UNet { config: unet.config.clone(), bank: unet.bank.with_buffers(buffers)?, ops: unet.ops };
-    let mut sched = scheduler.clone();
-    sched.insert(
-        "prediction_type".into(),
-        Value::from(wgpu_diffusion::train::recipe::prediction_name(recipe.prediction)),
-    );
+    let sched = checkpoint::run_scheduler(scheduler, recipe);
     let kind = SamplerKind::parse(super::sample::DEFAULT_SAMPLER)?;
     let cfg = SchedulerConfig::resolve(kind, Some(&sched), "the run's scheduler config")?;
     let plan = SamplerPlan::new(&cfg, super::sample::DEFAULT_STEPS, 0.0)?;
@@ -350,22 +351,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         )));
     }
     let start = match &resumed {
-        Some(state) => {
-            let folder = ModelFolder::open(&args.out)?;
-            let text = read(&folder.unet_config)?;
-            let config = UNetConfig::parse(&text, &folder.unet_config.display().to_string())?;
-            let scheduler = match &folder.scheduler_config {
-                Some(p) => SchedulerConfig::parse_file(&read(p)?, &p.display().to_string())?,
-                None => default_scheduler(),
-            };
-            Start {
-                config_text: text,
-                config,
-                tensors: state.tensors.get("weight").cloned(),
-                scheduler,
-                described: "a resumed run".into(),
-            }
-        }
+        // The raw weights from the resume state (the folder's file holds the EMA).
+        Some(state) => from_folder(&args.out, state.tensors.get("weight").cloned(), "a resumed run".into())?,
         None => start(args)?,
     };
     let t_load = Instant::now();

@@ -49,12 +49,22 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
-/// The scheduler config a checkpoint saves: the run's, with its prediction type.
-pub fn scheduler_json(scheduler: &serde_json::Map<String, Value>, recipe: &Recipe) -> String {
+/// The run's scheduler config with its prediction type: what a checkpoint saves and what its
+/// sample grids sample with.
+pub fn run_scheduler(
+    scheduler: &serde_json::Map<String, Value>,
+    recipe: &Recipe,
+) -> serde_json::Map<String, Value> {
     let mut s = scheduler.clone();
     s.insert("prediction_type".into(), Value::from(prediction_name(recipe.prediction)));
     s.entry("_class_name").or_insert_with(|| Value::from("DDPMScheduler"));
-    serde_json::to_string_pretty(&Value::Object(s)).expect("a JSON object") // ok: serialising a Map cannot fail
+    s
+}
+
+/// `run_scheduler` as the scheduler_config.json text.
+pub fn scheduler_json(scheduler: &serde_json::Map<String, Value>, recipe: &Recipe) -> String {
+    serde_json::to_string_pretty(&Value::Object(run_scheduler(scheduler, recipe))).expect("a JSON object")
+    // ok: serialising a Map cannot fail
 }
 
 fn model_card(info: &CheckpointInfo, recipe: &Recipe, steps: u64, ema: bool) -> String {
