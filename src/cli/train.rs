@@ -449,7 +449,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     };
     let end = args.stop_at.unwrap_or(recipe.steps).min(recipe.steps);
     if end <= first {
-        return Err(Error::Invalid(format!("--stop-at {end}: the run is already at step {first}")));
+        return Err(Error::Invalid(match args.stop_at {
+            Some(_) => format!("--stop-at {end}: the run is already at step {first}"),
+            None => format!(
+                "the run in {} is finished: it is at step {first} of {}",
+                args.out.display(),
+                recipe.steps
+            ),
+        }));
     }
     let mut at = first;
     while at < end {
