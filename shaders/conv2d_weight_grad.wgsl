@@ -6,8 +6,7 @@
 // channels of one pixel are one texel. Each invocation owns one tap x 8 input channels x 8 output
 // channels (16 vec4 accumulators) and per pixel loads 2 x texels and 2 dy texels for 16 vec4 FMAs.
 // Split z of Z sums output rows [z R / Z, (z + 1) R / Z) of the R = N Ho in order, pixel by pixel,
-// and writes its partial at
-// z * packed length; the split-K reduce (matmul_reduce.wgsl) sums the splits in order: the batch
+// and writes its partial at z * packed length; the split-K reduce (matmul_reduce.wgsl) sums the splits in order: the batch
 // reduction is the same bits every run, no atomics. Splits keep each loop under lavapipe's loop
 // cap on CPU drivers and fill the device.
 
@@ -16,7 +15,7 @@ struct Params {
     cout: u32, hout: u32, wout: u32, cout4: u32,
     kh: u32, kw: u32, stride: u32, pad_top: u32,
     pad_left: u32, scale: f32, cin4: u32, rows_per_split: u32,
-    groups_x: u32, packed_len: u32, _pad0: u32, _pad1: u32,
+    groups_x: u32, packed_len: u32, splits: u32, _pad1: u32,
 }
 
 const WG: u32 = 64u;
@@ -48,15 +47,19 @@ fn conv2d_weight_grad(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
 ) {
-    // (tap, pair of ci blocks, pair of co blocks), co fastest.
+    // Invocation j: split j / blocks, block (tap, pair of ci blocks, pair of co blocks) j % blocks,
+    // co fastest. Splits and blocks share one index so that only the last workgroup has idle lanes
+    // (a 32-channel conv has 144 blocks: per split, three workgroups of 64 would idle a quarter).
     let cpairs = (p.cout4 + 1u) / 2u;
     let ipairs = (p.cin4 + 1u) / 2u;
     let j = (wg.x + wg.y * p.groups_x) * WG + lid;
     let blocks = p.kh * p.kw * ipairs * cpairs;
-    // No exit before the loop (lavapipe runs loads lane by lane after a divergent one): blocks past
-    // the end redo the last and skip the store.
-    let valid = j < blocks;
-    let b = min(j, blocks - 1u);
+    // No exit before the loop (lavapipe runs loads lane by lane after a divergent one):
+    // invocations past the end redo the last and skip the store.
+    let valid = j < blocks * p.splits;
+    let jj = min(j, blocks * p.splits - 1u);
+    let split = jj / blocks;
+    let b = jj % blocks;
     let cb = (b % cpairs) * 2u;
     let ib = ((b / cpairs) % ipairs) * 2u;
     let tap = b / (cpairs * ipairs);
@@ -67,8 +70,9 @@ fn conv2d_weight_grad(
     let ib1 = min(ib + 1u, p.cin4 - 1u);
 
     // The split's output rows (n, oy), each walked along ox: the row's bounds once, then one
-    // column check and index increments per pixel.
-    let lo = wg.z * p.rows_per_split;
+    // column check and index increments per pixel. Every lane runs rows_per_split rows, so that
+    // lanes of two splits loop alike; rows past the last (the last split's) add zeros.
+    let lo = split * p.rows_per_split;
     let hi = min(p.n * p.hout, lo + p.rows_per_split);
     var n = lo / p.hout;
     var oy = lo % p.hout;
@@ -77,12 +81,13 @@ fn conv2d_weight_grad(
     var a01 = zero; // ci block ib, co block cb + 1
     var a10 = zero;
     var a11 = zero;
-    for (var row = lo; row < hi; row++) {
+    for (var r = 0u; r < p.rows_per_split; r++) {
+        let row = lo + r;
         let iy = i32(oy * p.stride + ky) - i32(p.pad_top);
-        let row_ok = iy >= 0 && iy < i32(p.h);
+        let row_ok = row < hi && iy >= 0 && iy < i32(p.h);
         let x_row = (n * p.h + u32(max(iy, 0))) * p.w;
         var ix = i32(kx) - i32(p.pad_left);
-        var g_at = row * p.wout * p.cout4;
+        var g_at = min(row, hi - 1u) * p.wout * p.cout4;
         for (var ox = 0u; ox < p.wout; ox++) {
             let inside = row_ok && ix >= 0 && ix < i32(p.w);
             let xt = select(0u, (x_row + u32(ix)) * p.cin4, inside);
@@ -107,7 +112,7 @@ fn conv2d_weight_grad(
         return;
     }
     // Row (tap, ci) of the packed layout holds Cout4 vec4s; only real input channels are stored.
-    let base = wg.z * p.packed_len / 4u;
+    let base = split * p.packed_len / 4u;
     for (var k = 0u; k < 8u; k++) {
         let ci = ib * 4u + k;
         let second_ci = k >= 4u;

@@ -23,8 +23,11 @@ static DILATE: KernelSpec =
     KernelSpec { shader: &crate::shaders::CONV2D_BACKWARD, entry: "dilate", bindings: BINDINGS };
 static INTERLEAVE: KernelSpec =
     KernelSpec { shader: &crate::shaders::CONV2D_BACKWARD, entry: "interleave", bindings: BINDINGS };
-static CHANNELS_LAST: KernelSpec =
-    KernelSpec { shader: &crate::shaders::CONV2D_BACKWARD, entry: "channels_last", bindings: BINDINGS };
+static CHANNELS_LAST: KernelSpec = KernelSpec {
+    shader: &crate::shaders::CONV2D_BACKWARD,
+    entry: "channels_last",
+    bindings: &[Binding::Read, Binding::Write, Binding::Uniform, Binding::Write],
+};
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -42,7 +45,8 @@ struct Params {
     hd: u32,
     wd: u32,
     groups_x: u32,
-    _pad: [u32; 3],
+    scale: f32,
+    _pad: [u32; 2],
 }
 
 fn launch(
@@ -294,7 +298,8 @@ struct WeightGradParams {
     rows_per_split: u32,
     groups_x: u32,
     packed_len: u32,
-    _pad: [u32; 2],
+    splits: u32,
+    _pad: u32,
 }
 
 /// Pixels one invocation of the weight gradient walks at most: lavapipe stops a shader's loops
@@ -332,15 +337,8 @@ pub fn conv2d_backward_params(
     check_len("conv2d backward", "x", x, x_len)?;
     check_len("conv2d backward", "dy", dy, dy_len)?;
     check_len("conv2d backward", "d weight", g.dw, packed_len)?;
-    let mut out = weight_grad(ctx, s, x, dy, scale, g.dw)?;
-    if g.db.is_none() && g.dchan.is_none() {
-        return Ok(out);
-    }
-    // d chan [N * Cout] = dy viewed as [N * Cout, Ho * Wo] times a column of `scale`s; d bias =
-    // a row of ones times d chan viewed as [N, Cout]: matmuls, whose k loops run in order.
-    let hw = ho * wo;
-    let column = |len, v| ctx.constant_buffer("conv2d backward: constant column", len, v);
-    let plain = |m, n, k, a, b| MatmulShape { batch: 1, m, n, k, a, b, bias: Bias::None, silu: false };
+    // d chan [N, Cout] (dy's planes summed, times scale) comes with dy's channels-last copy; d
+    // bias = a row of ones times d chan viewed as [N, Cout]: a matmul, whose k loop runs in order.
     let own_dchan;
     let dchan = match g.dchan {
         Some(b) => {
@@ -352,18 +350,28 @@ pub fn conv2d_backward_params(
             &own_dchan
         }
     };
-    let sum_hw = plain(s.n * s.cout, 1, hw, Strides::row_major(s.n * s.cout, hw), Strides::row_major(hw, 1));
-    out.extend(matmul::matmul(ctx, Launch::Auto, &sum_hw, dy, &column(hw, scale), None, dchan)?);
+    let mut out = weight_grad(ctx, s, x, dy, scale, g.dw, dchan)?;
     if let Some(db) = g.db {
         check_len("conv2d backward", "d bias", db, s.cout)?;
-        let sum_n = plain(1, s.cout, s.n, Strides::row_major(1, s.n), Strides::row_major(s.n, s.cout));
-        out.extend(matmul::matmul(ctx, Launch::Auto, &sum_n, &column(s.n, 1.0), dchan, None, db)?);
+        let ones = ctx.constant_buffer("conv2d backward: constant column", s.n, 1.0);
+        let sum_n = MatmulShape {
+            batch: 1,
+            m: 1,
+            n: s.cout,
+            k: s.n,
+            a: Strides::row_major(1, s.n),
+            b: Strides::row_major(s.n, s.cout),
+            bias: Bias::None,
+            silu: false,
+        };
+        out.extend(matmul::matmul(ctx, Launch::Auto, &sum_n, &ones, dchan, None, db)?);
     }
     Ok(out)
 }
 
 /// d weight (conv2d_weight_grad.wgsl) over channels-last copies of x and dy: each invocation owns
 /// one tap x 8 x 8 channels and walks its split's pixels in order; the splits summed in order.
+/// dy's copy also writes d chan (`dchan`, [N, Cout]).
 fn weight_grad(
     ctx: &Context,
     s: &Conv2dShape,
@@ -371,6 +379,7 @@ fn weight_grad(
     dy: &wgpu::Buffer,
     scale: f32,
     dw: &wgpu::Buffer,
+    dchan: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
     let (ho, wo) = s.out_hw()?;
     let packed_len = s.packed_weight_len();
@@ -395,25 +404,25 @@ fn weight_grad(
     let (xt_len, dyt_len) = (s.n * s.h * s.w * cin4 * 4, pixels * cout4 * 4);
     let xt = ctx.shared_scratch("conv2d weight gradient: x channels-last", xt_len);
     let dyt = ctx.shared_scratch("conv2d weight gradient: dy channels-last", dyt_len);
-    for (src, dst, c, hw) in [(x, &xt, s.cin, s.h * s.w), (dy, &dyt, s.cout, ho * wo)] {
+    for (src, dst, c, hw, sum) in [(x, &xt, s.cin, s.h * s.w, false), (dy, &dyt, s.cout, ho * wo, true)] {
         let c4 = c.div_ceil(4);
         let params = ctx.uniform(&Params {
             cin: c as u32,
             cin_pad: (4 * c4) as u32,
             ho: hw as u32,
+            scale,
             ..Default::default()
         });
-        let workgroups = [hw.div_ceil(256) as u32, c4 as u32, s.n as u32];
         let bytes = 4 * (s.n * hw * (c + 4 * c4)) as u64;
         out.push(ctx.dispatch(
             &CHANNELS_LAST,
-            &[],
-            &[src, dst, &params],
-            workgroups,
+            &[("SUM", if sum { 1.0 } else { 0.0 })],
+            &[src, dst, &params, dchan],
+            [c4 as u32, s.n as u32, 1],
             Cost { flops: 0, bytes },
         )?);
     }
-    let workgroups = grid_1d(ctx, blocks, 64);
+    let workgroups = grid_1d(ctx, blocks * splits, 64);
     let params = ctx.uniform(&WeightGradParams {
         n: s.n as u32,
         cin: s.cin as u32,
@@ -433,14 +442,15 @@ fn weight_grad(
         rows_per_split: per_split as u32,
         groups_x: workgroups[0],
         packed_len: packed_len as u32,
-        _pad: [0; 2],
+        splits: splits as u32,
+        _pad: 0,
     });
     out.push(ctx.dispatch_texels(
         &WEIGHT_GRAD,
         &[],
         &[&xt, &dyt, scratch.as_ref().unwrap_or(dw), &params],
         &[xt_len, dyt_len],
-        [workgroups[0], workgroups[1], splits as u32],
+        workgroups,
         Cost { flops: s.flops(), bytes: 4 * (xt_len + dyt_len + splits * packed_len) as u64 },
     )?);
     if let Some(scratch) = &scratch {
