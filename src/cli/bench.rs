@@ -102,7 +102,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     print_op_times(&ctx, &net.exe.dispatches, args.repeats)?;
 
     if args.train {
-        bench_train(&ctx, &mut unet, &sched, args, forward_ms)?;
+        bench_train(&ctx, &mut unet, &sched, args, &net.exe.dispatches)?;
     }
 
     if args.steps > 0 {
@@ -136,14 +136,15 @@ fn wall_ms(ctx: &Context, dispatches: &[Dispatch], repeats: usize) -> Result<f64
     Ok(median(&mut wall))
 }
 
-/// One training step's gradients at the forward's batch: its wall time beside the forward's, and
-/// its per-op GPU times.
+/// One training step's gradients at the forward's batch: its wall time beside the forward's, the
+/// two timed alternately (a shared machine's speed changes from second to second, and a ratio of
+/// times taken at different moments measures that), and its per-op GPU times.
 fn bench_train(
     ctx: &Context,
     unet: &mut UNet,
     sched: &diffusion::SchedulerConfig,
     args: &BenchArgs,
-    forward_ms: f64,
+    forward: &[Dispatch],
 ) -> Result<()> {
     let ac: Vec<f64> = sched.alphas_cumprod()?.iter().map(|&a| a as f64).collect();
     let step = TrainStep::new(ctx, unet, &ac, args.batch, &StepOptions::default())?;
@@ -171,12 +172,27 @@ fn bench_train(
     );
     ctx.run(&step.dispatches);
     ctx.wait()?;
-    let step_ms = wall_ms(ctx, &step.dispatches, args.repeats)?;
+    // Rounds of (forward, step): the ratio of the fastest of each, and each round's own ratio.
+    let (mut forwards, mut steps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.repeats.max(3) {
+        let f = wall_ms(ctx, forward, 1)?;
+        let s = wall_ms(ctx, &step.dispatches, 1)?;
+        forwards.push(f);
+        steps.push(s);
+        ratios.push(s / f);
+    }
+    let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let (step_ms, forward_ms) = (min(&steps), min(&forwards));
     println!(
-        "training step: {step_ms:.2} ms wall ({:.2} images/s, {:.2} GFLOP/s), {:.2}x the forward's {forward_ms:.2} ms; loss {:.5}",
+        "training step: {step_ms:.2} ms wall ({:.2} images/s, {:.2} GFLOP/s), {:.2}x the forward's {forward_ms:.2} ms \
+         (fastest of {} alternating rounds; the rounds' own ratios {:.2}-{:.2}); loss {:.5}",
         args.batch as f64 / step_ms * 1e3,
         flops as f64 / step_ms / 1e6,
         step_ms / forward_ms,
+        ratios.len(),
+        min(&ratios),
+        max(&ratios),
         step.loss(ctx)?
     );
     print_op_times(ctx, &step.dispatches, args.repeats)?;
