@@ -7,7 +7,6 @@
 //   (stride s > 1 only).
 // interleave: a stride-s input gradient by phases (conv2d_backward.rs): one phase's rows and
 //   columns [planes, M, N] into every s-th row and column of dx [planes, H, W], from (row0, col0).
-// channels_last: the weight gradient's copies of x and dy (see below).
 
 struct Params {
     len: u32,       // outputs
@@ -20,8 +19,7 @@ struct Params {
     ho: u32, wo: u32, // dy's map (dilate)
     hd: u32, wd: u32, // the dilated map (dilate)
     groups_x: u32,
-    scale: f32, // channels_last with SUM
-    _pad1: u32, _pad2: u32,
+    _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 const WG: u32 = 256u;
@@ -74,47 +72,4 @@ fn interleave(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let y = p.ho + p.stride * q;
     let x = p.wo + p.stride * (j % p.kw);
     dst[(plane * p.hd + y) * p.wd + x] = src[j];
-}
-
-// channels_last: x [N, C, HW] to [N, HW, C_pad] (C_pad = C rounded up to 4, zeros past C), the
-// layout the weight gradient reads 4 channels of a pixel from as one texel. Grid: x = the block of
-// 4 channels, y = the image; each workgroup walks its plane's pixels WG_PLANE at a time, so a 7x7
-// map leaves few lanes idle. With SUM (dy's copy) the workgroup also sums its plane: sums[n C + c]
-// = scale * the sum over the pixels, d channel add, per lane in pixel order and then over the
-// lanes in order (the same bits every run, no atomics). Fields: cin = C, cin_pad = C_pad, ho = HW.
-override SUM: bool = false;
-const WG_PLANE: u32 = 64u;
-@group(0) @binding(3) var<storage, read_write> sums: array<f32>;
-var<workgroup> partial: array<vec4<f32>, WG_PLANE>;
-
-@compute @workgroup_size(WG_PLANE)
-fn channels_last(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let c0 = wg.x * 4u;
-    let n = wg.y;
-    // Channels past C read channel C - 1 and are replaced by zero.
-    let ok = vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(p.cin);
-    let plane = (vec4<u32>(n * p.cin) + min(vec4<u32>(c0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.cin - 1u))) * p.ho;
-    var acc = vec4<f32>(0.0);
-    for (var pixel = lid; pixel < p.ho; pixel += WG_PLANE) {
-        let at = plane + vec4<u32>(pixel);
-        let v = select(vec4<f32>(0.0), vec4<f32>(src[at.x], src[at.y], src[at.z], src[at.w]), ok);
-        let d = (n * p.ho + pixel) * p.cin_pad + c0;
-        dst[d] = v.x;
-        dst[d + 1u] = v.y;
-        dst[d + 2u] = v.z;
-        dst[d + 3u] = v.w;
-        acc += v;
-    }
-    if (!SUM) { return; }
-    // One barrier, then one lane sums the partials in order (a tree would cost a barrier a level,
-    // and barriers are dear on CPU drivers).
-    partial[lid] = acc;
-    workgroupBarrier();
-    if (lid == 0u) {
-        var total = vec4<f32>(0.0);
-        for (var k = 0u; k < WG_PLANE; k++) { total += partial[k]; }
-        for (var k = 0u; k < 4u; k++) {
-            if (c0 + k < p.cin) { sums[n * p.cin + c0 + k] = total[k] * p.scale; }
-        }
-    }
 }

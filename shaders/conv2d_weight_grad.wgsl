@@ -2,7 +2,7 @@
 // layout of the weight itself, so an optimizer updates both elementwise):
 //   dW[co, ci, ky, kx] = scale * sum over (n, oy, ox) of dy[n, co, oy, ox] x[n, ci, oy s + ky - pad_top, ox s + kx - pad_left]
 // An implicit GEMM with k = the N Ho Wo pixels, over channels-last copies of x and dy
-// ([pixel, C4] vec4s, channels padded with zeros: conv2d_backward.wgsl's channels_last), so 4
+// ([pixel, C4] vec4s, channels padded with zeros: channels_last.wgsl), so 4
 // channels of one pixel are one texel. Each invocation owns one tap x 8 input channels x 8 output
 // channels (16 vec4 accumulators) and per pixel loads 2 x texels and 2 dy texels for 16 vec4 FMAs.
 // Split z of Z sums output rows [z R / Z, (z + 1) R / Z) of the R = N Ho in order, pixel by pixel,

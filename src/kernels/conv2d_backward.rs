@@ -24,7 +24,7 @@ static DILATE: KernelSpec =
 static INTERLEAVE: KernelSpec =
     KernelSpec { shader: &crate::shaders::CONV2D_BACKWARD, entry: "interleave", bindings: BINDINGS };
 static CHANNELS_LAST: KernelSpec = KernelSpec {
-    shader: &crate::shaders::CONV2D_BACKWARD,
+    shader: &crate::shaders::CHANNELS_LAST,
     entry: "channels_last",
     bindings: &[Binding::Read, Binding::Write, Binding::Uniform, Binding::Write],
 };
@@ -45,8 +45,17 @@ struct Params {
     hd: u32,
     wd: u32,
     groups_x: u32,
+    _pad: [u32; 3],
+}
+
+/// channels_last.wgsl's parameters.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ChannelsLastParams {
+    c: u32,
+    c4: u32,
+    hw: u32,
     scale: f32,
-    _pad: [u32; 2],
 }
 
 fn launch(
@@ -406,13 +415,7 @@ fn weight_grad(
     let dyt = ctx.shared_scratch("conv2d weight gradient: dy channels-last", dyt_len);
     for (src, dst, c, hw, sum) in [(x, &xt, s.cin, s.h * s.w, false), (dy, &dyt, s.cout, ho * wo, true)] {
         let c4 = c.div_ceil(4);
-        let params = ctx.uniform(&Params {
-            cin: c as u32,
-            cin_pad: (4 * c4) as u32,
-            ho: hw as u32,
-            scale,
-            ..Default::default()
-        });
+        let params = ctx.uniform(&ChannelsLastParams { c: c as u32, c4: c4 as u32, hw: hw as u32, scale });
         let bytes = 4 * (s.n * hw * (c + 4 * c4)) as u64;
         out.push(ctx.dispatch(
             &CHANNELS_LAST,
