@@ -2,45 +2,18 @@
 // layout of the weight itself, so an optimizer updates both elementwise):
 //   dW[co, ci, ky, kx] = scale * sum over (n, oy, ox) of dy[n, co, oy, ox] x[n, ci, oy s + ky - pad_top, ox s + kx - pad_left]
 // An implicit GEMM with k = the N Ho Wo pixels, over channels-last copies of x and dy
-// ([pixel, C4] vec4s, channels padded with zeros: channels_last.wgsl), so 4
-// channels of one pixel are one texel. Each invocation owns one tap x 8 input channels x 8 output
-// channels (16 vec4 accumulators) and per pixel loads 2 x texels and 2 dy texels for 16 vec4 FMAs.
-// Split z of Z sums output rows [z R / Z, (z + 1) R / Z) of the R = N Ho in order, pixel by pixel,
-// and writes its partial at z * packed length; the split-K reduce (matmul_reduce.wgsl) sums the splits in order: the batch
-// reduction is the same bits every run, no atomics. Splits keep each loop under lavapipe's loop
-// cap on CPU drivers and fill the device.
+// ([pixel, C4] vec4s, channels padded with zeros: channels_last.wgsl), so 4 channels of one pixel
+// are one texel. Each invocation owns one tap x 8 input channels x 8 output channels (16 vec4
+// accumulators) and per pixel loads 2 x texels and 2 dy texels for 16 vec4 FMAs.
+// Split z of Z sums output rows [z R / Z, (z + 1) R / Z) of the R = N Ho in order, pixel by
+// pixel, and writes its partial at z * packed length; the split-K reduce (matmul_reduce.wgsl)
+// sums the splits in order: the batch reduction is the same bits every run, no atomics. Splits
+// keep each loop under lavapipe's loop cap on CPU drivers and fill the device.
+// conv2d_weight_grad_subgroup.wgsl is the same sum with dy shared across a subgroup.
 
-struct Params {
-    n: u32, cin: u32, h: u32, w: u32,
-    cout: u32, hout: u32, wout: u32, cout4: u32,
-    kh: u32, kw: u32, stride: u32, pad_top: u32,
-    pad_left: u32, scale: f32, cin4: u32, rows_per_split: u32,
-    groups_x: u32, packed_len: u32, splits: u32, _pad1: u32,
-}
+// Params, bindings, texel reads, Acc4/outer/row_of: common/conv2d_weight_grad_io.wgsl.
 
 const WG: u32 = 64u;
-
-@group(0) @binding(0) var x: texture_2d<f32>;
-@group(0) @binding(1) var dy: texture_2d<f32>;
-@group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
-@group(0) @binding(3) var<uniform> p: Params;
-
-// Texel t (4 channels of one pixel) of a channels-last copy (see src/gpu/texels.rs).
-fn texel(t: texture_2d<f32>, i: u32) -> vec4<f32> {
-    return textureLoad(t, vec2<u32>(i & 1023u, i >> 10u), 0);
-}
-
-// Four input channels (the components of xv) x one block of four output channels.
-struct Acc4 { a: vec4<f32>, b: vec4<f32>, c: vec4<f32>, d: vec4<f32> }
-
-fn outer(acc: Acc4, xv: vec4<f32>, g: vec4<f32>) -> Acc4 {
-    return Acc4(fma(vec4<f32>(xv.x), g, acc.a), fma(vec4<f32>(xv.y), g, acc.b),
-                fma(vec4<f32>(xv.z), g, acc.c), fma(vec4<f32>(xv.w), g, acc.d));
-}
-
-fn row_of(acc: Acc4, k: u32) -> vec4<f32> {
-    return select(select(acc.a, acc.b, k == 1u), select(acc.c, acc.d, k == 3u), k >= 2u);
-}
 
 @compute @workgroup_size(WG)
 fn conv2d_weight_grad(

@@ -24,7 +24,8 @@ shader!(CONV2D, "conv2d.wgsl", shared "conv2d_io.wgsl");
 shader!(CONV2D_SUBGROUP, "conv2d_subgroup.wgsl", shared "conv2d_io.wgsl");
 shader!(CONV2D_REDUCE, "conv2d_reduce.wgsl");
 shader!(CONV2D_BACKWARD, "conv2d_backward.wgsl");
-shader!(CONV2D_WEIGHT_GRAD, "conv2d_weight_grad.wgsl");
+shader!(CONV2D_WEIGHT_GRAD, "conv2d_weight_grad.wgsl", shared "conv2d_weight_grad_io.wgsl");
+shader!(CONV2D_WEIGHT_GRAD_SUBGROUP, "conv2d_weight_grad_subgroup.wgsl", shared "conv2d_weight_grad_io.wgsl");
 shader!(CHANNELS_LAST, "channels_last.wgsl");
 shader!(MATMUL, "matmul.wgsl", shared "matmul_io.wgsl");
 shader!(MATMUL_SUBGROUP, "matmul_subgroup.wgsl", shared "matmul_io.wgsl");
@@ -44,12 +45,13 @@ shader!(OPTIM, "optim.wgsl");
 shader!(DATA, "data.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 22] = [
+pub static ALL: [&ShaderSource; 23] = [
     &CONV2D,
     &CONV2D_SUBGROUP,
     &CONV2D_REDUCE,
     &CONV2D_BACKWARD,
     &CONV2D_WEIGHT_GRAD,
+    &CONV2D_WEIGHT_GRAD_SUBGROUP,
     &CHANNELS_LAST,
     &MATMUL,
     &MATMUL_SUBGROUP,

@@ -13,7 +13,7 @@
 use crate::gpu::{Binding, Context, CopyOp, Cost, Dispatch, KernelSpec};
 use crate::kernels::conv2d::{self, Conv2dShape, Epilogue, Launch, Padding};
 use crate::kernels::matmul::{self, Bias, MatmulShape, Strides};
-use crate::kernels::{check_len, grid_1d, split_count, split_scratch};
+use crate::kernels::{check_len, grid_1d, split_count, split_scratch, use_subgroups, Variant};
 use crate::{bail_shape, Result};
 
 const BINDINGS: &[Binding] = &[Binding::Read, Binding::Write, Binding::Uniform];
@@ -279,6 +279,11 @@ fn by_phases(
     Ok(out)
 }
 
+static WEIGHT_GRAD_SUBGROUP: KernelSpec = KernelSpec {
+    shader: &crate::shaders::CONV2D_WEIGHT_GRAD_SUBGROUP,
+    entry: "conv2d_weight_grad",
+    bindings: &[Binding::Texels, Binding::Texels, Binding::Write, Binding::Uniform],
+};
 static WEIGHT_GRAD: KernelSpec = KernelSpec {
     shader: &crate::shaders::CONV2D_WEIGHT_GRAD,
     entry: "conv2d_weight_grad",
@@ -314,6 +319,8 @@ struct WeightGradParams {
 /// Pixels one invocation of the weight gradient walks at most: lavapipe stops a shader's loops
 /// after 65535 iterations, silently (see group_norm.rs).
 const MAX_PIXELS_PER_SPLIT: usize = 16_384;
+/// Workgroups that keep a CPU driver's threads busy (lavapipe: one a core at a time).
+const CPU_BUSY_WORKGROUPS: usize = 16;
 /// Splits keep at least this many pixels each.
 const MIN_PIXELS_PER_SPLIT: usize = 256;
 
@@ -331,6 +338,7 @@ pub struct ConvParamGrads<'a> {
 /// its input x and dy = d loss / d output. Every reduction over the batch runs in a fixed order.
 pub fn conv2d_backward_params(
     ctx: &Context,
+    variant: Variant,
     s: &Conv2dShape,
     x: &wgpu::Buffer,
     dy: &wgpu::Buffer,
@@ -359,7 +367,7 @@ pub fn conv2d_backward_params(
             &own_dchan
         }
     };
-    let mut out = weight_grad(ctx, s, x, dy, scale, g.dw, dchan)?;
+    let mut out = weight_grad(ctx, variant, s, x, dy, scale, g.dw, dchan)?;
     if let Some(db) = g.db {
         check_len("conv2d backward", "d bias", db, s.cout)?;
         let ones = ctx.constant_buffer("conv2d backward: constant column", s.n, 1.0);
@@ -378,11 +386,21 @@ pub fn conv2d_backward_params(
     Ok(out)
 }
 
+/// The subgroup kernel's workgroup size on a CPU driver: the multiple of 8 (its vector) up to 64
+/// that leaves the fewest idle lanes in a row of `lanes`, the largest on a tie (a 32-channel 3x3
+/// conv has 72 lanes: three workgroups of 24, where 64 would idle 56). GPUs take 64.
+fn tight_workgroup(lanes: usize) -> usize {
+    let wg = (1..=8).map(|k| 8 * k).min_by_key(|&wg| (lanes.div_ceil(wg) * wg, usize::MAX - wg));
+    wg.unwrap_or(64)
+}
+
 /// d weight (conv2d_weight_grad.wgsl) over channels-last copies of x and dy: each invocation owns
 /// one tap x 8 x 8 channels and walks its split's pixels in order; the splits summed in order.
 /// dy's copy also writes d chan (`dchan`, [N, Cout]).
+#[allow(clippy::too_many_arguments)]
 fn weight_grad(
     ctx: &Context,
+    variant: Variant,
     s: &Conv2dShape,
     x: &wgpu::Buffer,
     dy: &wgpu::Buffer,
@@ -393,11 +411,22 @@ fn weight_grad(
     let (ho, wo) = s.out_hw()?;
     let packed_len = s.packed_weight_len();
     let (cin4, cout4) = (s.cin.div_ceil(4), s.cout.div_ceil(4));
-    // Invocations: (tap, pair of ci blocks, pair of co blocks).
+    // The subgroup kernel's invocations: (tap, ci block) a row of workgroups of `wg`, times the
+    // blocks of 32 output channels; the portable one's: (tap, pair of ci blocks, pair of co blocks).
+    let subgroups = use_subgroups(ctx, variant, cout4 >= 8, "conv2d weight gradient")?;
+    let lanes = s.kh * s.kw * cin4;
+    let wg = if ctx.is_cpu() { tight_workgroup(lanes) } else { 64 };
     let blocks = s.kh * s.kw * cin4.div_ceil(2) * cout4.div_ceil(2);
+    let invocations = if subgroups { lanes.div_ceil(wg) * wg * cout4.div_ceil(8) } else { blocks };
     let pixels = s.n * ho * wo;
-    // Splits fill the device (CPU drivers too: lavapipe spreads workgroups over its threads).
-    let busy = split_count(blocks, pixels, MIN_PIXELS_PER_SPLIT);
+    // Splits fill the device. A CPU driver runs a workgroup a thread at a time: a few workgroups
+    // a thread keep it busy, and more splits only make the reduce longer.
+    let busy = if ctx.is_cpu() {
+        let groups = invocations.div_ceil(if subgroups { wg } else { 64 });
+        CPU_BUSY_WORKGROUPS.div_ceil(groups).clamp(1, (pixels / MIN_PIXELS_PER_SPLIT).max(1))
+    } else {
+        split_count(invocations, pixels, MIN_PIXELS_PER_SPLIT)
+    };
     let splits = pixels.div_ceil(MAX_PIXELS_PER_SPLIT).max(busy);
     // Splits are whole output rows.
     let rows = s.n * ho;
@@ -448,9 +477,15 @@ fn weight_grad(
         splits: splits as u32,
         _pad: 0,
     });
+    let (spec, overrides, workgroups) = if subgroups {
+        let grid = [lanes.div_ceil(wg) as u32, cout4.div_ceil(8) as u32, splits as u32];
+        (&WEIGHT_GRAD_SUBGROUP, vec![("WG", wg as f64)], grid)
+    } else {
+        (&WEIGHT_GRAD, vec![], workgroups)
+    };
     out.push(ctx.dispatch_texels(
-        &WEIGHT_GRAD,
-        &[],
+        spec,
+        &overrides,
         &[&xt, &dyt, scratch.as_ref().unwrap_or(dw), &params],
         &[xt_len, dyt_len],
         workgroups,

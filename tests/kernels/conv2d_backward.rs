@@ -7,20 +7,36 @@
 //! diffusers' paddings on even and odd maps (output padding 1 and 0); 1x1; 5x5 with padding 2;
 //! an output scale.
 //!
-//! The parameter gradients: x and dy are copied channels-last (x = pixels in workgroups of 256,
-//! y = blocks of 4 channels, z = images); the weight gradient is 1-D over (tap, pair of 4-input-
-//! channel blocks, pair of 4-output-channel blocks), 64 a workgroup, with z the splits of the N Ho
-//! output rows (whole rows of about 256 to 16,384 pixels a split, as many as fill the device up
-//! to 64) summed in order by the split-K reduce; the bias and channel-add gradients are matmuls with k =
-//! Ho Wo, then k = N. Cases: every batch in BATCHES (up to 33 x 7 x 7 pixels: 1 to 6 splits);
-//! 33 x 28 x 28 = 25,872 pixels; single and partial block pairs (3 -> 36: one input block, 9
-//! output blocks; 5 -> 9; 12 -> 20: three and five blocks), stride 2 with both paddings, 1x1,
-//! 5x5; the same bits when run twice.
+//! The parameter gradients: x and dy are copied channels-last (a workgroup per image and block of
+//! 4 channels, 64 lanes walking the plane; dy's copy also sums it into d channel add). The
+//! portable weight gradient is 1-D over (split, tap, pair of 4-input-channel blocks, pair of
+//! 4-output-channel blocks), 64 a workgroup; the subgroup one is (tap, input block) along x in
+//! workgroups of 8 to 64, blocks of 32 output channels along y, splits along z. Splits are whole
+//! output rows (up to 16,384 pixels a split; on CPU drivers as many as give 16 workgroups, on
+//! GPUs as fill the device, up to 64) summed in order by the split-K reduce; the bias gradient is
+//! a matmul with k = N. Both kernels run every case (the subgroup one where the adapter has it,
+//! also below 32 output channels). Cases: every batch in BATCHES (up to 33 x 7 x 7 pixels: 1 to 6
+//! splits); 33 x 28 x 28 = 25,872 pixels (16 splits); single and partial blocks (3 -> 36: one
+//! input block, 9 output blocks, a second block of 32 with one; 5 -> 9; 12 -> 20), 32 -> 64 (72
+//! lanes: three workgroups of 24), stride 2 with both paddings, 1x1, 5x5; the same bits when run
+//! twice.
 
 use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Padding};
 use wgpu_diffusion::kernels::conv2d_backward as back;
+use wgpu_diffusion::kernels::{has_subgroup_kernels, Variant};
 
 use crate::*;
+
+/// The weight gradient's kernels this adapter runs: the portable one, and the subgroup one where
+/// subgroups of 8+ lanes exist (forced on every shape, also below the 32 output channels where
+/// Auto would pick it).
+fn variants() -> Vec<Variant> {
+    let mut v = vec![Variant::Portable];
+    if has_subgroup_kernels(ctx()) {
+        v.push(Variant::Subgroup);
+    }
+    v
+}
 
 #[allow(clippy::too_many_arguments)]
 fn check_params(
@@ -43,17 +59,19 @@ fn check_params(
     let (xt, dyt) = (upload(&x), upload(&dy));
     let (dw, db, dchan) = (output(s.packed_weight_len()), output(cout), output(n * cout));
     let g = back::ConvParamGrads { dw: &dw.buffer, db: Some(&db.buffer), dchan: Some(&dchan.buffer) };
-    let d = back::conv2d_backward_params(ctx(), &s, &xt.buffer, &dyt.buffer, scale, &g).unwrap();
-    ctx().run(&d);
-    let what = format!("conv2d parameter gradients {s:?}");
     // In the packed layout, padding channels zero.
     let want_packed = conv2d::pack_weight(&want_dw, cout, cin, k, k).unwrap();
-    let got = read(&dw);
-    assert_close(&format!("{what}: d weight"), &got, &want_packed, RTOL);
-    assert_close(&format!("{what}: d bias"), &read(&db), &want_db, RTOL);
-    assert_close(&format!("{what}: d channel add"), &read(&dchan), &want_dchan, RTOL);
-    ctx().run(&d);
-    assert_eq!(read(&dw), got, "{what}: the same bits again");
+    for variant in variants() {
+        let d = back::conv2d_backward_params(ctx(), variant, &s, &xt.buffer, &dyt.buffer, scale, &g).unwrap();
+        ctx().run(&d);
+        let what = format!("conv2d parameter gradients {s:?}, {variant:?} kernel");
+        let got = read(&dw);
+        assert_close(&format!("{what}: d weight"), &got, &want_packed, RTOL);
+        assert_close(&format!("{what}: d bias"), &read(&db), &want_db, RTOL);
+        assert_close(&format!("{what}: d channel add"), &read(&dchan), &want_dchan, RTOL);
+        ctx().run(&d);
+        assert_eq!(read(&dw), got, "{what}: the same bits again");
+    }
 }
 
 #[test]

@@ -7,6 +7,7 @@ use crate::gpu::Dispatch;
 use crate::graph::{Graph, Op, TensorId, WeightId};
 use crate::kernels::conv2d::{self as kernel, Conv2dShape, Padding};
 use crate::kernels::conv2d_backward as backward;
+use crate::kernels::Variant;
 use crate::{Error, Result};
 
 /// A conv weight already on the device, packed for the conv kernel, with its bias.
@@ -223,7 +224,7 @@ impl OpKind for Conv2dBackwardParams {
             dchan: self.channel_add.then(|| env.buffer(outs[outs.len() - 1])),
         };
         let (x, dy) = (env.buffer(self.x), env.buffer(self.dy));
-        backward::conv2d_backward_params(env.ctx, &self.shape, x, dy, self.scale, &grads)
+        backward::conv2d_backward_params(env.ctx, Variant::Auto, &self.shape, x, dy, self.scale, &grads)
     }
 
     fn reference(&self, env: &Env) -> Result<Vec<Vec<f32>>> {
