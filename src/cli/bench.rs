@@ -172,7 +172,7 @@ fn bench_train(
     );
     ctx.run(&step.dispatches);
     ctx.wait()?;
-    // Rounds of (forward, step): the ratio of the fastest of each, and each round's own ratio.
+    // Rounds of (forward, step), each round's ratio taken from two runs a moment apart.
     let (mut forwards, mut steps, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.repeats.max(3) {
         let f = wall_ms(ctx, forward, 1)?;
@@ -183,16 +183,14 @@ fn bench_train(
     }
     let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
     let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
-    let (step_ms, forward_ms) = (min(&steps), min(&forwards));
+    let (lo, hi) = (min(&ratios), max(&ratios));
+    let (step_ms, forward_ms, ratio) = (median(&mut steps), median(&mut forwards), median(&mut ratios));
     println!(
-        "training step: {step_ms:.2} ms wall ({:.2} images/s, {:.2} GFLOP/s), {:.2}x the forward's {forward_ms:.2} ms \
-         (fastest of {} alternating rounds; the rounds' own ratios {:.2}-{:.2}); loss {:.5}",
+        "training step: {step_ms:.2} ms wall ({:.2} images/s, {:.2} GFLOP/s), {ratio:.2}x the forward's {forward_ms:.2} ms \
+         (medians of {} alternating rounds, each round's ratio of step to forward: {lo:.2}-{hi:.2}); loss {:.5}",
         args.batch as f64 / step_ms * 1e3,
         flops as f64 / step_ms / 1e6,
-        step_ms / forward_ms,
-        ratios.len(),
-        min(&ratios),
-        max(&ratios),
+        steps.len(),
         step.loss(ctx)?
     );
     print_op_times(ctx, &step.dispatches, args.repeats)?;
