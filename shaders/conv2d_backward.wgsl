@@ -1,8 +1,6 @@
 // Helpers of conv2d's input gradient, which runs on the forward kernel:
 //   dx = conv2d(dilate(dy), flip(W)) at stride 1, padded by k - 1 - pad (plus the output
-//   padding on the bottom and right), as conv_transpose2d computes it.
-// flip_weight: the packed forward weight [KH*KW, Cin, Cout4*4] to the packed weight of that conv,
-//   [KH*KW, Cout, Cin4*4], each tap mirrored: W'[ci, co, ky, kx] = W[co, ci, KH-1-ky, KW-1-kx].
+//   padding on the bottom and right), as conv_transpose2d computes it (flip: flip_weight.wgsl).
 // dilate: dy [planes, Ho, Wo] to [planes, (Ho-1)s+1, (Wo-1)s+1] with s-1 zeros between values
 //   (stride s > 1 only).
 // interleave: a stride-s input gradient by phases (conv2d_backward.rs): one phase's rows and
@@ -30,22 +28,6 @@ const WG: u32 = 256u;
 
 fn index(wg: vec3<u32>, lid: u32) -> u32 {
     return (wg.x + wg.y * p.groups_x) * WG + lid;
-}
-
-// Grid: x = co in workgroups of WG, y = ci, z = the tap (no divisions): reads contiguous along
-// co, writes Cin4 apart. On lavapipe ddpm-cifar10-32's 88 flips took 140-191 ms this way against
-// 215 ms with contiguous writes and strided reads (one noisy round each), and 402 ms as a tiled
-// transpose through workgroup memory (its barriers). Entries past Cin stay the zeros the buffer
-// was made with.
-@compute @workgroup_size(WG)
-fn flip_weight(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let co = wg.x * WG + lid;
-    if (co >= p.cout) { return; }
-    let ci = wg.y;
-    let tap = wg.z;
-    let ky = p.kh - 1u - tap / p.kw;
-    let kx = p.kw - 1u - tap % p.kw;
-    dst[(tap * p.cout + co) * p.cin_pad + ci] = src[((ky * p.kw + kx) * p.cin + ci) * p.cout_pad + co];
 }
 
 @compute @workgroup_size(WG)

@@ -27,6 +27,7 @@ shader!(CONV2D_BACKWARD, "conv2d_backward.wgsl");
 shader!(CONV2D_WEIGHT_GRAD, "conv2d_weight_grad.wgsl", shared "conv2d_weight_grad_io.wgsl");
 shader!(CONV2D_WEIGHT_GRAD_SUBGROUP, "conv2d_weight_grad_subgroup.wgsl", shared "conv2d_weight_grad_io.wgsl");
 shader!(CHANNELS_LAST, "channels_last.wgsl");
+shader!(FLIP_WEIGHT, "flip_weight.wgsl");
 shader!(MATMUL, "matmul.wgsl", shared "matmul_io.wgsl");
 shader!(MATMUL_SUBGROUP, "matmul_subgroup.wgsl", shared "matmul_io.wgsl");
 shader!(MATMUL_REDUCE, "matmul_reduce.wgsl");
@@ -45,7 +46,7 @@ shader!(OPTIM, "optim.wgsl");
 shader!(DATA, "data.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 23] = [
+pub static ALL: [&ShaderSource; 24] = [
     &CONV2D,
     &CONV2D_SUBGROUP,
     &CONV2D_REDUCE,
@@ -53,6 +54,7 @@ pub static ALL: [&ShaderSource; 23] = [
     &CONV2D_WEIGHT_GRAD,
     &CONV2D_WEIGHT_GRAD_SUBGROUP,
     &CHANNELS_LAST,
+    &FLIP_WEIGHT,
     &MATMUL,
     &MATMUL_SUBGROUP,
     &MATMUL_REDUCE,

@@ -18,7 +18,7 @@ use crate::{bail_shape, Result};
 
 const BINDINGS: &[Binding] = &[Binding::Read, Binding::Write, Binding::Uniform];
 static FLIP: KernelSpec =
-    KernelSpec { shader: &crate::shaders::CONV2D_BACKWARD, entry: "flip_weight", bindings: BINDINGS };
+    KernelSpec { shader: &crate::shaders::FLIP_WEIGHT, entry: "flip_weight", bindings: BINDINGS };
 static DILATE: KernelSpec =
     KernelSpec { shader: &crate::shaders::CONV2D_BACKWARD, entry: "dilate", bindings: BINDINGS };
 static INTERLEAVE: KernelSpec =
@@ -46,6 +46,19 @@ struct Params {
     wd: u32,
     groups_x: u32,
     _pad: [u32; 3],
+}
+
+/// flip_weight.wgsl's parameters.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct FlipParams {
+    cin: u32,
+    cout: u32,
+    cin4: u32,
+    cout4: u32,
+    taps: u32,
+    groups_x: u32,
+    _pad: [u32; 2],
 }
 
 /// channels_last.wgsl's parameters.
@@ -125,15 +138,23 @@ pub fn conv2d_backward_input(
         wd: t.w as u32,
         ..Default::default()
     };
-    let flip_groups = [s.cout.div_ceil(256) as u32, s.cin as u32, (s.kh * s.kw) as u32];
-    let flip_bytes = 8 * t.packed_weight_len() as u64;
-    let uniform = ctx.uniform(&Params { len: t.packed_weight_len() as u32, ..base });
+    let (cin4, cout4) = (s.cin.div_ceil(4), s.cout.div_ceil(4));
+    let [gx, gy, _] = grid_1d(ctx, cin4 * cout4, 64);
+    let uniform = ctx.uniform(&FlipParams {
+        cin: s.cin as u32,
+        cout: s.cout as u32,
+        cin4: cin4 as u32,
+        cout4: cout4 as u32,
+        taps: (s.kh * s.kw) as u32,
+        groups_x: gx,
+        _pad: [0; 2],
+    });
     out.push(ctx.dispatch(
         &FLIP,
         &[],
         &[packed_weight, &flipped, &uniform],
-        flip_groups,
-        Cost { flops: 0, bytes: flip_bytes },
+        [gx, gy, (s.kh * s.kw) as u32],
+        Cost { flops: 0, bytes: 4 * (s.packed_weight_len() + t.packed_weight_len()) as u64 },
     )?);
     if s.stride > 1 {
         if let Some(phases) = phases(s)? {
