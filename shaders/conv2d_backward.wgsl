@@ -44,14 +44,19 @@ fn dilate(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     dst[j] = src[(plane * p.ho + y / p.stride) * p.wo + x / p.stride];
 }
 
-// Fields: len = planes M N, kh = M, kw = N, stride, ho = row0, wo = col0, hd = H, wd = W.
+// One lane a phase row, walking its N columns: a division per element (CPUs divide lane by lane)
+// made this kernel a third of a stride-2 input gradient on lavapipe.
+// Fields: len = planes M, kh = M, kw = N, stride, ho = row0, wo = col0, hd = H, wd = W.
 @compute @workgroup_size(WG)
 fn interleave(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let j = index(wg, lid);
     if (j >= p.len) { return; }
-    let q = (j / p.kw) % p.kh;
-    let plane = j / (p.kw * p.kh);
-    let y = p.ho + p.stride * q;
-    let x = p.wo + p.stride * (j % p.kw);
-    dst[(plane * p.hd + y) * p.wd + x] = src[j];
+    let y = p.ho + p.stride * (j % p.kh);
+    var to = ((j / p.kh) * p.hd + y) * p.wd + p.wo;
+    var at = j * p.kw;
+    for (var m = 0u; m < p.kw; m++) {
+        dst[to] = src[at];
+        to += p.stride;
+        at += 1u;
+    }
 }

@@ -282,9 +282,9 @@ fn by_phases(
             };
             let epilogue = Epilogue { bias: None, channel_add: None, residual: None, scale };
             out.extend(conv2d::conv2d(ctx, Launch::Auto, &shape, dy, &phase_weight, &epilogue, &phase_out)?);
-            let len = s.n * s.cin * pr.rows * pc.rows;
+            // One lane a phase row.
             let p = Params {
-                len: len as u32,
+                len: (s.n * s.cin * pr.rows) as u32,
                 kh: pr.rows as u32,
                 kw: pc.rows as u32,
                 stride: s.stride as u32,
@@ -294,7 +294,9 @@ fn by_phases(
                 wd: s.w as u32,
                 ..Default::default()
             };
-            out.push(launch(ctx, &INTERLEAVE, p, &phase_out, dx)?);
+            let mut interleave = launch(ctx, &INTERLEAVE, p, &phase_out, dx)?;
+            interleave.cost.bytes = 8 * (s.n * s.cin * pr.rows * pc.rows) as u64;
+            out.push(interleave);
         }
     }
     Ok(out)
