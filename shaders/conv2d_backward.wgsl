@@ -8,11 +8,7 @@
 
 struct Params {
     len: u32,       // outputs
-    kh: u32, kw: u32,
-    cin: u32,       // the forward's
-    cout: u32,      // the forward's
-    cout_pad: u32,  // the forward's Cout rounded up to 4
-    cin_pad: u32,   // the forward's Cin rounded up to 4
+    kh: u32, kw: u32, // interleave
     stride: u32,
     ho: u32, wo: u32, // dy's map (dilate)
     hd: u32, wd: u32, // the dilated map (dilate)

@@ -35,10 +35,6 @@ struct Params {
     len: u32,
     kh: u32,
     kw: u32,
-    cin: u32,
-    cout: u32,
-    cout_pad: u32,
-    cin_pad: u32,
     stride: u32,
     ho: u32,
     wo: u32,
@@ -122,40 +118,8 @@ pub fn conv2d_backward_input(
     check_len("conv2d backward", "weight", packed_weight, s.packed_weight_len())?;
     check_len("conv2d backward", "dx", dx, s.n * s.cin * s.h * s.w)?;
     let t = transposed_shape(s)?;
-    let mut out = vec![];
     let flipped = ctx.scratch_buffer("conv2d backward: flipped weight", t.packed_weight_len());
-    let base = Params {
-        kh: s.kh as u32,
-        kw: s.kw as u32,
-        cin: s.cin as u32,
-        cout: s.cout as u32,
-        cout_pad: (s.cout.div_ceil(4) * 4) as u32,
-        cin_pad: (s.cin.div_ceil(4) * 4) as u32,
-        stride: s.stride as u32,
-        ho: ho as u32,
-        wo: wo as u32,
-        hd: t.h as u32,
-        wd: t.w as u32,
-        ..Default::default()
-    };
-    let (cin4, cout4) = (s.cin.div_ceil(4), s.cout.div_ceil(4));
-    let [gx, gy, _] = grid_1d(ctx, cin4 * cout4, 64);
-    let uniform = ctx.uniform(&FlipParams {
-        cin: s.cin as u32,
-        cout: s.cout as u32,
-        cin4: cin4 as u32,
-        cout4: cout4 as u32,
-        taps: (s.kh * s.kw) as u32,
-        groups_x: gx,
-        _pad: [0; 2],
-    });
-    out.push(ctx.dispatch(
-        &FLIP,
-        &[],
-        &[packed_weight, &flipped, &uniform],
-        [gx, gy, (s.kh * s.kw) as u32],
-        Cost { flops: 0, bytes: 4 * (s.packed_weight_len() + t.packed_weight_len()) as u64 },
-    )?);
+    let mut out = vec![flip_weight(ctx, s, packed_weight, &flipped)?];
     if s.stride > 1 {
         if let Some(phases) = phases(s)? {
             return by_phases(ctx, s, &phases, dy, &flipped, scale, dx, out);
@@ -167,7 +131,16 @@ pub fn conv2d_backward_input(
     } else {
         let len = s.n * s.cout * t.h * t.w;
         dilated = ctx.scratch_buffer("conv2d backward: dilated dy", len);
-        out.push(launch(ctx, &DILATE, Params { len: len as u32, ..base }, dy, &dilated)?);
+        let p = Params {
+            len: len as u32,
+            stride: s.stride as u32,
+            ho: ho as u32,
+            wo: wo as u32,
+            hd: t.h as u32,
+            wd: t.w as u32,
+            ..Default::default()
+        };
+        out.push(launch(ctx, &DILATE, p, dy, &dilated)?);
         &dilated
     };
     let epilogue = Epilogue { bias: None, channel_add: None, residual: None, scale };
@@ -176,6 +149,34 @@ pub fn conv2d_backward_input(
     conv[0].cost.flops = s.flops();
     out.extend(conv);
     Ok(out)
+}
+
+/// The packed weight of the input gradient's conv (flip_weight.wgsl): `packed_weight` mirrored
+/// per tap with its channel axes swapped, into `flipped`.
+fn flip_weight(
+    ctx: &Context,
+    s: &Conv2dShape,
+    packed_weight: &wgpu::Buffer,
+    flipped: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let (cin4, cout4) = (s.cin.div_ceil(4), s.cout.div_ceil(4));
+    let [gx, gy, _] = grid_1d(ctx, cin4 * cout4, 64);
+    let uniform = ctx.uniform(&FlipParams {
+        cin: s.cin as u32,
+        cout: s.cout as u32,
+        cin4: cin4 as u32,
+        cout4: cout4 as u32,
+        taps: (s.kh * s.kw) as u32,
+        groups_x: gx,
+        _pad: [0; 2],
+    });
+    ctx.dispatch(
+        &FLIP,
+        &[],
+        &[packed_weight, flipped, &uniform],
+        [gx, gy, (s.kh * s.kw) as u32],
+        Cost { flops: 0, bytes: 8 * s.packed_weight_len() as u64 },
+    )
 }
 
 /// One phase of a strided input gradient along one axis: the input rows u = s m + r - pad with
