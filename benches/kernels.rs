@@ -1,7 +1,7 @@
 //! Kernel bench harness: every kernel at the shapes the ddpm-cifar10-32 UNet and the bundled
 //! Fashion-MNIST model use, plus the reference shapes of the performance table (rows `ref-*`).
 //!
-//!     cargo bench --bench kernels [-- --filter conv2d] [-- --save-baseline NAME] [-- --baseline NAME]
+//!     cargo bench --bench kernels [-- --filter conv2d] [-- --dispatches] [-- --save-baseline NAME] [-- --baseline NAME]
 //!
 //! GPU time comes from timestamp queries (wall time with a device sync where the adapter has none,
 //! and the table says so). Each row: a warm-up run, then repeated runs; median and min, GFLOP/s and
@@ -17,7 +17,7 @@ use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Epilogue, Padding};
 use wgpu_diffusion::kernels::diffusion::{self as diff, StepCoeffs};
 use wgpu_diffusion::kernels::group_norm::{self, GroupNormShape};
 use wgpu_diffusion::kernels::matmul::{self, Bias, MatmulShape, Strides};
-use wgpu_diffusion::kernels::{conv2d_backward, elementwise, rng};
+use wgpu_diffusion::kernels::{conv2d_backward, elementwise, rng, Variant};
 
 /// Builds a case's dispatch, returning it with the tensors it needs kept alive.
 /// A case's dispatches (attention is several) and the tensors they use.
@@ -151,8 +151,16 @@ fn conv_backward_cases(
             let (x, dy) = (zeros(ctx, n * cin * hw * hw), zeros(ctx, out_len));
             let (dw, db) = (zeros(ctx, s.packed_weight_len()), zeros(ctx, cout));
             let g = conv2d_backward::ConvParamGrads { dw: &dw.buffer, db: Some(&db.buffer), dchan: None };
-            let d = conv2d_backward::conv2d_backward_params(ctx, &s, &x.buffer, &dy.buffer, 1.0, &g)
-                .expect("conv2d dw");
+            let d = conv2d_backward::conv2d_backward_params(
+                ctx,
+                Variant::Auto,
+                &s,
+                &x.buffer,
+                &dy.buffer,
+                1.0,
+                &g,
+            )
+            .expect("conv2d dw");
             (d, vec![x, dy, dw, db])
         }),
     };
@@ -342,6 +350,8 @@ fn main() {
     // folder. (MESA_SHADER_CACHE_DISABLE would be simpler, but with it lavapipe 22.3 runs some
     // kernels 100x slower.)
     let warm_cache = args.iter().any(|a| a == "--warm-cache");
+    // Each dispatch of a several-dispatch case on its own line (GPU timestamps only).
+    let show_dispatches = args.iter().any(|a| a == "--dispatches");
     let cache_root = std::env::temp_dir().join(format!("wgpu-diffusion-bench-{}", std::process::id()));
     let mut fresh_caches = 0;
     let mut new_context = |cold: bool| {
@@ -406,14 +416,23 @@ fn main() {
         ctx.run(&d);
         ctx.wait().expect("probe");
         let reps = ((1.0 / t0.elapsed().as_secs_f64().max(1e-6)) as usize).clamp(3, 50);
+        // (label, median ms, min ms) of each dispatch, for --dispatches.
+        let mut per_dispatch = Vec::new();
         let mut times: Vec<f64> = match &profiler {
             // One time per run: the sum over the case's dispatches.
-            Some(p) => p
-                .time(&ctx, &(0..reps).flat_map(|_| d.iter().cloned()).collect::<Vec<_>>())
-                .expect("timestamps")
-                .chunks(d.len())
-                .map(|run| run.iter().sum())
-                .collect(),
+            Some(p) => {
+                let all = p
+                    .time(&ctx, &(0..reps).flat_map(|_| d.iter().cloned()).collect::<Vec<_>>())
+                    .expect("timestamps");
+                per_dispatch = (0..d.len())
+                    .map(|i| {
+                        let mut v: Vec<f64> = all.iter().skip(i).step_by(d.len()).copied().collect();
+                        let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+                        (d[i].label, median(&mut v), min)
+                    })
+                    .collect();
+                all.chunks(d.len()).map(|run| run.iter().sum()).collect()
+            }
             None => (0..reps)
                 .map(|_| {
                     let t = Instant::now();
@@ -438,6 +457,11 @@ fn main() {
             "{:<28} {:<36} {med:>10.3} {min:>10.3} {gflops:>9.2} {gbps:>8.2} {first_ms:>9.1}{vs}",
             case.name, case.shape
         );
+        if show_dispatches && d.len() > 1 {
+            for (i, (label, med, min)) in per_dispatch.iter().enumerate() {
+                println!("  {i:>3} {label:<59} {med:>10.3} {min:>10.3}");
+            }
+        }
         rows.push(json!({
             "name": case.name, "shape": case.shape, "median_ms": med, "min_ms": min,
             "gflops": gflops, "gbps": gbps, "adapter": adapter, "timing": timing,
