@@ -47,8 +47,7 @@ fn conv2d_weight_grad(
     // lanes of two splits loop alike; rows past the last (the last split's) add zeros.
     let lo = split * p.rows_per_split;
     let hi = min(p.n * p.hout, lo + p.rows_per_split);
-    var n = lo / p.hout;
-    var oy = lo % p.hout;
+    var at = vec2<u32>(lo / p.hout, lo % p.hout); // (n, oy)
     let zero = Acc4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     var a00 = zero; // ci block ib, co block cb
     var a01 = zero; // ci block ib, co block cb + 1
@@ -56,9 +55,9 @@ fn conv2d_weight_grad(
     var a11 = zero;
     for (var r = 0u; r < p.rows_per_split; r++) {
         let row = lo + r;
-        let iy = i32(oy * p.stride + ky) - i32(p.pad_top);
-        let row_ok = row < hi && iy >= 0 && iy < i32(p.h);
-        let x_row = (n * p.h + u32(max(iy, 0))) * p.w;
+        let input = input_row(at.x, at.y, ky);
+        let row_ok = row < hi && input.ok;
+        let x_row = input.first;
         var ix = i32(kx) - i32(p.pad_left);
         var g_at = min(row, hi - 1u) * p.wout * p.cout4;
         for (var ox = 0u; ox < p.wout; ox++) {
@@ -75,11 +74,7 @@ fn conv2d_weight_grad(
             ix += i32(p.stride);
             g_at += p.cout4;
         }
-        oy += 1u;
-        if (oy == p.hout) {
-            oy = 0u;
-            n += 1u;
-        }
+        at = next_row(at);
     }
     if (!valid) {
         return;

@@ -46,8 +46,7 @@ fn conv2d_weight_grad(
     // The split's output rows (n, oy), each walked along ox, as in the portable kernel.
     let lo = wg.z * p.rows_per_split;
     let hi = min(p.n * p.hout, lo + p.rows_per_split);
-    var n = lo / p.hout;
-    var oy = lo % p.hout;
+    var at = vec2<u32>(lo / p.hout, lo % p.hout); // (n, oy)
     let zero = Acc4(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     var a0 = zero; // the lane's 4 input channels x co block cb0
     var a1 = zero;
@@ -58,9 +57,9 @@ fn conv2d_weight_grad(
     var a6 = zero;
     var a7 = zero;
     for (var row = lo; row < hi; row++) {
-        let iy = i32(oy * p.stride + ky) - i32(p.pad_top);
-        let row_ok = iy >= 0 && iy < i32(p.h);
-        let x_row = (n * p.h + u32(max(iy, 0))) * p.w;
+        let input = input_row(at.x, at.y, ky);
+        let row_ok = input.ok;
+        let x_row = input.first;
         var ix = i32(kx) - i32(p.pad_left);
         var g_at = row * p.wout * p.cout4 + my_block;
         for (var ox = 0u; ox < p.wout; ox++) {
@@ -79,11 +78,7 @@ fn conv2d_weight_grad(
             ix += i32(p.stride);
             g_at += p.cout4;
         }
-        oy += 1u;
-        if (oy == p.hout) {
-            oy = 0u;
-            n += 1u;
-        }
+        at = next_row(at);
     }
     if (!valid) {
         return;

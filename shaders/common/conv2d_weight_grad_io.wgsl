@@ -31,3 +31,20 @@ fn outer(acc: Acc4, xv: vec4<f32>, g: vec4<f32>) -> Acc4 {
 fn row_of(acc: Acc4, k: u32) -> vec4<f32> {
     return select(select(acc.a, acc.b, k == 1u), select(acc.c, acc.d, k == 3u), k >= 2u);
 }
+
+// Output row (n, oy) at tap row ky: the input row it reads (its first pixel), and whether that
+// row is inside the image (padding rows read as zeros).
+struct InputRow { ok: bool, first: u32 }
+
+fn input_row(n: u32, oy: u32, ky: u32) -> InputRow {
+    let iy = i32(oy * p.stride + ky) - i32(p.pad_top);
+    return InputRow(iy >= 0 && iy < i32(p.h), (n * p.h + u32(max(iy, 0))) * p.w);
+}
+
+// The output row after (n, oy), images in order.
+fn next_row(at: vec2<u32>) -> vec2<u32> {
+    if (at.y + 1u == p.hout) {
+        return vec2<u32>(at.x + 1u, 0u);
+    }
+    return vec2<u32>(at.x, at.y + 1u);
+}
