@@ -380,32 +380,43 @@ pub fn conv2d_backward_params(
     check_len("conv2d backward", "d weight", g.dw, packed_len)?;
     // d chan [N, Cout] (dy's planes summed, times scale) comes with dy's channels-last copy; d
     // bias = a row of ones times d chan viewed as [N, Cout]: a matmul, whose k loop runs in order.
+    // With one image d bias is d chan: written there directly, or copied.
+    if let Some(db) = g.db {
+        check_len("conv2d backward", "d bias", db, s.cout)?;
+    }
     let own_dchan;
-    let dchan = match g.dchan {
-        Some(b) => {
+    let dchan = match (g.dchan, g.db) {
+        (Some(b), _) => {
             check_len("conv2d backward", "d channel add", b, s.n * s.cout)?;
             b
         }
-        None => {
+        (None, Some(db)) if s.n == 1 => db,
+        (None, _) => {
             own_dchan = ctx.scratch_buffer("conv2d backward: d channel add", s.n * s.cout);
             &own_dchan
         }
     };
     let mut out = weight_grad(ctx, variant, s, x, dy, scale, g.dw, dchan)?;
-    if let Some(db) = g.db {
-        check_len("conv2d backward", "d bias", db, s.cout)?;
-        let ones = ctx.constant_buffer("conv2d backward: constant column", s.n, 1.0);
-        let sum_n = MatmulShape {
-            batch: 1,
-            m: 1,
-            n: s.cout,
-            k: s.n,
-            a: Strides::row_major(1, s.n),
-            b: Strides::row_major(s.n, s.cout),
-            bias: Bias::None,
-            silu: false,
-        };
-        out.extend(matmul::matmul(ctx, Launch::Auto, &sum_n, &ones, dchan, None, db)?);
+    match g.db {
+        Some(db) if s.n == 1 && g.dchan.is_some() => {
+            let copy = CopyOp::buffer(dchan, 0, db, 0, 4 * s.cout as u64);
+            out.push(Dispatch::copies_only("conv2d backward: d bias", vec![copy], Cost::default()));
+        }
+        Some(db) if s.n > 1 => {
+            let ones = ctx.constant_buffer("conv2d backward: constant column", s.n, 1.0);
+            let sum_n = MatmulShape {
+                batch: 1,
+                m: 1,
+                n: s.cout,
+                k: s.n,
+                a: Strides::row_major(1, s.n),
+                b: Strides::row_major(s.n, s.cout),
+                bias: Bias::None,
+                silu: false,
+            };
+            out.extend(matmul::matmul(ctx, Launch::Auto, &sum_n, &ones, dchan, None, db)?);
+        }
+        _ => {}
     }
     Ok(out)
 }

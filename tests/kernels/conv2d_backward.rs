@@ -19,7 +19,7 @@
 //! splits); 33 x 28 x 28 = 25,872 pixels (16 splits); single and partial blocks (3 -> 36: one
 //! input block, 9 output blocks, a second block of 32 with one; 5 -> 9; 12 -> 20), 32 -> 64 (72
 //! lanes: three workgroups of 24), stride 2 with both paddings, 1x1, 5x5; the same bits when run
-//! twice.
+//! twice; d bias without d channel add (one image: written in its place).
 
 use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Padding};
 use wgpu_diffusion::kernels::conv2d_backward as back;
@@ -71,6 +71,15 @@ fn check_params(
         assert_close(&format!("{what}: d channel add"), &read(&dchan), &want_dchan, RTOL);
         ctx().run(&d);
         assert_eq!(read(&dw), got, "{what}: the same bits again");
+        // Without d channel add (a conv with no time embedding): d bias the same (with one
+        // image it is written where d channel add would be).
+        let (dw2, db2) = (output(s.packed_weight_len()), output(cout));
+        let g2 = back::ConvParamGrads { dw: &dw2.buffer, db: Some(&db2.buffer), dchan: None };
+        let d =
+            back::conv2d_backward_params(ctx(), variant, &s, &xt.buffer, &dyt.buffer, scale, &g2).unwrap();
+        ctx().run(&d);
+        assert_eq!(read(&dw2), got, "{what}: d weight without d channel add");
+        assert_close(&format!("{what}: d bias without d channel add"), &read(&db2), &want_db, RTOL);
     }
 }
 
