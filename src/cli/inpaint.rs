@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use wgpu_diffusion::diffusion::repaint::{self, InpaintInput, RepaintPlan};
 use wgpu_diffusion::diffusion::SamplerKind;
 use wgpu_diffusion::gpu::Context;
@@ -131,10 +130,9 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
         args.seed,
         ctx.info.name
     );
-    let bar = ProgressBar::new(plan.entries.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps and undo steps  {per_sec}  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    let bar = super::progress_bar(
+        plan.entries.len() as u64,
+        "{bar:30} {pos}/{len} steps and undo steps  {per_sec}  ETA {eta}",
     );
     let t0 = Instant::now();
     let input = InpaintInput {

@@ -57,6 +57,17 @@ impl DeviceArgs {
     }
 }
 
+/// A progress bar of `len` steps drawn with `template` (indicatif's syntax; its default bar if the
+/// template does not parse).
+fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Sample(args) => sample::run(&args),

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use wgpu_diffusion::diffusion::{
     self, ChainInput, Img2ImgStart, SamplerKind, SamplerPlan, SchedulerConfig, Shard,
 };
@@ -291,11 +290,7 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
         ctx.info.name
     );
     // The chain reports (done, total); total counts steps over all micro-batches.
-    let bar = ProgressBar::new(plan.rows.len() as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = super::progress_bar(plan.rows.len() as u64, "{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}");
     let t0 = Instant::now();
     let input = ChainInput {
         seed: args.seed,

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value};
 use wgpu_diffusion::diffusion::{self, ChainInput, SamplerKind, SamplerPlan, SchedulerConfig};
 use wgpu_diffusion::gpu::Context;
@@ -419,11 +418,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         if trainer.batches.resident { "resident" } else { "streamed" },
         trainer.step.peak_bytes as f64 / (1 << 20) as f64,
     );
-    let bar = ProgressBar::new(recipe.steps);
-    bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    let bar = super::progress_bar(recipe.steps, "{bar:30} {pos}/{len} steps  {msg}  ETA {eta}");
     bar.set_position(first);
     let t0 = Instant::now();
     let write_logs = |logs: Vec<StepLog>, log: &mut RunLog| -> Result<()> {
