@@ -416,6 +416,7 @@ pub fn conv2d_backward_params(
             };
             out.extend(matmul::matmul(ctx, Launch::Auto, &sum_n, &ones, dchan, None, db)?);
         }
+        // No bias, or one image without d channel add: d bias was written as d chan.
         _ => {}
     }
     Ok(out)
@@ -446,18 +447,23 @@ fn weight_grad(
     let (ho, wo) = s.out_hw()?;
     let packed_len = s.packed_weight_len();
     let (cin4, cout4) = (s.cin.div_ceil(4), s.cout.div_ceil(4));
-    // The subgroup kernel's invocations: (tap, ci block) a row of workgroups of `wg`, times the
-    // blocks of 32 output channels; the portable one's: (tap, pair of ci blocks, pair of co blocks).
+    // Each split's invocations and workgroups. The subgroup kernel's: (tap, ci block) a row of
+    // workgroups of `wg`, times the blocks of 32 output channels; the portable one's: (tap, pair
+    // of ci blocks, pair of co blocks), 64 a workgroup, splits continuing the same index.
     let subgroups = use_subgroups(ctx, variant, cout4 >= 8, "conv2d weight gradient")?;
     let lanes = s.kh * s.kw * cin4;
-    let wg = if ctx.is_cpu() { tight_workgroup(lanes) } else { 64 };
     let blocks = s.kh * s.kw * cin4.div_ceil(2) * cout4.div_ceil(2);
-    let invocations = if subgroups { lanes.div_ceil(wg) * wg * cout4.div_ceil(8) } else { blocks };
+    let (wg, invocations) = if subgroups {
+        let wg = if ctx.is_cpu() { tight_workgroup(lanes) } else { 64 };
+        (wg, lanes.div_ceil(wg) * wg * cout4.div_ceil(8))
+    } else {
+        (64, blocks)
+    };
     let pixels = s.n * ho * wo;
     // Splits fill the device. A CPU driver runs a workgroup a thread at a time: a few workgroups
     // a thread keep it busy, and more splits only make the reduce longer.
     let busy = if ctx.is_cpu() {
-        let groups = invocations.div_ceil(if subgroups { wg } else { 64 });
+        let groups = invocations.div_ceil(wg);
         CPU_BUSY_WORKGROUPS.div_ceil(groups).clamp(1, (pixels / MIN_PIXELS_PER_SPLIT).max(1))
     } else {
         split_count(invocations, pixels, MIN_PIXELS_PER_SPLIT)
@@ -483,13 +489,17 @@ fn weight_grad(
         let bytes = 4 * (s.n * hw * (c + 4 * c4)) as u64;
         out.push(ctx.dispatch(
             &CHANNELS_LAST,
-            &[("SUM", if sum { 1.0 } else { 0.0 })],
+            &[("SUM", sum as u8 as f64)],
             &[src, dst, &params, dchan],
             [c4 as u32, s.n as u32, 1],
             Cost { flops: 0, bytes },
         )?);
     }
-    let workgroups = grid_1d(ctx, blocks * splits, 64);
+    let (spec, workgroups) = if subgroups {
+        (&WEIGHT_GRAD_SUBGROUP, [lanes.div_ceil(wg) as u32, cout4.div_ceil(8) as u32, splits as u32])
+    } else {
+        (&WEIGHT_GRAD, grid_1d(ctx, blocks * splits, wg))
+    };
     let params = ctx.uniform(&WeightGradParams {
         n: s.n as u32,
         cin: s.cin as u32,
@@ -512,15 +522,11 @@ fn weight_grad(
         splits: splits as u32,
         _pad: 0,
     });
-    let (spec, overrides, workgroups) = if subgroups {
-        let grid = [lanes.div_ceil(wg) as u32, cout4.div_ceil(8) as u32, splits as u32];
-        (&WEIGHT_GRAD_SUBGROUP, vec![("WG", wg as f64)], grid)
-    } else {
-        (&WEIGHT_GRAD, vec![], workgroups)
-    };
+    // The portable kernel's workgroup is its constant 64.
+    let overrides: &[(&str, f64)] = if subgroups { &[("WG", wg as f64)] } else { &[] };
     out.push(ctx.dispatch_texels(
         spec,
-        &overrides,
+        overrides,
         &[&xt, &dyt, scratch.as_ref().unwrap_or(dw), &params],
         &[xt_len, dyt_len],
         workgroups,
