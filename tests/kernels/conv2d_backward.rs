@@ -23,20 +23,8 @@
 
 use wgpu_diffusion::kernels::conv2d::{self, Conv2dShape, Padding};
 use wgpu_diffusion::kernels::conv2d_backward as back;
-use wgpu_diffusion::kernels::{has_subgroup_kernels, Variant};
 
 use crate::*;
-
-/// The weight gradient's kernels this adapter runs: the portable one, and the subgroup one where
-/// subgroups of 8+ lanes exist (forced on every shape, also below the 32 output channels where
-/// Auto would pick it).
-fn variants() -> Vec<Variant> {
-    let mut v = vec![Variant::Portable];
-    if has_subgroup_kernels(ctx()) {
-        v.push(Variant::Subgroup);
-    }
-    v
-}
 
 #[allow(clippy::too_many_arguments)]
 fn check_params(
@@ -61,6 +49,8 @@ fn check_params(
     let g = back::ConvParamGrads { dw: &dw.buffer, db: Some(&db.buffer), dchan: Some(&dchan.buffer) };
     // In the packed layout, padding channels zero.
     let want_packed = conv2d::pack_weight(&want_dw, cout, cin, k, k).unwrap();
+    // Each kernel on every shape (the subgroup one also below the 32 output channels where Auto
+    // would pick it).
     for variant in variants() {
         let d = back::conv2d_backward_params(ctx(), variant, &s, &xt.buffer, &dyt.buffer, scale, &g).unwrap();
         ctx().run(&d);

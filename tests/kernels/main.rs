@@ -23,3 +23,15 @@ mod softmax;
 #[path = "../common/mod.rs"]
 mod common;
 pub use common::*;
+
+/// The variants of a kernel family with a subgroup kernel (conv2d, its weight gradient, matmul)
+/// that this adapter runs: the portable one, and the subgroup one where subgroups of 8+ lanes
+/// exist.
+pub fn variants() -> Vec<wgpu_diffusion::kernels::Variant> {
+    use wgpu_diffusion::kernels::{has_subgroup_kernels, Variant};
+    let mut v = vec![Variant::Portable];
+    if has_subgroup_kernels(ctx()) {
+        v.push(Variant::Subgroup);
+    }
+    v
+}

@@ -1,6 +1,6 @@
 use rand::Rng;
 use wgpu_diffusion::kernels::matmul::{self, Bias, MatmulShape, Strides};
-use wgpu_diffusion::kernels::{has_subgroup_kernels, Launch, Variant};
+use wgpu_diffusion::kernels::Launch;
 
 use crate::*;
 
@@ -14,11 +14,7 @@ fn check(s: MatmulShape, seed: u64) {
     let want = matmul::reference(&s, &a, &b, Some(&bias));
     let (at, bt, biast, c) = (upload(&a), upload(&b), upload(&bias), output(s.batch * s.m * s.n));
     let bias_buf = (s.bias != Bias::None).then_some(&*biast.buffer);
-    let mut variants = vec![Variant::Portable];
-    if has_subgroup_kernels(ctx()) {
-        variants.push(Variant::Subgroup);
-    }
-    for v in variants {
+    for v in variants() {
         ctx().run(
             &matmul::matmul(ctx(), Launch::One(v), &s, &at.buffer, &bt.buffer, bias_buf, &c.buffer).unwrap(),
         );
