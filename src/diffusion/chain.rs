@@ -218,24 +218,20 @@ impl<'a> Chain<'a> {
     /// table row), the UNet, fresh noise (absent for samplers that add none), and the update with
     /// the counter's advance.
     fn step(&self, start: usize) -> Result<[Vec<Dispatch>; 4]> {
-        let (ctx, len, steps) = (self.ctx, self.len(), self.plan.rows.len());
-        let prepare = diffusion::prepare_step(
-            ctx,
-            self.micro,
-            len,
-            steps,
-            &self.x.buffer,
-            &self.table.buffer,
-            &self.counter.buffer,
-            self.net.sample_buffer(),
-            self.net.timesteps_buffer(),
-        )?;
+        let state = StepState {
+            x: &self.x.buffer,
+            noise: &self.noise.buffer,
+            prev_x0: &self.prev_x0.buffer,
+            table: &self.table.buffer,
+            counter: &self.counter.buffer,
+        };
+        let (prepare, update) = step_ends(self.ctx, &self.net, self.len(), self.plan.rows.len(), &state)?;
         let mut noise = vec![];
         if self.plan.adds_noise {
             let key =
                 rng::NoiseKey { seed: self.input.seed, stream_base: start as u32, substream: STEP_SUBSTREAM };
             noise.push(rng::normal(
-                ctx,
+                self.ctx,
                 key,
                 self.micro,
                 self.per,
@@ -243,20 +239,52 @@ impl<'a> Chain<'a> {
                 &self.noise.buffer,
             )?);
         }
-        let bufs = diffusion::StepBuffers {
-            x: &self.x.buffer,
-            model_out: self.net.output_buffer(),
-            noise: &self.noise.buffer,
-            prev_x0: &self.prev_x0.buffer,
-            table: &self.table.buffer,
-            step_counter: &self.counter.buffer,
-        };
-        let update = vec![
-            diffusion::sampler_step(ctx, len, steps, &bufs)?,
-            diffusion::advance_step(ctx, &self.counter.buffer)?,
-        ];
         Ok([vec![prepare], self.net.exe.dispatches.clone(), noise, update])
     }
+}
+
+/// What a reverse step reads and updates around the UNet: the sample, its fresh noise, the
+/// previous x0, the table of step coefficients and the counter that picks its row.
+pub(crate) struct StepState<'a> {
+    pub x: &'a wgpu::Buffer,
+    pub noise: &'a wgpu::Buffer,
+    pub prev_x0: &'a wgpu::Buffer,
+    pub table: &'a wgpu::Buffer,
+    pub counter: &'a wgpu::Buffer,
+}
+
+/// A reverse step's two ends around the UNet `net` (its batch of images, `len` values in all,
+/// `steps` table rows): prepare (the model input and timestep from the counter's row), and the
+/// sampler update with the counter's advance. The sampling chain and RePaint both run them.
+pub(crate) fn step_ends(
+    ctx: &Context,
+    net: &UNetExecutable,
+    len: usize,
+    steps: usize,
+    s: &StepState,
+) -> Result<(Dispatch, Vec<Dispatch>)> {
+    let prepare = diffusion::prepare_step(
+        ctx,
+        net.batch,
+        len,
+        steps,
+        s.x,
+        s.table,
+        s.counter,
+        net.sample_buffer(),
+        net.timesteps_buffer(),
+    )?;
+    let bufs = diffusion::StepBuffers {
+        x: s.x,
+        model_out: net.output_buffer(),
+        noise: s.noise,
+        prev_x0: s.prev_x0,
+        table: s.table,
+        step_counter: s.counter,
+    };
+    let update =
+        vec![diffusion::sampler_step(ctx, len, steps, &bufs)?, diffusion::advance_step(ctx, s.counter)?];
+    Ok((prepare, update))
 }
 
 /// Runs the whole reverse chain for `input.images` and returns their final samples, in order

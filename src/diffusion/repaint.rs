@@ -6,6 +6,7 @@
 
 use std::ops::Range;
 
+use super::chain::{step_ends, StepState};
 use super::samplers::SchedulerConfig;
 use crate::gpu::{Context, CopyOp, Cost, Dispatch, Tensor};
 use crate::graph::replay::replay_sequence;
@@ -228,31 +229,16 @@ pub fn inpaint(
     let [step_counter, mix_counter, draw_counter] = &counters;
     let tape = input.noise_tape.map(|t| ctx.upload(t, &[t.len()])).transpose()?;
     // The chain's parts: a UNet evaluation, the step's update, the join or renoising, a draw.
-    let prepare = diffusion::prepare_step(
-        ctx,
-        micro,
-        len,
-        plan.steps.len(),
-        &x.buffer,
-        &step_table.buffer,
-        &step_counter.buffer,
-        net.sample_buffer(),
-        net.timesteps_buffer(),
-    )?;
-    let mut unet_part = vec![prepare];
-    unet_part.extend(net.exe.dispatches.iter().cloned());
-    let bufs = diffusion::StepBuffers {
+    let state = StepState {
         x: &x.buffer,
-        model_out: net.output_buffer(),
         noise: &noise.buffer,
         prev_x0: &prev_x0.buffer,
         table: &step_table.buffer,
-        step_counter: &step_counter.buffer,
+        counter: &step_counter.buffer,
     };
-    let update = [
-        diffusion::sampler_step(ctx, len, plan.steps.len(), &bufs)?,
-        diffusion::advance_step(ctx, &step_counter.buffer)?,
-    ];
+    let (prepare, update) = step_ends(ctx, &net, len, plan.steps.len(), &state)?;
+    let mut unet_part = vec![prepare];
+    unet_part.extend(net.exe.dispatches.iter().cloned());
     let mb = MixBuffers {
         x: &x.buffer,
         orig: &orig.buffer,
