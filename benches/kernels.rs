@@ -115,8 +115,31 @@ fn matmul_case(name: &str, m: usize, n: usize, k: usize) -> Case {
     }
 }
 
-/// A conv2d's forward, then its backward: its input gradient and its weight + bias gradients,
-/// three rows (the forward beside them to compare GFLOP/s in one run).
+/// A conv2d's input gradient in `form`.
+fn conv_input_grad_case(
+    name: String,
+    shape: String,
+    s: Conv2dShape,
+    form: conv2d_backward::GradForm,
+) -> Case {
+    Case {
+        name,
+        shape,
+        build: Box::new(move |ctx| {
+            let out_len = s.out_len().expect("shape");
+            let (dy, w, dx) =
+                (zeros(ctx, out_len), zeros(ctx, s.packed_weight_len()), zeros(ctx, s.n * s.cin * s.h * s.w));
+            let d =
+                conv2d_backward::conv2d_backward_input(ctx, form, &s, &dy.buffer, &w.buffer, 1.0, &dx.buffer)
+                    .expect("conv2d dx");
+            (d, vec![dy, w, dx])
+        }),
+    }
+}
+
+/// A conv2d's forward, then its backward: its input gradient and its weight + bias gradients (the
+/// forward beside them to compare GFLOP/s in one run). Where the input gradient runs in the column
+/// form, a row of the conv form too, to compare.
 #[allow(clippy::too_many_arguments)]
 fn conv_backward_cases(
     name: &str,
@@ -127,23 +150,17 @@ fn conv_backward_cases(
     k: usize,
     stride: usize,
     pad: Padding,
-) -> [Case; 3] {
+) -> Vec<Case> {
+    use conv2d_backward::GradForm;
     let forward = conv_case(&format!("{name}-fwd"), n, cin, hw, cout, k, stride, pad);
     let s = Conv2dShape { n, cin, h: hw, w: hw, cout, kh: k, kw: k, stride, pad };
     let shape = format!("{n}x{cin}x{hw}x{hw} -> {cout}, {k}x{k}/{stride}");
-    let input = Case {
-        name: format!("{name}-dx"),
-        shape: shape.clone(),
-        build: Box::new(move |ctx| {
-            let out_len = s.out_len().expect("shape");
-            let (dy, w, dx) =
-                (zeros(ctx, out_len), zeros(ctx, s.packed_weight_len()), zeros(ctx, n * cin * hw * hw));
-            let d = conv2d_backward::conv2d_backward_input(ctx, &s, &dy.buffer, &w.buffer, 1.0, &dx.buffer)
-                .expect("conv2d dx");
-            (d, vec![dy, w, dx])
-        }),
-    };
-    let params = Case {
+    let mut rows =
+        vec![forward, conv_input_grad_case(format!("{name}-dx"), shape.clone(), s, GradForm::Auto)];
+    if GradForm::Auto.runs_columns(&s).expect("shape") {
+        rows.push(conv_input_grad_case(format!("{name}-dx-conv"), shape.clone(), s, GradForm::Conv));
+    }
+    rows.push(Case {
         name: format!("{name}-dw"),
         shape,
         build: Box::new(move |ctx| {
@@ -163,8 +180,8 @@ fn conv_backward_cases(
             .expect("conv2d dw");
             (d, vec![x, dy, dw, db])
         }),
-    };
-    [forward, input, params]
+    });
+    rows
 }
 
 fn gn_backward_case(name: &str, n: usize, c: usize, hw: usize, groups: usize, silu: bool) -> Case {
@@ -241,8 +258,11 @@ fn backward_cases() -> Vec<Case> {
     v.extend(conv_backward_cases("fashion-bwd-conv2d-64x7", 16, 64, 7, 64, 3, 1, same));
     v.extend(conv_backward_cases("fashion-bwd-conv2d-down", 16, 32, 28, 32, 3, 2, same));
     v.extend(conv_backward_cases("cifar-bwd-conv2d-128x32", 1, 128, 32, 128, 3, 1, same));
+    v.extend(conv_backward_cases("cifar-bwd-conv2d-256x16", 1, 256, 16, 256, 3, 1, same));
     v.extend(conv_backward_cases("cifar-bwd-conv2d-256x8", 1, 256, 8, 256, 3, 1, same));
+    v.extend(conv_backward_cases("cifar-bwd-conv2d-256x4", 1, 256, 4, 256, 3, 1, same));
     v.extend(conv_backward_cases("cifar-bwd-conv2d-down", 1, 128, 32, 128, 3, 2, Padding::right_bottom(1)));
+    v.extend(conv_backward_cases("cifar-bwd-conv2d-down16", 1, 256, 16, 256, 3, 2, Padding::right_bottom(1)));
     v.push(gn_backward_case("fashion-bwd-group-norm-32x28", 16, 32, 28, 8, true));
     v.push(gn_backward_case("cifar-bwd-group-norm-128x32", 1, 128, 32, 32, true));
     v.push(attn_backward_case("fashion-bwd-attention-7x7", 16, 2, 32, 49));

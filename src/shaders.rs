@@ -28,6 +28,7 @@ shader!(CONV2D_WEIGHT_GRAD, "conv2d_weight_grad.wgsl", shared "conv2d_weight_gra
 shader!(CONV2D_WEIGHT_GRAD_SUBGROUP, "conv2d_weight_grad_subgroup.wgsl", shared "conv2d_weight_grad_io.wgsl");
 shader!(CHANNELS_LAST, "channels_last.wgsl");
 shader!(FLIP_WEIGHT, "flip_weight.wgsl");
+shader!(COL2IM, "col2im.wgsl");
 shader!(MATMUL, "matmul.wgsl", shared "matmul_io.wgsl");
 shader!(MATMUL_SUBGROUP, "matmul_subgroup.wgsl", shared "matmul_io.wgsl");
 shader!(MATMUL_REDUCE, "matmul_reduce.wgsl");
@@ -46,7 +47,7 @@ shader!(OPTIM, "optim.wgsl");
 shader!(DATA, "data.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 24] = [
+pub static ALL: [&ShaderSource; 25] = [
     &CONV2D,
     &CONV2D_SUBGROUP,
     &CONV2D_REDUCE,
@@ -55,6 +56,7 @@ pub static ALL: [&ShaderSource; 24] = [
     &CONV2D_WEIGHT_GRAD_SUBGROUP,
     &CHANNELS_LAST,
     &FLIP_WEIGHT,
+    &COL2IM,
     &MATMUL,
     &MATMUL_SUBGROUP,
     &MATMUL_REDUCE,

@@ -82,7 +82,7 @@ impl Conv2dShape {
         Ok(self.n * self.cout * ho * wo)
     }
 
-    fn cout4(&self) -> usize {
+    pub(crate) fn cout4(&self) -> usize {
         self.cout.div_ceil(4)
     }
 

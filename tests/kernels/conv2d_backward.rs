@@ -1,8 +1,10 @@
 //! conv2d's backward against its reference.
 //!
-//! Geometry: the input gradient is a weight flip (1-D over the flipped weight), a dilation for
-//! stride 2 (1-D over the dilated map) and a stride-1 forward conv (see conv2d.rs for its grid,
-//! which these shapes reach the same way: 1 to 33 images of 7x7 and 8x8, channel blocks partial).
+//! Geometry: the input gradient's conv form is a weight flip (1-D over the flipped weight), a
+//! dilation or phases for strides (1-D over the map) and a stride-1 forward conv (see conv2d.rs
+//! for its grid, which these shapes reach the same way: 1 to 33 images of 7x7 and 8x8, channel
+//! blocks partial). Its column form is a matmul (see matmul.rs) and col2im, 1-D over dx's rows in
+//! workgroups of 64 (up to 11 here), the stride a pipeline constant. Both forms run every case.
 //! Cases: every batch in BATCHES at 3 -> 36 channels, 3x3 same padding; stride 2 with both of
 //! diffusers' paddings on even and odd maps (output padding 1 and 0); 1x1; 5x5 with padding 2;
 //! an output scale.
@@ -112,9 +114,12 @@ fn check(
     let want = back::reference_backward_input(&s, &dy, &weight, scale);
     let packed = conv2d::pack_weight(&weight, cout, cin, k, k).unwrap();
     let (dyt, wt, dx) = (upload(&dy), upload(&packed), output(n * cin * h * w));
-    let d = back::conv2d_backward_input(ctx(), &s, &dyt.buffer, &wt.buffer, scale, &dx.buffer).unwrap();
-    ctx().run(&d);
-    assert_close(&format!("conv2d input gradient {s:?}"), &read(&dx), &want, RTOL);
+    for form in [back::GradForm::Conv, back::GradForm::Columns] {
+        let d =
+            back::conv2d_backward_input(ctx(), form, &s, &dyt.buffer, &wt.buffer, scale, &dx.buffer).unwrap();
+        ctx().run(&d);
+        assert_close(&format!("conv2d input gradient {s:?}, {form:?} form"), &read(&dx), &want, RTOL);
+    }
 }
 
 #[test]
@@ -146,4 +151,8 @@ fn conv2d_input_gradient_strides_paddings_and_kernels() {
     check(3, 6, 5, 6, 7, 1, 1, Padding::default(), 1.0, 40);
     check(1, 2, 6, 6, 3, 5, 1, Padding::same(2), 1.0, 41);
     check(2, 32, 8, 8, 64, 3, 1, Padding::same(1), 0.7, 42);
+    // Where Auto picks the column form (N Ho Wo <= Cout), at ddpm-cifar10-32's low resolutions.
+    check(2, 64, 4, 5, 96, 3, 1, Padding::same(1), 1.0, 45);
+    check(1, 256, 4, 4, 256, 3, 1, Padding::same(1), 1.0, 46);
+    check(1, 96, 8, 8, 80, 3, 2, Padding::right_bottom(1), 1.0, 47);
 }

@@ -198,7 +198,7 @@ impl OpKind for Conv2dBackwardInput {
 
     fn lower(&self, env: &Env, outs: &[TensorId]) -> Result<Vec<Dispatch>> {
         let (dy, w, dx) = (env.buffer(self.dy), env.buffer(self.weight), env.buffer(outs[0]));
-        backward::conv2d_backward_input(env.ctx, &self.shape, dy, w, self.scale, dx)
+        backward::conv2d_backward_input(env.ctx, backward::GradForm::Auto, &self.shape, dy, w, self.scale, dx)
     }
 
     fn reference(&self, env: &Env) -> Result<Vec<Vec<f32>>> {
