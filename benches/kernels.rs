@@ -138,7 +138,7 @@ fn conv_input_grad_case(
 }
 
 /// A conv2d's forward, then its backward: its input gradient and its weight + bias gradients (the
-/// forward beside them to compare GFLOP/s in one run). Where the input gradient runs in the column
+/// forward beside them to compare GFLOP/s in one run). Where the input gradient may run in another
 /// form, a row of the conv form too, to compare.
 #[allow(clippy::too_many_arguments)]
 fn conv_backward_cases(
@@ -157,7 +157,9 @@ fn conv_backward_cases(
     let shape = format!("{n}x{cin}x{hw}x{hw} -> {cout}, {k}x{k}/{stride}");
     let mut rows =
         vec![forward, conv_input_grad_case(format!("{name}-dx"), shape.clone(), s, GradForm::Auto)];
-    if GradForm::Auto.runs_columns(&s).expect("shape") {
+    // The forms Auto may pick over the conv form: columns (small maps) and the stride-2 kernel.
+    let (ho, wo) = s.out_hw().expect("shape");
+    if n * ho * wo <= cout || stride == 2 {
         rows.push(conv_input_grad_case(format!("{name}-dx-conv"), shape.clone(), s, GradForm::Conv));
     }
     rows.push(Case {

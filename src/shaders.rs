@@ -23,6 +23,7 @@ macro_rules! shader {
 shader!(CONV2D, "conv2d.wgsl", shared "conv2d_io.wgsl");
 shader!(CONV2D_SUBGROUP, "conv2d_subgroup.wgsl", shared "conv2d_io.wgsl");
 shader!(CONV2D_REDUCE, "conv2d_reduce.wgsl");
+shader!(CONV2D_TRANSPOSE_SUBGROUP, "conv2d_transpose_subgroup.wgsl", shared "conv2d_io.wgsl");
 shader!(CONV2D_BACKWARD, "conv2d_backward.wgsl");
 shader!(CONV2D_WEIGHT_GRAD, "conv2d_weight_grad.wgsl", shared "conv2d_weight_grad_io.wgsl");
 shader!(CONV2D_WEIGHT_GRAD_SUBGROUP, "conv2d_weight_grad_subgroup.wgsl", shared "conv2d_weight_grad_io.wgsl");
@@ -47,10 +48,11 @@ shader!(OPTIM, "optim.wgsl");
 shader!(DATA, "data.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 25] = [
+pub static ALL: [&ShaderSource; 26] = [
     &CONV2D,
     &CONV2D_SUBGROUP,
     &CONV2D_REDUCE,
+    &CONV2D_TRANSPOSE_SUBGROUP,
     &CONV2D_BACKWARD,
     &CONV2D_WEIGHT_GRAD,
     &CONV2D_WEIGHT_GRAD_SUBGROUP,

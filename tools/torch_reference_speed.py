@@ -84,8 +84,11 @@ def conv_backward_rows(device):
         ("fashion-bwd-conv2d-64x7", 16, 64, 7, 1, (1, 1, 1, 1)),
         ("fashion-bwd-conv2d-down", 16, 32, 28, 2, (1, 1, 1, 1)),
         ("cifar-bwd-conv2d-128x32", 1, 128, 32, 1, (1, 1, 1, 1)),
+        ("cifar-bwd-conv2d-256x16", 1, 256, 16, 1, (1, 1, 1, 1)),
         ("cifar-bwd-conv2d-256x8", 1, 256, 8, 1, (1, 1, 1, 1)),
+        ("cifar-bwd-conv2d-256x4", 1, 256, 4, 1, (1, 1, 1, 1)),
         ("cifar-bwd-conv2d-down", 1, 128, 32, 2, (0, 1, 0, 1)),
+        ("cifar-bwd-conv2d-down16", 1, 256, 16, 2, (0, 1, 0, 1)),
     ]:
         x = torch.nn.functional.pad(torch.randn(n, c, hw, hw, device=device), pad)
         w, b = torch.randn(c, c, 3, 3, device=device), torch.randn(c, device=device)

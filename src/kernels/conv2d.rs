@@ -296,6 +296,61 @@ fn check_epilogue(s: &Conv2dShape, out_len: usize, epilogue: &Epilogue) -> Resul
     Ok(())
 }
 
+/// conv2d_transpose_subgroup.wgsl's launch (conv2d's input gradient at stride 2, see
+/// conv2d_backward.rs): dy [N, Cout, Ho, Wo] and the flipped weight into dx, with the forward's
+/// shape `s`, times `scale`.
+pub(crate) fn transpose_stride2(
+    ctx: &Context,
+    s: &Conv2dShape,
+    dy: &wgpu::Buffer,
+    flipped: &wgpu::Buffer,
+    scale: f32,
+    dx: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    static SPEC_TRANSPOSE: KernelSpec = KernelSpec {
+        shader: &crate::shaders::CONV2D_TRANSPOSE_SUBGROUP,
+        entry: "conv2d_transpose",
+        bindings: BINDINGS,
+    };
+    let (ho, wo) = s.out_hw()?;
+    let cin4 = s.cin.div_ceil(4);
+    let (dy_len, dx_len) = (s.n * s.cout * ho * wo, s.n * s.cin * s.h * s.w);
+    let flipped_len = s.kh * s.kw * s.cout * cin4 * 4;
+    check_len("conv2d transpose", "dy", dy, dy_len)?;
+    check_len("conv2d transpose", "flipped weight", flipped, flipped_len)?;
+    check_len("conv2d transpose", "dx", dx, dx_len)?;
+    let quads = s.n * s.h * s.w / 4;
+    let wg_x = quads.next_power_of_two().clamp(8, 64);
+    let params = ctx.uniform(&Params {
+        n: s.n as u32,
+        cin: s.cout as u32,
+        h: ho as u32,
+        w: wo as u32,
+        cout: s.cin as u32,
+        hout: s.h as u32,
+        wout: s.w as u32,
+        cout4: cin4 as u32,
+        kh: s.kh as u32,
+        kw: s.kw as u32,
+        stride: s.stride as u32,
+        pad_top: s.pad.top as u32,
+        pad_left: s.pad.left as u32,
+        scale,
+        split_chans: 0,
+        split_len: 0,
+    });
+    let dummy = &ctx.dummy;
+    let overrides = [("WG_X", wg_x as f64), ("HAS_BIAS", 0.0), ("ALIGNED", 1.0)];
+    ctx.dispatch_texels(
+        &SPEC_TRANSPOSE,
+        &overrides,
+        &[dy, flipped, dummy, dummy, dummy, dx, &params],
+        &[dy_len, flipped_len],
+        [groups(quads, wg_x), groups(cin4, 8), 1],
+        Cost { flops: s.flops(), bytes: 4 * (dy_len + flipped_len + dx_len) as u64 },
+    )
+}
+
 /// One conv2d dispatch of `variant`; `split` for split-K's first pass.
 #[allow(clippy::too_many_arguments)]
 fn one(

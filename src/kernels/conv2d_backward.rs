@@ -10,7 +10,9 @@
 //! dy itself with the taps that reach that residue, interleaved into dx (no products with the
 //! dilated dy's zeros: 3 in 4 at stride 2). Where the map is small beside the channels, the
 //! input gradient runs in the column form instead (`GradForm`): a matmul over the packed weight as
-//! it is, then col2im (no flipped weight, whose copy was most of an 8x8 input gradient).
+//! it is, then col2im (no flipped weight, whose copy was most of an 8x8 input gradient). At stride
+//! 2 over narrow maps one kernel does the phases' work in one dispatch, with no interleave
+//! (conv2d_transpose_subgroup.wgsl).
 
 use crate::gpu::{Binding, Context, CopyOp, Cost, Dispatch, KernelSpec};
 use crate::kernels::conv2d::{self, Conv2dShape, Epilogue, Launch, Padding};
@@ -102,30 +104,48 @@ fn transposed_shape(s: &Conv2dShape) -> Result<Conv2dShape> {
     Ok(Conv2dShape { n: s.n, cin: s.cout, h: hd, w: wd, cout: s.cin, kh: s.kh, kw: s.kw, stride: 1, pad })
 }
 
-/// How conv2d's input gradient runs: two exact forms (the tests run each on every case).
+/// How conv2d's input gradient runs: three exact forms (the tests run each on every case it
+/// applies to).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GradForm {
     /// The column form where the map is small beside the output channels (N Ho Wo <= Cout: its
-    /// columns are then no larger than the flipped weight the conv form writes every step), else
-    /// the conv form. On lavapipe the column form ran ddpm-cifar10-32's 256-channel input
-    /// gradients at 16x16 to 4x4 in 0.55-0.85 of the conv form's time, and 32x32 at 128 channels
-    /// (8 times the columns) in twice.
+    /// columns are then no larger than the flipped weight the conv form writes every step); the
+    /// transposed kernel at stride 2 where the phases' dy rows are not whole texels (Wo % 4 != 0,
+    /// so their convs read value by value) and dx has 32 channels or more; else the conv form.
+    /// On lavapipe the column form ran ddpm-cifar10-32's 256-channel input gradients at 16x16 to
+    /// 4x4 in 0.55-0.85 of the conv form's time, and 32x32 at 128 channels (8 times the columns)
+    /// in twice; the transposed kernel ran the bundled model's 28 -> 14 input gradient about 17%
+    /// faster than its phases, and cifar's 32 -> 16 one (16-wide dy rows) slower.
     Auto,
     /// The forward conv kernel over the flipped weight (by phases where strided).
     Conv,
     /// A matmul of the packed weight with dy into columns (no flipped weight), summed into dx by
     /// col2im (col2im.wgsl).
     Columns,
+    /// Stride 2 in one dispatch (conv2d_transpose_subgroup.wgsl) over the flipped weight: needs
+    /// subgroups and W % 4 == 0 (see `transposed_applies`).
+    Transposed,
+}
+
+/// Whether `GradForm::Transposed` can run the input gradient of `s` on `ctx`.
+pub fn transposed_applies(ctx: &Context, s: &Conv2dShape) -> bool {
+    s.stride == 2 && s.w.is_multiple_of(4) && crate::kernels::has_subgroup_kernels(ctx)
 }
 
 impl GradForm {
-    /// Whether the input gradient of `s` runs in the column form.
-    pub fn runs_columns(self, s: &Conv2dShape) -> Result<bool> {
+    /// The form that runs the input gradient of `s` on `ctx`: Auto resolved, the others checked.
+    pub fn resolve(self, ctx: &Context, s: &Conv2dShape) -> Result<GradForm> {
         let (ho, wo) = s.out_hw()?;
         Ok(match self {
-            GradForm::Auto => s.n * ho * wo <= s.cout,
-            GradForm::Conv => false,
-            GradForm::Columns => true,
+            GradForm::Auto if s.n * ho * wo <= s.cout => GradForm::Columns,
+            GradForm::Auto if transposed_applies(ctx, s) && s.cin >= 32 && !wo.is_multiple_of(4) => {
+                GradForm::Transposed
+            }
+            GradForm::Auto => GradForm::Conv,
+            GradForm::Transposed if !transposed_applies(ctx, s) => bail_shape!(
+                "conv2d backward: the transposed kernel needs stride 2, W % 4 == 0 and subgroups ({s:?})"
+            ),
+            form => form,
         })
     }
 }
@@ -148,12 +168,17 @@ pub fn conv2d_backward_input(
     check_len("conv2d backward", "dy", dy, s.n * s.cout * ho * wo)?;
     check_len("conv2d backward", "weight", packed_weight, s.packed_weight_len())?;
     check_len("conv2d backward", "dx", dx, s.n * s.cin * s.h * s.w)?;
-    if form.runs_columns(s)? {
+    let form = form.resolve(ctx, s)?;
+    if form == GradForm::Columns {
         return input_grad_by_columns(ctx, s, dy, packed_weight, scale, dx);
     }
     let t = transposed_shape(s)?;
     let flipped = ctx.scratch_buffer("conv2d backward: flipped weight", t.packed_weight_len());
     let mut out = vec![flip_weight(ctx, s, packed_weight, &flipped)?];
+    if form == GradForm::Transposed {
+        out.push(conv2d::transpose_stride2(ctx, s, dy, &flipped, scale, dx)?);
+        return Ok(out);
+    }
     if s.stride > 1 {
         if let Some(phases) = phases(s)? {
             return by_phases(ctx, s, &phases, dy, &flipped, scale, dx, out);

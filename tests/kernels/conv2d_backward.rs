@@ -4,7 +4,9 @@
 //! dilation or phases for strides (1-D over the map) and a stride-1 forward conv (see conv2d.rs
 //! for its grid, which these shapes reach the same way: 1 to 33 images of 7x7 and 8x8, channel
 //! blocks partial). Its column form is a matmul (see matmul.rs) and col2im, 1-D over dx's rows in
-//! workgroups of 64 (up to 11 here), the stride a pipeline constant. Both forms run every case.
+//! workgroups of 64 (up to 11 here), the stride a pipeline constant. The transposed stride-2
+//! kernel is 1-D over (dx row, image, quad of 4 columns) in workgroups of 8 to 64, blocks of 32
+//! dx channels along y. Every form runs every case it applies to.
 //! Cases: every batch in BATCHES at 3 -> 36 channels, 3x3 same padding; stride 2 with both of
 //! diffusers' paddings on even and odd maps (output padding 1 and 0); 1x1; 5x5 with padding 2;
 //! an output scale.
@@ -114,7 +116,11 @@ fn check(
     let want = back::reference_backward_input(&s, &dy, &weight, scale);
     let packed = conv2d::pack_weight(&weight, cout, cin, k, k).unwrap();
     let (dyt, wt, dx) = (upload(&dy), upload(&packed), output(n * cin * h * w));
-    for form in [back::GradForm::Conv, back::GradForm::Columns] {
+    let mut forms = vec![back::GradForm::Conv, back::GradForm::Columns];
+    if back::transposed_applies(ctx(), &s) {
+        forms.push(back::GradForm::Transposed);
+    }
+    for form in forms {
         let d =
             back::conv2d_backward_input(ctx(), form, &s, &dyt.buffer, &wt.buffer, scale, &dx.buffer).unwrap();
         ctx().run(&d);
@@ -151,6 +157,14 @@ fn conv2d_input_gradient_strides_paddings_and_kernels() {
     check(3, 6, 5, 6, 7, 1, 1, Padding::default(), 1.0, 40);
     check(1, 2, 6, 6, 3, 5, 1, Padding::same(2), 1.0, 41);
     check(2, 32, 8, 8, 64, 3, 1, Padding::same(1), 0.7, 42);
+    // The transposed stride-2 kernel's geometry (W % 4 == 0): 1 to 2 blocks of 32 dx channels,
+    // lanes (row, image, quad) over 8 to 64 a workgroup, subgroups spanning two dx rows (3 quads
+    // a row) and one (8 quads), odd heights, 2x2, 3x3 and 5x5 kernels, both paddings.
+    check(12, 7, 9, 12, 36, 3, 2, Padding::same(1), 0.5, 48);
+    check(3, 40, 7, 28, 16, 3, 2, Padding::right_bottom(1), 1.0, 49);
+    check(2, 33, 6, 32, 9, 3, 2, Padding::same(1), 1.0, 50);
+    check(2, 6, 8, 8, 5, 2, 2, Padding::default(), 1.0, 51);
+    check(2, 6, 11, 12, 5, 5, 2, Padding::same(2), 1.0, 52);
     // Where Auto picks the column form (N Ho Wo <= Cout), at ddpm-cifar10-32's low resolutions.
     check(2, 64, 4, 5, 96, 3, 1, Padding::same(1), 1.0, 45);
     check(1, 256, 4, 4, 256, 3, 1, Padding::same(1), 1.0, 46);
