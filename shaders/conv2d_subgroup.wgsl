@@ -103,15 +103,5 @@ fn conv2d(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) 
             }
         }
     }
-    // The epilogue once, in a loop over the blocks that exist (see store4).
-    for (var j = 0u; j < min(8u, p.cout4 - cb0); j++) {
-        var a = pick(a0, a1, j == 1u);
-        a = pick(a, a2, j == 2u);
-        a = pick(a, a3, j == 3u);
-        a = pick(a, a4, j == 4u);
-        a = pick(a, a5, j == 5u);
-        a = pick(a, a6, j == 6u);
-        a = pick(a, a7, j == 7u);
-        store4(pix0, cb0 + j, a, npix);
-    }
+    store_blocks(pix0, cb0, npix, a0, a1, a2, a3, a4, a5, a6, a7);
 }

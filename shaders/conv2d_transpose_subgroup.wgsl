@@ -87,14 +87,5 @@ fn conv2d_transpose(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(work
     if (gid.x >= nquads) {
         return;
     }
-    for (var j = 0u; j < min(8u, p.cout4 - cb0); j++) {
-        var a = pick(a0, a1, j == 1u);
-        a = pick(a, a2, j == 2u);
-        a = pick(a, a3, j == 3u);
-        a = pick(a, a4, j == 4u);
-        a = pick(a, a5, j == 5u);
-        a = pick(a, a6, j == 6u);
-        a = pick(a, a7, j == 7u);
-        store4(first, cb0 + j, a, p.n * p.hout * p.wout);
-    }
+    store_blocks(first, cb0, p.n * p.hout * p.wout, a0, a1, a2, a3, a4, a5, a6, a7);
 }

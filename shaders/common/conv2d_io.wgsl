@@ -101,3 +101,19 @@ fn pick(a: Acc4, b: Acc4, take_b: bool) -> Acc4 {
     return Acc4(select(a.p0, b.p0, take_b), select(a.p1, b.p1, take_b), select(a.p2, b.p2, take_b),
                 select(a.p3, b.p3, take_b));
 }
+
+// The subgroup kernels' epilogue: blocks cb0 .. cb0 + 7 (those that exist) at pixels first ..
+// first + 3, once, in a loop over the blocks (see store4).
+fn store_blocks(first: u32, cb0: u32, npix: u32, a0: Acc4, a1: Acc4, a2: Acc4, a3: Acc4, a4: Acc4,
+                a5: Acc4, a6: Acc4, a7: Acc4) {
+    for (var j = 0u; j < min(8u, p.cout4 - cb0); j++) {
+        var a = pick(a0, a1, j == 1u);
+        a = pick(a, a2, j == 2u);
+        a = pick(a, a3, j == 3u);
+        a = pick(a, a4, j == 4u);
+        a = pick(a, a5, j == 5u);
+        a = pick(a, a6, j == 6u);
+        a = pick(a, a7, j == 7u);
+        store4(first, cb0 + j, a, npix);
+    }
+}

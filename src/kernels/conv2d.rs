@@ -165,6 +165,30 @@ struct Params {
     split_len: u32,
 }
 
+impl Params {
+    /// The parameters of shape `s` with output map `out_hw` (the kernels' Params, conv2d_io.wgsl).
+    fn new(s: &Conv2dShape, (hout, wout): (usize, usize), scale: f32, split: Option<Split>) -> Self {
+        Params {
+            n: s.n as u32,
+            cin: s.cin as u32,
+            h: s.h as u32,
+            w: s.w as u32,
+            cout: s.cout as u32,
+            hout: hout as u32,
+            wout: wout as u32,
+            cout4: s.cout4() as u32,
+            kh: s.kh as u32,
+            kw: s.kw as u32,
+            stride: s.stride as u32,
+            pad_top: s.pad.top as u32,
+            pad_left: s.pad.left as u32,
+            scale,
+            split_chans: split.map_or(0, |sp| sp.chans as u32),
+            split_len: split.map_or(0, |sp| sp.len as u32),
+        }
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct ReduceParams {
@@ -321,24 +345,9 @@ pub(crate) fn transpose_stride2(
     check_len("conv2d transpose", "dx", dx, dx_len)?;
     let quads = s.n * s.h * s.w / 4;
     let wg_x = quads.next_power_of_two().clamp(8, 64);
-    let params = ctx.uniform(&Params {
-        n: s.n as u32,
-        cin: s.cout as u32,
-        h: ho as u32,
-        w: wo as u32,
-        cout: s.cin as u32,
-        hout: s.h as u32,
-        wout: s.w as u32,
-        cout4: cin4 as u32,
-        kh: s.kh as u32,
-        kw: s.kw as u32,
-        stride: s.stride as u32,
-        pad_top: s.pad.top as u32,
-        pad_left: s.pad.left as u32,
-        scale,
-        split_chans: 0,
-        split_len: 0,
-    });
+    // The kernel's input is dy and its output dx: the forward's shape with the two swapped.
+    let swapped = Conv2dShape { cin: s.cout, h: ho, w: wo, cout: s.cin, ..*s };
+    let params = ctx.uniform(&Params::new(&swapped, (s.h, s.w), scale, None));
     let dummy = &ctx.dummy;
     let overrides = [("WG_X", wg_x as f64), ("HAS_BIAS", 0.0), ("ALIGNED", 1.0)];
     ctx.dispatch_texels(
@@ -382,24 +391,7 @@ fn one(
     let subgroups = use_subgroups(ctx, variant, cout4 >= 8, "conv2d")?;
     let (spec, pix_per, blocks_per) = if subgroups { (&SPEC_SUBGROUP, 4, 8) } else { (&SPEC, 8, 2) };
     let wg_x = npix.div_ceil(pix_per).next_power_of_two().clamp(8, 64);
-    let params = ctx.uniform(&Params {
-        n: s.n as u32,
-        cin: s.cin as u32,
-        h: s.h as u32,
-        w: s.w as u32,
-        cout: s.cout as u32,
-        hout: hout as u32,
-        wout: wout as u32,
-        cout4: cout4 as u32,
-        kh: s.kh as u32,
-        kw: s.kw as u32,
-        stride: s.stride as u32,
-        pad_top: s.pad.top as u32,
-        pad_left: s.pad.left as u32,
-        scale: epilogue.scale,
-        split_chans: split.map_or(0, |sp| sp.chans as u32),
-        split_len: split.map_or(0, |sp| sp.len as u32),
-    });
+    let params = ctx.uniform(&Params::new(s, (hout, wout), epilogue.scale, split));
     let dummy = &ctx.dummy;
     let mut overrides = vec![
         ("WG_X", wg_x as f64),
