@@ -9,7 +9,9 @@
 //! dx channels along y. Every form runs every case it applies to.
 //! Cases: every batch in BATCHES at 3 -> 36 channels, 3x3 same padding; stride 2 with both of
 //! diffusers' paddings on even and odd maps (output padding 1 and 0); 1x1; 5x5 with padding 2;
-//! an output scale.
+//! an output scale; the transposed kernel's shapes (W % 4 == 0, 2x2 to 5x5); the operating points
+//! where Auto picks each form (bundled 28 -> 14 at batch 16, ddpm-cifar10-32 at 16x16 and below),
+//! and Auto's pick itself.
 //!
 //! The parameter gradients: x and dy are copied channels-last (a workgroup per image and block of
 //! 4 channels, 64 lanes walking the plane; dy's copy also sums it into d channel add). The
@@ -165,8 +167,32 @@ fn conv2d_input_gradient_strides_paddings_and_kernels() {
     check(2, 33, 6, 32, 9, 3, 2, Padding::same(1), 1.0, 50);
     check(2, 6, 8, 8, 5, 2, 2, Padding::default(), 1.0, 51);
     check(2, 6, 11, 12, 5, 5, 2, Padding::same(2), 1.0, 52);
+    // The operating points where Auto picks the transposed kernel (the bundled model's 28 -> 14
+    // at batch 16) and the column form (ddpm-cifar10-32's 16 -> 8).
+    check(16, 32, 28, 28, 32, 3, 2, Padding::same(1), 1.0, 53);
+    check(1, 256, 16, 16, 256, 3, 2, Padding::right_bottom(1), 1.0, 54);
     // Where Auto picks the column form (N Ho Wo <= Cout), at ddpm-cifar10-32's low resolutions.
     check(2, 64, 4, 5, 96, 3, 1, Padding::same(1), 1.0, 45);
     check(1, 256, 4, 4, 256, 3, 1, Padding::same(1), 1.0, 46);
     check(1, 96, 8, 8, 80, 3, 2, Padding::right_bottom(1), 1.0, 47);
+}
+
+#[test]
+fn conv2d_input_gradient_auto_picks_its_form_by_shape() {
+    use back::GradForm;
+    let shape =
+        |n, c, hw, stride, pad| Conv2dShape { n, cin: c, h: hw, w: hw, cout: c, kh: 3, kw: 3, stride, pad };
+    let auto = |s: &Conv2dShape| GradForm::Auto.resolve(ctx(), s).unwrap();
+    // ddpm-cifar10-32: columns at 16x16 and below (N Ho Wo <= Cout), the conv form at 32x32.
+    assert_eq!(auto(&shape(1, 256, 16, 1, Padding::same(1))), GradForm::Columns);
+    assert_eq!(auto(&shape(1, 256, 16, 2, Padding::right_bottom(1))), GradForm::Columns);
+    assert_eq!(auto(&shape(1, 128, 32, 1, Padding::same(1))), GradForm::Conv);
+    // Its 32 -> 16 downsample: phases (16-wide dy rows are whole texels).
+    assert_eq!(auto(&shape(1, 128, 32, 2, Padding::right_bottom(1))), GradForm::Conv);
+    // The bundled model's 28 -> 14 at batch 16: the transposed kernel where subgroups exist.
+    let bundled = shape(16, 32, 28, 2, Padding::same(1));
+    let want = if back::transposed_applies(ctx(), &bundled) { GradForm::Transposed } else { GradForm::Conv };
+    assert_eq!(auto(&bundled), want);
+    // Asked for where it cannot run: a clear error.
+    assert!(GradForm::Transposed.resolve(ctx(), &shape(2, 8, 7, 2, Padding::same(1))).is_err());
 }
