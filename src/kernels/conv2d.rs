@@ -7,7 +7,7 @@ pub use crate::kernels::{Launch, Variant};
 use crate::{bail_shape, Result};
 
 /// Both kernels read the input and the packed weights as texels (see `gpu::texels`).
-const BINDINGS: &[Binding] = &[
+pub(crate) const BINDINGS: &[Binding] = &[
     Binding::Texels,
     Binding::Texels,
     Binding::Read,
@@ -146,7 +146,7 @@ impl Default for Epilogue<'_> {
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+pub(crate) struct Params {
     n: u32,
     cin: u32,
     h: u32,
@@ -167,7 +167,12 @@ struct Params {
 
 impl Params {
     /// The parameters of shape `s` with output map `out_hw` (the kernels' Params, conv2d_io.wgsl).
-    fn new(s: &Conv2dShape, (hout, wout): (usize, usize), scale: f32, split: Option<Split>) -> Self {
+    pub(crate) fn new(
+        s: &Conv2dShape,
+        (hout, wout): (usize, usize),
+        scale: f32,
+        split: Option<Split>,
+    ) -> Self {
         Params {
             n: s.n as u32,
             cin: s.cin as u32,
@@ -204,7 +209,7 @@ struct ReduceParams {
 
 /// Split-K: the input channels of each split, and the floats between two splits' partial outputs.
 #[derive(Clone, Copy, Debug)]
-struct Split {
+pub(crate) struct Split {
     splits: usize,
     chans: usize,
     len: usize,
@@ -318,46 +323,6 @@ fn check_epilogue(s: &Conv2dShape, out_len: usize, epilogue: &Epilogue) -> Resul
         check_len("conv2d", "residual", b, out_len)?;
     }
     Ok(())
-}
-
-/// conv2d_transpose_subgroup.wgsl's launch (conv2d's input gradient at stride 2, see
-/// conv2d_backward.rs): dy [N, Cout, Ho, Wo] and the flipped weight into dx, with the forward's
-/// shape `s`, times `scale`.
-pub(crate) fn transpose_stride2(
-    ctx: &Context,
-    s: &Conv2dShape,
-    dy: &wgpu::Buffer,
-    flipped: &wgpu::Buffer,
-    scale: f32,
-    dx: &wgpu::Buffer,
-) -> Result<Dispatch> {
-    static SPEC_TRANSPOSE: KernelSpec = KernelSpec {
-        shader: &crate::shaders::CONV2D_TRANSPOSE_SUBGROUP,
-        entry: "conv2d_transpose",
-        bindings: BINDINGS,
-    };
-    let (ho, wo) = s.out_hw()?;
-    let cin4 = s.cin.div_ceil(4);
-    let (dy_len, dx_len) = (s.n * s.cout * ho * wo, s.n * s.cin * s.h * s.w);
-    let flipped_len = s.kh * s.kw * s.cout * cin4 * 4;
-    check_len("conv2d transpose", "dy", dy, dy_len)?;
-    check_len("conv2d transpose", "flipped weight", flipped, flipped_len)?;
-    check_len("conv2d transpose", "dx", dx, dx_len)?;
-    let quads = s.n * s.h * s.w / 4;
-    let wg_x = quads.next_power_of_two().clamp(8, 64);
-    // The kernel's input is dy and its output dx: the forward's shape with the two swapped.
-    let swapped = Conv2dShape { cin: s.cout, h: ho, w: wo, cout: s.cin, ..*s };
-    let params = ctx.uniform(&Params::new(&swapped, (s.h, s.w), scale, None));
-    let dummy = &ctx.dummy;
-    let overrides = [("WG_X", wg_x as f64), ("HAS_BIAS", 0.0), ("ALIGNED", 1.0)];
-    ctx.dispatch_texels(
-        &SPEC_TRANSPOSE,
-        &overrides,
-        &[dy, flipped, dummy, dummy, dummy, dx, &params],
-        &[dy_len, flipped_len],
-        [groups(quads, wg_x), groups(cin4, 8), 1],
-        Cost { flops: s.flops(), bytes: 4 * (dy_len + flipped_len + dx_len) as u64 },
-    )
 }
 
 /// One conv2d dispatch of `variant`; `split` for split-K's first pass.

@@ -1,5 +1,5 @@
-//! conv2d's backward (shaders/conv2d_backward.wgsl and the forward kernels), beside its CPU
-//! reference.
+//! conv2d's backward (shaders/conv2d_backward.wgsl, col2im.wgsl, conv2d_transpose_subgroup.wgsl,
+//! the weight-gradient kernels and the forward kernels), beside its CPU reference.
 //!
 //! The input gradient is conv_transpose2d, run as a stride-1 forward conv (the fast kernel)
 //! over dy dilated by the stride, with the weight mirrored per tap and its channel axes swapped
@@ -17,7 +17,7 @@
 use crate::gpu::{Binding, Context, CopyOp, Cost, Dispatch, KernelSpec};
 use crate::kernels::conv2d::{self, Conv2dShape, Epilogue, Launch, Padding};
 use crate::kernels::matmul::{self, Bias, MatmulShape, Strides};
-use crate::kernels::{check_len, grid_1d, split_count, split_scratch, use_subgroups, Variant};
+use crate::kernels::{check_len, grid_1d, groups, split_count, split_scratch, use_subgroups, Variant};
 use crate::{bail_shape, Result};
 
 const BINDINGS: &[Binding] = &[Binding::Read, Binding::Write, Binding::Uniform];
@@ -176,7 +176,7 @@ pub fn conv2d_backward_input(
     let flipped = ctx.scratch_buffer("conv2d backward: flipped weight", t.packed_weight_len());
     let mut out = vec![flip_weight(ctx, s, packed_weight, &flipped)?];
     if form == GradForm::Transposed {
-        out.push(conv2d::transpose_stride2(ctx, s, dy, &flipped, scale, dx)?);
+        out.push(transpose_stride2(ctx, s, dy, &flipped, scale, dx)?);
         return Ok(out);
     }
     if s.stride > 1 {
@@ -293,6 +293,46 @@ fn input_grad_by_columns(
     let mut out = matmul::matmul(ctx, Launch::Auto, &product, packed_weight, dy, None, &cols)?;
     out.push(col2im(ctx, s, scale, &cols, dx)?);
     Ok(out)
+}
+
+/// The input gradient at stride 2 in one dispatch (conv2d_transpose_subgroup.wgsl, which shares
+/// the forward's bindings and Params): dy [N, Cout, Ho, Wo] and the flipped weight into dx, with
+/// the forward's shape `s`, times `scale`.
+fn transpose_stride2(
+    ctx: &Context,
+    s: &Conv2dShape,
+    dy: &wgpu::Buffer,
+    flipped: &wgpu::Buffer,
+    scale: f32,
+    dx: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    static SPEC_TRANSPOSE: KernelSpec = KernelSpec {
+        shader: &crate::shaders::CONV2D_TRANSPOSE_SUBGROUP,
+        entry: "conv2d_transpose",
+        bindings: conv2d::BINDINGS,
+    };
+    let (ho, wo) = s.out_hw()?;
+    let cin4 = s.cin.div_ceil(4);
+    let (dy_len, dx_len) = (s.n * s.cout * ho * wo, s.n * s.cin * s.h * s.w);
+    let flipped_len = s.kh * s.kw * s.cout * cin4 * 4;
+    check_len("conv2d transpose", "dy", dy, dy_len)?;
+    check_len("conv2d transpose", "flipped weight", flipped, flipped_len)?;
+    check_len("conv2d transpose", "dx", dx, dx_len)?;
+    let quads = s.n * s.h * s.w / 4;
+    let wg_x = quads.next_power_of_two().clamp(8, 64);
+    // The kernel's input is dy and its output dx: the forward's shape with the two swapped.
+    let swapped = Conv2dShape { cin: s.cout, h: ho, w: wo, cout: s.cin, ..*s };
+    let params = ctx.uniform(&conv2d::Params::new(&swapped, (s.h, s.w), scale, None));
+    let dummy = &ctx.dummy;
+    let overrides = [("WG_X", wg_x as f64), ("HAS_BIAS", 0.0), ("ALIGNED", 1.0)];
+    ctx.dispatch_texels(
+        &SPEC_TRANSPOSE,
+        &overrides,
+        &[dy, flipped, dummy, dummy, dummy, dx, &params],
+        &[dy_len, flipped_len],
+        [groups(quads, wg_x), groups(cin4, 8), 1],
+        Cost { flops: s.flops(), bytes: 4 * (dy_len + flipped_len + dx_len) as u64 },
+    )
 }
 
 /// The packed weight of the input gradient's conv (flip_weight.wgsl): `packed_weight` mirrored
