@@ -167,6 +167,8 @@ fn conv2d_input_gradient_strides_paddings_and_kernels() {
     check(2, 33, 6, 32, 9, 3, 2, Padding::same(1), 1.0, 50);
     check(2, 6, 8, 8, 5, 2, 2, Padding::default(), 1.0, 51);
     check(2, 6, 11, 12, 5, 5, 2, Padding::same(2), 1.0, 52);
+    // An odd dy width (12 -> 5): no tap column reads its two dy columns as one texel half.
+    check(2, 6, 8, 12, 5, 3, 2, Padding::default(), 1.0, 55);
     // The operating points where Auto picks the transposed kernel (the bundled model's 28 -> 14
     // at batch 16) and the column form (ddpm-cifar10-32's 16 -> 8).
     check(16, 32, 28, 28, 32, 3, 2, Padding::same(1), 1.0, 53);
