@@ -114,8 +114,8 @@ pub enum GradForm {
     /// so their convs read value by value) and dx has 32 channels or more; else the conv form.
     /// On lavapipe the column form ran ddpm-cifar10-32's 256-channel input gradients at 16x16 to
     /// 4x4 in 0.55-0.85 of the conv form's time, and 32x32 at 128 channels (8 times the columns)
-    /// in twice; the transposed kernel ran the bundled model's 28 -> 14 input gradient about 17%
-    /// faster than its phases, and cifar's 32 -> 16 one (16-wide dy rows) slower.
+    /// in twice; the transposed kernel ran the bundled model's 28 -> 14 input gradient in 0.7-0.8
+    /// of its phases' time, and cifar's 32 -> 16 one (16-wide dy rows) in 0.75-1.3: no clear gain.
     Auto,
     /// The forward conv kernel over the flipped weight (by phases where strided).
     Conv,
@@ -318,8 +318,9 @@ fn transpose_stride2(
     check_len("conv2d transpose", "dy", dy, dy_len)?;
     check_len("conv2d transpose", "flipped weight", flipped, flipped_len)?;
     check_len("conv2d transpose", "dx", dx, dx_len)?;
-    let quads = s.n * s.h * s.w / 4;
-    let wg_x = quads.next_power_of_two().clamp(8, 64);
+    // One lane per quad of pixels in each of two dx rows (row pairs of 4 rows, see the kernel).
+    let lanes = s.n * s.h.div_ceil(4) * 2 * (s.w / 4);
+    let wg_x = lanes.next_power_of_two().clamp(8, 64);
     // The kernel's input is dy and its output dx: the forward's shape with the two swapped.
     let swapped = Conv2dShape { cin: s.cout, h: ho, w: wo, cout: s.cin, ..*s };
     let params = ctx.uniform(&conv2d::Params::new(&swapped, (s.h, s.w), scale, None));
@@ -330,7 +331,7 @@ fn transpose_stride2(
         &overrides,
         &[dy, flipped, dummy, dummy, dummy, dx, &params],
         &[dy_len, flipped_len],
-        [groups(quads, wg_x), groups(cin4, 8), 1],
+        [groups(lanes, wg_x), groups(cin4, 8), 1],
         Cost { flops: s.flops(), bytes: 4 * (dy_len + flipped_len + dx_len) as u64 },
     )
 }
