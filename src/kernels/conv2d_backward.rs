@@ -114,8 +114,8 @@ pub enum GradForm {
     /// so their convs read value by value) and dx has 32 channels or more; else the conv form.
     /// On lavapipe the column form ran ddpm-cifar10-32's 256-channel input gradients at 16x16 to
     /// 4x4 in 0.55-0.85 of the conv form's time, and 32x32 at 128 channels (8 times the columns)
-    /// in twice; the transposed kernel ran the bundled model's 28 -> 14 input gradient in 0.7-0.8
-    /// of its phases' time, and cifar's 32 -> 16 one (16-wide dy rows) in 0.75-1.3: no clear gain.
+    /// in twice; the transposed kernel ran the bundled model's 28 -> 14 input gradient in 0.55-0.8
+    /// of its phases' time, and cifar's 32 -> 16 one (16-wide dy rows) in 0.7-1.3: no clear gain.
     Auto,
     /// The forward conv kernel over the flipped weight (by phases where strided).
     Conv,
