@@ -1,7 +1,8 @@
 //! wgpu-diffusion: denoising diffusion models on any GPU through wgpu and hand-written WGSL kernels.
 //!
-//! Layers, top to bottom (see DESIGN.md): `diffusion` (sampling chains) and `train` (training
-//! steps) on `model` (diffusers folders, UNet2DModel) on `graph`
+//! Layers, top to bottom (see DESIGN.md): `pipeline` (a diffusers folder's models and scheduler,
+//! sample / img2img / inpaint) and `train` (training steps) on `diffusion` (sampling chains) on
+//! `model` (diffusers folders, UNet2DModel) on `graph`
 //! (static graph, buffer plan, executable) on `kernels` (one launcher + CPU reference per WGSL file)
 //! on `gpu` (adapter, device, buffer pool, pipeline cache, dispatch recording).
 
@@ -12,6 +13,7 @@ pub mod graph;
 pub mod io;
 pub mod kernels;
 pub mod model;
+pub mod pipeline;
 pub mod shaders;
 pub mod train;
 

@@ -16,8 +16,8 @@ use wgpu_diffusion::model::{arch, UNet};
 use wgpu_diffusion::train::{Recipe, StepOptions, TrainStep, Trainer};
 use wgpu_diffusion::{Error, Result};
 
-use super::sample::{model_folder, scheduler_config};
 use super::DeviceArgs;
+use wgpu_diffusion::pipeline::Pipeline;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -57,9 +57,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             (unet, format!("{a} (random weights)"), diffusion::SchedulerConfig::resolve(kind, None, a)?)
         }
         None => {
-            let folder = model_folder(args.model.as_deref())?;
-            let sched = scheduler_config(&folder, kind)?;
-            (UNet::load(&ctx, &folder)?, folder.root.display().to_string(), sched)
+            let pipeline = Pipeline::open_or_bundled(args.model.as_deref())?;
+            let sched = pipeline.scheduler(kind)?;
+            (pipeline.load(&ctx)?.unet, pipeline.folder.root.display().to_string(), sched)
         }
     };
     let net = unet.executable(&ctx, args.batch)?;

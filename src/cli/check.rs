@@ -1,9 +1,8 @@
 //! `sample --check`: the chain's first step op by op against the CPU references, naming the first
 //! op whose output differs (the tool for a wrong picture: which kernel, at which layer).
 
-use wgpu_diffusion::diffusion::{self, ChainInput, SamplerPlan};
 use wgpu_diffusion::gpu::Context;
-use wgpu_diffusion::model::{ModelFolder, UNet};
+use wgpu_diffusion::pipeline::{Job, Pipeline};
 use wgpu_diffusion::{Error, Result};
 
 use super::sample::SampleArgs;
@@ -12,23 +11,17 @@ use super::sample::SampleArgs;
 /// rms(reference) (the kernel tests ask 1e-4; one op from the device's own inputs does not drift).
 pub const TOLERANCE: f64 = 1e-3;
 
-pub fn run(
-    args: &SampleArgs,
-    folder: &ModelFolder,
-    plan: &SamplerPlan,
-    batch: usize,
-    init_noise: Option<&[f32]>,
-) -> Result<()> {
+pub fn run(args: &SampleArgs, pipeline: &Pipeline, job: &Job) -> Result<()> {
     let ctx = Context::new(&args.device.options()?)?;
-    let mut unet = UNet::load(&ctx, folder)?;
-    let input = ChainInput::all(args.seed, batch, init_noise);
+    let mut loaded = pipeline.load(&ctx)?;
     eprintln!(
-        "{}: checking the first {} step of a batch of {batch} op by op on {}",
-        folder.root.display(),
+        "{}: checking the first {} step of a batch of {} op by op on {}",
+        pipeline.folder.root.display(),
         args.scheduler,
+        job.batch,
         ctx.info.name
     );
-    let rows = diffusion::check_first_step(&ctx, &mut unet, plan, &input)?;
+    let rows = loaded.check_first_step(&ctx, job)?;
     for r in &rows {
         let mark = if r.error <= TOLERANCE { "ok  " } else { "DIFF" };
         println!("{mark} {:>9.2e}  {} ({})", r.error, r.layer, r.kind);

@@ -2,7 +2,7 @@
 
 use clap::Args;
 use wgpu_diffusion::gpu::{list_adapters, AdapterSummary, Context};
-use wgpu_diffusion::model::{ModelFolder, UNet};
+use wgpu_diffusion::pipeline::Pipeline;
 use wgpu_diffusion::Result;
 
 use super::DeviceArgs;
@@ -33,8 +33,9 @@ pub fn thousands(n: u64) -> String {
 }
 
 fn print_model(ctx: &Context, dir: &std::path::Path, batch: usize) -> Result<()> {
-    let folder = ModelFolder::open(dir)?;
-    let mut unet = UNet::load(ctx, &folder)?;
+    let pipeline = Pipeline::open(dir)?;
+    let folder = &pipeline.folder;
+    let mut unet = pipeline.load(ctx)?.unet;
     let c = &unet.config;
     println!("model {}", dir.display());
     println!(

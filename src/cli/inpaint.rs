@@ -1,17 +1,15 @@
 //! `inpaint`: RePaint, as diffusers' RePaintPipeline, with the whole resampling chain on the device.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Args;
-use wgpu_diffusion::diffusion::repaint::{self, InpaintInput, RepaintPlan};
-use wgpu_diffusion::diffusion::SamplerKind;
 use wgpu_diffusion::gpu::Context;
-use wgpu_diffusion::io::{dataset, images, npy};
-use wgpu_diffusion::model::{UNet, UNetConfig};
+use wgpu_diffusion::io::{images, npy};
+use wgpu_diffusion::pipeline::{first_non_finite, Job, Pipeline, RepaintOptions, Start};
 use wgpu_diffusion::{Error, Result};
 
-use super::sample::{check_writable, first_non_finite, model_folder, scheduler_config};
+use super::sample::check_writable;
 use super::DeviceArgs;
 
 #[derive(Args, Debug)]
@@ -55,55 +53,19 @@ pub struct InpaintArgs {
     pub device: DeviceArgs,
 }
 
-/// The mask as the pipeline prepares it: grey, thresholded at 0.5 (127 fills, 128 keeps), on
-/// every channel; it must be the image's size.
-fn load_mask(path: &Path, image: &Path, channels: usize, size: usize) -> Result<Vec<f32>> {
-    let open = |p: &Path| {
-        image::open(p).map_err(|e| Error::Invalid(format!("cannot read image {}: {e}", p.display())))
-    };
-    let (m, i) = (open(path)?, open(image)?);
-    if (m.width(), m.height()) != (i.width(), i.height()) {
-        return Err(Error::Invalid(format!(
-            "the mask {} is {}x{}, the image {}x{}: they must be the same size",
-            path.display(),
-            m.width(),
-            m.height(),
-            i.width(),
-            i.height()
-        )));
-    }
-    // The image's resize and crop, nearest so the mask stays binary.
-    let m = dataset::resize_and_crop(m, size, image::imageops::FilterType::Nearest);
-    let plane: Vec<f32> =
-        m.to_luma8().pixels().map(|p| if p.0[0] as f32 / 255.0 < 0.5 { 0.0 } else { 1.0 }).collect();
-    if plane.iter().all(|&v| v == 1.0) {
-        return Err(Error::Invalid(format!(
-            "the mask {} keeps every pixel: nothing to fill (black is filled)",
-            path.display()
-        )));
-    }
-    if plane.iter().all(|&v| v == 0.0) {
-        return Err(Error::Invalid(format!(
-            "the mask {} fills every pixel: nothing is kept (white keeps; use `sample` for no input)",
-            path.display()
-        )));
-    }
-    Ok(plane.iter().copied().cycle().take(channels * size * size).collect())
-}
-
 pub fn run(args: &InpaintArgs) -> Result<()> {
     if args.batch == 0 {
         return Err(Error::Invalid("--batch must be at least 1".into()));
     }
-    let folder = model_folder(args.model.as_deref())?;
-    let cfg = scheduler_config(&folder, SamplerKind::Ddpm)?;
-    let plan = RepaintPlan::new(&cfg, args.steps, args.jump_length, args.jump_n_sample, args.eta)?;
-    let text = std::fs::read_to_string(&folder.unet_config)
-        .map_err(|source| Error::Io { path: folder.unet_config.display().to_string(), source })?;
-    let c = UNetConfig::parse(&text, &folder.unet_config.display().to_string())?;
-    let (ch, s) = (c.in_channels, c.sample_size);
-    let image = images::load_as_sample(&args.image, ch, s)?;
-    let mask = load_mask(&args.mask, &args.image, ch, s)?;
+    let pipeline = Pipeline::open_or_bundled(args.model.as_deref())?;
+    let options = RepaintOptions {
+        steps: args.steps,
+        jump_length: args.jump_length,
+        jump_n_sample: args.jump_n_sample,
+        eta: args.eta,
+    };
+    let inpaint = pipeline.inpaint_start(&args.image, &args.mask, &options)?;
+    let (ch, s) = pipeline.image_shape();
     match &args.out_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir)
@@ -116,34 +78,29 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
         check_writable(p)?;
     }
     let ctx = Context::new(&args.device.options()?)?;
-    let mut unet = UNet::load(&ctx, &folder)?;
-    let unet_evals = plan.steps.len();
+    let mut loaded = pipeline.load(&ctx)?;
+    let unet_evals = inpaint.plan.steps.len();
     eprintln!(
         "{}: {} filling(s) of {s}x{s}, RePaint with {} steps (jumps of {} levels, {} times): {} UNet evaluations and {} renoisings each, seed {}, on {}",
-        folder.root.display(),
+        pipeline.folder.root.display(),
         args.batch,
         args.steps,
         args.jump_length,
         args.jump_n_sample,
         unet_evals,
-        plan.mixes.len() - unet_evals,
+        inpaint.plan.mixes.len() - unet_evals,
         args.seed,
         ctx.info.name
     );
+    let (image, mask) = (inpaint.image.clone(), inpaint.mask.clone());
+    let start = Start::Repaint(inpaint);
     let bar = super::progress_bar(
-        plan.entries.len() as u64,
+        start.steps() as u64,
         "{bar:30} {pos}/{len} steps and undo steps  {per_sec}  ETA {eta}",
     );
     let t0 = Instant::now();
-    let input = InpaintInput {
-        seed: args.seed,
-        batch: args.batch,
-        images: 0..args.batch,
-        image: &image,
-        mask: &mask,
-        noise_tape: None,
-    };
-    let out = repaint::inpaint(&ctx, &mut unet, &plan, &input, &mut |done, total| {
+    let job = Job { seed: args.seed, batch: args.batch, images: 0..args.batch, init_noise: None, start };
+    let out = loaded.run(&ctx, &job, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
@@ -162,7 +119,7 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
         "wgpu-diffusion inpaint --image {} --mask {} --model {} --steps {} --jump-length {} --jump-n-sample {} --eta {} --batch {} --seed {}",
         args.image.display(),
         args.mask.display(),
-        folder.root.display(),
+        pipeline.folder.root.display(),
         args.steps,
         args.jump_length,
         args.jump_n_sample,

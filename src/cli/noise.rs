@@ -8,10 +8,9 @@ use wgpu_diffusion::diffusion::SamplerKind;
 use wgpu_diffusion::gpu::Context;
 use wgpu_diffusion::io::images;
 use wgpu_diffusion::kernels::{diffusion as diff, rng};
-use wgpu_diffusion::model::UNetConfig;
+use wgpu_diffusion::pipeline::Pipeline;
 use wgpu_diffusion::{Error, Result};
 
-use super::sample::{model_folder, scheduler_config};
 use super::DeviceArgs;
 
 #[derive(Args, Debug)]
@@ -34,11 +33,9 @@ pub struct NoiseArgs {
 }
 
 pub fn run(args: &NoiseArgs) -> Result<()> {
-    let folder = model_folder(args.model.as_deref())?;
-    let text = std::fs::read_to_string(&folder.unet_config)
-        .map_err(|source| Error::Io { path: folder.unet_config.display().to_string(), source })?;
-    let cfg = UNetConfig::parse(&text, &folder.unet_config.display().to_string())?;
-    let sched = scheduler_config(&folder, SamplerKind::Ddpm)?;
+    let pipeline = Pipeline::open_or_bundled(args.model.as_deref())?;
+    let cfg = &pipeline.unet_config;
+    let sched = pipeline.scheduler(SamplerKind::Ddpm)?;
     let t_train = sched.num_train_timesteps()?;
     let frames = args.steps;
     if frames < 2 || frames > t_train {

@@ -4,18 +4,15 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use wgpu_diffusion::diffusion::{
-    self, ChainInput, Img2ImgStart, SamplerKind, SamplerPlan, SchedulerConfig, Shard,
-};
+use wgpu_diffusion::diffusion::{SamplerKind, Shard};
 use wgpu_diffusion::gpu::Context;
 use wgpu_diffusion::io::{images, npy};
-use wgpu_diffusion::model::{ModelFolder, UNet};
+use wgpu_diffusion::pipeline::{first_non_finite, Job, Pipeline, Start};
 use wgpu_diffusion::{Error, Result};
 
 use super::{check, DeviceArgs};
 
-/// The bundled model and the default sampler chosen for it (README: "Choosing the default").
-pub const DEFAULT_MODEL: &str = "weights/fashion-mnist";
+/// The default sampler chosen for the bundled model (README: "Choosing the default").
 pub const DEFAULT_SAMPLER: &str = "dpm++2m";
 pub const DEFAULT_STEPS: usize = 20;
 
@@ -65,35 +62,6 @@ pub struct SampleArgs {
     pub check: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
-}
-
-/// The model folder to use: the one given, or the bundled one (found from the working directory or,
-/// for `cargo run` from elsewhere, from the source tree).
-pub fn model_folder(given: Option<&Path>) -> Result<ModelFolder> {
-    if let Some(dir) = given {
-        return ModelFolder::open(dir);
-    }
-    let here = PathBuf::from(DEFAULT_MODEL);
-    let source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_MODEL);
-    match [here, source_tree].into_iter().find(|p| p.is_dir()) {
-        Some(dir) => ModelFolder::open(&dir),
-        None => Err(Error::Invalid(format!(
-            "the bundled model {DEFAULT_MODEL} is not here; run from the repository or give --model DIR"
-        ))),
-    }
-}
-
-/// The scheduler config for `kind`, from the model folder's scheduler_config.json when it has one.
-pub fn scheduler_config(folder: &ModelFolder, kind: SamplerKind) -> Result<SchedulerConfig> {
-    match &folder.scheduler_config {
-        Some(path) => {
-            let shown = path.display().to_string();
-            let text =
-                std::fs::read_to_string(path).map_err(|source| Error::Io { path: shown.clone(), source })?;
-            SchedulerConfig::resolve(kind, Some(&SchedulerConfig::parse_file(&text, &shown)?), &shown)
-        }
-        None => SchedulerConfig::resolve(kind, None, "default scheduler config"),
-    }
 }
 
 /// Fails early (before minutes of sampling) when an output cannot be written.
@@ -161,13 +129,13 @@ pub struct Img2Img<'a> {
 
 /// The PNG text chunks that say how to regenerate an image (or, for a grid, its images).
 fn png_text(
-    folder: &ModelFolder,
+    pipeline: &Pipeline,
     args: &SampleArgs,
     edit: Option<&Img2Img>,
     batch: usize,
     index: String,
 ) -> Vec<(&'static str, String)> {
-    let model = folder.root.display().to_string();
+    let model = pipeline.folder.root.display().to_string();
     let command = match edit {
         Some(e) => format!("img2img --image {} --strength {}", e.image.display(), e.strength),
         None => "sample".into(),
@@ -193,11 +161,6 @@ fn png_text(
     ]
 }
 
-/// The first image holding a NaN or an infinity, by its index in the whole batch.
-pub(super) fn first_non_finite(out: &[f32], per: usize, first: usize) -> Option<usize> {
-    out.chunks(per).position(|img| img.iter().any(|v| !v.is_finite())).map(|k| first + k)
-}
-
 pub fn run(args: &SampleArgs) -> Result<()> {
     run_edit(args, None)
 }
@@ -205,24 +168,13 @@ pub fn run(args: &SampleArgs) -> Result<()> {
 /// `sample`, or with `edit` img2img: every image starts from the input image, noised to the
 /// strength's first kept timestep.
 pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
-    let kind = SamplerKind::parse(&args.scheduler)?;
-    let folder = model_folder(args.model.as_deref())?;
-    let cfg = scheduler_config(&folder, kind)?;
-    let full_plan = SamplerPlan::new(&cfg, args.steps, args.eta)?;
+    SamplerKind::parse(&args.scheduler)?;
+    let pipeline = Pipeline::open_or_bundled(args.model.as_deref())?;
+    let plan = pipeline.sampler_plan(&args.scheduler, args.steps, args.eta)?;
     // img2img: the input (read before any work) and where in the plan it starts.
-    let (start, plan, unchanged) = match edit {
-        Some(e) => {
-            let text = std::fs::read_to_string(&folder.unet_config)
-                .map_err(|source| Error::Io { path: folder.unet_config.display().to_string(), source })?;
-            let c =
-                wgpu_diffusion::model::UNetConfig::parse(&text, &folder.unet_config.display().to_string())?;
-            let image = images::load_as_sample(e.image, c.in_channels, c.sample_size)?;
-            match full_plan.img2img(e.strength)? {
-                Some(p) => (Some((image, p.noising)), p.plan, false),
-                None => (Some((image, (1.0, 0.0))), full_plan, true),
-            }
-        }
-        None => (None, full_plan, false),
+    let start = match edit {
+        Some(e) => pipeline.img2img_start(plan, e.image, e.strength)?,
+        None => Start::Chain { plan, img2img: None },
     };
     let init = match &args.init_noise {
         Some(path) => Some(npy::read(path)?),
@@ -247,8 +199,17 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
         );
         return Ok(());
     }
+    let (ch, s) = pipeline.image_shape();
+    if let Some((shape, _)) = &init {
+        if shape.as_slice() != [batch, ch, s, s] {
+            return Err(Error::Invalid(format!(
+                "--init-noise has shape {shape:?}, this model needs [{batch}, {ch}, {s}, {s}]"
+            )));
+        }
+    }
+    let job = Job { seed: args.seed, batch, images: images.clone(), init_noise: init.map(|(_, v)| v), start };
     if args.check {
-        return check::run(args, &folder, &plan, batch, init.as_ref().map(|(_, v)| v.as_slice()));
+        return check::run(args, &pipeline, &job);
     }
     if let Some(dir) = &args.out_dir {
         std::fs::create_dir_all(dir)
@@ -262,16 +223,7 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
     }
 
     let ctx = Context::new(&args.device.options()?)?;
-    let mut unet = UNet::load(&ctx, &folder)?;
-    let c = unet.config.clone();
-    let (ch, s) = (c.in_channels, c.sample_size);
-    if let Some((shape, _)) = &init {
-        if shape.as_slice() != [batch, ch, s, s] {
-            return Err(Error::Invalid(format!(
-                "--init-noise has shape {shape:?}, this model needs [{batch}, {ch}, {s}, {s}]"
-            )));
-        }
-    }
+    let mut loaded = pipeline.load(&ctx)?;
     let share = if shard == Shard::WHOLE {
         String::new()
     } else {
@@ -282,7 +234,7 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
     };
     eprintln!(
         "{}: {} image(s) of {s}x{s}{share}, {} with {} steps, seed {}, on {}",
-        folder.root.display(),
+        pipeline.folder.root.display(),
         images.len(),
         args.scheduler,
         args.steps,
@@ -290,31 +242,19 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
         ctx.info.name
     );
     // The chain reports (done, total); total counts steps over all micro-batches.
-    let bar = super::progress_bar(plan.rows.len() as u64, "{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}");
+    let bar =
+        super::progress_bar(job.start.steps() as u64, "{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}");
     let t0 = Instant::now();
-    let input = ChainInput {
-        seed: args.seed,
-        batch,
-        images: images.clone(),
-        init_noise: init.as_ref().map(|(_, v)| v.as_slice()),
-        img2img: start.as_ref().map(|(image, noising)| Img2ImgStart { image, noising: *noising }),
-    };
-    let mut total_steps = plan.rows.len();
-    let out = if unchanged {
-        // Strength 0 (or under one step): no step runs and the input comes back.
-        let image = &start.as_ref().expect("img2img").0; // ok: unchanged implies an edit
-        image.iter().copied().cycle().take(images.len() * image.len()).collect()
-    } else {
-        diffusion::sample(&ctx, &mut unet, &plan, &input, &mut |done, total| {
-            total_steps = total;
-            bar.set_length(total as u64);
-            bar.set_position(done as u64);
-        })?
-    };
+    let mut total_steps = job.start.steps();
+    let out = loaded.run(&ctx, &job, &mut |done, total| {
+        total_steps = total;
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
 
-    let per = ch * s * s;
+    let per = pipeline.image_len();
     let n = images.len();
     if let Some(k) = first_non_finite(&out, per, images.start) {
         return Err(Error::Invalid(format!(
@@ -328,7 +268,7 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
     let written = match &args.out_dir {
         Some(dir) => {
             for (k, img) in images.clone().zip(out.chunks(per)) {
-                let text = png_text(&folder, args, edit, batch, k.to_string());
+                let text = png_text(&pipeline, args, edit, batch, k.to_string());
                 images::save_png_with_text(
                     &images::grid(img, 1, ch, s, s, 1)?,
                     &dir.join(format!("{k:06}.png")),
@@ -339,7 +279,7 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
         }
         None => {
             let text = png_text(
-                &folder,
+                &pipeline,
                 args,
                 edit,
                 batch,
@@ -350,7 +290,7 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
             args.out.display().to_string()
         }
     };
-    if unchanged {
+    if matches!(job.start, Start::Unchanged { .. }) {
         eprintln!("wrote {written}: no step runs at this strength, so the input came back unchanged");
     } else {
         eprintln!(

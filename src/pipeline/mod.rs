@@ -1,0 +1,263 @@
+//! A diffusers folder as a pipeline (../shared/DESIGN.md): the models and the scheduler it
+//! composes, opened once, and sample, img2img and inpaint as starts of one chain. It holds no math
+//! of its own: the sampler plans, the chain and RePaint live in `diffusion`, the UNet in `model`.
+//!
+//! Use: `Pipeline::open` reads the folder's configs (no device), `Job`s are planned and checked
+//! from it before any work, `Pipeline::load` puts the models on the device, `Loaded::run` makes
+//! the images.
+
+pub mod edit;
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::diffusion::repaint::{self, InpaintInput, RepaintPlan};
+use crate::diffusion::{self, ChainInput, Img2ImgStart, SamplerKind, SamplerPlan, SchedulerConfig};
+use crate::gpu::Context;
+use crate::graph::check::OpCheck;
+use crate::model::{ModelFolder, UNet, UNetConfig};
+use crate::{Error, Result};
+
+/// The bundled model, used where no folder is given.
+pub const BUNDLED_MODEL: &str = "weights/fashion-mnist";
+
+/// A diffusers folder's components, read but not yet on a device.
+pub struct Pipeline {
+    pub folder: ModelFolder,
+    pub unet_config: UNetConfig,
+    /// scheduler_config.json's object and its path, when the folder has one.
+    scheduler_file: Option<(Map<String, Value>, String)>,
+}
+
+fn read_text(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+}
+
+impl Pipeline {
+    /// Reads a model folder (flat or pipeline layout): its UNet config and scheduler config.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let folder = ModelFolder::open(dir)?;
+        let shown = folder.unet_config.display().to_string();
+        let unet_config = UNetConfig::parse(&read_text(&folder.unet_config)?, &shown)?;
+        let scheduler_file = match &folder.scheduler_config {
+            Some(path) => {
+                let shown = path.display().to_string();
+                Some((SchedulerConfig::parse_file(&read_text(path)?, &shown)?, shown))
+            }
+            None => None,
+        };
+        Ok(Self { folder, unet_config, scheduler_file })
+    }
+
+    /// The folder given, or the bundled model (found from the working directory or, for `cargo
+    /// run` from elsewhere, from the source tree).
+    pub fn open_or_bundled(given: Option<&Path>) -> Result<Self> {
+        if let Some(dir) = given {
+            return Self::open(dir);
+        }
+        let here = PathBuf::from(BUNDLED_MODEL);
+        let source_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join(BUNDLED_MODEL);
+        match [here, source_tree].into_iter().find(|p| p.is_dir()) {
+            Some(dir) => Self::open(&dir),
+            None => Err(Error::Invalid(format!(
+                "the bundled model {BUNDLED_MODEL} is not here; run from the repository or give --model DIR"
+            ))),
+        }
+    }
+
+    /// The scheduler config for `kind`: the folder's scheduler_config.json applied to the
+    /// sampler's defaults, as diffusers' `from_config` does.
+    pub fn scheduler(&self, kind: SamplerKind) -> Result<SchedulerConfig> {
+        match &self.scheduler_file {
+            Some((file, shown)) => SchedulerConfig::resolve(kind, Some(file), shown),
+            None => SchedulerConfig::resolve(kind, None, "default scheduler config"),
+        }
+    }
+
+    /// The shape of one image: (channels, size).
+    pub fn image_shape(&self) -> (usize, usize) {
+        (self.unet_config.in_channels, self.unet_config.sample_size)
+    }
+
+    /// Values in one image.
+    pub fn image_len(&self) -> usize {
+        let (c, s) = self.image_shape();
+        c * s * s
+    }
+
+    /// The sampler `scheduler` (a name) over `steps` steps with DDIM's `eta`.
+    pub fn sampler_plan(&self, scheduler: &str, steps: usize, eta: f64) -> Result<SamplerPlan> {
+        SamplerPlan::new(&self.scheduler(SamplerKind::parse(scheduler)?)?, steps, eta)
+    }
+
+    /// img2img (SDEdit) from the image at `path` at `strength`, over the steps of `plan` (diffusers'
+    /// img2img: int(steps x strength) of them run).
+    pub fn img2img_start(&self, plan: SamplerPlan, path: &Path, strength: f64) -> Result<Start> {
+        let (c, s) = self.image_shape();
+        let image = crate::io::images::load_as_sample(path, c, s)?;
+        Ok(match plan.img2img(strength)? {
+            Some(p) => Start::Chain { plan: p.plan, img2img: Some((image, p.noising)) },
+            None => Start::Unchanged { image },
+        })
+    }
+
+    /// RePaint inpainting of the image at `image` where `mask` is black, as diffusers'
+    /// RePaintPipeline (its scheduler is DDPM's config).
+    pub fn inpaint_start(&self, image: &Path, mask: &Path, repaint: &RepaintOptions) -> Result<Inpaint> {
+        let cfg = self.scheduler(SamplerKind::Ddpm)?;
+        let plan =
+            RepaintPlan::new(&cfg, repaint.steps, repaint.jump_length, repaint.jump_n_sample, repaint.eta)?;
+        let (c, s) = self.image_shape();
+        let pixels = crate::io::images::load_as_sample(image, c, s)?;
+        let mask = edit::load_mask(mask, image, c, s)?;
+        Ok(Inpaint { plan, image: pixels, mask })
+    }
+
+    /// Puts the models on the device.
+    pub fn load(&self, ctx: &Context) -> Result<Loaded<'_>> {
+        Ok(Loaded { pipeline: self, unet: UNet::load(ctx, &self.folder)? })
+    }
+}
+
+/// RePaint's settings (diffusers' RePaintPipeline arguments).
+#[derive(Clone, Copy, Debug)]
+pub struct RepaintOptions {
+    pub steps: usize,
+    pub jump_length: usize,
+    pub jump_n_sample: usize,
+    pub eta: f64,
+}
+
+/// Where a job's chain starts.
+pub enum Start {
+    /// From noise through the sampler's plan (`sample`), or, with `img2img`, from the image
+    /// [C, H, W] noised to the plan's first step by (a, b): x = a x0 + b z.
+    Chain {
+        plan: SamplerPlan,
+        img2img: Option<(Vec<f32>, (f64, f64))>,
+    },
+    /// img2img at a strength where no step runs: the input comes back.
+    Unchanged {
+        image: Vec<f32>,
+    },
+    Repaint(Inpaint),
+}
+
+/// RePaint's start: its plan, the image and the mask (1 keeps, 0 fills), [C, H, W] each.
+pub struct Inpaint {
+    pub plan: RepaintPlan,
+    pub image: Vec<f32>,
+    pub mask: Vec<f32>,
+}
+
+impl Start {
+    /// Steps (or RePaint entries) each micro-batch runs: what progress counts.
+    pub fn steps(&self) -> usize {
+        match self {
+            Start::Chain { plan, .. } => plan.rows.len(),
+            Start::Unchanged { .. } => 0,
+            Start::Repaint(r) => r.plan.entries.len(),
+        }
+    }
+}
+
+/// What one run makes: images `images` of a batch of `batch` (a shard's share, keyed by global
+/// index), from `start`.
+pub struct Job {
+    pub seed: u64,
+    pub batch: usize,
+    pub images: Range<usize>,
+    /// Standard-normal x_T [batch, C, H, W] for the whole batch (else Philox from the seed).
+    pub init_noise: Option<Vec<f32>>,
+    pub start: Start,
+}
+
+impl Job {
+    /// Checks the job against the pipeline's image shape before any work.
+    pub fn check(&self, pipeline: &Pipeline) -> Result<()> {
+        let per = pipeline.image_len();
+        let (c, s) = pipeline.image_shape();
+        if self.batch == 0 {
+            return Err(Error::Invalid("--batch must be at least 1".into()));
+        }
+        if self.images.start > self.images.end || self.images.end > self.batch {
+            return Err(Error::Invalid(format!(
+                "images {:?} are not within a batch of {}",
+                self.images, self.batch
+            )));
+        }
+        if let Some(z) = &self.init_noise {
+            if z.len() != self.batch * per {
+                return Err(Error::Invalid(format!(
+                    "--init-noise holds {} values, this model needs [{}, {c}, {s}, {s}]",
+                    z.len(),
+                    self.batch
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pipeline with its models on the device.
+pub struct Loaded<'p> {
+    pub pipeline: &'p Pipeline,
+    pub unet: UNet,
+}
+
+/// Progress: (steps done, steps in total), over all micro-batches.
+pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
+
+impl Loaded<'_> {
+    /// Makes the job's images, [images, C, H, W] in the model's range, in order.
+    pub fn run(&mut self, ctx: &Context, job: &Job, progress: Progress) -> Result<Vec<f32>> {
+        job.check(self.pipeline)?;
+        match &job.start {
+            Start::Chain { plan, img2img } => {
+                let input = ChainInput {
+                    seed: job.seed,
+                    batch: job.batch,
+                    images: job.images.clone(),
+                    init_noise: job.init_noise.as_deref(),
+                    img2img: img2img
+                        .as_ref()
+                        .map(|(image, noising)| Img2ImgStart { image, noising: *noising }),
+                };
+                diffusion::sample(ctx, &mut self.unet, plan, &input, progress)
+            }
+            Start::Unchanged { image } => {
+                Ok(image.iter().copied().cycle().take(job.images.len() * image.len()).collect())
+            }
+            Start::Repaint(r) => {
+                let input = InpaintInput {
+                    seed: job.seed,
+                    batch: job.batch,
+                    images: job.images.clone(),
+                    image: &r.image,
+                    mask: &r.mask,
+                    noise_tape: None,
+                };
+                repaint::inpaint(ctx, &mut self.unet, &r.plan, &input, progress)
+            }
+        }
+    }
+
+    /// The chain's first step for the job's first micro-batch, op by op against the CPU
+    /// references (`sample --check`).
+    pub fn check_first_step(&mut self, ctx: &Context, job: &Job) -> Result<Vec<OpCheck>> {
+        job.check(self.pipeline)?;
+        let Start::Chain { plan, img2img: None } = &job.start else {
+            return Err(Error::Invalid("--check runs sample's first step, from noise".into()));
+        };
+        let input = ChainInput::all(job.seed, job.batch, job.init_noise.as_deref());
+        diffusion::check_first_step(ctx, &mut self.unet, plan, &input)
+    }
+}
+
+/// The first image holding a NaN or an infinity, by its index in the whole batch (`first` is
+/// the index of the first image in `out`).
+pub fn first_non_finite(out: &[f32], per: usize, first: usize) -> Option<usize> {
+    out.chunks(per).position(|img| img.iter().any(|v| !v.is_finite())).map(|k| first + k)
+}
