@@ -5,11 +5,10 @@ use std::time::Instant;
 
 use clap::Args;
 use wgpu_diffusion::gpu::Context;
-use wgpu_diffusion::io::{images, npy};
-use wgpu_diffusion::pipeline::{first_non_finite, Job, Pipeline, RepaintOptions, Start};
+use wgpu_diffusion::pipeline::{Job, Pipeline, RepaintOptions, Start};
 use wgpu_diffusion::{Error, Result};
 
-use super::sample::check_writable;
+use super::output::Outputs;
 use super::DeviceArgs;
 
 #[derive(Args, Debug)]
@@ -66,17 +65,9 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
     };
     let inpaint = pipeline.inpaint_start(&args.image, &args.mask, &options)?;
     let (ch, s) = pipeline.image_shape();
-    match &args.out_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", dir.display())))?;
-            check_writable(&dir.join("000000.png"))?;
-        }
-        None => check_writable(&args.out)?,
-    }
-    if let Some(p) = &args.save_npy {
-        check_writable(p)?;
-    }
+    let outputs =
+        Outputs { grid: &args.out, out_dir: args.out_dir.as_deref(), save_npy: args.save_npy.as_deref() };
+    outputs.check(0)?;
     let ctx = Context::new(&args.device.options()?)?;
     let mut loaded = pipeline.load(&ctx)?;
     let unet_evals = inpaint.plan.steps.len();
@@ -106,15 +97,6 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    let per = ch * s * s;
-    if let Some(k) = first_non_finite(&out, per, 0) {
-        return Err(Error::Invalid(format!(
-            "result {k} came out with NaN or infinite values, so nothing was written"
-        )));
-    }
-    if let Some(p) = &args.save_npy {
-        npy::write(p, &[args.batch, ch, s, s], &out)?;
-    }
     let params = format!(
         "wgpu-diffusion inpaint --image {} --mask {} --model {} --steps {} --jump-length {} --jump-n-sample {} --eta {} --batch {} --seed {}",
         args.image.display(),
@@ -129,27 +111,14 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
     );
     let text =
         vec![("Software", format!("wgpu-diffusion {}", env!("CARGO_PKG_VERSION"))), ("parameters", params)];
-    let written = match &args.out_dir {
-        Some(dir) => {
-            for (k, img) in out.chunks(per).enumerate() {
-                images::save_png_with_text(
-                    &images::grid(img, 1, ch, s, s, 1)?,
-                    &dir.join(format!("{k:06}.png")),
-                    &text,
-                )?;
-            }
-            format!("{} results in {}", args.batch, dir.display())
-        }
-        None => {
-            // One row: the input, the mask (white keeps), the results.
-            let mut row = image.clone();
-            row.extend(mask.iter().map(|&m| 2.0 * m - 1.0));
-            row.extend_from_slice(&out);
-            let n = args.batch + 2;
-            images::save_png_with_text(&images::grid(&row, n, ch, s, s, n)?, &args.out, &text)?;
-            format!("{} (input, mask, {} results)", args.out.display(), args.batch)
-        }
-    };
+    // The grid is one row: the input, the mask (white keeps), the results.
+    let mut before = image;
+    before.extend(mask.iter().map(|&m| 2.0 * m - 1.0));
+    let non_finite = |k| format!("result {k} came out with NaN or infinite values, so nothing was written");
+    let mut written = outputs.write(&out, 0..args.batch, (ch, s), &before, &|_| text.clone(), &non_finite)?;
+    if args.out_dir.is_none() {
+        written += &format!(" (input, mask, {} results)", args.batch);
+    }
     eprintln!(
         "wrote {written}: {secs:.1} s, {:.2} UNet evaluations/s",
         (unet_evals * args.batch) as f64 / secs

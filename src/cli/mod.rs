@@ -5,6 +5,7 @@ mod check;
 mod info;
 mod inpaint;
 mod noise;
+mod output;
 mod sample;
 mod train;
 

@@ -6,10 +6,11 @@ use std::time::Instant;
 use clap::Args;
 use wgpu_diffusion::diffusion::{SamplerKind, Shard};
 use wgpu_diffusion::gpu::Context;
-use wgpu_diffusion::io::{images, npy};
-use wgpu_diffusion::pipeline::{first_non_finite, Job, Pipeline, Start};
+use wgpu_diffusion::io::npy;
+use wgpu_diffusion::pipeline::{Job, Pipeline, Start};
 use wgpu_diffusion::{Error, Result};
 
+use super::output::Outputs;
 use super::{check, DeviceArgs};
 
 /// The default sampler chosen for the bundled model (README: "Choosing the default").
@@ -62,21 +63,6 @@ pub struct SampleArgs {
     pub check: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
-}
-
-/// Fails early (before minutes of sampling) when an output cannot be written.
-pub(super) fn check_writable(path: &Path) -> Result<()> {
-    let existed = path.exists();
-    let probe = std::fs::OpenOptions::new().create(true).append(true).open(path);
-    match probe {
-        Ok(_) => {
-            if !existed {
-                let _ = std::fs::remove_file(path); // leave nothing behind if sampling fails later
-            }
-            Ok(())
-        }
-        Err(e) => Err(Error::Invalid(format!("cannot write {}: {e}", path.display()))),
-    }
 }
 
 /// The shard this process makes: `--shard I/N`, `--shard auto` (from the scheduler's environment),
@@ -211,16 +197,9 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
     if args.check {
         return check::run(args, &pipeline, &job);
     }
-    if let Some(dir) = &args.out_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", dir.display())))?;
-        check_writable(&dir.join(format!("{:06}.png", images.start)))?;
-    } else {
-        check_writable(&args.out)?;
-    }
-    if let Some(p) = &args.save_npy {
-        check_writable(p)?;
-    }
+    let outputs =
+        Outputs { grid: &args.out, out_dir: args.out_dir.as_deref(), save_npy: args.save_npy.as_deref() };
+    outputs.check(images.start)?;
 
     let ctx = Context::new(&args.device.options()?)?;
     let mut loaded = pipeline.load(&ctx)?;
@@ -254,42 +233,21 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
 
-    let per = pipeline.image_len();
     let n = images.len();
-    if let Some(k) = first_non_finite(&out, per, images.start) {
-        return Err(Error::Invalid(format!(
+    let text = |k: Option<usize>| {
+        let index = match k {
+            Some(k) => k.to_string(),
+            None => format!("{}-{} (row by row)", images.start, images.end - 1),
+        };
+        png_text(&pipeline, args, edit, batch, index)
+    };
+    let non_finite = |k| {
+        format!(
             "image {k} came out with NaN or infinite values, so nothing was written; \
              `sample --check` runs the first step op by op against the CPU references and names the op that goes wrong"
-        )));
-    }
-    if let Some(p) = &args.save_npy {
-        npy::write(p, &[n, ch, s, s], &out)?;
-    }
-    let written = match &args.out_dir {
-        Some(dir) => {
-            for (k, img) in images.clone().zip(out.chunks(per)) {
-                let text = png_text(&pipeline, args, edit, batch, k.to_string());
-                images::save_png_with_text(
-                    &images::grid(img, 1, ch, s, s, 1)?,
-                    &dir.join(format!("{k:06}.png")),
-                    &text,
-                )?;
-            }
-            format!("{n} images in {}", dir.display())
-        }
-        None => {
-            let text = png_text(
-                &pipeline,
-                args,
-                edit,
-                batch,
-                format!("{}-{} (row by row)", images.start, images.end - 1),
-            );
-            let grid = images::grid(&out, n, ch, s, s, images::square_cols(n))?;
-            images::save_png_with_text(&grid, &args.out, &text)?;
-            args.out.display().to_string()
-        }
+        )
     };
+    let written = outputs.write(&out, images.clone(), (ch, s), &[], &text, &non_finite)?;
     if matches!(job.start, Start::Unchanged { .. }) {
         eprintln!("wrote {written}: no step runs at this strength, so the input came back unchanged");
     } else {
