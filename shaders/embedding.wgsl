@@ -57,3 +57,51 @@ fn timestep_embedding(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgro
     // Without flip: first half sin, second half cos. With flip: swapped.
     out[i] = select(sc.y, sc.x, first_half != (p.flip == 1u));
 }
+
+// ---- Class embedding lookup (nn.Embedding) and its backward ----
+// lookup:          out[b, j] = table[label[b], j], labels as f32 class ids (the graph's inputs are
+//                  f32; ids are exact to 2^24), clamped into the table (callers check the range).
+// lookup_backward: d_table[r, j] = sum over b with label[b] = r of dy[b, j], one invocation per
+//                  (r, j) walking the batch in order, so the sum is deterministic (no atomics).
+
+struct LookupParams {
+    batch: u32,
+    dim: u32,
+    rows: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> lk_labels: array<f32>;
+@group(0) @binding(1) var<storage, read> lk_in: array<f32>;      // table (lookup) or dy (backward)
+@group(0) @binding(2) var<storage, read_write> lk_out: array<f32>;
+@group(0) @binding(3) var<uniform> lk: LookupParams;
+
+fn row_of(b: u32) -> u32 {
+    return min(u32(max(lk_labels[b], 0.0)), lk.rows - 1u);
+}
+
+@compute @workgroup_size(WG)
+fn lookup(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+          @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    if (i >= lk.batch * lk.dim) { return; }
+    let b = i / lk.dim;
+    let j = i % lk.dim;
+    lk_out[i] = lk_in[row_of(b) * lk.dim + j];
+}
+
+@compute @workgroup_size(WG)
+fn lookup_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    if (i >= lk.rows * lk.dim) { return; }
+    let r = i / lk.dim;
+    let j = i % lk.dim;
+    var sum = 0.0;
+    for (var b = 0u; b < lk.batch; b++) {
+        if (row_of(b) == r) {
+            sum += lk_in[b * lk.dim + j];
+        }
+    }
+    lk_out[i] = sum;
+}

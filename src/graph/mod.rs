@@ -33,6 +33,7 @@ pub enum Op {
     Concat(ops::Concat),
     Upsample2x(ops::Upsample2x),
     TimestepEmbedding(ops::TimestepEmbedding),
+    EmbeddingLookup(ops::EmbeddingLookup),
     // What training adds: the loss and the ops autodiff builds.
     Add(ops::Add),
     MseLoss(ops::MseLoss),
@@ -45,6 +46,7 @@ pub enum Op {
     SiluBackward(ops::SiluBackward),
     ConcatBackward(ops::ConcatBackward),
     Upsample2xBackward(ops::Upsample2xBackward),
+    EmbeddingLookupBackward(ops::EmbeddingLookupBackward),
 }
 
 impl Op {
@@ -60,6 +62,7 @@ impl Op {
             Op::Concat(o) => o,
             Op::Upsample2x(o) => o,
             Op::TimestepEmbedding(o) => o,
+            Op::EmbeddingLookup(o) => o,
             Op::Add(o) => o,
             Op::MseLoss(o) => o,
             Op::MseGrad(o) => o,
@@ -71,6 +74,7 @@ impl Op {
             Op::SiluBackward(o) => o,
             Op::ConcatBackward(o) => o,
             Op::Upsample2xBackward(o) => o,
+            Op::EmbeddingLookupBackward(o) => o,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Sinusoidal timestep embedding (shaders/embedding.wgsl), as diffusers' `get_timestep_embedding`.
+//! Sinusoidal timestep embedding (shaders/embedding.wgsl), as diffusers' `get_timestep_embedding`,
+//! and the class embedding lookup (nn.Embedding) with its backward.
 
 use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
 use crate::kernels::{check_len, grid_1d};
@@ -95,4 +96,123 @@ pub fn reference(cfg: &EmbeddingConfig, timesteps: &[f32]) -> Vec<f32> {
         }
     }
     out
+}
+
+static LOOKUP: KernelSpec = KernelSpec {
+    shader: &crate::shaders::EMBEDDING,
+    entry: "lookup",
+    bindings: &[Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
+};
+static LOOKUP_BACKWARD: KernelSpec = KernelSpec {
+    shader: &crate::shaders::EMBEDDING,
+    entry: "lookup_backward",
+    bindings: &[Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct LookupParams {
+    batch: u32,
+    dim: u32,
+    rows: u32,
+    _pad: u32,
+}
+
+/// The shape of a class embedding lookup: `batch` labels into a table [rows, dim].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LookupShape {
+    pub batch: usize,
+    pub rows: usize,
+    pub dim: usize,
+}
+
+impl LookupShape {
+    fn check(&self, op: &str) -> Result<()> {
+        if self.batch == 0 || self.rows == 0 || self.dim == 0 {
+            bail_shape!("{op}: {self:?}");
+        }
+        Ok(())
+    }
+
+    fn params(&self, ctx: &Context) -> wgpu::Buffer {
+        ctx.uniform(&LookupParams {
+            batch: self.batch as u32,
+            dim: self.dim as u32,
+            rows: self.rows as u32,
+            _pad: 0,
+        })
+    }
+}
+
+/// out [batch, dim] = table[labels[b]] (nn.Embedding), labels [batch] as f32 class ids.
+pub fn lookup(
+    ctx: &Context,
+    s: &LookupShape,
+    labels: &wgpu::Buffer,
+    table: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    s.check("embedding lookup")?;
+    check_len("embedding lookup", "labels", labels, s.batch)?;
+    check_len("embedding lookup", "table", table, s.rows * s.dim)?;
+    check_len("embedding lookup", "output", out, s.batch * s.dim)?;
+    let len = s.batch * s.dim;
+    ctx.dispatch(
+        &LOOKUP,
+        &[],
+        &[labels, table, out, &s.params(ctx)],
+        grid_1d(ctx, len, 256),
+        Cost { flops: 0, bytes: 8 * len as u64 + 4 * s.batch as u64 },
+    )
+}
+
+/// d_table [rows, dim] = for each row, the sum of dy [batch, dim] over the images with that label
+/// (in batch order: deterministic).
+pub fn lookup_backward(
+    ctx: &Context,
+    s: &LookupShape,
+    labels: &wgpu::Buffer,
+    dy: &wgpu::Buffer,
+    d_table: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    s.check("embedding lookup backward")?;
+    check_len("embedding lookup backward", "labels", labels, s.batch)?;
+    check_len("embedding lookup backward", "dy", dy, s.batch * s.dim)?;
+    check_len("embedding lookup backward", "d table", d_table, s.rows * s.dim)?;
+    let len = s.rows * s.dim;
+    ctx.dispatch(
+        &LOOKUP_BACKWARD,
+        &[],
+        &[labels, dy, d_table, &s.params(ctx)],
+        grid_1d(ctx, len, 256),
+        Cost { flops: (len * s.batch) as u64, bytes: 4 * (len * (s.batch + 1)) as u64 },
+    )
+}
+
+/// The table row a label picks (as the kernel clamps it).
+fn row_of(label: f32, rows: usize) -> usize {
+    (label.max(0.0) as usize).min(rows - 1)
+}
+
+/// Reference of `lookup`.
+pub fn reference_lookup(s: &LookupShape, labels: &[f32], table: &[f32]) -> Vec<f32> {
+    labels
+        .iter()
+        .flat_map(|&l| {
+            let r = row_of(l, s.rows);
+            table[r * s.dim..(r + 1) * s.dim].iter().copied()
+        })
+        .collect()
+}
+
+/// Reference of `lookup_backward` (f64 sums).
+pub fn reference_lookup_backward(s: &LookupShape, labels: &[f32], dy: &[f32]) -> Vec<f32> {
+    let mut d = vec![0.0f64; s.rows * s.dim];
+    for (b, &l) in labels.iter().enumerate() {
+        let r = row_of(l, s.rows);
+        for j in 0..s.dim {
+            d[r * s.dim + j] += dy[b * s.dim + j] as f64;
+        }
+    }
+    d.iter().map(|&v| v as f32).collect()
 }

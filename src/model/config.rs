@@ -17,6 +17,23 @@ pub enum UpBlock {
     AttnUp,
 }
 
+/// UNet2DModel's class embedding (CONDITIONING.md), added to the time embedding after its MLP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClassEmbedding {
+    /// `num_class_embeds` without a `class_embed_type`: nn.Embedding [rows, time_embed_dim] on
+    /// integer labels 0..rows.
+    Table { rows: usize },
+    /// `class_embed_type: "timestep"`: the label through the sinusoidal projection and its own
+    /// MLP (linear_1, SiLU, linear_2); any integer label.
+    Timestep,
+}
+
+/// Extra config.json keys this engine writes for class-conditional models (diffusers ignores
+/// them with a warning): the class names by id, and the label of the null class that
+/// classifier-free guidance trained.
+pub const CLASS_NAMES_KEY: &str = "id2label";
+pub const NULL_CLASS_KEY: &str = "null_class_id";
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct UNetConfig {
     pub sample_size: usize,
@@ -38,6 +55,11 @@ pub struct UNetConfig {
     pub attn_norm_num_groups: Option<usize>,
     pub norm_eps: f32,
     pub add_attention: bool,
+    pub class_embedding: Option<ClassEmbedding>,
+    /// The class names by id (`id2label`), where the folder has them.
+    pub class_names: Option<Vec<String>>,
+    /// The null class label (`null_class_id`), where the folder records one.
+    pub null_class: Option<usize>,
 }
 
 fn invalid(path: &str, msg: impl std::fmt::Display) -> Error {
@@ -177,7 +199,27 @@ const KNOWN: &[&str] = &[
     "class_embed_type",
     "num_class_embeds",
     "num_train_timesteps",
+    CLASS_NAMES_KEY,
+    NULL_CLASS_KEY,
 ];
+
+/// `id2label`: {"0": "name", ...} with the ids 0..n, each once.
+fn class_names(f: &Fields) -> Result<Option<Vec<String>>> {
+    let Some(v) = f.get(CLASS_NAMES_KEY) else { return Ok(None) };
+    let bad = |msg: String| invalid(f.path, format!("{CLASS_NAMES_KEY}: {msg}"));
+    let obj = v.as_object().ok_or_else(|| bad(format!("must map class ids to names, not {v}")))?;
+    let mut names = vec![None; obj.len()];
+    for (id, name) in obj {
+        let k: usize = id.parse().map_err(|_| bad(format!("'{id}' is not a class id")))?;
+        let name = name.as_str().ok_or_else(|| bad(format!("the name of class {id} is not a string")))?;
+        match names.get_mut(k) {
+            Some(slot) => *slot = Some(name.to_string()),
+            None => return Err(bad(format!("ids must run 0..{} without gaps; '{id}' does not", obj.len()))),
+        }
+    }
+    let names: Option<Vec<String>> = names.into_iter().collect();
+    names.map(Some).ok_or_else(|| bad(format!("ids must run 0..{} without gaps", obj.len())))
+}
 
 impl UNetConfig {
     /// Parses config.json text; `path` names the file in errors.
@@ -201,15 +243,27 @@ impl UNetConfig {
         f.expect_str("resnet_time_scale_shift", &["default"])?;
         f.expect_str("downsample_type", &["conv"])?;
         f.expect_str("upsample_type", &["conv"])?;
-        if let Some(v) = f.str("class_embed_type")? {
-            return Err(invalid(
-                path,
-                format!("class_embed_type \"{v}\": class conditioning is not supported"),
-            ));
-        }
-        if f.opt_usize("num_class_embeds")?.is_some() {
-            return Err(invalid(path, "num_class_embeds: class conditioning is not supported"));
-        }
+        let class_embedding = match (f.str("class_embed_type")?, f.opt_usize("num_class_embeds")?) {
+            (None, None) => None,
+            (None, Some(0)) => return Err(invalid(path, "num_class_embeds is 0: a class table needs rows")),
+            (None, Some(rows)) => Some(ClassEmbedding::Table { rows }),
+            (Some("timestep"), _) => Some(ClassEmbedding::Timestep),
+            (Some("identity"), _) => {
+                return Err(invalid(
+                    path,
+                    "class_embed_type \"identity\" (the caller's own float vectors as labels) is not supported; \
+                     integer labels are (num_class_embeds, or class_embed_type \"timestep\")",
+                ))
+            }
+            (Some(other), _) => {
+                return Err(invalid(
+                    path,
+                    format!("class_embed_type \"{other}\" is not supported (supported: null with num_class_embeds, \"timestep\")"),
+                ))
+            }
+        };
+        let class_names = class_names(&f)?;
+        let null_class = f.opt_usize(NULL_CLASS_KEY)?;
         let mid_block = match f.str("mid_block_type")? {
             None if f.obj.contains_key("mid_block_type") => false, // explicit null: no mid block
             None | Some("UNetMidBlock2D") => true,
@@ -257,6 +311,9 @@ impl UNetConfig {
             attn_norm_num_groups: f.opt_usize("attn_norm_num_groups")?,
             norm_eps: f.f32("norm_eps", 1e-5)?,
             add_attention: f.bool("add_attention", true)?,
+            class_embedding,
+            class_names,
+            null_class,
         };
         // dropout only matters in training; any value is fine for inference.
         f.f32("dropout", 0.0)?;
@@ -304,6 +361,7 @@ impl UNetConfig {
                 ));
             }
         }
+        self.check_classes(path)?;
         if self.downsample_padding > 1 {
             return Err(invalid(
                 path,
@@ -311,6 +369,72 @@ impl UNetConfig {
             ));
         }
         Ok(())
+    }
+
+    fn check_classes(&self, path: &str) -> Result<()> {
+        let rows = match self.class_embedding {
+            None if self.class_names.is_some() || self.null_class.is_some() => {
+                return Err(invalid(
+                    path,
+                    format!("{CLASS_NAMES_KEY} or {NULL_CLASS_KEY} without a class embedding (num_class_embeds or class_embed_type)"),
+                ))
+            }
+            None => return Ok(()),
+            Some(ClassEmbedding::Table { rows }) => Some(rows),
+            Some(ClassEmbedding::Timestep) => None,
+        };
+        if let (Some(rows), Some(names)) = (rows, &self.class_names) {
+            if names.len() > rows {
+                return Err(invalid(
+                    path,
+                    format!("{} class names for a class table of {rows} rows", names.len()),
+                ));
+            }
+        }
+        if let (Some(rows), Some(null)) = (rows, self.null_class) {
+            if null >= rows {
+                return Err(invalid(
+                    path,
+                    format!("{NULL_CLASS_KEY} {null} is outside the class table's {rows} rows"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The classes image k of an unlabelled request cycles through: the named classes, else
+    /// every row of the class table but the null class. None: no class embedding, or a
+    /// "timestep" embedding without names (it takes any integer).
+    pub fn num_classes(&self) -> Option<usize> {
+        if let Some(names) = &self.class_names {
+            return Some(names.len());
+        }
+        match self.class_embedding? {
+            ClassEmbedding::Table { rows } => Some(match self.null_class {
+                Some(null) if null + 1 == rows => rows - 1,
+                _ => rows,
+            }),
+            ClassEmbedding::Timestep => None,
+        }
+    }
+
+    /// The label classifier-free guidance uses for "no class": the folder's null class, else the
+    /// class table's last row. None for a "timestep" embedding without a recorded null class.
+    pub fn default_null_class(&self) -> Option<usize> {
+        match (self.null_class, self.class_embedding?) {
+            (Some(n), _) => Some(n),
+            (None, ClassEmbedding::Table { rows }) => Some(rows - 1),
+            (None, ClassEmbedding::Timestep) => None,
+        }
+    }
+
+    /// The largest label the class embedding takes (the table's last row), None where any
+    /// integer is a label ("timestep").
+    pub fn max_label(&self) -> Option<usize> {
+        match self.class_embedding? {
+            ClassEmbedding::Table { rows } => Some(rows - 1),
+            ClassEmbedding::Timestep => None,
+        }
     }
 
     /// Width of the time embedding MLP (time_embedding_dim, else 4 x block_out_channels[0]).

@@ -93,10 +93,15 @@ pub struct UNetExecutable {
     pub batch: usize,
     pub sample: TensorId,
     pub timesteps: TensorId,
+    /// Class labels [batch] as f32, for a class-conditional model.
+    pub class_labels: Option<TensorId>,
     pub output: TensorId,
 }
 
 impl UNetExecutable {
+    pub fn class_labels_buffer(&self) -> Option<&wgpu::Buffer> {
+        self.class_labels.map(|t| self.exe.buffer(t))
+    }
     pub fn sample_buffer(&self) -> &wgpu::Buffer {
         self.exe.buffer(self.sample)
     }
@@ -147,6 +152,7 @@ impl UNet {
             batch,
             sample: g.sample,
             timesteps: g.timesteps,
+            class_labels: g.class_labels,
             output: g.output,
         })
     }
@@ -189,15 +195,55 @@ impl UNet {
     /// One forward on host data: sample [B, C, H, W] and one timestep per image. Batches over the
     /// device's limits run as micro-batches of the largest size that fits.
     pub fn forward(&mut self, ctx: &Context, sample: &[f32], timesteps: &[f32]) -> Result<Vec<f32>> {
-        self.forward_micro(ctx, sample, timesteps, usize::MAX)
+        self.forward_micro(ctx, sample, timesteps, None, usize::MAX)
     }
 
-    /// `forward` with micro-batches of at most `max_micro` images.
+    /// `forward` of a class-conditional model: one class label per image.
+    pub fn forward_labelled(
+        &mut self,
+        ctx: &Context,
+        sample: &[f32],
+        timesteps: &[f32],
+        labels: &[f32],
+    ) -> Result<Vec<f32>> {
+        self.forward_micro(ctx, sample, timesteps, Some(labels), usize::MAX)
+    }
+
+    /// Checks that `labels` suit the model: given exactly when it has a class embedding, one per
+    /// image, each a row of its class table (diffusers raises the first two as errors).
+    pub fn check_labels(&self, labels: Option<&[f32]>, batch: usize) -> Result<()> {
+        match (self.config.class_embedding.is_some(), labels) {
+            (true, None) => Err(Error::Invalid(
+                "class_labels should be provided when doing class conditioning (this model has a class embedding)"
+                    .into(),
+            )),
+            (false, Some(_)) => Err(Error::Invalid(
+                "class labels were given, but this model has no class embedding".into(),
+            )),
+            (false, None) => Ok(()),
+            (true, Some(l)) => {
+                if l.len() != batch {
+                    return Err(Error::Shape(format!("{} class labels for {batch} images", l.len())));
+                }
+                let max = self.config.max_label().map_or(f32::MAX, |m| m as f32);
+                match l.iter().find(|&&v| v.fract() != 0.0 || !(v >= 0.0 && v <= max)) {
+                    Some(v) => Err(Error::Invalid(format!(
+                        "class label {v} is not a class of this model (0..={max})"
+                    ))),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// `forward` with micro-batches of at most `max_micro` images (and class labels, one per
+    /// image, for a class-conditional model).
     pub fn forward_micro(
         &mut self,
         ctx: &Context,
         sample: &[f32],
         timesteps: &[f32],
+        labels: Option<&[f32]>,
         max_micro: usize,
     ) -> Result<Vec<f32>> {
         let batch = timesteps.len();
@@ -212,6 +258,7 @@ impl UNet {
                 batch * per_in
             )));
         }
+        self.check_labels(labels, batch)?;
         let micro = batch.min(self.max_batch(ctx)?).min(max_micro.max(1));
         let unet = self.executable(ctx, micro)?;
         let mut out = Vec::with_capacity(batch * per_out);
@@ -220,12 +267,19 @@ impl UNet {
             // A last, smaller micro-batch runs padded with copies of its first image.
             let mut xs = sample[start * per_in..(start + n) * per_in].to_vec();
             let mut ts = timesteps[start..start + n].to_vec();
+            let mut ls = labels.map(|l| l[start..start + n].to_vec());
             for _ in n..micro {
                 xs.extend_from_slice(&sample[start * per_in..(start + 1) * per_in]);
                 ts.push(timesteps[start]);
+                if let (Some(ls), Some(l)) = (ls.as_mut(), labels) {
+                    ls.push(l[start]);
+                }
             }
             ctx.queue.write_buffer(unet.sample_buffer(), 0, bytemuck::cast_slice(&xs));
             ctx.queue.write_buffer(unet.timesteps_buffer(), 0, bytemuck::cast_slice(&ts));
+            if let (Some(buf), Some(ls)) = (unet.class_labels_buffer(), &ls) {
+                ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(ls));
+            }
             let mut enc = ctx.device.create_command_encoder(&Default::default());
             unet.exe.record(&mut enc);
             ctx.queue.submit([enc.finish()]);

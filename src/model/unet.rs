@@ -3,7 +3,7 @@
 //! The module names below are diffusers' (`down_blocks.1.resnets.0.conv1`), so a shape error or a
 //! missing tensor names the layer a diffusers user knows.
 
-use super::config::{DownBlock, UNetConfig, UpBlock};
+use super::config::{ClassEmbedding, DownBlock, UNetConfig, UpBlock};
 use super::weights::WeightBank;
 use crate::gpu::Context;
 use crate::graph::{Graph, TensorId, WeightId};
@@ -11,11 +11,13 @@ use crate::kernels::conv2d::Padding;
 use crate::kernels::embedding::EmbeddingConfig;
 use crate::{Error, Result};
 
-/// The graph of one UNet forward: inputs (sample [B, C, H, W], timesteps [B] as f32), output eps.
+/// The graph of one UNet forward: inputs (sample [B, C, H, W], timesteps [B] as f32, and for a
+/// class-conditional model class labels [B] as f32), output eps.
 pub struct UNetGraph {
     pub graph: Graph,
     pub sample: TensorId,
     pub timesteps: TensorId,
+    pub class_labels: Option<TensorId>,
     pub output: TensorId,
 }
 
@@ -114,7 +116,30 @@ pub fn build(ctx: &Context, cfg: &UNetConfig, bank: &mut WeightBank, batch: usiz
     let l1 = bank.linear(ctx, "time_embedding.linear_1", td, c0)?;
     let t = g.linear("time_embedding.linear_1", t, l1, true)?;
     let l2 = bank.linear(ctx, "time_embedding.linear_2", td, td)?;
-    let t = g.linear("time_embedding.linear_2", t, l2, false)?;
+    let mut t = g.linear("time_embedding.linear_2", t, l2, false)?;
+    // The class embedding is added after the time MLP; every resnet's SiLU acts on the sum.
+    let class_labels = match cfg.class_embedding {
+        None => None,
+        Some(kind) => {
+            let labels = g.input(&[batch]);
+            let c = match kind {
+                ClassEmbedding::Table { rows } => {
+                    let table = bank.table(ctx, "class_embedding.weight", rows, td)?;
+                    g.embedding_lookup("class_embedding", labels, table, rows, td)?
+                }
+                ClassEmbedding::Timestep => {
+                    // The label through the same sinusoidal projection, then its own MLP.
+                    let p = g.timestep_embedding("class_embedding.time_proj", labels, emb_cfg, freqs)?;
+                    let l1 = bank.linear(ctx, "class_embedding.linear_1", td, c0)?;
+                    let c = g.linear("class_embedding.linear_1", p, l1, true)?;
+                    let l2 = bank.linear(ctx, "class_embedding.linear_2", td, td)?;
+                    g.linear("class_embedding.linear_2", c, l2, false)?
+                }
+            };
+            t = g.add("class_embedding.add", t, c)?;
+            Some(labels)
+        }
+    };
     let temb = g.silu("time_embedding.act", t);
     let mut b = Builder { cfg, ctx, bank, g, temb };
 
@@ -184,5 +209,5 @@ pub fn build(ctx: &Context, cfg: &UNetConfig, bank: &mut WeightBank, batch: usiz
     let output = b.g.conv2d("conv_out", h, conv_out, 1, Padding::same(1), None, None, 1.0)?;
     let mut graph = b.g;
     graph.mark_output(output);
-    Ok(UNetGraph { graph, sample, timesteps, output })
+    Ok(UNetGraph { graph, sample, timesteps, class_labels, output })
 }

@@ -252,6 +252,11 @@ impl WeightBank {
         Ok(LinearWeight { weight, bias, fout, fin })
     }
 
+    /// An embedding table `name` [rows, dim], as stored.
+    pub fn table(&mut self, ctx: &Context, name: &str, rows: usize, dim: usize) -> Result<WeightId> {
+        self.plain(ctx, name, &[rows, dim])
+    }
+
     /// A GroupNorm's `{prefix}.weight` and `{prefix}.bias`, [c] each.
     pub fn norm(&mut self, ctx: &Context, prefix: &str, c: usize) -> Result<NormWeight> {
         let gamma = self.plain(ctx, &format!("{prefix}.weight"), &[c])?;

@@ -78,3 +78,57 @@ fn timestep_embedding_geometry_every_batch() {
     }
     on(spill_ctx(), 33, 33);
 }
+
+/// Labels 0..rows in an order where rows repeat and some are absent; the last label past the
+/// table (clamped into it, as the kernel promises).
+fn labels(batch: usize, rows: usize) -> Vec<f32> {
+    (0..batch).map(|i| ((i * 7 + 3) % (rows + 1)) as f32).collect()
+}
+
+// Geometry: lookup is 1-D over batch x dim outputs, its backward over rows x dim, 256 a
+// workgroup, split over x and y past the limit:
+// - every batch in BATCHES with an 11-row table at dim 128 (the bundled conditional model's):
+//   1 to 17 workgroups, the last partial at 33 x 128 = 4224; backward 1408 = 6 workgroups;
+// - dim 33 (odd: rows straddle workgroups) and a 1000-row table (backward 132 workgroups);
+// - on `spill_ctx`: 33 x 33 = 1089 values are 5 workgroups on a 4 x 2 grid.
+#[test]
+fn class_embedding_lookup_and_backward_geometry() {
+    use embedding::LookupShape;
+    let on = |c: &wgpu_diffusion::gpu::Context, batch: usize, rows: usize, dim: usize| {
+        let s = LookupShape { batch, rows, dim };
+        let mut r = rng((batch * 1000 + rows + dim) as u64);
+        let (l, table, dy) = (labels(batch, rows), random(&mut r, rows * dim), random(&mut r, batch * dim));
+        let (lt, tt, dyt) = (upload_on(c, &l), upload_on(c, &table), upload_on(c, &dy));
+        let (out, d) = (output_on(c, batch * dim), output_on(c, rows * dim));
+        c.run(&[
+            embedding::lookup(c, &s, &lt.buffer, &tt.buffer, &out.buffer).unwrap(),
+            embedding::lookup_backward(c, &s, &lt.buffer, &dyt.buffer, &d.buffer).unwrap(),
+        ]);
+        let what = format!("batch {batch} rows {rows} dim {dim}");
+        assert_eq!(read_on(c, &out), embedding::reference_lookup(&s, &l, &table), "lookup {what}");
+        assert_close(
+            &format!("lookup backward {what}"),
+            &read_on(c, &d),
+            &embedding::reference_lookup_backward(&s, &l, &dy),
+            RTOL,
+        );
+    };
+    for &n in &BATCHES {
+        on(ctx(), n, 11, 128);
+        on(ctx(), n, 5, 33);
+    }
+    on(ctx(), 33, 1000, 64);
+    on(spill_ctx(), 33, 11, 33);
+}
+
+#[test]
+fn class_embedding_backward_sums_repeated_labels_and_zeroes_absent_ones() {
+    use embedding::LookupShape;
+    let s = LookupShape { batch: 4, rows: 3, dim: 2 };
+    let (l, dy) = ([2.0, 0.0, 2.0, 2.0], [1.0, 2.0, 10.0, 20.0, 100.0, 200.0, 1000.0, 2000.0]);
+    let (lt, dyt, d) = (upload(&l), upload(&dy), output(6));
+    run(embedding::lookup_backward(ctx(), &s, &lt.buffer, &dyt.buffer, &d.buffer).unwrap());
+    assert_eq!(read(&d), vec![10.0, 20.0, 0.0, 0.0, 1101.0, 2202.0]);
+    let bad = LookupShape { rows: 0, ..s };
+    assert!(embedding::lookup(ctx(), &bad, &lt.buffer, &dyt.buffer, &d.buffer).is_err());
+}

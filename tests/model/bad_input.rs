@@ -152,7 +152,41 @@ fn bad_configs() {
         &["scale_shift"],
     );
     assert_says(&with_config("fourier", |c| c["time_embedding_type"] = "fourier".into()), &["fourier"]);
-    assert_says(&with_config("classes", |c| c["num_class_embeds"] = 10.into()), &["class"]);
+    // A class table the weights lack; the kinds of class embedding that are not integer labels.
+    assert_says(
+        &with_config("classes", |c| c["num_class_embeds"] = 10.into()),
+        &["missing tensor 'class_embedding.weight'"],
+    );
+    assert_says(
+        &with_config("identity", |c| c["class_embed_type"] = "identity".into()),
+        &["class_embed_type \"identity\"", "not supported"],
+    );
+    assert_says(
+        &with_config("projection", |c| c["class_embed_type"] = "projection".into()),
+        &["class_embed_type \"projection\"", "not supported"],
+    );
+    assert_says(
+        &with_config("zero-classes", |c| c["num_class_embeds"] = 0.into()),
+        &["num_class_embeds is 0"],
+    );
+    assert_says(
+        &with_config("names-alone", |c| c["id2label"] = serde_json::json!({"0": "a"})),
+        &["id2label", "without a class embedding"],
+    );
+    assert_says(
+        &with_config("null-outside", |c| {
+            c["num_class_embeds"] = 3.into();
+            c["null_class_id"] = 3.into();
+        }),
+        &["null_class_id 3", "3 rows"],
+    );
+    assert_says(
+        &with_config("names-gap", |c| {
+            c["num_class_embeds"] = 3.into();
+            c["id2label"] = serde_json::json!({"0": "a", "2": "c"});
+        }),
+        &["id2label", "without gaps"],
+    );
     assert_says(
         &with_config("count", |c| c["block_out_channels"] = serde_json::json!([8, 16, 16])),
         &["must match"],

@@ -21,7 +21,7 @@ fn check(folder: &std::path::Path, seed: u64) {
     let x: Vec<f32> = (0..MAX * per).map(|_| r.random_range(-1.0f32..1.0) * 1.5).collect();
     let t: Vec<f32> = (0..MAX).map(|_| r.random_range(0..1000) as f32).collect();
     // Each image alone: one batch-1 executable run 33 times.
-    let alone = unet.forward_micro(ctx(), &x, &t, 1).unwrap();
+    let alone = unet.forward_micro(ctx(), &x, &t, None, 1).unwrap();
     for b in SIZES {
         let got = unet.forward(ctx(), &x[..b * per], &t[..b]).unwrap();
         for k in 0..b {

@@ -8,7 +8,7 @@ fn check(name: &str, max_micro: usize) {
     let folder = ModelFolder::open(&dir).unwrap_or_else(|e| panic!("{name}: {e}"));
     let mut unet = UNet::load(ctx(), &folder).unwrap_or_else(|e| panic!("{name}: {e}"));
     let io = read_safetensors(&dir.join("io.safetensors")).unwrap();
-    let got = unet.forward_micro(ctx(), &io["sample"].data, &io["timesteps"].data, max_micro).unwrap();
+    let got = unet.forward_micro(ctx(), &io["sample"].data, &io["timesteps"].data, None, max_micro).unwrap();
     assert_eq!(got.len(), io["output"].data.len());
     assert_close(&format!("{name} (micro-batch {max_micro})"), &got, &io["output"].data, RTOL);
 }

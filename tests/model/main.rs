@@ -4,6 +4,7 @@
 mod bad_input;
 mod batch_invariance;
 mod checkpoint;
+mod class_golden;
 mod golden;
 mod grad_golden;
 mod train_golden;
