@@ -3,7 +3,12 @@
 // add_noise:     x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, with t per batch element, read from a
 //                table of (sqrt(abar), sqrt(1 - abar)) indexed by timestep.
 // prepare_step:  the UNet's inputs for this step: model_in = model_in_scale * x (diffusers'
-//                scale_model_input) and the step's timestep for every batch item.
+//                scale_model_input), repeated once per guidance row ([x; x] for classifier-free
+//                guidance's unconditional and conditional rows), and the step's timestep for
+//                every batch item.
+// guide:         classifier-free guidance on the model output [uncond; cond] (2 len values):
+//                  out = uncond + scale (cond - uncond)
+//                (diffusers' and DiT's formula), the model output the sampler update reads.
 // sampler_step:  one step of DDPM, DDIM, Euler, Euler ancestral or DPM-Solver++(2M), all of one linear
 //                form, with coefficients read from a per-step table by the step index held on the
 //                device, so a whole chain can be recorded without reading anything back:
@@ -28,8 +33,8 @@ struct StepCoeffs {
 }
 
 struct Params {
-    len: u32,       // elements in total
-    per_item: u32,  // elements per batch item (add_noise)
+    len: u32,       // elements in total (prepare_step: of the model input, every copy of x)
+    per_item: u32,  // elements per batch item (add_noise); elements of x (prepare_step)
     batch: u32,     // batch items (prepare_step)
     _pad: u32,
 }
@@ -74,8 +79,29 @@ fn prepare_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
         ps_timesteps[i] = c.timestep;
     }
     if (i < ps_p.len) {
-        ps_model_in[i] = c.model_in_scale * ps_x[i];
+        ps_model_in[i] = c.model_in_scale * ps_x[i % ps_p.per_item];
     }
+}
+
+// ---- guide ----
+struct GuideParams {
+    len: u32,     // elements of one half (the guided output)
+    scale: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> gd_model: array<f32>;
+@group(0) @binding(1) var<storage, read_write> gd_out: array<f32>;
+@group(0) @binding(2) var<uniform> gd_p: GuideParams;
+
+@compute @workgroup_size(WG)
+fn guide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= gd_p.len) { return; }
+    let uncond = gd_model[i];
+    gd_out[i] = uncond + gd_p.scale * (gd_model[gd_p.len + i] - uncond);
 }
 
 // ---- sampler_step ----

@@ -90,7 +90,14 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
         "{bar:30} {pos}/{len} steps and undo steps  {per_sec}  ETA {eta}",
     );
     let t0 = Instant::now();
-    let job = Job { seed: args.seed, batch: args.batch, images: 0..args.batch, init_noise: None, start };
+    let job = Job {
+        seed: args.seed,
+        batch: args.batch,
+        images: 0..args.batch,
+        init_noise: None,
+        start,
+        classes: None,
+    };
     let out = loaded.run(&ctx, &job, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);

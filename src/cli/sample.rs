@@ -193,7 +193,14 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
             )));
         }
     }
-    let job = Job { seed: args.seed, batch, images: images.clone(), init_noise: init.map(|(_, v)| v), start };
+    let job = Job {
+        seed: args.seed,
+        batch,
+        images: images.clone(),
+        init_noise: init.map(|(_, v)| v),
+        start,
+        classes: None,
+    };
     if args.check {
         return check::run(args, &pipeline, &job);
     }

@@ -26,6 +26,73 @@ pub struct ChainInput<'a> {
     pub init_noise: Option<&'a [f32]>,
     /// img2img: every image starts from this one, noised, instead of from pure noise.
     pub img2img: Option<Img2ImgStart<'a>>,
+    /// The class of each image, for a class-conditional model, with guidance or without.
+    pub conditioning: Option<Conditioning<'a>>,
+}
+
+/// Classifier-free guidance: each step evaluates the model on [null class; class] rows in one
+/// batch and gives the sampler uncond + scale (cond - uncond) (DiT's formula, CONDITIONING.md).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Guidance {
+    pub scale: f32,
+    /// The unconditional label.
+    pub null_label: f32,
+}
+
+/// A chain's class condition.
+#[derive(Clone, Copy, Debug)]
+pub struct Conditioning<'a> {
+    /// One label per image of the whole batch, by global index (so a shard's images are what one
+    /// process makes of them).
+    pub labels: &'a [f32],
+    /// None: the conditional model alone (guidance scale 1: no unconditional pass).
+    pub guidance: Option<Guidance>,
+}
+
+impl Conditioning<'_> {
+    /// Model evaluations per image a step: 2 with guidance.
+    pub fn copies(&self) -> usize {
+        if self.guidance.is_some() {
+            2
+        } else {
+            1
+        }
+    }
+
+    /// The class labels of one evaluation for images `start..start + n` of a micro-batch of
+    /// `micro` (a short last one padded with its first image's label): the null rows first
+    /// under guidance, as diffusers orders [uncond; cond].
+    pub fn rows(&self, start: usize, n: usize, micro: usize) -> Vec<f32> {
+        let mut own = self.labels[start..start + n].to_vec();
+        own.resize(micro, self.labels[start]);
+        match self.guidance {
+            Some(g) => {
+                let mut rows = vec![g.null_label; micro];
+                rows.extend(own);
+                rows
+            }
+            None => own,
+        }
+    }
+}
+
+/// The guided model output of a chain: what the sampler update reads instead of the UNet's.
+pub(crate) struct Guide<'a> {
+    pub scale: f32,
+    pub out: &'a wgpu::Buffer,
+}
+
+/// Checks a chain's conditioning against the model before any work: labels exactly for a
+/// class-conditional model, one per image of the batch, each (and the null label) a class of it.
+pub(crate) fn check_conditioning(unet: &UNet, cond: Option<&Conditioning>, batch: usize) -> Result<()> {
+    unet.check_labels(cond.map(|c| c.labels), batch)?;
+    if let Some(g) = cond.and_then(|c| c.guidance) {
+        unet.check_labels(Some(&[g.null_label]), 1)?;
+        if !g.scale.is_finite() {
+            return Err(Error::Invalid(format!("guidance scale {}: must be a finite number", g.scale)));
+        }
+    }
+    Ok(())
 }
 
 /// Where an img2img chain starts: x = a x0 + b z, with z the standard normal that would have
@@ -40,7 +107,7 @@ pub struct Img2ImgStart<'a> {
 impl<'a> ChainInput<'a> {
     /// Every image of a batch of `batch`.
     pub fn all(seed: u64, batch: usize, init_noise: Option<&'a [f32]>) -> Self {
-        Self { seed, batch, images: 0..batch, init_noise, img2img: None }
+        Self { seed, batch, images: 0..batch, init_noise, img2img: None, conditioning: None }
     }
 }
 
@@ -51,16 +118,18 @@ pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
 const INIT_SUBSTREAM: u32 = 0;
 const STEP_SUBSTREAM: u32 = 1;
 
-/// The device state of a chain over micro-batches of `micro` images: the UNet executable, the
-/// sample, noise and previous-x0 buffers, the step table and counter, and the list of dispatches
-/// one step records.
+/// The device state of a chain over micro-batches of `micro` images: the UNet executable (over
+/// `copies` rows an image: 2 under guidance), the sample, noise and previous-x0 buffers, the
+/// guided model output, the step table and counter, and the list of dispatches one step records.
 struct Chain<'a> {
     ctx: &'a Context,
     input: &'a ChainInput<'a>,
     plan: &'a SamplerPlan,
     net: UNetExecutable,
     micro: usize,
+    copies: usize,
     per: usize,
+    guided: Option<Tensor>,
     x: Tensor,
     noise: Tensor,
     prev_x0: Tensor,
@@ -111,11 +180,13 @@ impl<'a> Chain<'a> {
                 )));
             }
         }
+        check_conditioning(unet, input.conditioning.as_ref(), input.batch)?;
+        let copies = input.conditioning.as_ref().map_or(1, Conditioning::copies);
         // Sized by the whole batch, not this process's share: a shard then runs the executable one
         // process would, and its images come out bit for bit the same on every device (on GPUs
         // split-K's split count follows the batch).
-        let micro = input.batch.min(unet.max_batch(ctx)?);
-        let net = unet.executable(ctx, micro)?;
+        let micro = micro_batch(ctx, unet, input.batch, copies)?;
+        let net = unet.executable(ctx, micro * copies)?;
         let len = micro * per;
         let steps = plan.rows.len();
         let img2img = match &input.img2img {
@@ -142,7 +213,9 @@ impl<'a> Chain<'a> {
             plan,
             net,
             micro,
+            copies,
             per,
+            guided: if copies > 1 { Some(ctx.zeros(&[len])?) } else { None },
             x: ctx.zeros(&[len])?,
             noise: ctx.zeros(&[len])?,
             prev_x0: ctx.zeros(&[len])?,
@@ -156,12 +229,17 @@ impl<'a> Chain<'a> {
         self.micro * self.per
     }
 
-    /// Resets the step counter and returns the dispatches that write x_T for the micro-batch whose
-    /// first image is `start` (global index): init_noise_sigma * z, with z from the file (written
-    /// here) or from (seed, image index, substream 0).
+    /// Resets the step counter, writes the micro-batch's class labels and returns the dispatches
+    /// that write x_T for the micro-batch whose first image is `start` (global index):
+    /// init_noise_sigma * z, with z from the file (written here) or from (seed, image index,
+    /// substream 0).
     fn start(&self, start: usize) -> Result<Vec<Dispatch>> {
         let (ctx, per) = (self.ctx, self.per);
         ctx.queue.write_buffer(&self.counter.buffer, 0, bytemuck::cast_slice(&[0u32]));
+        if let (Some(c), Some(buf)) = (&self.input.conditioning, self.net.class_labels_buffer()) {
+            let n = self.micro.min(self.input.images.end - start);
+            ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(&c.rows(start, n, self.micro)));
+        }
         if let Some((image, row, zero_t)) = &self.img2img {
             // z into the noise buffer, then x = a x0 + b z by the noising kernel with a one-row
             // table at timestep 0 for every image.
@@ -214,9 +292,15 @@ impl<'a> Chain<'a> {
         })
     }
 
+    /// The guidance of this chain, where it has one: its scale and the guided output buffer.
+    fn guide(&self) -> Option<Guide<'_>> {
+        let g = self.input.conditioning.as_ref()?.guidance?;
+        Some(Guide { scale: g.scale, out: &self.guided.as_ref()?.buffer })
+    }
+
     /// The dispatches of one step, in four parts: prepare (model input and timestep from the
-    /// table row), the UNet, fresh noise (absent for samplers that add none), and the update with
-    /// the counter's advance.
+    /// table row), the UNet, fresh noise (absent for samplers that add none), and the update
+    /// (guidance first, where the chain has it) with the counter's advance.
     fn step(&self, start: usize) -> Result<[Vec<Dispatch>; 4]> {
         let state = StepState {
             x: &self.x.buffer,
@@ -225,7 +309,9 @@ impl<'a> Chain<'a> {
             table: &self.table.buffer,
             counter: &self.counter.buffer,
         };
-        let (prepare, update) = step_ends(self.ctx, &self.net, self.len(), self.plan.rows.len(), &state)?;
+        let ends = step_ends(self.ctx, &self.net, self.len(), self.plan.rows.len(), &state, self.guide())?;
+        let update = ends.update();
+        let prepare = ends.prepare;
         let mut noise = vec![];
         if self.plan.adds_noise {
             let key =
@@ -253,20 +339,40 @@ pub(crate) struct StepState<'a> {
     pub counter: &'a wgpu::Buffer,
 }
 
-/// A reverse step's two ends around the UNet `net` (its batch of images, `len` values in all,
-/// `steps` table rows): prepare (the model input and timestep from the counter's row), and the
-/// sampler update with the counter's advance. The sampling chain and RePaint both run them.
+/// A reverse step's ends around the UNet.
+pub(crate) struct StepEnds {
+    /// The model input (x once per guidance row) and the timesteps from the counter's row.
+    pub prepare: Dispatch,
+    /// Classifier-free guidance of the model output, where the chain has it.
+    pub guide: Option<Dispatch>,
+    /// The sampler update and the counter's advance.
+    pub sampler: Vec<Dispatch>,
+}
+
+impl StepEnds {
+    /// Everything after the UNet: guidance, the sampler update, the advance.
+    pub fn update(&self) -> Vec<Dispatch> {
+        self.guide.iter().chain(&self.sampler).cloned().collect()
+    }
+}
+
+/// A reverse step's ends around the UNet `net` (`len` values of samples, `steps` table rows;
+/// `net` runs each image once, or twice under `guide`). The sampling chain and RePaint both run
+/// them.
 pub(crate) fn step_ends(
     ctx: &Context,
     net: &UNetExecutable,
     len: usize,
     steps: usize,
     s: &StepState,
-) -> Result<(Dispatch, Vec<Dispatch>)> {
+    guide: Option<Guide>,
+) -> Result<StepEnds> {
+    let copies = if guide.is_some() { 2 } else { 1 };
     let prepare = diffusion::prepare_step(
         ctx,
         net.batch,
         len,
+        copies,
         steps,
         s.x,
         s.table,
@@ -274,17 +380,34 @@ pub(crate) fn step_ends(
         net.sample_buffer(),
         net.timesteps_buffer(),
     )?;
+    let guide_dispatch = guide
+        .as_ref()
+        .map(|g| diffusion::guide(ctx, len, g.scale, net.output_buffer(), g.out))
+        .transpose()?;
     let bufs = diffusion::StepBuffers {
         x: s.x,
-        model_out: net.output_buffer(),
+        model_out: guide.as_ref().map_or(net.output_buffer(), |g| g.out),
         noise: s.noise,
         prev_x0: s.prev_x0,
         table: s.table,
         step_counter: s.counter,
     };
-    let update =
+    let sampler =
         vec![diffusion::sampler_step(ctx, len, steps, &bufs)?, diffusion::advance_step(ctx, s.counter)?];
-    Ok((prepare, update))
+    Ok(StepEnds { prepare, guide: guide_dispatch, sampler })
+}
+
+/// The micro-batch of a chain over `batch` images evaluated `copies` times a step: the largest
+/// that fits the device's limits, sized by the whole batch so every shard runs the same one.
+pub(crate) fn micro_batch(ctx: &Context, unet: &mut UNet, batch: usize, copies: usize) -> Result<usize> {
+    let max = unet.max_batch(ctx)? / copies;
+    if max == 0 {
+        return Err(Error::Shape(format!(
+            "guidance evaluates {copies} rows an image in one batch, over this device's limit of {} images",
+            unet.max_batch(ctx)?
+        )));
+    }
+    Ok(batch.min(max))
 }
 
 /// Runs the whole reverse chain for `input.images` and returns their final samples, in order
@@ -327,24 +450,33 @@ pub fn check_first_step(
     input: &ChainInput,
 ) -> Result<Vec<OpCheck>> {
     let chain = Chain::new(ctx, unet, plan, input)?;
-    let (len, start, row) = (chain.len(), input.images.start, plan.rows[0]);
-    let [prepare, _, noise, update] = chain.step(start)?;
+    let (len, start, row, copies) = (chain.len(), input.images.start, plan.rows[0], chain.copies);
+    let [prepare, _, noise, mut update] = chain.step(start)?;
     let read = |t: &Tensor| ctx.read_buffer(&t.buffer, len);
     ctx.run(&chain.start(start)?);
     let x = read(&chain.x)?;
     ctx.run(&prepare);
     let mut rows = vec![];
-    let want_in: Vec<f32> = x.iter().map(|v| v * row.model_in_scale).collect();
+    let want_in: Vec<f32> = x.iter().cycle().take(copies * len).map(|v| v * row.model_in_scale).collect();
     rows.push(OpCheck::new(
         "prepare_step",
         "model input",
-        &ctx.read_buffer(chain.net.sample_buffer(), len)?,
+        &ctx.read_buffer(chain.net.sample_buffer(), copies * len)?,
         &want_in,
     ));
-    let t = ctx.read_buffer(chain.net.timesteps_buffer(), chain.micro)?;
-    rows.push(OpCheck::new("prepare_step", "timesteps", &t, &vec![row.timestep; chain.micro]));
+    let evals = copies * chain.micro;
+    let t = ctx.read_buffer(chain.net.timesteps_buffer(), evals)?;
+    rows.push(OpCheck::new("prepare_step", "timesteps", &t, &vec![row.timestep; evals]));
     rows.extend(check_ops(ctx, &chain.net.graph, &chain.net.exe)?);
-    let model_out = ctx.read_buffer(chain.net.output_buffer(), len)?;
+    let mut model_out = ctx.read_buffer(chain.net.output_buffer(), copies * len)?;
+    if let (Some(g), Some(guided)) = (chain.guide(), &chain.guided) {
+        // The guidance is the update's first dispatch.
+        ctx.run(&update[..1]);
+        update.remove(0);
+        let want = diffusion::reference_guide(len, g.scale, &model_out);
+        model_out = read(guided)?;
+        rows.push(OpCheck::new("guide", "classifier-free guidance", &model_out, &want));
+    }
     if !noise.is_empty() {
         ctx.run(&noise);
         let key = rng::NoiseKey { seed: input.seed, stream_base: start as u32, substream: STEP_SUBSTREAM };

@@ -6,7 +6,7 @@
 
 use std::ops::Range;
 
-use super::chain::{step_ends, StepState};
+use super::chain::{check_conditioning, micro_batch, step_ends, Conditioning, Guide, StepState};
 use super::samplers::SchedulerConfig;
 use crate::gpu::{Context, CopyOp, Cost, Dispatch, Tensor};
 use crate::graph::replay::replay_sequence;
@@ -186,6 +186,8 @@ pub struct InpaintInput<'a> {
     /// Every standard normal the chain draws, [draws, batch, C, H, W] in draw order (tests give
     /// diffusers' own); None: Philox keyed by (seed, image index, draw).
     pub noise_tape: Option<&'a [f32]>,
+    /// The class of each image, for a class-conditional model (as the sampling chain's).
+    pub conditioning: Option<Conditioning<'a>>,
 }
 
 /// Runs RePaint for `input.images` and returns the results [images, C, H, W].
@@ -214,9 +216,16 @@ pub fn inpaint(
             )));
         }
     }
-    let micro = input.batch.min(unet.max_batch(ctx)?);
-    let net = unet.executable(ctx, micro)?;
+    check_conditioning(unet, input.conditioning.as_ref(), input.batch)?;
+    let copies = input.conditioning.as_ref().map_or(1, Conditioning::copies);
+    let micro = micro_batch(ctx, unet, input.batch, copies)?;
+    let net = unet.executable(ctx, micro * copies)?;
     let len = micro * per;
+    let guided = if copies > 1 { Some(ctx.zeros(&[len])?) } else { None };
+    let guide = match (input.conditioning.and_then(|c| c.guidance), &guided) {
+        (Some(g), Some(out)) => Some(Guide { scale: g.scale, out: &out.buffer }),
+        _ => None,
+    };
     let repeat = |v: &[f32]| -> Result<Tensor> {
         ctx.upload(&v.iter().copied().cycle().take(len).collect::<Vec<_>>(), &[len])
     };
@@ -236,8 +245,9 @@ pub fn inpaint(
         table: &step_table.buffer,
         counter: &step_counter.buffer,
     };
-    let (prepare, update) = step_ends(ctx, &net, len, plan.steps.len(), &state)?;
-    let mut unet_part = vec![prepare];
+    let ends = step_ends(ctx, &net, len, plan.steps.len(), &state, guide)?;
+    let update = ends.update();
+    let mut unet_part = vec![ends.prepare];
     unet_part.extend(net.exe.dispatches.iter().cloned());
     let mb = MixBuffers {
         x: &x.buffer,
@@ -259,6 +269,9 @@ pub fn inpaint(
         let n = micro.min(images.end - start);
         for c in &counters {
             ctx.queue.write_buffer(&c.buffer, 0, bytemuck::cast_slice(&[0u32]));
+        }
+        if let (Some(c), Some(buf)) = (&input.conditioning, net.class_labels_buffer()) {
+            ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(&c.rows(start, n, micro)));
         }
         // The draws of this micro-batch: Philox keyed by the global image index, or tape slices.
         let draws: Vec<Vec<Dispatch>> = match &tape {

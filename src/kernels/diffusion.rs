@@ -48,6 +48,11 @@ static REPAINT_MIX: KernelSpec = KernelSpec {
         Binding::Uniform,
     ],
 };
+static GUIDE: KernelSpec = KernelSpec {
+    shader: &crate::shaders::DIFFUSION,
+    entry: "guide",
+    bindings: &[Binding::Read, Binding::Write, Binding::Uniform],
+};
 static ADVANCE_STEP: KernelSpec =
     KernelSpec { shader: &crate::shaders::DIFFUSION, entry: "advance_step", bindings: &[Binding::Write] };
 
@@ -224,13 +229,15 @@ pub fn add_noise(
     )
 }
 
-/// The UNet's inputs for the current step: `model_in` = model_in_scale * x, and `timesteps` [batch]
-/// set to the row's timestep.
+/// The UNet's inputs for the current step: `model_in` = model_in_scale * x ([copies * len]: x
+/// repeated, one copy per guidance row), and `timesteps` [batch] (every row of every copy) set to
+/// the row's timestep. x holds `len` values.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare_step(
     ctx: &Context,
     batch: usize,
     len: usize,
+    copies: usize,
     steps: usize,
     x: &wgpu::Buffer,
     table: &wgpu::Buffer,
@@ -238,27 +245,66 @@ pub fn prepare_step(
     model_in: &wgpu::Buffer,
     timesteps: &wgpu::Buffer,
 ) -> Result<Dispatch> {
-    if len == 0 || batch == 0 {
+    if len == 0 || batch == 0 || copies == 0 {
         bail_shape!("prepare_step: empty sample");
     }
+    let total = copies * len;
     check_len("prepare_step", "sample", x, len)?;
-    check_len("prepare_step", "model input", model_in, len)?;
+    check_len("prepare_step", "model input", model_in, total)?;
     check_len("prepare_step", "timesteps", timesteps, batch)?;
     check_len("prepare_step", "table", table, steps * ROW_LEN)?;
     check_len("prepare_step", "step counter", step_counter, 1)?;
-    let params = ctx.uniform(&Params {
-        len: len as u32,
-        per_item: (len / batch) as u32,
-        batch: batch as u32,
-        _pad: 0,
-    });
+    let params =
+        ctx.uniform(&Params { len: total as u32, per_item: len as u32, batch: batch as u32, _pad: 0 });
     ctx.dispatch(
         &PREPARE_STEP,
         &[],
         &[x, table, step_counter, model_in, timesteps, &params],
-        grid_1d(ctx, len.max(batch), 256),
-        Cost { flops: len as u64, bytes: 8 * len as u64 },
+        grid_1d(ctx, total.max(batch), 256),
+        Cost { flops: total as u64, bytes: 8 * total as u64 },
     )
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct GuideParams {
+    len: u32,
+    scale: f32,
+    _pad: [u32; 2],
+}
+
+/// Classifier-free guidance: out [len] = uncond + scale (cond - uncond), with `model_out` holding
+/// [uncond; cond] (2 len values).
+pub fn guide(
+    ctx: &Context,
+    len: usize,
+    scale: f32,
+    model_out: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    if len == 0 {
+        bail_shape!("guide: empty sample");
+    }
+    check_len("guide", "model output", model_out, 2 * len)?;
+    check_len("guide", "output", out, len)?;
+    let params = ctx.uniform(&GuideParams { len: len as u32, scale, _pad: [0; 2] });
+    ctx.dispatch(
+        &GUIDE,
+        &[],
+        &[model_out, out, &params],
+        grid_1d(ctx, len, 256),
+        Cost { flops: 3 * len as u64, bytes: 12 * len as u64 },
+    )
+}
+
+/// Reference of `guide`.
+pub fn reference_guide(len: usize, scale: f32, model_out: &[f32]) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let (u, c) = (model_out[i] as f64, model_out[len + i] as f64);
+            (u + scale as f64 * (c - u)) as f32
+        })
+        .collect()
 }
 
 /// The buffers one sampler step reads and updates.

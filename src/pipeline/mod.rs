@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::diffusion::repaint::{self, InpaintInput, RepaintPlan};
-use crate::diffusion::{self, ChainInput, Img2ImgStart, SamplerKind, SamplerPlan, SchedulerConfig};
+use crate::diffusion::{
+    self, ChainInput, Conditioning, Guidance, Img2ImgStart, SamplerKind, SamplerPlan, SchedulerConfig,
+};
 use crate::gpu::Context;
 use crate::graph::check::OpCheck;
 use crate::model::{ModelFolder, UNet, UNetConfig};
@@ -172,9 +174,24 @@ pub struct Job {
     /// Standard-normal x_T [batch, C, H, W] for the whole batch (else Philox from the seed).
     pub init_noise: Option<Vec<f32>>,
     pub start: Start,
+    /// The class of every image, for a class-conditional model.
+    pub classes: Option<Classes>,
+}
+
+/// A job's class condition: a label per image of the whole batch, by global index, and the
+/// classifier-free guidance (None: scale 1, the conditional model alone).
+#[derive(Clone, Debug)]
+pub struct Classes {
+    pub labels: Vec<f32>,
+    pub guidance: Option<Guidance>,
 }
 
 impl Job {
+    /// The chain's view of `classes`.
+    pub fn conditioning(&self) -> Option<Conditioning<'_>> {
+        self.classes.as_ref().map(|c| Conditioning { labels: &c.labels, guidance: c.guidance })
+    }
+
     /// Checks the job against the pipeline's image shape before any work.
     pub fn check(&self, pipeline: &Pipeline) -> Result<()> {
         let per = pipeline.image_len();
@@ -224,6 +241,7 @@ impl Loaded<'_> {
                     img2img: img2img
                         .as_ref()
                         .map(|(image, noising)| Img2ImgStart { image, noising: *noising }),
+                    conditioning: job.conditioning(),
                 };
                 diffusion::sample(ctx, &mut self.unet, plan, &input, progress)
             }
@@ -238,6 +256,7 @@ impl Loaded<'_> {
                     image: &r.image,
                     mask: &r.mask,
                     noise_tape: None,
+                    conditioning: job.conditioning(),
                 };
                 repaint::inpaint(ctx, &mut self.unet, &r.plan, &input, progress)
             }
@@ -251,7 +270,10 @@ impl Loaded<'_> {
         let Start::Chain { plan, img2img: None } = &job.start else {
             return Err(Error::Invalid("--check runs sample's first step, from noise".into()));
         };
-        let input = ChainInput::all(job.seed, job.batch, job.init_noise.as_deref());
+        let input = ChainInput {
+            conditioning: job.conditioning(),
+            ..ChainInput::all(job.seed, job.batch, job.init_noise.as_deref())
+        };
         diffusion::check_first_step(ctx, &mut self.unet, plan, &input)
     }
 }

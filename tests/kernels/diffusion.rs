@@ -216,6 +216,7 @@ fn multistep_history_and_prepare_step() {
             c,
             batch,
             len,
+            1,
             rows.len(),
             &xt.buffer,
             &table.buffer,
@@ -235,12 +236,14 @@ fn multistep_history_and_prepare_step() {
     }
 }
 
-// Geometry: add_noise, prepare_step and sampler_step are 1-D over the batch's values, 256 a
-// workgroup, split over x and y past the limit (advance_step is one invocation).
+// Geometry: add_noise, prepare_step, guide and sampler_step are 1-D over the batch's values, 256
+// a workgroup, split over x and y past the limit (advance_step is one invocation).
 // - every batch in BATCHES of 98 values an image (1..13 workgroups, the last partial), each image
-//   at its own timestep for add_noise; prepare_step writes one timestep per image;
-// - the same on `spill_ctx` (13 workgroups on a 4 x 4 grid at batch 33, 3 past the end).
-fn check_geometry_on(c: &wgpu_diffusion::gpu::Context, batch: usize, seed: u64) {
+//   at its own timestep for add_noise; prepare_step writes one timestep per image, and with
+//   guidance x twice (up to 26 workgroups) and two timesteps an image; guide reads both halves;
+// - the same on `spill_ctx` (13 workgroups on a 4 x 4 grid at batch 33, 3 past the end; with
+//   guidance up to batch 16: 13 workgroups, the most its 4 x 4 grid holds).
+fn check_geometry_on(c: &wgpu_diffusion::gpu::Context, batch: usize, seed: u64, copies: usize) {
     let per = 98;
     let len = batch * per;
     let ac = alphas_cumprod();
@@ -284,12 +287,17 @@ fn check_geometry_on(c: &wgpu_diffusion::gpu::Context, batch: usize, seed: u64) 
         timestep: 321.0,
         ..Default::default()
     };
-    let (x, m, z) = (random(&mut r, len), random(&mut r, len), random(&mut r, len));
+    let (x, raw, z) = (random(&mut r, len), random(&mut r, copies * len), random(&mut r, len));
     let mut prev = random(&mut r, len);
-    let (xt, mt, zt, prevt) = (upload_on(c, &x), upload_on(c, &m), upload_on(c, &z), upload_on(c, &prev));
-    let (model_in, ts) = (output_on(c, len), output_on(c, batch));
+    let (xt, rawt, zt, prevt) = (upload_on(c, &x), upload_on(c, &raw), upload_on(c, &z), upload_on(c, &prev));
+    let (model_in, ts, guided) =
+        (output_on(c, copies * len), output_on(c, copies * batch), output_on(c, len));
     let table = upload_on(c, bytemuck::cast_slice(&[row]));
     let counter = c.upload_u32(&[0], &[1]).unwrap();
+    let scale = 3.5;
+    // Under guidance the sampler reads the guided output, else the model's own.
+    let (m, mt) =
+        if copies == 2 { (diff::reference_guide(len, scale, &raw), &guided) } else { (raw.clone(), &rawt) };
     let bufs = diff::StepBuffers {
         x: &xt.buffer,
         model_out: &mt.buffer,
@@ -298,24 +306,31 @@ fn check_geometry_on(c: &wgpu_diffusion::gpu::Context, batch: usize, seed: u64) 
         table: &table.buffer,
         step_counter: &counter.buffer,
     };
-    c.run(&[
-        diff::prepare_step(
-            c,
-            batch,
-            len,
-            1,
-            &xt.buffer,
-            &table.buffer,
-            &counter.buffer,
-            &model_in.buffer,
-            &ts.buffer,
-        )
-        .unwrap(),
-        diff::sampler_step(c, len, 1, &bufs).unwrap(),
-    ]);
-    assert_eq!(read_on(c, &ts), vec![321.0; batch], "timesteps, batch {batch}");
-    let want_in: Vec<f32> = x.iter().map(|v| v * 0.7).collect();
-    assert_close(&format!("model input, batch {batch}"), &read_on(c, &model_in), &want_in, RTOL);
+    let mut list = vec![diff::prepare_step(
+        c,
+        copies * batch,
+        len,
+        copies,
+        1,
+        &xt.buffer,
+        &table.buffer,
+        &counter.buffer,
+        &model_in.buffer,
+        &ts.buffer,
+    )
+    .unwrap()];
+    if copies == 2 {
+        list.push(diff::guide(c, len, scale, &rawt.buffer, &guided.buffer).unwrap());
+    }
+    list.push(diff::sampler_step(c, len, 1, &bufs).unwrap());
+    c.run(&list);
+    let what = format!("batch {batch}, {copies} rows an image");
+    assert_eq!(read_on(c, &ts), vec![321.0; copies * batch], "timesteps, {what}");
+    let want_in: Vec<f32> = x.iter().cycle().take(copies * len).map(|v| v * 0.7).collect();
+    assert_close(&format!("model input, {what}"), &read_on(c, &model_in), &want_in, RTOL);
+    if copies == 2 {
+        assert_close(&format!("guidance, {what}"), &read_on(c, &guided), &m, RTOL);
+    }
     let want = diff::reference_step(&row, &x, &m, &z, &mut prev);
     assert_close(&format!("sampler step, batch {batch}"), &read_on(c, &xt), &want, RTOL);
     assert_close(&format!("previous x0, batch {batch}"), &read_on(c, &prevt), &prev, RTOL);
@@ -324,8 +339,12 @@ fn check_geometry_on(c: &wgpu_diffusion::gpu::Context, batch: usize, seed: u64) 
 #[test]
 fn diffusion_geometry_every_batch() {
     for (i, &n) in BATCHES.iter().enumerate() {
-        check_geometry_on(ctx(), n, 1000 + i as u64);
-        check_geometry_on(spill_ctx(), n, 1010 + i as u64);
+        for copies in [1, 2] {
+            check_geometry_on(ctx(), n, 1000 + i as u64, copies);
+            if copies * n <= 33 {
+                check_geometry_on(spill_ctx(), n, 1010 + i as u64, copies);
+            }
+        }
     }
 }
 

@@ -133,7 +133,14 @@ fn every_sampler_image_k_alone_is_image_k_of_the_batch() {
         let eta = if kind == SamplerKind::parse("ddim").unwrap() { 1.0 } else { 0.0 };
         let plan = SamplerPlan::new(&cfg, 3, eta).unwrap();
         let mut run = |images: std::ops::Range<usize>| {
-            let input = ChainInput { seed: 11, batch: n, images, init_noise: None, img2img: None };
+            let input = ChainInput {
+                seed: 11,
+                batch: n,
+                images,
+                init_noise: None,
+                img2img: None,
+                conditioning: None,
+            };
             diffusion::sample(ctx(), &mut unet, &plan, &input, &mut |_, _| {}).unwrap()
         };
         let whole = run(0..n);

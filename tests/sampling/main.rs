@@ -2,6 +2,7 @@
 //! step of every sampler and spacing on the device; whole chains on a tiny UNet; DDPM statistics.
 
 mod chains;
+mod guided;
 mod img2img;
 mod repaint;
 mod steps;

@@ -140,6 +140,7 @@ fn whole_chain(eta: &str) {
         image: &g["image"].data,
         mask: &g["mask"].data,
         noise_tape: Some(&g["tape"].data),
+        conditioning: None,
     };
     let x = repaint::inpaint(ctx(), &mut unet, &plan, &input, &mut |_, _| {}).unwrap();
     // The pipeline's output: (x / 2 + 0.5) clamped to [0, 1].

@@ -52,6 +52,7 @@ fn run_case(case: &Value) -> Result<(), String> {
                 c,
                 batch,
                 len,
+                1,
                 n,
                 &x.buffer,
                 &table.buffer,
