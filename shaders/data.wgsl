@@ -4,6 +4,10 @@
 // counter. The dataset holds [N, C, H, W] values as 8-bit (MODE 0: packed four to a word, scaled
 // as ToTensor then Normalize(0.5, 0.5): (b / 255 - 0.5) / 0.5) or as f32 already in the model's
 // range (MODE 1). One invocation an output value; a 1-D grid spilled into y.
+//
+// gather_labels: the batch's class labels, label i = the f32 bits of
+// indices[(step[0] % ring) * batch + i]: the host writes each submission's rows of a label ring
+// (with the class dropout already drawn) as it writes the index ring's. `images` is unused.
 
 struct Params {
     per_image: u32, // C * H * W
@@ -41,4 +45,11 @@ fn gather_images(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     } else {
         out[id] = bitcast<f32>(images[src]);
     }
+}
+
+@compute @workgroup_size(WG)
+fn gather_labels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * p.groups_x) * WG + lid;
+    if (i >= p.batch) { return; }
+    out[i] = bitcast<f32>(indices[(step[0] % p.ring) * p.batch + i]);
 }

@@ -4,10 +4,12 @@ tests/model/class_golden.rs.
 
     .venv/bin/python tools/make_class_goldens.py
 
-Two configurations, one per kind of class embedding UNet2DModel has (../shared/CONDITIONING.md):
+Three configurations, both kinds of class embedding UNet2DModel has (../shared/CONDITIONING.md):
 - "class-table": `num_class_embeds` (nn.Embedding added to the time embedding after its MLP),
   the bundled model's shape at half width, with the class names and null class the engine's
   `train` writes into config.json (extra keys diffusers ignores with a warning);
+- "class-small": a class table on a 12x12 model, small enough that tools/make_train_goldens.py
+  records five training steps of it;
 - "class-timestep": `class_embed_type: "timestep"` (the label through the sinusoidal projection
   and its own MLP), 3 channels, attention at both levels, a custom time embedding width; its
   labels include large integers, which that embedding takes.
@@ -39,6 +41,13 @@ CONFIGS = {
                   up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8, attention_head_dim=8,
                   flip_sin_to_cos=True, freq_shift=0, downsample_padding=1, num_class_embeds=11),
         extra={"id2label": {str(i): n for i, n in enumerate(FASHION_NAMES)}, "null_class_id": 10},
+        labels=lambda gen: torch.randint(0, 11, (BATCH,), generator=gen)),
+    # Small enough for tools/make_train_goldens.py to record five training steps' weights.
+    "class-small": dict(
+        unet=dict(sample_size=12, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                  down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                  norm_num_groups=4, attention_head_dim=4, num_class_embeds=11),
+        extra={"id2label": {str(i): str(i) for i in range(10)}, "null_class_id": 10},
         labels=lambda gen: torch.randint(0, 11, (BATCH,), generator=gen)),
     "class-timestep": dict(
         unet=dict(sample_size=12, in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,

@@ -213,9 +213,16 @@ fn bench_whole_step(
     let mut rng = rand::rngs::StdRng::seed_from_u64(1);
     let count = 64;
     let bytes = (0..count * ch * s * s).map(|_| rng.random_range(0..=255u8)).collect();
-    let data = Dataset { source: "random".into(), count, channels: ch, size: s, values: Values::U8(bytes) };
+    let data = Dataset {
+        source: "random".into(),
+        count,
+        channels: ch,
+        size: s,
+        values: Values::U8(bytes),
+        labels: None,
+    };
     let recipe = Recipe { steps: (RING * (args.repeats + 1)) as u64, batch: args.batch, ..Recipe::default() };
-    let mut trainer = Trainer::new(ctx, unet, ac, &data, &recipe, 4 << 30, RING)?;
+    let mut trainer = Trainer::new(ctx, unet, ac, &data, &recipe, 4 << 30, RING, None)?;
     trainer.submit(ctx, &data, RING)?;
     trainer.finish(ctx)?;
     let t0 = Instant::now();

@@ -5,11 +5,11 @@ use std::time::Instant;
 
 use clap::Args;
 use wgpu_diffusion::gpu::Context;
-use wgpu_diffusion::pipeline::{Job, Pipeline, RepaintOptions, Start};
+use wgpu_diffusion::pipeline::{classes, Job, Pipeline, RepaintOptions, Start};
 use wgpu_diffusion::{Error, Result};
 
 use super::output::Outputs;
-use super::DeviceArgs;
+use super::{ClassArgs, DeviceArgs};
 
 #[derive(Args, Debug)]
 pub struct InpaintArgs {
@@ -49,6 +49,8 @@ pub struct InpaintArgs {
     #[arg(long)]
     pub save_npy: Option<PathBuf>,
     #[command(flatten)]
+    pub classes: ClassArgs,
+    #[command(flatten)]
     pub device: DeviceArgs,
 }
 
@@ -65,6 +67,7 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
     };
     let inpaint = pipeline.inpaint_start(&args.image, &args.mask, &options)?;
     let (ch, s) = pipeline.image_shape();
+    let classes = classes::resolve(&pipeline.unet_config, &args.classes.request(), args.batch)?;
     let outputs =
         Outputs { grid: &args.out, out_dir: args.out_dir.as_deref(), save_npy: args.save_npy.as_deref() };
     outputs.check(0)?;
@@ -90,14 +93,8 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
         "{bar:30} {pos}/{len} steps and undo steps  {per_sec}  ETA {eta}",
     );
     let t0 = Instant::now();
-    let job = Job {
-        seed: args.seed,
-        batch: args.batch,
-        images: 0..args.batch,
-        init_noise: None,
-        start,
-        classes: None,
-    };
+    let job =
+        Job { seed: args.seed, batch: args.batch, images: 0..args.batch, init_noise: None, start, classes };
     let out = loaded.run(&ctx, &job, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
@@ -105,7 +102,7 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     let params = format!(
-        "wgpu-diffusion inpaint --image {} --mask {} --model {} --steps {} --jump-length {} --jump-n-sample {} --eta {} --batch {} --seed {}",
+        "wgpu-diffusion inpaint --image {} --mask {} --model {} --steps {} --jump-length {} --jump-n-sample {} --eta {} --batch {} --seed {}{}",
         args.image.display(),
         args.mask.display(),
         pipeline.folder.root.display(),
@@ -114,10 +111,17 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
         args.jump_n_sample,
         args.eta,
         args.batch,
-        args.seed
+        args.seed,
+        args.classes.flags()
     );
-    let text =
+    let mut text =
         vec![("Software", format!("wgpu-diffusion {}", env!("CARGO_PKG_VERSION"))), ("parameters", params)];
+    if let Some(c) = &job.classes {
+        let cfg = &pipeline.unet_config;
+        let names: Vec<String> = c.labels.iter().map(|&l| classes::name_of(cfg, l)).collect();
+        text.push(("class", names.join(", ")));
+        text.push(("guidance scale", c.guidance.map_or(1.0, |g| g.scale).to_string()));
+    }
     // The grid is one row: the input, the mask (white keeps), the results.
     let mut before = image;
     before.extend(mask.iter().map(|&m| 2.0 * m - 1.0));

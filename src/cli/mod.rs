@@ -58,6 +58,49 @@ impl DeviceArgs {
     }
 }
 
+/// The class of a class-conditional model's images and the guidance, shared by sample, img2img
+/// and inpaint.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ClassArgs {
+    /// The class of every image: an index or one of the model's class names (default: image k
+    /// of class k mod the number of classes, so a grid shows every class).
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Classifier-free guidance: uncond + S (cond - uncond) on every step's model output; 1 runs
+    /// the conditional model alone [default: 2 on a class-conditional model].
+    #[arg(long, allow_hyphen_values = true)]
+    pub guidance_scale: Option<f64>,
+    /// The unconditional label guidance uses (default: the folder's null class, else the class
+    /// table's last row).
+    #[arg(long)]
+    pub null_class: Option<String>,
+}
+
+impl ClassArgs {
+    pub fn request(&self) -> wgpu_diffusion::pipeline::classes::ClassRequest<'_> {
+        wgpu_diffusion::pipeline::classes::ClassRequest {
+            class: self.class.as_deref(),
+            guidance_scale: self.guidance_scale,
+            null_class: self.null_class.as_deref(),
+        }
+    }
+
+    /// The flags as given, for the PNG text that regenerates an image.
+    pub fn flags(&self) -> String {
+        let mut out = String::new();
+        if let Some(c) = &self.class {
+            out += &format!(" --class \"{c}\"");
+        }
+        if let Some(s) = self.guidance_scale {
+            out += &format!(" --guidance-scale {s}");
+        }
+        if let Some(n) = &self.null_class {
+            out += &format!(" --null-class \"{n}\"");
+        }
+        out
+    }
+}
+
 /// A progress bar of `len` steps drawn with `template` (indicatif's syntax; its default bar if the
 /// template does not parse).
 fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {

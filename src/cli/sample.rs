@@ -7,11 +7,11 @@ use clap::Args;
 use wgpu_diffusion::diffusion::{SamplerKind, Shard};
 use wgpu_diffusion::gpu::Context;
 use wgpu_diffusion::io::npy;
-use wgpu_diffusion::pipeline::{Job, Pipeline, Start};
+use wgpu_diffusion::pipeline::{classes, Classes, Job, Pipeline, Start};
 use wgpu_diffusion::{Error, Result};
 
 use super::output::Outputs;
-use super::{check, DeviceArgs};
+use super::{check, ClassArgs, DeviceArgs};
 
 /// The default sampler chosen for the bundled model (README: "Choosing the default").
 pub const DEFAULT_SAMPLER: &str = "dpm++2m";
@@ -61,6 +61,8 @@ pub struct SampleArgs {
     /// output differs, instead of sampling.
     #[arg(long)]
     pub check: bool,
+    #[command(flatten)]
+    pub classes: ClassArgs,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -113,13 +115,15 @@ pub struct Img2Img<'a> {
     pub strength: f64,
 }
 
-/// The PNG text chunks that say how to regenerate an image (or, for a grid, its images).
+/// The PNG text chunks that say how to regenerate an image (or, for a grid, its images); `class`
+/// names the image's (or the grid's) class on a class-conditional model.
 fn png_text(
     pipeline: &Pipeline,
     args: &SampleArgs,
     edit: Option<&Img2Img>,
     batch: usize,
     index: String,
+    classes: Option<(&Classes, String)>,
 ) -> Vec<(&'static str, String)> {
     let model = pipeline.folder.root.display().to_string();
     let command = match edit {
@@ -127,14 +131,15 @@ fn png_text(
         None => "sample".into(),
     };
     let parameters = format!(
-        "wgpu-diffusion {command} --model {model} --scheduler {} --steps {} --batch {batch} --seed {} --eta {}{}",
+        "wgpu-diffusion {command} --model {model} --scheduler {} --steps {} --batch {batch} --seed {} --eta {}{}{}",
         args.scheduler,
         args.steps,
         args.seed,
         args.eta,
         args.init_noise.as_ref().map_or(String::new(), |p| format!(" --init-noise {}", p.display())),
+        args.classes.flags(),
     );
-    vec![
+    let mut text = vec![
         ("Software", format!("wgpu-diffusion {}", env!("CARGO_PKG_VERSION"))),
         ("model", model),
         ("sampler", args.scheduler.clone()),
@@ -144,7 +149,15 @@ fn png_text(
         ("batch", batch.to_string()),
         ("image index", index),
         ("parameters", parameters),
-    ]
+    ];
+    if let Some((c, class)) = classes {
+        text.push(("class", class));
+        text.push(("guidance scale", c.guidance.map_or(1.0, |g| g.scale).to_string()));
+        if let Some(g) = c.guidance {
+            text.push(("null class", g.null_label.to_string()));
+        }
+    }
+    text
 }
 
 pub fn run(args: &SampleArgs) -> Result<()> {
@@ -193,13 +206,14 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
             )));
         }
     }
+    let classes = classes::resolve(&pipeline.unet_config, &args.classes.request(), batch)?;
     let job = Job {
         seed: args.seed,
         batch,
         images: images.clone(),
         init_noise: init.map(|(_, v)| v),
         start,
-        classes: None,
+        classes,
     };
     if args.check {
         return check::run(args, &pipeline, &job);
@@ -241,12 +255,23 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
 
     let n = images.len();
+    let cfg = &pipeline.unet_config;
     let text = |k: Option<usize>| {
         let index = match k {
             Some(k) => k.to_string(),
             None => format!("{}-{} (row by row)", images.start, images.end - 1),
         };
-        png_text(&pipeline, args, edit, batch, index)
+        // The image's class, or the grid's: one, or each image's in order.
+        let class = job.classes.as_ref().map(|c| {
+            let of = |k: usize| classes::name_of(cfg, c.labels[k]);
+            let class = match k {
+                Some(k) => of(k),
+                None if args.classes.class.is_some() => of(images.start),
+                None => images.clone().map(of).collect::<Vec<_>>().join(", "),
+            };
+            (c, class)
+        });
+        png_text(&pipeline, args, edit, batch, index, class)
     };
     let non_finite = |k| {
         format!(

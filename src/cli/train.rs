@@ -7,14 +7,17 @@ use std::time::Instant;
 
 use clap::Args;
 use serde_json::{Map, Value};
-use wgpu_diffusion::diffusion::{self, ChainInput, SamplerKind, SamplerPlan, SchedulerConfig};
+use wgpu_diffusion::diffusion::{self, ChainInput, Conditioning, SamplerKind, SamplerPlan, SchedulerConfig};
 use wgpu_diffusion::gpu::Context;
 use wgpu_diffusion::io::dataset::Dataset;
 use wgpu_diffusion::io::images;
 use wgpu_diffusion::kernels::optim::AdamW;
 use wgpu_diffusion::model::{arch, ModelFolder, UNet, UNetConfig};
+use wgpu_diffusion::train::batch::BatchLabels;
 use wgpu_diffusion::train::checkpoint::{self, CheckpointInfo};
+use wgpu_diffusion::train::classes;
 use wgpu_diffusion::train::log::{self, RunLog};
+use wgpu_diffusion::train::order::ClassDropout;
 use wgpu_diffusion::train::recipe::{parse_prediction, Recipe};
 use wgpu_diffusion::train::schedule::{EmaSchedule, LrKind};
 use wgpu_diffusion::train::{init, StepLog, Trainer};
@@ -116,6 +119,23 @@ pub struct TrainArgs {
     /// Memory (MiB) one micro-batch's training graph may plan; larger batches run as micro-batches.
     #[arg(long, default_value_t = 4096)]
     pub memory_budget_mib: u64,
+    /// Train a class-conditional model of N classes on the data's labels: an --arch or --config
+    /// model without a class embedding, or an unconditional --init folder (starting from its exact
+    /// outputs), gets a class table of N + 1 rows, the last the null class.
+    #[arg(long)]
+    pub num_classes: Option<usize>,
+    /// Swap a label for the null class with this probability (classifier-free guidance
+    /// training) [default: 0.1 for a class-conditional model].
+    #[arg(long)]
+    pub class_dropout: Option<f64>,
+    /// The class labels of the images: an .npy of integers, one per image (IDX data finds
+    /// train-labels-idx1-ubyte[.gz] beside its images; an image folder's subfolders are its classes).
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    /// The classes' names, separated by commas, or one of fashion-mnist, mnist, cifar10 (an
+    /// image folder's subfolders name its classes).
+    #[arg(long)]
+    pub class_names: Option<String>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -128,13 +148,23 @@ const LOG_FILE: &str = "train_log.jsonl";
 
 type Tensors = std::collections::HashMap<String, wgpu_diffusion::model::HostTensor>;
 
-/// The model a run starts from: its config.json text, weights and scheduler config.
+/// The model a run starts from: its config.json text (and object), weights and scheduler config.
 struct Start {
     config_text: String,
+    config_json: Map<String, Value>,
     config: UNetConfig,
     tensors: Option<Tensors>,
     scheduler: Map<String, Value>,
     described: String,
+}
+
+/// config.json's object.
+fn config_object(text: &str, source: &str) -> Result<Map<String, Value>> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(Error::Invalid(format!("{source}: config.json must hold a JSON object"))),
+        Err(e) => Err(Error::Invalid(format!("{source}: malformed JSON: {e}"))),
+    }
 }
 
 fn read(path: &Path) -> Result<String> {
@@ -161,7 +191,9 @@ fn default_scheduler() -> Map<String, Value> {
 fn from_folder(dir: &Path, tensors: Option<Tensors>, described: String) -> Result<Start> {
     let folder = ModelFolder::open(dir)?;
     let text = read(&folder.unet_config)?;
-    let config = UNetConfig::parse(&text, &folder.unet_config.display().to_string())?;
+    let shown = folder.unet_config.display().to_string();
+    let config = UNetConfig::parse(&text, &shown)?;
+    let config_json = config_object(&text, &shown)?;
     let scheduler = match &folder.scheduler_config {
         Some(p) => SchedulerConfig::parse_file(&read(p)?, &p.display().to_string())?,
         None => default_scheduler(),
@@ -170,7 +202,7 @@ fn from_folder(dir: &Path, tensors: Option<Tensors>, described: String) -> Resul
         Some(t) => t,
         None => wgpu_diffusion::model::tensors::read_safetensors(&folder.unet_weights)?,
     };
-    Ok(Start { config_text: text, config, tensors: Some(tensors), scheduler, described })
+    Ok(Start { config_text: text, config_json, config, tensors: Some(tensors), scheduler, described })
 }
 
 fn start(args: &TrainArgs) -> Result<Start> {
@@ -188,7 +220,25 @@ fn start(args: &TrainArgs) -> Result<Start> {
         }
     };
     let config = UNetConfig::parse(&text, "config.json")?;
-    Ok(Start { config_text: text, config, tensors: None, scheduler: default_scheduler(), described })
+    let config_json = config_object(&text, "config.json")?;
+    Ok(Start {
+        config_text: text,
+        config_json,
+        config,
+        tensors: None,
+        scheduler: default_scheduler(),
+        described,
+    })
+}
+
+/// The class dropout asked for: a probability below 1.
+fn class_dropout(args: &TrainArgs) -> Result<Option<f64>> {
+    match args.class_dropout {
+        Some(p) if !(p.is_finite() && (0.0..1.0).contains(&p)) => {
+            Err(Error::Invalid(format!("--class-dropout {p}: a probability from 0 up to (not including) 1")))
+        }
+        p => Ok(p),
+    }
 }
 
 /// The recipe from the flags and defaults; `epoch_steps` sizes the defaults counted in epochs.
@@ -245,6 +295,7 @@ fn recipe(args: &TrainArgs, scheduler: &Map<String, Value>, epoch_steps: u64) ->
         prediction,
         seed: args.seed.unwrap_or(d.seed),
         random_flip: args.random_flip,
+        class_dropout: 0.0,
     })
 }
 
@@ -271,6 +322,9 @@ fn recipe_flags_given(args: &TrainArgs) -> Vec<&'static str> {
         ("--prediction-type", args.prediction_type.is_some()),
         ("--seed", args.seed.is_some()),
         ("--random-flip", args.random_flip),
+        ("--num-classes", args.num_classes.is_some()),
+        ("--class-dropout", args.class_dropout.is_some()),
+        ("--class-names", args.class_names.is_some()),
     ];
     given.iter().filter(|g| g.1).map(|g| g.0).collect()
 }
@@ -280,7 +334,8 @@ fn alphas(scheduler: &Map<String, Value>) -> Result<Vec<f64>> {
     Ok(cfg.alphas_cumprod()?.iter().map(|&a| a as f64).collect())
 }
 
-/// A grid of `SAMPLE_IMAGES` fixed-seed samples of the EMA (or raw) weights.
+/// A grid of `SAMPLE_IMAGES` fixed-seed samples of the EMA (or raw) weights; a class-conditional
+/// model's image k is of class k mod the classes, at `sample`'s default guidance.
 fn sample_grid(
     ctx: &Context,
     unet: &UNet,
@@ -301,13 +356,10 @@ fn sample_grid(
     let kind = SamplerKind::parse(super::sample::DEFAULT_SAMPLER)?;
     let cfg = SchedulerConfig::resolve(kind, Some(&sched), "the run's scheduler config")?;
     let plan = SamplerPlan::new(&cfg, super::sample::DEFAULT_STEPS, 0.0)?;
-    let out = diffusion::sample(
-        ctx,
-        &mut model,
-        &plan,
-        &ChainInput::all(SAMPLE_SEED, SAMPLE_IMAGES, None),
-        &mut |_, _| {},
-    )?;
+    let classes = wgpu_diffusion::pipeline::default_classes(&unet.config, SAMPLE_IMAGES)?;
+    let conditioning = classes.as_ref().map(|c| Conditioning { labels: &c.labels, guidance: c.guidance });
+    let input = ChainInput { conditioning, ..ChainInput::all(SAMPLE_SEED, SAMPLE_IMAGES, None) };
+    let out = diffusion::sample(ctx, &mut model, &plan, &input, &mut |_, _| {})?;
     let c = &unet.config;
     let grid = images::grid(
         &out,
@@ -349,13 +401,36 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             args.out.display()
         )));
     }
-    let start = match &resumed {
+    // Every flag is checked before any data is read.
+    let dropout = class_dropout(args)?;
+    let given_names = args.class_names.as_deref().map(classes::parse_names).transpose()?;
+    let mut start = match &resumed {
         // The raw weights from the resume state (the folder's file holds the EMA).
         Some(state) => from_folder(&args.out, state.tensors.get("weight").cloned(), "a resumed run".into())?,
         None => start(args)?,
     };
+    if resumed.is_none() {
+        recipe(args, &start.scheduler, 1)?;
+    }
+    let conditional = classes::set_up_config(
+        &mut start.config_json,
+        start.tensors.as_mut(),
+        args.num_classes,
+        "the model's config",
+    )?;
+    if !conditional {
+        let given = [("--class-dropout", dropout.is_some()), ("--class-names", given_names.is_some())];
+        if let Some((flag, _)) = given.iter().find(|g| g.1) {
+            return Err(Error::Invalid(format!(
+                "{flag} is for a class-conditional model: give --num-classes N (or a model with a class embedding)"
+            )));
+        }
+    }
     let t_load = Instant::now();
-    let dataset = Dataset::load(&args.data, start.config.in_channels, start.config.sample_size)?;
+    let mut dataset = Dataset::load(&args.data, start.config.in_channels, start.config.sample_size)?;
+    if let Some(path) = &args.labels {
+        dataset = dataset.with_labels_file(path)?;
+    }
     eprintln!(
         "{}: {} images of {s}x{s} ({:.1} s to load)",
         dataset.source,
@@ -367,8 +442,41 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         Some(state) => state.recipe.clone(),
         None => {
             let batch = args.batch.unwrap_or(Recipe::default().batch) as u64;
-            recipe(args, &start.scheduler, (dataset.count as u64).div_ceil(batch.max(1)))?
+            let r = recipe(args, &start.scheduler, (dataset.count as u64).div_ceil(batch.max(1)))?;
+            Recipe { class_dropout: if conditional { dropout.unwrap_or(0.1) } else { 0.0 }, ..r }
         }
+    };
+    // A class-conditional run's classes: recorded in the config, the data's labels mapped.
+    let labels = if conditional {
+        let c = classes::settle(
+            &mut start.config_json,
+            dataset.labels.as_ref(),
+            given_names,
+            recipe.class_dropout,
+            &dataset.source,
+            "the model's config",
+        )?;
+        start.config_text = serde_json::to_string_pretty(&Value::Object(start.config_json.clone()))
+            .map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
+        start.config = UNetConfig::parse(&start.config_text, "the model's config")?;
+        eprintln!(
+            "class-conditional: {} classes ({}), null class {}, labels dropped with probability {}",
+            c.names.len(),
+            c.names.join(", "),
+            c.null,
+            recipe.class_dropout
+        );
+        Some(BatchLabels {
+            dropout: ClassDropout::new(recipe.seed, recipe.class_dropout, c.null),
+            ids: c.ids,
+        })
+    } else {
+        if dataset.labels.is_some() {
+            eprintln!(
+                "(the data has class labels; --num-classes N trains a class-conditional model on them)"
+            );
+        }
+        None
     };
     let ctx = Context::new(&args.device.options()?)?;
     let tensors = match start.tensors {
@@ -385,6 +493,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         &recipe,
         args.memory_budget_mib << 20,
         args.steps_per_submission,
+        labels,
     )?;
     let first = match &resumed {
         Some(state) => {

@@ -15,7 +15,8 @@ use image::{imageops::FilterType, DynamicImage};
 use super::npy::{self, Values};
 use crate::{Error, Result};
 
-/// A dataset in memory: `count` images of [channels, size, size], C-order.
+/// A dataset in memory: `count` images of [channels, size, size], C-order, and their class
+/// labels where the data has them.
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub source: String,
@@ -23,6 +24,27 @@ pub struct Dataset {
     pub channels: usize,
     pub size: usize,
     pub values: Values,
+    pub labels: Option<Labels>,
+}
+
+/// Class labels: one id an image, and the class names where the data names them (an image
+/// folder's subfolders).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Labels {
+    pub ids: Vec<u32>,
+    pub names: Option<Vec<String>>,
+    /// Where the labels came from, for errors.
+    pub source: String,
+}
+
+impl Labels {
+    /// The number of classes: the names', else the largest id + 1.
+    pub fn classes(&self) -> usize {
+        match &self.names {
+            Some(n) => n.len(),
+            None => self.ids.iter().max().map_or(0, |&m| m as usize + 1),
+        }
+    }
 }
 
 /// The IDX files a dataset folder may hold, training images first.
@@ -48,7 +70,7 @@ impl Dataset {
         }
         if path.is_dir() {
             if let Some(idx) = IDX_NAMES.iter().map(|n| path.join(n)).find(|p| p.is_file()) {
-                return Self::idx(&idx, channels, size);
+                return Self::idx(&idx, channels, size)?.with_idx_labels(&idx);
             }
             return Self::folder(path, channels, size);
         }
@@ -62,7 +84,43 @@ impl Dataset {
         if ext.as_deref().is_some_and(|e| IMAGE_EXTENSIONS.contains(&e)) {
             return Err(bad(path, "a single image: give the folder that holds the training images"));
         }
-        Self::idx(path, channels, size)
+        Self::idx(path, channels, size)?.with_idx_labels(path)
+    }
+
+    /// Labels from an .npy of integers, one per image (`--labels`), replacing any others.
+    pub fn with_labels_file(mut self, path: &Path) -> Result<Self> {
+        let ids = npy::read_labels(path)?;
+        if ids.len() != self.count {
+            return Err(bad(
+                path,
+                format!("{} labels for the {} images of {}", ids.len(), self.count, self.source),
+            ));
+        }
+        self.labels = Some(Labels { ids, names: None, source: path.display().to_string() });
+        Ok(self)
+    }
+
+    /// The IDX label file beside IDX images (train-images-idx3-ubyte.gz ->
+    /// train-labels-idx1-ubyte.gz), where there is one.
+    fn with_idx_labels(mut self, images: &Path) -> Result<Self> {
+        let name = images.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let label_name = name.replace("images-idx3", "labels-idx1").replace("images.idx3", "labels.idx1");
+        if label_name == name {
+            return Ok(self);
+        }
+        let path = images.with_file_name(label_name);
+        if !path.is_file() {
+            return Ok(self);
+        }
+        let ids = idx_labels(&path)?;
+        if ids.len() != self.count {
+            return Err(bad(
+                &path,
+                format!("{} labels for the {} images of {}", ids.len(), self.count, self.source),
+            ));
+        }
+        self.labels = Some(Labels { ids, names: None, source: path.display().to_string() });
+        Ok(self)
     }
 
     /// Image `i`'s values, widened to f32 (8-bit values as they are).
@@ -76,17 +134,7 @@ impl Dataset {
 
     /// An IDX file of unsigned bytes, [N, H, W] (gzipped when it starts with gzip's magic).
     fn idx(path: &Path, channels: usize, size: usize) -> Result<Self> {
-        let raw =
-            std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
-        let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-            let mut out = vec![];
-            flate2::read::GzDecoder::new(&raw[..])
-                .read_to_end(&mut out)
-                .map_err(|e| bad(path, format!("not a readable gzip file ({e})")))?;
-            out
-        } else {
-            raw
-        };
+        let bytes = read_maybe_gzip(path)?;
         if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 {
             return Err(bad(path, "not an IDX file (nor a folder of images, nor a .npy)"));
         }
@@ -121,14 +169,24 @@ impl Dataset {
             let grey = image::GrayImage::from_raw(w as u32, h as u32, img.to_vec()).expect("sized"); // ok: h * w bytes
             values.extend(to_sample(DynamicImage::ImageLuma8(grey), channels, size));
         }
-        Ok(Self { source: path.display().to_string(), count: n, channels, size, values: Values::U8(values) })
+        Ok(Self {
+            source: path.display().to_string(),
+            count: n,
+            channels,
+            size,
+            values: Values::U8(values),
+            labels: None,
+        })
     }
 
-    /// Every PNG/JPEG under `dir` (sorted by path, so the order is the same everywhere).
+    /// Every PNG/JPEG under `dir` (sorted by path, so the order is the same everywhere). A folder
+    /// holding only subfolders of images is labelled as torchvision's ImageFolder labels it: each
+    /// subfolder a class, classes in sorted name order.
     fn folder(dir: &Path, channels: usize, size: usize) -> Result<Self> {
         let mut files = vec![];
         walk(dir, &mut files)?;
         files.sort();
+        let labels = folder_labels(dir, &files)?;
         if files.is_empty() {
             return Err(bad(
                 dir,
@@ -147,6 +205,7 @@ impl Dataset {
             channels,
             size,
             values: Values::U8(values),
+            labels,
         })
     }
 
@@ -178,17 +237,64 @@ impl Dataset {
                         ),
                     ));
                 }
-                Ok(Self { source, count: n, channels, size, values: Values::F32(v) })
+                Ok(Self { source, count: n, channels, size, values: Values::F32(v), labels: None })
             }
             Values::U8(v) => {
                 let mut out = Vec::with_capacity(n * channels * size * size);
                 for img in v.chunks_exact(c * h * w) {
                     out.extend(to_sample(planar_image(img, c, h, w), channels, size));
                 }
-                Ok(Self { source, count: n, channels, size, values: Values::U8(out) })
+                Ok(Self { source, count: n, channels, size, values: Values::U8(out), labels: None })
             }
         }
     }
+}
+
+/// An ImageFolder's labels for `files` (sorted, all under `dir`): None unless every image sits
+/// in a subfolder of `dir`, each subfolder being a class.
+fn folder_labels(dir: &Path, files: &[PathBuf]) -> Result<Option<Labels>> {
+    let class_of = |f: &PathBuf| -> Option<String> {
+        let rel = f.strip_prefix(dir).ok()?;
+        let mut parts = rel.components();
+        let first = parts.next()?.as_os_str().to_string_lossy().into_owned();
+        parts.next().map(|_| first)
+    };
+    let classes: Option<Vec<String>> = files.iter().map(class_of).collect();
+    let Some(classes) = classes else { return Ok(None) };
+    let mut names = classes.clone();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let ids = classes.iter().map(|c| names.binary_search(c).map_or(0, |i| i as u32)).collect();
+    Ok(Some(Labels { ids, names: Some(names), source: format!("the subfolders of {}", dir.display()) }))
+}
+
+/// An IDX label file: magic 0x00000801, a big-endian count, one byte a label (gzipped or not).
+fn idx_labels(path: &Path) -> Result<Vec<u32>> {
+    let bytes = read_maybe_gzip(path)?;
+    if bytes.len() < 8 || bytes[..4] != [0, 0, 0x08, 0x01] {
+        return Err(bad(path, "not an IDX label file (magic 0x00000801)"));
+    }
+    let n = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+    if bytes.len() < 8 + n {
+        return Err(bad(path, format!("holds {} labels, its header says {n}", bytes.len() - 8)));
+    }
+    Ok(bytes[8..8 + n].iter().map(|&b| b as u32).collect())
+}
+
+/// A file's bytes, gunzipped when it starts with gzip's magic.
+fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
+    }
+    let mut out = vec![];
+    flate2::read::GzDecoder::new(&raw[..])
+        .read_to_end(&mut out)
+        .map_err(|e| bad(path, format!("not a readable gzip file ({e})")))?;
+    Ok(out)
 }
 
 fn walk(dir: &Path, files: &mut Vec<PathBuf>) -> Result<()> {

@@ -33,7 +33,59 @@ pub fn read_values(path: &Path) -> Result<(Vec<usize>, Values)> {
     parse(&bytes).map_err(|msg| bad(path, msg))
 }
 
-fn parse(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Values), String> {
+/// Reads an .npy file of class labels: a 1-D array of integers (any NumPy integer type, or
+/// floats holding whole numbers), each at least 0.
+pub fn read_labels(path: &Path) -> Result<Vec<u32>> {
+    let bytes =
+        std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
+    labels(&bytes).map_err(|msg| bad(path, msg))
+}
+
+fn labels(bytes: &[u8]) -> std::result::Result<Vec<u32>, String> {
+    let (descr, shape, data) = header(bytes)?;
+    let [n] = shape[..] else {
+        return Err(format!("shape {shape:?}: labels are a 1-D array, one per image"));
+    };
+    let d = descr.trim_matches('\'');
+    // (bytes a value, signed, float)
+    let (width, signed, float) = match d {
+        "|u1" | "<u1" | "uint8" => (1, false, false),
+        "|i1" | "<i1" | "int8" => (1, true, false),
+        "<u2" | "uint16" => (2, false, false),
+        "<i2" | "int16" => (2, true, false),
+        "<u4" | "uint32" => (4, false, false),
+        "<i4" | "int32" => (4, true, false),
+        "<u8" | "uint64" => (8, false, false),
+        "<i8" | "int64" => (8, true, false),
+        "<f4" | "float32" => (4, true, true),
+        "<f8" | "float64" => (8, true, true),
+        other => return Err(format!("dtype {other} is not supported for labels: save them as integers")),
+    };
+    if data.len() < n * width {
+        return Err(format!("holds {} bytes of data, {n} labels need {}", data.len(), n * width));
+    }
+    data[..n * width]
+        .chunks_exact(width)
+        .enumerate()
+        .map(|(i, c)| {
+            let mut b = [0u8; 8];
+            b[..width].copy_from_slice(c);
+            let v: f64 = match (width, signed, float) {
+                (4, _, true) => f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64,
+                (8, _, true) => f64::from_le_bytes(b),
+                (_, false, _) => u64::from_le_bytes(b) as f64,
+                (w, true, _) => (i64::from_le_bytes(b) << (64 - 8 * w) >> (64 - 8 * w)) as f64,
+            };
+            if v.fract() != 0.0 || !(0.0..=u32::MAX as f64).contains(&v) {
+                return Err(format!("label {i} is {v}: labels are class ids, whole numbers from 0"));
+            }
+            Ok(v as u32)
+        })
+        .collect()
+}
+
+/// The header of an .npy file: (descr, shape, the data).
+fn header(bytes: &[u8]) -> std::result::Result<(String, Vec<usize>, &[u8]), String> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err("not a NumPy .npy file".into());
     }
@@ -54,19 +106,7 @@ fn parse(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Values), String> {
             header[at + key.len() + 2..].trim_start().strip_prefix(':').ok_or("malformed .npy header")?;
         Ok(rest.trim_start())
     };
-    let descr = field("descr")?;
-    let width = if descr.starts_with("'<f4'") || descr.starts_with("'float32'") {
-        4
-    } else if descr.starts_with("'<f8'") {
-        8
-    } else if ["'|u1'", "'<u1'", "'uint8'"].iter().any(|d| descr.starts_with(d)) {
-        1
-    } else {
-        let d: String = descr.chars().take_while(|&c| c != ',').collect();
-        return Err(format!(
-            "dtype {d} is not supported: save the array as float32 (little-endian) or uint8"
-        ));
-    };
+    let descr: String = field("descr")?.chars().take_while(|&c| c != ',').collect();
     if field("fortran_order")?.starts_with("True") {
         return Err("Fortran-ordered arrays are not supported: save with np.ascontiguousarray".into());
     }
@@ -81,8 +121,23 @@ fn parse(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Values), String> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>().map_err(|_| format!("malformed shape ({inner})")))
         .collect::<std::result::Result<_, _>>()?;
+    Ok((descr.trim().to_string(), shape, &bytes[start + header_len..]))
+}
+
+fn parse(bytes: &[u8]) -> std::result::Result<(Vec<usize>, Values), String> {
+    let (descr, shape, data) = header(bytes)?;
+    let width = if descr.starts_with("'<f4'") || descr.starts_with("'float32'") {
+        4
+    } else if descr.starts_with("'<f8'") {
+        8
+    } else if ["'|u1'", "'<u1'", "'uint8'"].iter().any(|d| descr.starts_with(d)) {
+        1
+    } else {
+        return Err(format!(
+            "dtype {descr} is not supported: save the array as float32 (little-endian) or uint8"
+        ));
+    };
     let count: usize = shape.iter().product();
-    let data = &bytes[start + header_len..];
     if data.len() < count * width {
         return Err(format!("holds {} bytes of data, shape {shape:?} needs {}", data.len(), count * width));
     }
@@ -139,9 +194,23 @@ mod tests {
         assert!(read(&p).unwrap_err().to_string().contains("needs 96"));
         std::fs::write(&p, b"hello").unwrap();
         assert!(read(&p).unwrap_err().to_string().contains("not a NumPy"));
-        let int_header = b"\x93NUMPY\x01\x00\x46\x00{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }                    \n";
+        let int_header = b"\x93NUMPY\x01\x00\x4e\x00{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }                    \n";
         std::fs::write(&p, int_header).unwrap();
         assert!(read(&p).unwrap_err().to_string().contains("'<i8'"));
+        // The same file is fine as labels once it holds its data.
+        let mut labelled = int_header.to_vec();
+        labelled.extend_from_slice(&7i64.to_le_bytes());
+        labelled.extend_from_slice(&0i64.to_le_bytes());
+        std::fs::write(&p, &labelled).unwrap();
+        assert_eq!(read_labels(&p).unwrap(), vec![7, 0]);
+        let at = labelled.len() - 8;
+        labelled[at..].copy_from_slice(&(-1i64).to_le_bytes());
+        std::fs::write(&p, &labelled).unwrap();
+        assert!(read_labels(&p).unwrap_err().to_string().contains("label 1 is -1"));
+        write(&p, &[3], &[1.0, 2.0, 2.5]).unwrap();
+        assert!(read_labels(&p).unwrap_err().to_string().contains("label 2 is 2.5"));
+        write(&p, &[2, 1], &[1.0, 2.0]).unwrap();
+        assert!(read_labels(&p).unwrap_err().to_string().contains("1-D"));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -11,6 +11,12 @@ static SPEC: KernelSpec = KernelSpec {
     bindings: &[Binding::Read, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
 };
 
+static LABELS: KernelSpec = KernelSpec {
+    shader: &crate::shaders::DATA,
+    entry: "gather_labels",
+    bindings: &[Binding::Read, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
+};
+
 /// Bit 31 of an index entry: the image is mirrored left to right.
 pub const FLIP: u32 = 1 << 31;
 
@@ -88,6 +94,44 @@ pub fn gather_images(
         workgroups,
         Cost { flops: 3 * len as u64, bytes: 5 * len as u64 },
     )
+}
+
+/// out [batch] = row `step_counter[0] % ring` of the label ring [ring, batch] (f32 class ids).
+pub fn gather_labels(
+    ctx: &Context,
+    batch: usize,
+    ring: usize,
+    labels: &wgpu::Buffer,
+    step_counter: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    if batch == 0 || ring == 0 {
+        bail_shape!("gather labels: batch {batch}, ring {ring}");
+    }
+    check_len("gather labels", "label ring", labels, ring * batch)?;
+    check_len("gather labels", "step counter", step_counter, 1)?;
+    check_len("gather labels", "output", out, batch)?;
+    let workgroups = grid_1d(ctx, batch, 256);
+    let params = ctx.uniform(&Params {
+        per_image: 1,
+        width: 1,
+        batch: batch as u32,
+        ring: ring as u32,
+        groups_x: workgroups[0],
+        _pad: [0; 3],
+    });
+    ctx.dispatch(
+        &LABELS,
+        &[],
+        &[&ctx.dummy, labels, step_counter, out, &params],
+        workgroups,
+        Cost { flops: 0, bytes: 8 * batch as u64 },
+    )
+}
+
+/// Reference of `gather_labels` for the ring's row `row`.
+pub fn reference_labels(labels: &[f32], batch: usize, row: usize) -> Vec<f32> {
+    labels[row * batch..(row + 1) * batch].to_vec()
 }
 
 /// The value an 8-bit pixel becomes, as torchvision's ToTensor then Normalize(0.5, 0.5).

@@ -34,6 +34,12 @@ pub enum ClassEmbedding {
 pub const CLASS_NAMES_KEY: &str = "id2label";
 pub const NULL_CLASS_KEY: &str = "null_class_id";
 
+/// A class name as a folder name: an image-folder dataset's subfolder ('/' and '\' can't be in
+/// one: "T-shirt/top" becomes "T-shirt_top").
+pub fn folder_name(name: &str) -> String {
+    name.replace(['/', '\\'], "_")
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct UNetConfig {
     pub sample_size: usize,

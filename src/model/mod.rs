@@ -225,12 +225,16 @@ impl UNet {
                 if l.len() != batch {
                     return Err(Error::Shape(format!("{} class labels for {batch} images", l.len())));
                 }
-                let max = self.config.max_label().map_or(f32::MAX, |m| m as f32);
-                match l.iter().find(|&&v| v.fract() != 0.0 || !(v >= 0.0 && v <= max)) {
-                    Some(v) => Err(Error::Invalid(format!(
-                        "class label {v} is not a class of this model (0..={max})"
+                // A class table takes its rows; a "timestep" embedding any integer.
+                let range = self.config.max_label().map(|m| 0.0..=m as f32);
+                let bad = |v: f32| v.fract() != 0.0 || !v.is_finite() || range.as_ref().is_some_and(|r| !r.contains(&v));
+                match (l.iter().find(|&&v| bad(v)), &range) {
+                    (Some(v), Some(r)) => Err(Error::Invalid(format!(
+                        "class label {v} is not a class of this model (0..={})",
+                        r.end()
                     ))),
-                    None => Ok(()),
+                    (Some(v), None) => Err(Error::Invalid(format!("class label {v} is not an integer"))),
+                    (None, _) => Ok(()),
                 }
             }
         }

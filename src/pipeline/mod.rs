@@ -6,6 +6,7 @@
 //! from it before any work, `Pipeline::load` puts the models on the device, `Loaded::run` makes
 //! the images.
 
+pub mod classes;
 pub mod edit;
 
 use std::ops::Range;
@@ -24,6 +25,32 @@ use crate::{Error, Result};
 
 /// The bundled model, used where no folder is given.
 pub const BUNDLED_MODEL: &str = "weights/fashion-mnist";
+
+/// The classifier-free guidance scale `sample` uses on a class-conditional model unless told
+/// (README, "Class-conditional models": how it was chosen).
+pub const DEFAULT_GUIDANCE_SCALE: f32 = 2.0;
+
+/// The classes of an unlabelled request of `batch` images from a class-conditional model: image
+/// k of class k mod the number of classes (so a grid shows every class), at the default
+/// guidance with the model's null class. None for an unconditional model; an error for a
+/// "timestep" class embedding without class names (it takes any integer: say which).
+pub fn default_classes(cfg: &UNetConfig, batch: usize) -> Result<Option<Classes>> {
+    if cfg.class_embedding.is_none() {
+        return Ok(None);
+    }
+    let n = cfg.num_classes().ok_or_else(|| {
+        Error::Invalid(
+            "this model's class embedding takes any integer and its config names no classes: give --class N"
+                .into(),
+        )
+    })?;
+    let labels = (0..batch).map(|k| (k % n.max(1)) as f32).collect();
+    let guidance = cfg
+        .default_null_class()
+        .filter(|_| DEFAULT_GUIDANCE_SCALE != 1.0)
+        .map(|null| Guidance { scale: DEFAULT_GUIDANCE_SCALE, null_label: null as f32 });
+    Ok(Some(Classes { labels, guidance }))
+}
 
 /// A diffusers folder's components, read but not yet on a device.
 pub struct Pipeline {

@@ -11,9 +11,17 @@ use crate::io::dataset::Dataset;
 use crate::io::npy::Values;
 use crate::kernels::data::{self, Gather, Pixels, FLIP};
 use crate::kernels::rng::{self, NoiseKey};
-use crate::train::order::DataOrder;
+use crate::train::order::{ClassDropout, DataOrder};
 use crate::train::TrainStep;
 use crate::{Error, Result};
+
+/// A class-conditional run's labels: the model's class id of every dataset image, and the
+/// dropout that trains the null class.
+#[derive(Clone, Debug)]
+pub struct BatchLabels {
+    pub ids: Vec<u32>,
+    pub dropout: ClassDropout,
+}
 
 pub struct DeviceBatches {
     /// Steps the index ring holds: a submission takes at most this many.
@@ -23,7 +31,9 @@ pub struct DeviceBatches {
     pub order: DataOrder,
     images: wgpu::Buffer,
     indices: wgpu::Buffer,
-    /// Makes a step's batch: gather, noise, timesteps.
+    /// The labels and their ring (each submission's steps' labels, after the dropout).
+    labels: Option<(BatchLabels, wgpu::Buffer)>,
+    /// Makes a step's batch: gather, noise, timesteps (and labels).
     pub dispatches: Vec<Dispatch>,
     batch: usize,
     per_image: usize,
@@ -40,6 +50,7 @@ fn words(values: &Values, range: Range<usize>) -> Vec<u32> {
 impl DeviceBatches {
     /// Batches for `step` (its batch size and inputs) from `dataset`, with the optimizer's step
     /// counter `counter`, over `timesteps` training timesteps; at most `ring` steps a submission.
+    /// A class-conditional step needs `labels`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &Context,
@@ -50,6 +61,7 @@ impl DeviceBatches {
         seed: u64,
         random_flip: bool,
         ring: usize,
+        labels: Option<BatchLabels>,
     ) -> Result<Self> {
         let per_image = dataset.channels * dataset.size * dataset.size;
         let batch = step.batch;
@@ -80,17 +92,43 @@ impl DeviceBatches {
         let indices = ctx.scratch_buffer("index ring", ring * batch);
         let g = Gather { pixels, images: stored, per_image, width: dataset.size, batch, ring };
         let key = NoiseKey { seed, stream_base: 0, substream: 0 };
-        let dispatches = vec![
+        let mut dispatches = vec![
             data::gather_images(ctx, &g, &images, &indices, counter, &step.x0)?,
             rng::normal(ctx, key, batch, per_image, Some(counter), &step.eps)?,
             rng::timesteps(ctx, key, batch, timesteps, counter, &step.t_index, &step.t_value)?,
         ];
+        let labels = match (labels, &step.labels) {
+            (Some(l), Some(out)) => {
+                if l.ids.len() != dataset.count {
+                    return Err(Error::Invalid(format!(
+                        "{} labels for the {} images of {}",
+                        l.ids.len(),
+                        dataset.count,
+                        dataset.source
+                    )));
+                }
+                let label_ring = ctx.scratch_buffer("label ring", ring * batch);
+                dispatches.push(data::gather_labels(ctx, batch, ring, &label_ring, counter, out)?);
+                Some((l, label_ring))
+            }
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(Error::Invalid(format!(
+                    "{}: the model is class-conditional, but the data has no labels",
+                    dataset.source
+                )))
+            }
+            (Some(_), None) => {
+                return Err(Error::Invalid("labels for a model without a class embedding".into()))
+            }
+        };
         Ok(Self {
             ring,
             resident,
             order: DataOrder::new(seed, dataset.count, batch, random_flip),
             images,
             indices,
+            labels,
             dispatches,
             batch,
             per_image,
@@ -108,10 +146,17 @@ impl DeviceBatches {
             )));
         }
         let mut rows = vec![0u32; self.ring * self.batch];
+        let mut label_rows = vec![0.0f32; self.ring * self.batch];
         let mut streamed = vec![];
         for k in steps.clone() {
             let slot = (k % self.ring as u64) as usize;
             let mut batch = self.order.batch(k);
+            if let Some((l, _)) = &self.labels {
+                let ids: Vec<u32> = batch.iter().map(|&e| l.ids[(e & !FLIP) as usize]).collect();
+                for (i, id) in l.dropout.apply(k, &ids).into_iter().enumerate() {
+                    label_rows[slot * self.batch + i] = id as f32;
+                }
+            }
             if !self.resident {
                 for (i, entry) in batch.iter_mut().enumerate() {
                     let image = (*entry & !FLIP) as usize;
@@ -124,6 +169,9 @@ impl DeviceBatches {
         // Rows of steps outside this submission are rewritten too, unused: the previous
         // submission, which read them, runs before this write (queue order).
         ctx.queue.write_buffer(&self.indices, 0, bytemuck::cast_slice(&rows));
+        if let Some((_, ring)) = &self.labels {
+            ctx.queue.write_buffer(ring, 0, bytemuck::cast_slice(&label_rows));
+        }
         if !self.resident {
             let per = self.per_image;
             let mut values = match &dataset.values {

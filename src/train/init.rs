@@ -1,6 +1,7 @@
 //! A new model's initial weights as PyTorch initialises UNet2DModel's layers by default
 //! (diffusers adds no init of its own there): conv and Linear weights and biases uniform in
-//! +-1/sqrt(fan_in) (kaiming_uniform with a = sqrt(5)), GroupNorm scales 1 and shifts 0. Drawn
+//! +-1/sqrt(fan_in) (kaiming_uniform with a = sqrt(5)), GroupNorm scales 1 and shifts 0, a class
+//! table (nn.Embedding) standard normal. Drawn
 //! from Philox keyed by (seed, tensor, element) over the names in sorted order, so a seed gives
 //! the same model everywhere.
 
@@ -41,7 +42,19 @@ pub fn pytorch_default(ctx: &Context, config: &UNetConfig, seed: u64) -> Result<
             Some(layer) => by_name.get(format!("{layer}.weight").as_str()).copied().unwrap_or(&[]),
             None => shape.as_slice(),
         };
-        let data = if weight_shape.len() < 2 {
+        let data = if name == "class_embedding.weight" {
+            // nn.Embedding: N(0, 1), Box-Muller on two Philox words.
+            (0..n)
+                .map(|e| {
+                    let bits = philox4x32_10([e as u32, t as u32, 0, INIT], key);
+                    let (u1, u2) = (
+                        ((bits[0] >> 8) as f64 + 0.5) / 16_777_216.0,
+                        ((bits[1] >> 8) as f64 + 0.5) / 16_777_216.0,
+                    );
+                    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
+                })
+                .collect()
+        } else if weight_shape.len() < 2 {
             // A GroupNorm's scale and shift.
             vec![if name.ends_with(".weight") { 1.0 } else { 0.0 }; n]
         } else {

@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod classes;
 pub mod init;
 pub mod log;
 pub mod optimizer;

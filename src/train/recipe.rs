@@ -27,6 +27,9 @@ pub struct Recipe {
     pub prediction: Prediction,
     pub seed: u64,
     pub random_flip: bool,
+    /// A class-conditional model's labels swap for the null class with this probability
+    /// (classifier-free guidance training); 0 for an unconditional model.
+    pub class_dropout: f64,
 }
 
 impl Default for Recipe {
@@ -48,6 +51,7 @@ impl Default for Recipe {
             prediction: Prediction::Epsilon,
             seed: 0,
             random_flip: false,
+            class_dropout: 0.0,
         }
     }
 }
@@ -122,6 +126,7 @@ impl Recipe {
             "prediction_type": prediction_name(self.prediction),
             "seed": self.seed,
             "random_flip": self.random_flip,
+            "class_dropout": self.class_dropout,
         })
     }
 
@@ -171,6 +176,8 @@ impl Recipe {
             prediction: parse_prediction(s("prediction_type")?)?,
             seed: u("seed")?,
             random_flip: v.get("random_flip").and_then(Value::as_bool).ok_or_else(|| bad("random_flip"))?,
+            // Runs saved before class conditioning have no dropout.
+            class_dropout: v.get("class_dropout").and_then(Value::as_f64).unwrap_or(0.0),
         })
     }
 }
@@ -183,7 +190,13 @@ mod tests {
     fn json_round_trip() {
         let r = Recipe::default();
         assert_eq!(Recipe::from_json(&r.to_json(), "t").unwrap(), r);
-        let no_ema = Recipe { ema: None, grad_clip: None, prediction: Prediction::VPrediction, ..r };
+        let no_ema = Recipe {
+            ema: None,
+            grad_clip: None,
+            prediction: Prediction::VPrediction,
+            class_dropout: 0.25,
+            ..r
+        };
         assert_eq!(Recipe::from_json(&no_ema.to_json(), "t").unwrap(), no_ema);
         assert!(Recipe::from_json(&json!({"steps": 3}), "t").is_err());
     }

@@ -31,9 +31,11 @@ impl Default for StepOptions {
 /// The training graph of a UNet for `micro` images of a `batch`: forward, loss, backward.
 pub struct TrainGraph {
     pub graph: Graph,
-    /// Inputs: x_t, the timesteps as f32, and the loss's target.
+    /// Inputs: x_t, the timesteps as f32, the class labels as f32 (a class-conditional model),
+    /// and the loss's target.
     pub sample: TensorId,
     pub timesteps: TensorId,
+    pub class_labels: Option<TensorId>,
     pub target: TensorId,
     /// sum((pred - target)^2) / (the whole batch's values): the micro-batches' losses add up to
     /// the batch's mean.
@@ -51,7 +53,15 @@ impl TrainGraph {
         let loss = graph.mse_loss("loss", net.output, target, batch * per_image)?;
         graph.mark_output(loss);
         let gradients = autodiff::backward(&mut graph, loss)?;
-        Ok(Self { graph, sample: net.sample, timesteps: net.timesteps, target, loss, gradients })
+        Ok(Self {
+            graph,
+            sample: net.sample,
+            timesteps: net.timesteps,
+            class_labels: net.class_labels,
+            target,
+            loss,
+            gradients,
+        })
     }
 
     /// The planned bytes of its activations and gradients, and whether every tensor fits a binding.
@@ -75,6 +85,9 @@ pub struct TrainStep {
     pub eps: wgpu::Buffer,
     pub t_index: wgpu::Buffer,
     pub t_value: wgpu::Buffer,
+    /// The batch's class labels [B] as f32 (after the class dropout), for a class-conditional
+    /// model.
+    pub labels: Option<wgpu::Buffer>,
     /// Each micro-batch's share of the loss.
     pub losses: wgpu::Buffer,
     /// Where the step leaves the gradient of each trained weight.
@@ -135,6 +148,7 @@ impl TrainStep {
         let (x0, eps) = (ctx.scratch_buffer("batch x0", len), ctx.scratch_buffer("batch eps", len));
         let (t_index, t_value) =
             (ctx.scratch_buffer("batch t (index)", batch), ctx.scratch_buffer("batch t", batch));
+        let labels = graph.class_labels.map(|_| ctx.scratch_buffer("batch class labels", batch));
         let splits = batch / micro;
         let losses = ctx.scratch_buffer("micro-batch losses", splits);
         // The micro-batch's own x0, eps and t, copied out of the batch.
@@ -165,12 +179,15 @@ impl TrainStep {
         let mut dispatches = vec![];
         for k in 0..splits as u64 {
             let (img, f) = (4 * micro_len as u64, 4 * micro as u64);
-            let inputs = vec![
+            let mut inputs = vec![
                 CopyOp::buffer(&x0, k * img, &mx0, 0, img),
                 CopyOp::buffer(&eps, k * img, &meps, 0, img),
                 CopyOp::buffer(&t_index, k * f, &mt, 0, f),
                 CopyOp::buffer(&t_value, k * f, timesteps, 0, f),
             ];
+            if let (Some(l), Some(input)) = (&labels, graph.class_labels) {
+                inputs.push(CopyOp::buffer(l, k * f, exe.buffer(input), 0, f));
+            }
             dispatches.push(Dispatch::copies_only("micro-batch inputs", inputs, Cost::default()));
             dispatches.push(diff::add_noise(ctx, micro, per_image, steps, &mx0, &meps, &mt, &table, sample)?);
             match options.prediction {
@@ -219,6 +236,7 @@ impl TrainStep {
             eps,
             t_index,
             t_value,
+            labels,
             losses,
             gradients,
             dispatches,
@@ -228,6 +246,30 @@ impl TrainStep {
 
     /// Writes a batch from the host: x0 and eps [B, C, H, W], t [B].
     pub fn upload(&self, ctx: &Context, x0: &[f32], t: &[u32], eps: &[f32]) -> Result<()> {
+        self.upload_labelled(ctx, x0, t, eps, None)
+    }
+
+    /// `upload` with the class labels [B] of a class-conditional model (after any dropout).
+    pub fn upload_labelled(
+        &self,
+        ctx: &Context,
+        x0: &[f32],
+        t: &[u32],
+        eps: &[f32],
+        labels: Option<&[f32]>,
+    ) -> Result<()> {
+        match (&self.labels, labels) {
+            (Some(buf), Some(l)) if l.len() == self.batch => {
+                ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(l))
+            }
+            (None, None) => {}
+            (Some(_), _) => {
+                return Err(Error::Shape(format!("a class-conditional step takes {} labels", self.batch)))
+            }
+            (None, Some(_)) => {
+                return Err(Error::Shape("labels for a model without a class embedding".into()))
+            }
+        }
         let per_image: usize = self.graph.graph.shape(self.graph.sample)[1..].iter().product();
         if t.len() != self.batch || x0.len() != self.batch * per_image || eps.len() != x0.len() {
             return Err(Error::Shape(format!(

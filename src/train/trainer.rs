@@ -10,7 +10,7 @@ use std::sync::mpsc;
 use crate::gpu::{record_all, Context, CopyOp, Cost, Dispatch};
 use crate::io::dataset::Dataset;
 use crate::model::UNet;
-use crate::train::batch::DeviceBatches;
+use crate::train::batch::{BatchLabels, DeviceBatches};
 use crate::train::optimizer::state;
 use crate::train::recipe::Recipe;
 use crate::train::{Optimizer, StepOptions, TrainStep};
@@ -64,7 +64,9 @@ fn row_len(step: &TrainStep) -> usize {
 
 impl Trainer {
     /// A trainer for `unet` (its weights are trained in place) on `dataset`, with the noise
-    /// schedule `alphas_cumprod`, at most `ring` steps a submission.
+    /// schedule `alphas_cumprod`, at most `ring` steps a submission; a class-conditional model
+    /// trains on `labels`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &Context,
         unet: &mut UNet,
@@ -73,6 +75,7 @@ impl Trainer {
         recipe: &Recipe,
         memory_budget: u64,
         ring: usize,
+        labels: Option<BatchLabels>,
     ) -> Result<Self> {
         let c = &unet.config;
         if (dataset.channels, dataset.size) != (c.in_channels, c.sample_size) {
@@ -114,6 +117,7 @@ impl Trainer {
             recipe.seed,
             recipe.random_flip,
             ring,
+            labels,
         )?;
         let mut body = step.dispatches.clone();
         body.extend(optimizer.dispatches.iter().cloned());

@@ -42,13 +42,19 @@ fn the_writer_still_writes_what_diffusers_loaded() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tiny_unet_config.json");
     let config_text = std::fs::read_to_string(&config_path).unwrap();
     let config = UNetConfig::parse(&config_text, "tiny").unwrap();
-    let data =
-        Dataset { source: "zeros".into(), count: 4, channels: 1, size: 8, values: Values::U8(vec![0; 256]) };
+    let data = Dataset {
+        source: "zeros".into(),
+        count: 4,
+        channels: 1,
+        size: 8,
+        values: Values::U8(vec![0; 256]),
+        labels: None,
+    };
     let recipe = Recipe { steps: 1, batch: 2, ..Recipe::default() };
     let mut unet =
         UNet::from_tensors(c, config.clone(), init::pytorch_default(c, &config, 0).unwrap(), "init").unwrap();
     let alphas: Vec<f64> = (0..1000).map(|t| 1.0 - t as f64 / 1001.0).collect();
-    let mut trainer = Trainer::new(c, &mut unet, &alphas, &data, &recipe, 1 << 30, 1).unwrap();
+    let mut trainer = Trainer::new(c, &mut unet, &alphas, &data, &recipe, 1 << 30, 1, None).unwrap();
     trainer.submit(c, &data, 1).unwrap();
     trainer.finish(c).unwrap();
     let dir = scratch("checkpoint-writer");

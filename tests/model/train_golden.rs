@@ -2,7 +2,8 @@
 //! same initial weights and the same (x0, t, eps) per step, the step's gradients, clip_grad_norm_
 //! (1.0), AdamW (beta1 0.95, weight decay 1e-2), the cosine schedule with two warm-up steps and
 //! EMAModel with its warm-up, all on the device; the loss, the weights and the EMA weights after
-//! every step within 1e-4 by the forward tests' rule.
+//! every step within 1e-4 by the forward tests' rule. A class-conditional model's steps take its
+//! labels after the class dropout, as PyTorch's did.
 
 use wgpu_diffusion::diffusion::{SamplerKind, SchedulerConfig};
 use wgpu_diffusion::graph::check::worst_error;
@@ -19,7 +20,8 @@ const STEPS: u64 = 5;
 fn check_five_steps(name: &str, max_micro: usize) {
     let c = ctx();
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
-    let folder = ModelFolder::open(&root.join("grad").join(name)).unwrap();
+    let kind = if name.starts_with("class") { "class" } else { "grad" };
+    let folder = ModelFolder::open(&root.join(kind).join(name)).unwrap();
     let g = read_safetensors(&root.join("train").join(format!("{name}.safetensors"))).unwrap();
     let text = std::fs::read_to_string(folder.scheduler_config.as_ref().unwrap()).unwrap();
     let file = SchedulerConfig::parse_file(&text, "scheduler_config.json").unwrap();
@@ -40,7 +42,16 @@ fn check_five_steps(name: &str, max_micro: usize) {
     list.extend(opt.dispatches.iter().cloned());
     for k in 1..=STEPS {
         let t: Vec<u32> = g[&format!("step{k}.timesteps")].data.iter().map(|&v| v as u32).collect();
-        step.upload(c, &g[&format!("step{k}.x0")].data, &t, &g[&format!("step{k}.eps")].data).unwrap();
+        // A class-conditional step sees the labels after the dropout (the null class where dropped).
+        let labels = g.get(&format!("step{k}.labels")).map(|l| l.data.as_slice());
+        step.upload_labelled(
+            c,
+            &g[&format!("step{k}.x0")].data,
+            &t,
+            &g[&format!("step{k}.eps")].data,
+            labels,
+        )
+        .unwrap();
         c.run(&list);
         let (got, want) = (step.loss(c).unwrap(), g[&format!("step{k}.loss")].data[0]);
         assert!(((got - want) / want).abs() <= 1e-5, "{name} step {k}: loss {got} vs PyTorch's {want}");
@@ -85,6 +96,14 @@ fn five_adamw_steps_with_clipping_warm_up_and_ema_match_pytorch() {
     for name in ["batch12", "all-attention"] {
         check_five_steps(name, usize::MAX);
     }
+}
+
+#[test]
+fn five_class_conditional_steps_with_label_dropout_match_pytorch() {
+    // The class table's gradient sums each label's rows in batch order; micro-batches of 4 add
+    // their tables in order too.
+    check_five_steps("class-small", usize::MAX);
+    check_five_steps("class-small", 4);
 }
 
 #[test]

@@ -22,7 +22,7 @@ fn config() -> UNetConfig {
 fn dataset(count: usize) -> Dataset {
     let mut r = rng(3);
     let bytes = random(&mut r, count * 64).iter().map(|v| ((v + 1.0) * 127.9) as u8).collect();
-    Dataset { source: "random".into(), count, channels: 1, size: 8, values: Values::U8(bytes) }
+    Dataset { source: "random".into(), count, channels: 1, size: 8, values: Values::U8(bytes), labels: None }
 }
 
 fn alphas() -> Vec<f64> {
@@ -44,7 +44,7 @@ fn train(c: &Context, data: &Dataset, steps: u64, per: usize) -> (Vec<f32>, Vec<
     let recipe = recipe();
     let tensors = init::pytorch_default(c, &config(), recipe.seed).unwrap();
     let mut unet = UNet::from_tensors(c, config(), tensors, "init").unwrap();
-    let mut t = Trainer::new(c, &mut unet, &alphas(), data, &recipe, 1 << 30, per).unwrap();
+    let mut t = Trainer::new(c, &mut unet, &alphas(), data, &recipe, 1 << 30, per, None).unwrap();
     let mut losses = vec![];
     while t.submitted < steps {
         losses.extend(t.submit(c, data, per).unwrap().iter().map(|l| l.loss));
@@ -61,7 +61,7 @@ fn the_device_batch_is_the_references() {
     let recipe = recipe();
     let tensors = init::pytorch_default(c, &config(), recipe.seed).unwrap();
     let mut unet = UNet::from_tensors(c, config(), tensors, "init").unwrap();
-    let mut t = Trainer::new(c, &mut unet, &alphas(), &data, &recipe, 1 << 30, 4).unwrap();
+    let mut t = Trainer::new(c, &mut unet, &alphas(), &data, &recipe, 1 << 30, 4, None).unwrap();
     // Two steps, then the third's batch alone (the counter reads 2).
     t.submit(c, &data, 2).unwrap();
     t.finish(c).unwrap();
