@@ -509,3 +509,189 @@ fn inpaint_bad_input_is_one_line() {
     assert_one_line_error(ok, &err, &["--jump-length"]);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+fn class_golden(name: &str) -> String {
+    format!("{}/tests/golden/class/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text_of(png: &std::path::Path) -> Vec<(String, String)> {
+    wgpu_diffusion::io::images::png_text(png).unwrap()
+}
+
+fn get<'a>(text: &'a [(String, String)], key: &str) -> &'a str {
+    text.iter().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str())
+}
+
+#[test]
+fn class_conditional_sample_takes_a_class_by_name_and_records_it() {
+    let dir = scratch("classes");
+    let model = class_golden("class-table");
+    let each = dir.join("each");
+    let (ok, _, err) = cli(&[
+        "sample",
+        "--model",
+        &model,
+        "--class",
+        "ankle BOOT",
+        "--guidance-scale",
+        "3",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--out-dir",
+        each.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let text = text_of(&each.join("000001.png"));
+    assert_eq!((get(&text, "class"), get(&text, "guidance scale")), ("Ankle boot", "3"), "{text:?}");
+    assert_eq!(get(&text, "null class"), "10");
+    assert!(get(&text, "parameters").contains("--class \"ankle BOOT\" --guidance-scale 3"), "{text:?}");
+    // Without --class, image k is of class k mod 10 at the default guidance; a grid lists them.
+    let grid = dir.join("grid.png");
+    let (ok, _, err) =
+        cli(&["sample", "--model", &model, "--batch", "12", "--steps", "2", "--out", grid.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let text = text_of(&grid);
+    let classes: Vec<&str> = get(&text, "class").split(", ").collect();
+    assert_eq!(
+        (classes.len(), classes[0], classes[9], classes[10]),
+        (12, "T-shirt/top", "Ankle boot", "T-shirt/top")
+    );
+    assert_eq!(get(&text, "guidance scale"), "2");
+    // Scale 1: the conditional model alone, no null class.
+    let one = dir.join("one.png");
+    let (ok, _, err) = cli(&[
+        "sample",
+        "--model",
+        &model,
+        "--batch",
+        "1",
+        "--steps",
+        "2",
+        "--guidance-scale",
+        "1",
+        "--out",
+        one.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!((get(&text_of(&one), "guidance scale"), get(&text_of(&one), "null class")), ("1", ""));
+}
+
+#[test]
+fn guided_shards_give_one_runs_files_byte_for_byte() {
+    let dir = scratch("guided-shards");
+    let model = class_golden("class-table");
+    let base = [
+        "sample",
+        "--model",
+        &model,
+        "--steps",
+        "2",
+        "--per-class",
+        "1",
+        "--seed",
+        "5",
+        "--scheduler",
+        "euler-a",
+    ];
+    let (one, shards) = (dir.join("one"), dir.join("shards"));
+    let (ok, _, err) = cli(&[&base[..], &["--out-dir", one.to_str().unwrap()]].concat());
+    assert!(ok, "{err}");
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        let (ok, _, err) =
+            cli(&[&base[..], &["--shard", &shard, "--out-dir", shards.to_str().unwrap()]].concat());
+        assert!(ok, "{err}");
+    }
+    // Ten class folders with one image each, the same bytes from the shards.
+    let mut folders: Vec<String> = std::fs::read_dir(&one)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    folders.sort();
+    assert_eq!(folders.len(), 10, "{folders:?}");
+    assert!(folders.contains(&"T-shirt_top".to_string()), "'/' cannot be in a folder name: {folders:?}");
+    for f in &folders {
+        assert_eq!(files(&one.join(f)), files(&shards.join(f)), "{f}: 3 shards = one run");
+    }
+    assert_eq!(files(&one.join("Sneaker"))[0].0, "000007.png", "image k is of class k / per-class");
+}
+
+#[test]
+fn class_flags_bad_input_is_one_line() {
+    let model = class_golden("class-table");
+    let run = |extra: &[&str]| cli(&[&["sample", "--model", &model][..], extra].concat());
+    let (ok, _, err) = run(&["--class", "10"]);
+    assert_one_line_error(ok, &err, &["--class 10", "0..=9", "Ankle boot"]);
+    let (ok, _, err) = run(&["--class", "hat"]);
+    assert_one_line_error(ok, &err, &["--class hat", "T-shirt/top", "Sneaker"]);
+    let (ok, _, err) = run(&["--guidance-scale", "-2"]);
+    assert_one_line_error(ok, &err, &["--guidance-scale -2"]);
+    let (ok, _, err) = run(&["--guidance-scale", "inf"]);
+    assert_one_line_error(ok, &err, &["--guidance-scale inf"]);
+    let (ok, _, err) = run(&["--null-class", "11"]);
+    assert_one_line_error(ok, &err, &["--null-class 11", "0..=10"]);
+    let (ok, _, err) = run(&["--per-class", "2"]);
+    assert_one_line_error(ok, &err, &["--per-class", "--out-dir"]);
+    let (ok, _, err) = cli(&["sample", "--class", "1"]);
+    assert_one_line_error(ok, &err, &["--class", "not class-conditional"]);
+    let (ok, _, err) = cli(&["sample", "--model", &golden("fashion-f16"), "--guidance-scale", "2"]);
+    assert_one_line_error(ok, &err, &["--guidance-scale", "not class-conditional"]);
+    // A "timestep" class embedding takes any integer, but names no classes to cycle through.
+    let (ok, _, err) = cli(&["sample", "--model", &class_golden("class-timestep")]);
+    assert_one_line_error(ok, &err, &["--class"]);
+}
+
+#[test]
+fn img2img_and_inpaint_take_a_class_and_guidance() {
+    let dir = scratch("class-edits");
+    let model = class_golden("class-table");
+    let out = dir.join("i2i.png");
+    let (ok, _, err) = cli(&[
+        "img2img",
+        "--model",
+        &model,
+        "--image",
+        &fashion_input(),
+        "--strength",
+        "0.5",
+        "--steps",
+        "4",
+        "--batch",
+        "2",
+        "--class",
+        "Pullover",
+        "--guidance-scale",
+        "2.5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(get(&text_of(&out), "class"), "Pullover");
+    let filled = dir.join("filled");
+    let (ok, _, err) = cli(&[
+        "inpaint",
+        "--model",
+        &model,
+        "--image",
+        &input("fashion-test-0-boot.png"),
+        "--mask",
+        &input("mask-centre.png"),
+        "--steps",
+        "4",
+        "--jump-length",
+        "2",
+        "--jump-n-sample",
+        "2",
+        "--batch",
+        "2",
+        "--class",
+        "7",
+        "--out-dir",
+        filled.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let text = text_of(&filled.join("000001.png"));
+    assert_eq!((get(&text, "class"), get(&text, "guidance scale")), ("Sneaker, Sneaker", "2"), "{text:?}");
+}

@@ -304,3 +304,166 @@ fn bad_data_is_one_line_naming_the_file() {
     check(run(&npy), &["x.npy", "[N, 1, 8, 8]"]);
     check(run(&dir.join("nothing")), &["nothing", "no such"]);
 }
+
+/// A gzipped IDX label file of `labels`, as MNIST ships them beside the images.
+fn idx_labels_gz(path: &Path, labels: &[u8]) {
+    let mut raw = vec![0, 0, 8, 1];
+    raw.extend((labels.len() as u32).to_be_bytes());
+    raw.extend_from_slice(labels);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&raw).unwrap();
+    std::fs::write(path, gz.finish().unwrap()).unwrap();
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn a_class_conditional_run_with_dropout_resumes_bit_identical_and_its_dataset_round_trips() {
+    let dir = scratch("classes");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    idx_gz(&data.join("train-images-idx3-ubyte.gz"), 13);
+    idx_labels_gz(&data.join("train-labels-idx1-ubyte.gz"), &[0, 1, 2, 0, 1, 2, 2, 1, 0, 0, 1, 2, 1]);
+    let (data, config) = (data.to_str().unwrap().to_string(), tiny_config());
+    let (through, stopped) = (dir.join("through"), dir.join("stopped"));
+    let class_flags = ["--num-classes", "3", "--class-names", "ring,square,dot", "--class-dropout", "0.5"];
+    let mut args = recipe(&data, through.to_str().unwrap());
+    args.extend(["--config", &config, "--sample-every", "6"]);
+    args.extend(class_flags);
+    let (ok, err) = cli(&args);
+    assert!(ok, "{err}");
+    assert!(err.contains("3 classes (ring, square, dot), null class 3"), "{err}");
+    let mut args = recipe(&data, stopped.to_str().unwrap());
+    args.extend(["--config", &config, "--sample-every", "6", "--stop-at", "3"]);
+    args.extend(class_flags);
+    let (ok, err) = cli(&args);
+    assert!(ok, "{err}");
+    // The class flags belong to the saved run too.
+    let (ok, err) = cli(&[
+        "train",
+        "--data",
+        &data,
+        "--out",
+        stopped.to_str().unwrap(),
+        "--resume",
+        "--num-classes",
+        "3",
+    ]);
+    assert!(!ok && err.contains("drop --num-classes"), "{err}");
+    let (ok, err) = cli(&["train", "--data", &data, "--out", stopped.to_str().unwrap(), "--resume"]);
+    assert!(ok, "{err}");
+    for file in ["training_state.safetensors", "diffusion_pytorch_model.safetensors", "config.json"] {
+        let (a, b) = (std::fs::read(through.join(file)).unwrap(), std::fs::read(stopped.join(file)).unwrap());
+        assert!(a == b, "{file} differs between the run that ran through and the resumed one");
+    }
+    // The folder says what its classes are; the grid shows each.
+    let cfg = read_json(&through.join("config.json"));
+    assert_eq!(cfg["num_class_embeds"], 4);
+    assert_eq!(cfg["null_class_id"], 3);
+    assert_eq!(cfg["id2label"]["1"], "square");
+    assert!(through.join("samples/step-000006.png").is_file());
+
+    // A labelled dataset out of it, in three shards, read back by `train` with the same labels.
+    let made = dir.join("made");
+    for shard in ["0/3", "1/3", "2/3"] {
+        let (ok, err) = cli(&[
+            "sample",
+            "--model",
+            through.to_str().unwrap(),
+            "--per-class",
+            "2",
+            "--out-dir",
+            made.to_str().unwrap(),
+            "--steps",
+            "2",
+            "--shard",
+            shard,
+        ]);
+        assert!(ok, "{err}");
+    }
+    for (class, images) in
+        [("ring", ["000000", "000001"]), ("square", ["000002", "000003"]), ("dot", ["000004", "000005"])]
+    {
+        for i in images {
+            let png = made.join(class).join(format!("{i}.png"));
+            let text = wgpu_diffusion::io::images::png_text(&png).unwrap();
+            assert!(text.iter().any(|(k, v)| k == "class" && v == class), "{png:?}: {text:?}");
+        }
+    }
+    let data = wgpu_diffusion::io::dataset::Dataset::load(&made, 1, 8).unwrap();
+    let labels = data.labels.unwrap();
+    // ImageFolder order: dot, ring, square.
+    assert_eq!(labels.names.as_deref().unwrap(), ["dot", "ring", "square"]);
+    assert_eq!(labels.ids, [0, 0, 1, 1, 2, 2]);
+    // Fine-tuning the model on it maps the folders' names to the model's classes.
+    let again = dir.join("again");
+    let (ok, err) = cli(&train_args(
+        &made,
+        &again,
+        &["--init", through.to_str().unwrap(), "--steps", "1", "--batch", "2", "--sample-every", "0"],
+    ));
+    assert!(ok, "{err}");
+    assert!(err.contains("3 classes (ring, square, dot)"), "{err}");
+}
+
+#[test]
+fn bad_labels_and_class_flags_are_one_line_before_any_work() {
+    let dir = scratch("bad-labels");
+    let config = tiny_config();
+    let out = dir.join("out");
+    let images = dir.join("x.npy");
+    wgpu_diffusion::io::npy::write(&images, &[4, 1, 8, 8], &vec![0.5; 256]).unwrap();
+    let labels = dir.join("y.npy");
+    let run = |extra: &[&str]| {
+        let mut a = train_args(&images, &out, &["--config", &config, "--steps", "1", "--batch", "2"]);
+        a.extend_from_slice(extra);
+        cli(&a)
+    };
+    // One error line (after the line that reports the data, where the data was read).
+    let check = |(ok, err): (bool, String), words: &[&str]| {
+        assert!(!ok, "must fail");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert!(errors.len() == 1 && err.trim_end().lines().count() <= 2, "one line: {err}");
+        for w in words {
+            assert!(errors[0].contains(w), "should mention '{w}': {err}");
+        }
+    };
+    let lab = labels.to_str().unwrap();
+    wgpu_diffusion::io::npy::write(&labels, &[3], &[0.0, 1.0, 1.0]).unwrap();
+    check(run(&["--num-classes", "2", "--labels", lab]), &["y.npy", "3 labels for the 4 images"]);
+    wgpu_diffusion::io::npy::write(&labels, &[4], &[0.0, 1.0, 5.0, 1.0]).unwrap();
+    check(run(&["--num-classes", "2", "--labels", lab]), &["y.npy", "label 5 (image 2)", "2"]);
+    check(run(&["--num-classes", "2"]), &["x.npy", "no labels"]);
+    check(run(&["--class-dropout", "0.2"]), &["--class-dropout", "--num-classes"]);
+    check(run(&["--num-classes", "2", "--class-dropout", "1.5"]), &["--class-dropout 1.5"]);
+    check(run(&["--num-classes", "0"]), &["--num-classes must be at least 1"]);
+    check(run(&["--num-classes", "2", "--class-names", "a,,b"]), &["--class-names", "empty"]);
+    // --num-classes against a config that has its own class table.
+    let cond = dir.join("cond.json");
+    let mut c: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    c["num_class_embeds"] = 5.into();
+    std::fs::write(&cond, c.to_string()).unwrap();
+    let (cond, images_s, out_s) = (cond.to_str().unwrap(), images.to_str().unwrap(), out.to_str().unwrap());
+    check(
+        cli(&["train", "--data", images_s, "--out", out_s, "--config", cond, "--num-classes", "7"]),
+        &["--num-classes 7", "num_class_embeds 5"],
+    );
+    // Every flag is checked before the data is read: an unreadable folder is not what is reported.
+    let broken = dir.join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("a.png"), b"not a png").unwrap();
+    let broken = broken.to_str().unwrap();
+    for (flags, words) in [
+        (&["--steps", "0"][..], &["--steps must be at least 1"][..]),
+        (&["--lr", "-1"][..], &["--lr", "-1"][..]),
+        (&["--class-dropout", "2"][..], &["--class-dropout 2"][..]),
+    ] {
+        let mut a = vec!["train", "--data", broken, "--out", out_s, "--config", &config];
+        a.extend_from_slice(flags);
+        let (ok, err) = cli(&a);
+        assert_eq!(err.trim_end().lines().count(), 1, "one line, before the data: {err}");
+        check((ok, err), words);
+    }
+}

@@ -68,8 +68,12 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
     let inpaint = pipeline.inpaint_start(&args.image, &args.mask, &options)?;
     let (ch, s) = pipeline.image_shape();
     let classes = classes::resolve(&pipeline.unet_config, &args.classes.request(), args.batch)?;
-    let outputs =
-        Outputs { grid: &args.out, out_dir: args.out_dir.as_deref(), save_npy: args.save_npy.as_deref() };
+    let outputs = Outputs {
+        grid: &args.out,
+        out_dir: args.out_dir.as_deref(),
+        save_npy: args.save_npy.as_deref(),
+        folder: None,
+    };
     outputs.check(0)?;
     let ctx = Context::new(&args.device.options()?)?;
     let mut loaded = pipeline.load(&ctx)?;

@@ -82,6 +82,7 @@ impl ClassArgs {
             class: self.class.as_deref(),
             guidance_scale: self.guidance_scale,
             null_class: self.null_class.as_deref(),
+            per_class: None,
         }
     }
 

@@ -31,6 +31,8 @@ pub struct Outputs<'a> {
     /// One PNG per image instead, `{index:06}.png`.
     pub out_dir: Option<&'a Path>,
     pub save_npy: Option<&'a Path>,
+    /// Each image's subfolder of `out_dir` by global index (a labelled dataset's class).
+    pub folder: Option<&'a dyn Fn(usize) -> String>,
 }
 
 /// One image's shape: (channels, size).
@@ -44,7 +46,12 @@ impl Outputs<'_> {
             Some(dir) => {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", dir.display())))?;
-                check_writable(&self.file(first))?;
+                let file = self.file(first);
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", parent.display())))?;
+                }
+                check_writable(&file)?;
             }
             None => check_writable(self.grid)?,
         }
@@ -54,9 +61,14 @@ impl Outputs<'_> {
         Ok(())
     }
 
-    /// The PNG of the image with global index `k` in `out_dir`.
+    /// The PNG of the image with global index `k` in `out_dir` (in its folder).
     pub fn file(&self, k: usize) -> PathBuf {
-        self.out_dir.unwrap_or(Path::new(".")).join(format!("{k:06}.png"))
+        let dir = self.out_dir.unwrap_or(Path::new("."));
+        let dir = match self.folder {
+            Some(f) => dir.join(f(k)),
+            None => dir.to_path_buf(),
+        };
+        dir.join(format!("{k:06}.png"))
     }
 
     /// Writes `out` ([images, C, H, W], the images with global indices `images`): the .npy, then
@@ -83,11 +95,13 @@ impl Outputs<'_> {
         Ok(match self.out_dir {
             Some(dir) => {
                 for (k, img) in images.zip(out.chunks(per)) {
-                    images::save_png_with_text(
-                        &images::grid(img, 1, c, s, s, 1)?,
-                        &self.file(k),
-                        &text(Some(k)),
-                    )?;
+                    let file = self.file(k);
+                    if let Some(parent) = file.parent().filter(|_| self.folder.is_some()) {
+                        std::fs::create_dir_all(parent).map_err(|e| {
+                            Error::Invalid(format!("cannot create {}: {e}", parent.display()))
+                        })?;
+                    }
+                    images::save_png_with_text(&images::grid(img, 1, c, s, s, 1)?, &file, &text(Some(k)))?;
                 }
                 format!("{n} images in {}", dir.display())
             }

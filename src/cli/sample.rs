@@ -7,6 +7,7 @@ use clap::Args;
 use wgpu_diffusion::diffusion::{SamplerKind, Shard};
 use wgpu_diffusion::gpu::Context;
 use wgpu_diffusion::io::npy;
+use wgpu_diffusion::model::config::folder_name;
 use wgpu_diffusion::pipeline::{classes, Classes, Job, Pipeline, Start};
 use wgpu_diffusion::{Error, Result};
 
@@ -49,6 +50,11 @@ pub struct SampleArgs {
     /// the whole batch (000123.png).
     #[arg(long)]
     pub out_dir: Option<PathBuf>,
+    /// A labelled dataset from a class-conditional model: N images of each class (or of the
+    /// --class asked) into --out-dir as DIR/<class name>/000123.png by global index (image k of
+    /// class k / N), which `train --data DIR` reads back with its labels; works with --shard.
+    #[arg(long, conflicts_with_all = ["batch", "init_noise"])]
+    pub per_class: Option<usize>,
     /// Make only shard I of N of the batch (I from 0): a contiguous range of the images, keyed by
     /// their index in the whole batch, so shards run as separate processes give one run's files.
     /// `auto` reads a Slurm job array or a Kubernetes Indexed Job from the environment.
@@ -131,9 +137,10 @@ fn png_text(
         None => "sample".into(),
     };
     let parameters = format!(
-        "wgpu-diffusion {command} --model {model} --scheduler {} --steps {} --batch {batch} --seed {} --eta {}{}{}",
+        "wgpu-diffusion {command} --model {model} --scheduler {} --steps {} {} --seed {} --eta {}{}{}",
         args.scheduler,
         args.steps,
+        args.per_class.map_or(format!("--batch {batch}"), |n| format!("--per-class {n}")),
         args.seed,
         args.eta,
         args.init_noise.as_ref().map_or(String::new(), |p| format!(" --init-noise {}", p.display())),
@@ -179,12 +186,20 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
         Some(path) => Some(npy::read(path)?),
         None => None,
     };
-    let batch = match (&init, args.batch) {
-        (Some((shape, _)), Some(b)) if shape.first() != Some(&b) => {
+    let mut request = args.classes.request();
+    request.per_class = args.per_class;
+    let batch = match (&init, args.batch, args.per_class) {
+        (_, _, Some(n)) => {
+            if args.out_dir.is_none() {
+                return Err(Error::Invalid("--per-class writes a dataset: give --out-dir DIR".into()));
+            }
+            classes::per_class_batch(&pipeline.unet_config, &request, n)?
+        }
+        (Some((shape, _)), Some(b), _) if shape.first() != Some(&b) => {
             return Err(Error::Invalid(format!("--batch {b} but --init-noise holds shape {shape:?}")))
         }
-        (Some((shape, _)), _) => shape.first().copied().unwrap_or(0),
-        (None, b) => b.unwrap_or(16),
+        (Some((shape, _)), _, _) => shape.first().copied().unwrap_or(0),
+        (None, b, _) => b.unwrap_or(16),
     };
     if batch == 0 {
         return Err(Error::Invalid("--batch must be at least 1".into()));
@@ -206,7 +221,7 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
             )));
         }
     }
-    let classes = classes::resolve(&pipeline.unet_config, &args.classes.request(), batch)?;
+    let classes = classes::resolve(&pipeline.unet_config, &request, batch)?;
     let job = Job {
         seed: args.seed,
         batch,
@@ -218,8 +233,18 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
     if args.check {
         return check::run(args, &pipeline, &job);
     }
-    let outputs =
-        Outputs { grid: &args.out, out_dir: args.out_dir.as_deref(), save_npy: args.save_npy.as_deref() };
+    // --per-class: each image in its class's folder.
+    let cfg = &pipeline.unet_config;
+    let class_folder = |k: usize| {
+        let label = job.classes.as_ref().map_or(0.0, |c| c.labels[k]);
+        folder_name(&classes::name_of(cfg, label))
+    };
+    let outputs = Outputs {
+        grid: &args.out,
+        out_dir: args.out_dir.as_deref(),
+        save_npy: args.save_npy.as_deref(),
+        folder: args.per_class.map(|_| &class_folder as &dyn Fn(usize) -> String),
+    };
     outputs.check(images.start)?;
 
     let ctx = Context::new(&args.device.options()?)?;
@@ -255,7 +280,6 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
 
     let n = images.len();
-    let cfg = &pipeline.unet_config;
     let text = |k: Option<usize>| {
         let index = match k {
             Some(k) => k.to_string(),

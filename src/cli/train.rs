@@ -50,7 +50,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub batch: Option<usize>,
     /// Peak learning rate [default: 1e-4].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub lr: Option<f64>,
     /// constant, constant_with_warmup, linear or cosine (diffusers' get_scheduler) [default: cosine].
     #[arg(long)]
@@ -59,31 +59,31 @@ pub struct TrainArgs {
     #[arg(long)]
     pub warmup: Option<u64>,
     /// AdamW's decoupled weight decay [default: 1e-6, a no-op in f32 at lr 1e-4, as in diffusers].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub weight_decay: Option<f64>,
     /// AdamW's beta1 [default: 0.95].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub adam_beta1: Option<f64>,
     /// AdamW's beta2 [default: 0.999].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub adam_beta2: Option<f64>,
     /// AdamW's epsilon [default: 1e-8].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub adam_epsilon: Option<f64>,
     /// The EMA's maximum decay [default: 0.9999].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub ema_decay: Option<f64>,
     /// The EMA warm-up's power [default: 0.75].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub ema_power: Option<f64>,
     /// The EMA warm-up's inverse gamma [default: 1.0].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub ema_inv_gamma: Option<f64>,
     /// Train without an EMA (the raw weights are saved).
     #[arg(long)]
     pub no_ema: bool,
     /// Clip the gradients' global norm to this (0: off) [default: 1.0].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub grad_clip: Option<f32>,
     /// epsilon, v_prediction or sample [default: epsilon, or the --init folder's].
     #[arg(long)]
@@ -126,7 +126,7 @@ pub struct TrainArgs {
     pub num_classes: Option<usize>,
     /// Swap a label for the null class with this probability (classifier-free guidance
     /// training) [default: 0.1 for a class-conditional model].
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     pub class_dropout: Option<f64>,
     /// The class labels of the images: an .npy of integers, one per image (IDX data finds
     /// train-labels-idx1-ubyte[.gz] beside its images; an image folder's subfolders are its classes).

@@ -15,6 +15,29 @@ pub struct ClassRequest<'a> {
     pub class: Option<&'a str>,
     pub guidance_scale: Option<f64>,
     pub null_class: Option<&'a str>,
+    /// A labelled dataset of this many images a class (or of the one class asked): image k of
+    /// class k / per_class.
+    pub per_class: Option<usize>,
+}
+
+/// The batch `--per-class n` makes: n images of each of the model's classes, or of the one asked.
+pub fn per_class_batch(cfg: &UNetConfig, req: &ClassRequest, n: usize) -> Result<usize> {
+    if n == 0 {
+        return Err(Error::Invalid("--per-class must be at least 1".into()));
+    }
+    if cfg.class_embedding.is_none() {
+        return Err(Error::Invalid(
+            "--per-class: this model is not class-conditional (its config has no num_class_embeds or class_embed_type)"
+                .into(),
+        ));
+    }
+    if req.class.is_some() {
+        return Ok(n);
+    }
+    let classes = cfg.num_classes().ok_or_else(|| {
+        Error::Invalid("--per-class: this model's config names no classes: give --class N too".into())
+    })?;
+    Ok(n * classes)
 }
 
 /// The model's classes in words: "0 T-shirt/top, 1 Trouser, ..." or "0..9".
@@ -77,9 +100,10 @@ pub fn resolve(cfg: &UNetConfig, req: &ClassRequest, batch: usize) -> Result<Opt
     if !scale.is_finite() || scale < 0.0 {
         return Err(Error::Invalid(format!("--guidance-scale {scale}: a finite number of at least 0")));
     }
-    let labels: Vec<f32> = match req.class {
-        Some(c) => vec![label(cfg, c, "--class", false)? as f32; batch],
-        None => super::default_classes(cfg, batch)?.map(|c| c.labels).unwrap_or_default(),
+    let labels: Vec<f32> = match (req.class, req.per_class) {
+        (Some(c), _) => vec![label(cfg, c, "--class", false)? as f32; batch],
+        (None, Some(n)) => (0..batch).map(|k| (k / n.max(1)) as f32).collect(),
+        (None, None) => super::default_classes(cfg, batch)?.map(|c| c.labels).unwrap_or_default(),
     };
     let guidance = if scale == 1.0 {
         None // the conditional model alone: no unconditional pass

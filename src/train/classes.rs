@@ -102,8 +102,8 @@ pub struct Classes {
 
 /// Settles the classes of a class-conditional run from the model's config, the data's labels
 /// and `--class-names`, and records the names and the null class in `config` (what `train`
-/// writes into the model folder). The data's classes must be the model's: the same names where
-/// both name them (then mapped by name), else ids within the model's classes.
+/// writes into the model folder). The data's classes must be the model's: names among the
+/// model's where both name them (then mapped by name), else ids within the model's classes.
 pub fn settle(
     config: &mut Map<String, Value>,
     labels: Option<&Labels>,
@@ -149,11 +149,13 @@ pub fn settle(
         (Some(model), Some(from_data)) => {
             let by_folder: HashMap<String, u32> =
                 model.iter().enumerate().map(|(i, n)| (folder_name(n), i as u32)).collect();
-            let unknown: Vec<&String> = from_data.iter().filter(|n| !by_folder.contains_key(*n)).collect();
-            if !unknown.is_empty() || from_data.len() != model.len() {
+            // The data may hold some of the model's classes, never one it does not know.
+            let unknown: Vec<&str> =
+                from_data.iter().filter(|n| !by_folder.contains_key(*n)).map(String::as_str).collect();
+            if !unknown.is_empty() {
                 return Err(Error::Invalid(format!(
-                    "{data}: its classes ({}) are not the model's ({})",
-                    from_data.join(", "),
+                    "{data}: its classes {} are not the model's ({})",
+                    unknown.join(", "),
                     model.iter().map(|n| folder_name(n)).collect::<Vec<_>>().join(", ")
                 )));
             }
