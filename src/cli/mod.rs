@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Turn noise into images with the whole reverse chain on the GPU.
-    Sample(sample::SampleArgs),
+    Sample(Box<sample::SampleArgs>),
     /// Fill the black part of a mask so that it fits the rest of the image (RePaint).
     Inpaint(Box<inpaint::InpaintArgs>),
     /// Redraw an image (SDEdit): noise it part of the way and run the reverse chain from there.
