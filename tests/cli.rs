@@ -632,8 +632,8 @@ fn class_flags_bad_input_is_one_line() {
     assert_one_line_error(ok, &err, &["--guidance-scale inf"]);
     let (ok, _, err) = run(&["--null-class", "11"]);
     assert_one_line_error(ok, &err, &["--null-class 11", "0..=10"]);
-    let (ok, _, err) = run(&["--per-class", "2"]);
-    assert_one_line_error(ok, &err, &["--per-class", "--out-dir"]);
+    let (ok, _, err) = run(&["--per-class", "0"]);
+    assert_one_line_error(ok, &err, &["--per-class must be at least 1"]);
     let (ok, _, err) = cli(&["sample", "--class", "1"]);
     assert_one_line_error(ok, &err, &["--class", "not class-conditional"]);
     let (ok, _, err) = cli(&["sample", "--model", &golden("fashion-f16"), "--guidance-scale", "2"]);

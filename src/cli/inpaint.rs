@@ -73,6 +73,7 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
         out_dir: args.out_dir.as_deref(),
         save_npy: args.save_npy.as_deref(),
         folder: None,
+        columns: None,
     };
     outputs.check(0)?;
     let ctx = Context::new(&args.device.options()?)?;

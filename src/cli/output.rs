@@ -33,6 +33,8 @@ pub struct Outputs<'a> {
     pub save_npy: Option<&'a Path>,
     /// Each image's subfolder of `out_dir` by global index (a labelled dataset's class).
     pub folder: Option<&'a dyn Fn(usize) -> String>,
+    /// The grid's columns (default: a square-ish grid).
+    pub columns: Option<usize>,
 }
 
 /// One image's shape: (channels, size).
@@ -106,7 +108,8 @@ impl Outputs<'_> {
                 format!("{n} images in {}", dir.display())
             }
             None if before.is_empty() => {
-                let grid = images::grid(out, n, c, s, s, images::square_cols(n))?;
+                let cols = self.columns.unwrap_or_else(|| images::square_cols(n));
+                let grid = images::grid(out, n, c, s, s, cols)?;
                 images::save_png_with_text(&grid, self.grid, &text(None))?;
                 self.grid.display().to_string()
             }

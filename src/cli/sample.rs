@@ -53,6 +53,7 @@ pub struct SampleArgs {
     /// A labelled dataset from a class-conditional model: N images of each class (or of the
     /// --class asked) into --out-dir as DIR/<class name>/000123.png by global index (image k of
     /// class k / N), which `train --data DIR` reads back with its labels; works with --shard.
+    /// Without --out-dir, a grid with one row a class.
     #[arg(long, conflicts_with_all = ["batch", "init_noise"])]
     pub per_class: Option<usize>,
     /// Make only shard I of N of the batch (I from 0): a contiguous range of the images, keyed by
@@ -189,12 +190,7 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
     let mut request = args.classes.request();
     request.per_class = args.per_class;
     let batch = match (&init, args.batch, args.per_class) {
-        (_, _, Some(n)) => {
-            if args.out_dir.is_none() {
-                return Err(Error::Invalid("--per-class writes a dataset: give --out-dir DIR".into()));
-            }
-            classes::per_class_batch(&pipeline.unet_config, &request, n)?
-        }
+        (_, _, Some(n)) => classes::per_class_batch(&pipeline.unet_config, &request, n)?,
         (Some((shape, _)), Some(b), _) if shape.first() != Some(&b) => {
             return Err(Error::Invalid(format!("--batch {b} but --init-noise holds shape {shape:?}")))
         }
@@ -244,6 +240,8 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
         out_dir: args.out_dir.as_deref(),
         save_npy: args.save_npy.as_deref(),
         folder: args.per_class.map(|_| &class_folder as &dyn Fn(usize) -> String),
+        // A --per-class grid: one row a class.
+        columns: args.per_class,
     };
     outputs.check(images.start)?;
 
