@@ -57,6 +57,17 @@ fn info_describes_a_model() {
 }
 
 #[test]
+fn info_describes_a_class_conditional_model() {
+    let model = format!("{}/tests/golden/class/class-table", env!("CARGO_MANIFEST_DIR"));
+    let (ok, out, err) = cli(&["info", "--model", &model]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("class table of 11 rows") && out.contains("7 Sneaker") && out.contains("null class 10"),
+        "{out}"
+    );
+}
+
+#[test]
 fn bad_model_folder_is_one_line() {
     let (ok, _, err) = cli(&["info", "--model", "/nonexistent/model"]);
     assert_one_line_error(ok, &err, &["/nonexistent/model", "does not exist"]);

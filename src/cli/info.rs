@@ -2,7 +2,8 @@
 
 use clap::Args;
 use wgpu_diffusion::gpu::{list_adapters, AdapterSummary, Context};
-use wgpu_diffusion::pipeline::Pipeline;
+use wgpu_diffusion::model::config::ClassEmbedding;
+use wgpu_diffusion::pipeline::{classes, Pipeline};
 use wgpu_diffusion::Result;
 
 use super::DeviceArgs;
@@ -42,6 +43,14 @@ fn print_model(ctx: &Context, dir: &std::path::Path, batch: usize) -> Result<()>
         "  UNet2DModel {}x{}, {} -> {} channels, blocks {:?}, {} layers per block",
         c.sample_size, c.sample_size, c.in_channels, c.out_channels, c.block_out_channels, c.layers_per_block
     );
+    if let Some(kind) = c.class_embedding {
+        let table = match kind {
+            ClassEmbedding::Table { rows } => format!("a class table of {rows} rows"),
+            ClassEmbedding::Timestep => "a \"timestep\" class embedding (any integer label)".into(),
+        };
+        let null = c.default_null_class().map_or("none recorded".into(), |n| n.to_string());
+        println!("  class-conditional: {table}; classes {}; null class {null}", classes::describe(c));
+    }
     println!(
         "  {} parameters in {} tensors; {} ops per forward",
         thousands(unet.bank.parameters as u64),
