@@ -14,7 +14,7 @@ use wgpu_diffusion::{Error, Result};
 use super::output::Outputs;
 use super::{check, ClassArgs, DeviceArgs};
 
-/// The default sampler chosen for the bundled model (README: "Choosing the default").
+/// The default sampler chosen for the bundled model (docs/sampling.md, "Choosing the default").
 pub const DEFAULT_SAMPLER: &str = "dpm++2m";
 pub const DEFAULT_STEPS: usize = 20;
 
