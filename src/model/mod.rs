@@ -1,6 +1,7 @@
 //! Diffusers models: folder layouts, config.json, safetensors weights, and UNet2DModel on the graph.
 
 pub mod arch;
+pub mod blocks;
 pub mod config;
 pub mod tensors;
 pub mod unet;
