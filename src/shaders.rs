@@ -46,9 +46,10 @@ shader!(RNG, "rng.wgsl");
 shader!(LOSS, "loss.wgsl");
 shader!(OPTIM, "optim.wgsl");
 shader!(DATA, "data.wgsl");
+shader!(VQ, "vq.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 26] = [
+pub static ALL: [&ShaderSource; 27] = [
     &CONV2D,
     &CONV2D_SUBGROUP,
     &CONV2D_REDUCE,
@@ -75,6 +76,7 @@ pub static ALL: [&ShaderSource; 26] = [
     &LOSS,
     &OPTIM,
     &DATA,
+    &VQ,
 ];
 
 /// Parses and validates a WGSL source with naga, as wgpu will (no device needed).

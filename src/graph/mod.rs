@@ -34,6 +34,7 @@ pub enum Op {
     Upsample2x(ops::Upsample2x),
     TimestepEmbedding(ops::TimestepEmbedding),
     EmbeddingLookup(ops::EmbeddingLookup),
+    VqQuantize(ops::VqQuantize),
     // What training adds: the loss and the ops autodiff builds.
     Add(ops::Add),
     MseLoss(ops::MseLoss),
@@ -63,6 +64,7 @@ impl Op {
             Op::Upsample2x(o) => o,
             Op::TimestepEmbedding(o) => o,
             Op::EmbeddingLookup(o) => o,
+            Op::VqQuantize(o) => o,
             Op::Add(o) => o,
             Op::MseLoss(o) => o,
             Op::MseGrad(o) => o,

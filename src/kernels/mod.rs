@@ -15,6 +15,7 @@ pub mod matmul;
 pub mod optim;
 pub mod rng;
 pub mod softmax;
+pub mod vq;
 
 /// Workgroups needed for `n` items at `per_group` items each.
 pub(crate) fn groups(n: usize, per_group: usize) -> u32 {

@@ -68,22 +68,23 @@ pub struct UNetConfig {
     pub null_class: Option<usize>,
 }
 
-fn invalid(path: &str, msg: impl std::fmt::Display) -> Error {
+pub(crate) fn invalid(path: &str, msg: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("{path}: {msg}"))
 }
 
-/// Reads fields out of the JSON object, remembering which were seen so the rest can be reported.
-struct Fields<'a> {
-    path: &'a str,
-    obj: &'a Map<String, Value>,
+/// Reads fields out of a config.json object (every model family's), naming the file and the
+/// field in errors.
+pub(crate) struct Fields<'a> {
+    pub path: &'a str,
+    pub obj: &'a Map<String, Value>,
 }
 
 impl Fields<'_> {
-    fn get(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<&Value> {
         self.obj.get(key).filter(|v| !v.is_null())
     }
 
-    fn usize(&self, key: &str, default: Option<usize>) -> Result<usize> {
+    pub(crate) fn usize(&self, key: &str, default: Option<usize>) -> Result<usize> {
         match self.get(key) {
             None => default.ok_or_else(|| invalid(self.path, format!("missing field '{key}'"))),
             Some(Value::Array(a)) if key == "sample_size" => {
@@ -102,11 +103,11 @@ impl Fields<'_> {
         }
     }
 
-    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+    pub(crate) fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         self.get(key).map(|_| self.usize(key, None)).transpose()
     }
 
-    fn f32(&self, key: &str, default: f32) -> Result<f32> {
+    pub(crate) fn f32(&self, key: &str, default: f32) -> Result<f32> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => v
@@ -116,7 +117,7 @@ impl Fields<'_> {
         }
     }
 
-    fn bool(&self, key: &str, default: bool) -> Result<bool> {
+    pub(crate) fn bool(&self, key: &str, default: bool) -> Result<bool> {
         match self.get(key) {
             None => Ok(default),
             Some(v) => v
@@ -125,7 +126,7 @@ impl Fields<'_> {
         }
     }
 
-    fn str(&self, key: &str) -> Result<Option<&str>> {
+    pub(crate) fn str(&self, key: &str) -> Result<Option<&str>> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => v
@@ -136,7 +137,7 @@ impl Fields<'_> {
     }
 
     /// A string field that must have one of the supported values (default when absent).
-    fn expect_str(&self, key: &str, supported: &[&str]) -> Result<()> {
+    pub(crate) fn expect_str(&self, key: &str, supported: &[&str]) -> Result<()> {
         match self.str(key)? {
             Some(v) if !supported.contains(&v) => Err(invalid(
                 self.path,
@@ -146,7 +147,7 @@ impl Fields<'_> {
         }
     }
 
-    fn strings(&self, key: &str) -> Result<Vec<String>> {
+    pub(crate) fn strings(&self, key: &str) -> Result<Vec<String>> {
         let arr = self
             .get(key)
             .and_then(Value::as_array)
@@ -160,7 +161,7 @@ impl Fields<'_> {
             .collect()
     }
 
-    fn usizes(&self, key: &str) -> Result<Vec<usize>> {
+    pub(crate) fn usizes(&self, key: &str) -> Result<Vec<usize>> {
         let arr = self
             .get(key)
             .and_then(Value::as_array)

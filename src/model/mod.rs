@@ -5,6 +5,7 @@ pub mod blocks;
 pub mod config;
 pub mod tensors;
 pub mod unet;
+pub mod vae;
 pub mod weights;
 
 use std::collections::HashMap;
@@ -41,36 +42,41 @@ impl ModelFolder {
         } else {
             (dir.to_path_buf(), dir.join("scheduler_config.json"))
         };
-        let unet_config = unet_dir.join("config.json");
-        if !unet_config.is_file() {
+        if !unet_dir.join("config.json").is_file() {
             return Err(Error::Invalid(format!(
                 "{}: no config.json (a diffusers UNet folder has config.json and diffusion_pytorch_model.safetensors, \
                  a pipeline folder has them under unet/)",
                 dir.display()
             )));
         }
-        let candidates = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"];
-        let unet_weights = match candidates.iter().map(|n| unet_dir.join(n)).find(|p| p.is_file()) {
-            Some(p) => p,
-            None if unet_dir.join("diffusion_pytorch_model.bin").is_file() => {
-                return Err(Error::Invalid(format!(
-                    "{}: only a PyTorch .bin checkpoint is there; {CONVERT_BIN}",
-                    unet_dir.display()
-                )))
-            }
-            None => {
-                return Err(Error::Invalid(format!(
-                    "{}: no diffusion_pytorch_model.safetensors",
-                    unet_dir.display()
-                )))
-            }
-        };
+        let (unet_config, unet_weights) = component_files(&unet_dir)?;
         Ok(Self {
             root: dir.to_path_buf(),
             unet_config,
             unet_weights,
             scheduler_config: scheduler.is_file().then_some(scheduler),
         })
+    }
+}
+
+/// A diffusers model component's files: (config.json, its safetensors weights, the fp16 variant
+/// where that is all there is).
+pub fn component_files(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let config = dir.join("config.json");
+    if !dir.is_dir() {
+        return Err(Error::Invalid(format!("{}: no such component folder", dir.display())));
+    }
+    if !config.is_file() {
+        return Err(Error::Invalid(format!("{}: no config.json", dir.display())));
+    }
+    let candidates = ["diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors"];
+    match candidates.iter().map(|n| dir.join(n)).find(|p| p.is_file()) {
+        Some(p) => Ok((config, p)),
+        None if dir.join("diffusion_pytorch_model.bin").is_file() => Err(Error::Invalid(format!(
+            "{}: only a PyTorch .bin checkpoint is there; {CONVERT_BIN}",
+            dir.display()
+        ))),
+        None => Err(Error::Invalid(format!("{}: no diffusion_pytorch_model.safetensors", dir.display()))),
     }
 }
 

@@ -19,6 +19,7 @@ mod optim;
 mod pool;
 mod rng;
 mod softmax;
+mod vq;
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -10,6 +10,7 @@ mod grad_golden;
 mod train_golden;
 mod train_step;
 mod trainer;
+mod vae_golden;
 
 #[path = "../common/mod.rs"]
 mod common;

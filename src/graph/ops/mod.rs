@@ -15,6 +15,7 @@ mod loss;
 mod silu;
 mod timestep_embedding;
 mod upsample;
+mod vq_quantize;
 
 pub use add::Add;
 pub use affine::Affine;
@@ -28,6 +29,7 @@ pub use loss::{MseGrad, MseLoss};
 pub use silu::{Silu, SiluBackward};
 pub use timestep_embedding::TimestepEmbedding;
 pub use upsample::{Upsample2x, Upsample2xBackward};
+pub use vq_quantize::VqQuantize;
 
 use super::{Executable, Graph, TensorId};
 use crate::gpu::{Context, Dispatch};

@@ -1,0 +1,65 @@
+//! AutoencoderKL and VQModel against diffusers (tools/make_vae_goldens.py): small configs shaped
+//! like Stable Diffusion's VAE (legacy attention names, F16) and the LDM CelebA-HQ VQModel (BF16),
+//! encode and decode at batches 1, 3 and 9 within 1e-4; the VQ codes chosen as diffusers chose them.
+
+use std::path::PathBuf;
+
+use wgpu_diffusion::model::tensors::read_safetensors;
+use wgpu_diffusion::model::vae::{Autoencoder, AutoencoderKind, Stage};
+
+use crate::*;
+
+fn vae_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/vae").join(name)
+}
+
+fn check(name: &str) {
+    let dir = vae_dir(name);
+    let mut vae = Autoencoder::load(ctx(), &dir, None).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let cfg = vae.config.clone();
+    let d = cfg.downscale();
+    for b in [1, 3, 9] {
+        let g = read_safetensors(&dir.join(format!("b{b}.safetensors"))).unwrap();
+        let (s, l) = (g["image"].shape[2], g["z"].shape[1]);
+        let (h, w) = (s / d, s / d);
+        let (enc, _) = vae.run(ctx(), Stage::Encode, &g["image"].data, b, h, w).unwrap();
+        match cfg.kind {
+            AutoencoderKind::Kl => {
+                // The moments: the first L channels of each image the mean, the rest the log-variance.
+                let plane = h * w;
+                let (mut mean, mut logvar) = (vec![], vec![]);
+                for img in enc.chunks(2 * l * plane) {
+                    mean.extend_from_slice(&img[..l * plane]);
+                    logvar.extend(img[l * plane..].iter().map(|v| v.clamp(-30.0, 20.0)));
+                }
+                assert_close(&format!("{name} b{b}: posterior mean"), &mean, &g["mean"].data, RTOL);
+                assert_close(
+                    &format!("{name} b{b}: posterior log-variance"),
+                    &logvar,
+                    &g["logvar"].data,
+                    RTOL,
+                );
+            }
+            AutoencoderKind::Vq { .. } => {
+                assert_close(&format!("{name} b{b}: latents"), &enc, &g["latents"].data, RTOL);
+            }
+        }
+        let (dec, idx) = vae.run(ctx(), Stage::Decode, &g["z"].data, b, h, w).unwrap();
+        assert_close(&format!("{name} b{b}: decode"), &dec, &g["decoded"].data, RTOL);
+        if matches!(cfg.kind, AutoencoderKind::Vq { .. }) {
+            let (_, enc_idx) = vae.run(ctx(), Stage::Decode, &g["latents"].data, b, h, w).unwrap();
+            assert_eq!(enc_idx.unwrap(), g["indices"].data, "{name} b{b}: the codes of the encoded latents");
+            assert!(idx.is_some());
+        }
+    }
+}
+
+#[test]
+fn autoencoder_kl_shaped_like_stable_diffusion_matches_diffusers() {
+    check("kl-sd");
+}
+
+#[test]
+fn vq_model_shaped_like_ldm_celebahq_matches_diffusers() {
+    check("vq-ldm");
+}
