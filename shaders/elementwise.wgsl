@@ -4,11 +4,12 @@
 
 struct Params {
     len: u32,    // output elements
-    _pad0: u32, _pad1: u32, _pad2: u32,
-    h: u32,      // upsample: input height
-    w: u32,      // upsample: input width
-    alpha: f32,  // affine: factor
-    beta: f32,   // affine: offset
+    mode: u32,   // gaussian_sample: 1 takes the mean (the posterior's mode)
+    _pad1: u32, _pad2: u32,
+    h: u32,      // upsample: input height; gaussian_sample: latent channels
+    w: u32,      // upsample: input width; gaussian_sample: pixels a channel
+    alpha: f32,  // affine: factor; gaussian_sample: scaling factor
+    beta: f32,   // affine: offset; gaussian_sample: shift
 }
 
 const WG: u32 = 256u;
@@ -104,4 +105,22 @@ fn mse_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: 
     let i = element(wg, nwg, lid);
     if (i >= p.len) { return; }
     dst[i] = p.alpha * (src0[i] - src1[i]);
+}
+
+// An AutoencoderKL posterior's latents, scaled as pipelines scale them: src0 holds the moments
+// [B, 2L, HW] (mean, then log-variance), src1 standard-normal eps [B, L, HW]:
+//   dst = (mean + exp(0.5 clamp(logvar, -30, 20)) eps - shift) * scale     (mode: eps = 0)
+@compute @workgroup_size(WG)
+fn gaussian_sample(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let per = p.h * p.w;
+    let m = (i / per) * 2u * per + i % per;
+    var x = src0[m];
+    if (p.mode == 0u) {
+        let sigma = exp(0.5 * clamp(src0[m + per], -30.0, 20.0));
+        x = x + sigma * src1[i];
+    }
+    dst[i] = (x - p.beta) * p.alpha;
 }

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use clap::Args;
 use wgpu_diffusion::gpu::Context;
+use wgpu_diffusion::pipeline::latent::Posterior;
 use wgpu_diffusion::pipeline::{classes, Job, Pipeline, RepaintOptions, Start};
 use wgpu_diffusion::{Error, Result};
 
@@ -98,8 +99,15 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
         "{bar:30} {pos}/{len} steps and undo steps  {per_sec}  ETA {eta}",
     );
     let t0 = Instant::now();
-    let job =
-        Job { seed: args.seed, batch: args.batch, images: 0..args.batch, init_noise: None, start, classes };
+    let job = Job {
+        seed: args.seed,
+        batch: args.batch,
+        images: 0..args.batch,
+        init_noise: None,
+        start,
+        classes,
+        posterior: Posterior::Sample,
+    };
     let out = loaded.run(&ctx, &job, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);

@@ -8,6 +8,7 @@ use wgpu_diffusion::diffusion::{SamplerKind, Shard};
 use wgpu_diffusion::gpu::Context;
 use wgpu_diffusion::io::npy;
 use wgpu_diffusion::model::config::folder_name;
+use wgpu_diffusion::pipeline::latent::Posterior;
 use wgpu_diffusion::pipeline::{classes, Classes, Job, Pipeline, Start};
 use wgpu_diffusion::{Error, Result};
 
@@ -40,9 +41,13 @@ pub struct SampleArgs {
     /// Standard-normal x_T as an NCHW f32 .npy [B, C, H, W], scaled by the sampler's init_noise_sigma.
     #[arg(long)]
     pub init_noise: Option<PathBuf>,
-    /// Also write the final samples as an NCHW f32 .npy, in the model's range (before the 8-bit conversion).
+    /// Also write the final samples as an NCHW f32 .npy, in the model's range (before the 8-bit
+    /// conversion; a latent pipeline's decoded images).
     #[arg(long)]
     pub save_npy: Option<PathBuf>,
+    /// A latent pipeline: also write the final latents (before the decode) as an NCHW f32 .npy.
+    #[arg(long)]
+    pub save_latents: Option<PathBuf>,
     /// The PNG grid to write.
     #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
@@ -100,6 +105,10 @@ pub struct Img2ImgArgs {
     /// x strength) of the --steps steps run; 0 returns the image unchanged.
     #[arg(long, default_value_t = 0.8)]
     pub strength: f64,
+    /// A latent pipeline with an AutoencoderKL: start from a draw of the encoder's posterior
+    /// (`sample`, diffusers' img2img default) or from its mean (`mode`).
+    #[arg(long, default_value = "sample")]
+    pub posterior: String,
     #[command(flatten)]
     pub sample: SampleArgs,
 }
@@ -113,13 +122,19 @@ pub fn run_img2img(args: &Img2ImgArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.strength) {
         return Err(Error::Invalid(format!("--strength {}: must be between 0 and 1", args.strength)));
     }
-    run_edit(&args.sample, Some(&Img2Img { image: &args.image, strength: args.strength }))
+    let posterior = match args.posterior.as_str() {
+        "sample" => Posterior::Sample,
+        "mode" => Posterior::Mode,
+        other => return Err(Error::Invalid(format!("--posterior {other}: sample or mode"))),
+    };
+    run_edit(&args.sample, Some(&Img2Img { image: &args.image, strength: args.strength, posterior }))
 }
 
 /// img2img: the image every result starts from, and how far into the noise it goes.
 pub struct Img2Img<'a> {
     pub image: &'a Path,
     pub strength: f64,
+    pub posterior: Posterior,
 }
 
 /// The PNG text chunks that say how to regenerate an image (or, for a grid, its images); `class`
@@ -209,7 +224,7 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
         );
         return Ok(());
     }
-    let (ch, s) = pipeline.image_shape();
+    let (ch, s) = pipeline.sample_shape();
     if let Some((shape, _)) = &init {
         if shape.as_slice() != [batch, ch, s, s] {
             return Err(Error::Invalid(format!(
@@ -225,6 +240,7 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
         init_noise: init.map(|(_, v)| v),
         start,
         classes,
+        posterior: edit.map_or(Posterior::Sample, |e| e.posterior),
     };
     if args.check {
         return check::run(args, &pipeline, &job);
@@ -244,6 +260,19 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
         columns: args.per_class,
     };
     outputs.check(images.start)?;
+    if let Some(p) = &args.save_latents {
+        if !pipeline.is_latent() {
+            return Err(Error::Invalid(
+                "--save-latents: this model samples pixels (no autoencoder in its folder); --save-npy writes them".into(),
+            ));
+        }
+        super::output::check_writable(p)?;
+    }
+    let (ich, is) = pipeline.image_shape();
+    let latent_note = match &pipeline.autoencoder {
+        Some(a) => format!(" from {ch}x{s}x{s} latents ({})", a.config.class_name()),
+        None => String::new(),
+    };
 
     let ctx = Context::new(&args.device.options()?)?;
     let mut loaded = pipeline.load(&ctx)?;
@@ -256,7 +285,7 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
         )
     };
     eprintln!(
-        "{}: {} image(s) of {s}x{s}{share}, {} with {} steps, seed {}, on {}",
+        "{}: {} image(s) of {is}x{is}{latent_note}{share}, {} with {} steps, seed {}, on {}",
         pipeline.folder.root.display(),
         images.len(),
         args.scheduler,
@@ -269,11 +298,12 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
         super::progress_bar(job.start.steps() as u64, "{bar:30} {pos}/{len} steps  {per_sec}  ETA {eta}");
     let t0 = Instant::now();
     let mut total_steps = job.start.steps();
-    let out = loaded.run(&ctx, &job, &mut |done, total| {
+    let made = loaded.run_keeping_latents(&ctx, &job, args.save_latents.is_some(), &mut |done, total| {
         total_steps = total;
         bar.set_length(total as u64);
         bar.set_position(done as u64);
     })?;
+    let out = made.images;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
 
@@ -301,7 +331,10 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
              `sample --check` runs the first step op by op against the CPU references and names the op that goes wrong"
         )
     };
-    let written = outputs.write(&out, images.clone(), (ch, s), &[], &text, &non_finite)?;
+    let written = outputs.write(&out, images.clone(), (ich, is), &[], &text, &non_finite)?;
+    if let (Some(p), Some(latents)) = (&args.save_latents, &made.latents) {
+        npy::write(p, &[n, ch, s, s], latents)?;
+    }
     if matches!(job.start, Start::Unchanged { .. }) {
         eprintln!("wrote {written}: no step runs at this strength, so the input came back unchanged");
     } else {

@@ -410,6 +410,26 @@ pub(crate) fn micro_batch(ctx: &Context, unet: &mut UNet, batch: usize, copies: 
     Ok(batch.min(max))
 }
 
+/// What follows each micro-batch's chain on the device before anything is read back (a latent
+/// pipeline's decode).
+pub trait AfterChain {
+    /// Runs on `x`, the micro-batch's final samples (the first `n` of them are images), and
+    /// returns what the n images become, in order.
+    fn finish(&mut self, ctx: &Context, x: &wgpu::Buffer, n: usize) -> Result<Vec<f32>>;
+}
+
+/// The samples themselves, read back.
+pub struct ReadBack {
+    /// Values an image.
+    pub per: usize,
+}
+
+impl AfterChain for ReadBack {
+    fn finish(&mut self, ctx: &Context, x: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
+        ctx.read_buffer(x, n * self.per)
+    }
+}
+
 /// Runs the whole reverse chain for `input.images` and returns their final samples, in order
 /// ([images, C, H, W]).
 pub fn sample(
@@ -419,12 +439,26 @@ pub fn sample(
     input: &ChainInput,
     progress: Progress,
 ) -> Result<Vec<f32>> {
+    let cfg = &unet.config;
+    let mut read = ReadBack { per: cfg.in_channels * cfg.sample_size * cfg.sample_size };
+    sample_then(ctx, unet, plan, input, progress, &mut read)
+}
+
+/// `sample` with `after` run on each micro-batch's final samples in place of reading them back.
+pub fn sample_then(
+    ctx: &Context,
+    unet: &mut UNet,
+    plan: &SamplerPlan,
+    input: &ChainInput,
+    progress: Progress,
+    after: &mut dyn AfterChain,
+) -> Result<Vec<f32>> {
     let chain = Chain::new(ctx, unet, plan, input)?;
-    let (micro, per, steps) = (chain.micro, chain.per, plan.rows.len());
+    let (micro, steps) = (chain.micro, plan.rows.len());
     let images = input.images.clone();
     let total = steps * images.len().div_ceil(micro);
     let mut done = 0;
-    let mut out = Vec::with_capacity(images.len() * per);
+    let mut out = Vec::new();
     for start in images.clone().step_by(micro) {
         let n = micro.min(images.end - start);
         let init = chain.start(start)?;
@@ -433,8 +467,7 @@ pub fn sample(
             done += finished;
             progress(done, total);
         })?;
-        let y = ctx.read_buffer(&chain.x.buffer, chain.len())?;
-        out.extend_from_slice(&y[..n * per]);
+        out.extend(after.finish(ctx, &chain.x.buffer, n)?);
     }
     Ok(out)
 }

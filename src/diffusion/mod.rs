@@ -6,6 +6,9 @@ pub mod samplers;
 pub mod schedule;
 pub mod shard;
 
-pub use chain::{check_first_step, sample, ChainInput, Conditioning, Guidance, Img2ImgStart};
+pub use chain::{
+    check_first_step, sample, sample_then, AfterChain, ChainInput, Conditioning, Guidance, Img2ImgStart,
+    ReadBack,
+};
 pub use samplers::{Img2ImgPlan, SamplerKind, SamplerPlan, SchedulerConfig};
 pub use shard::Shard;

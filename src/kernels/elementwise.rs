@@ -23,12 +23,14 @@ spec!(UPSAMPLE, "upsample_nearest2x");
 spec!(SILU_BACKWARD, "silu_backward");
 spec!(UPSAMPLE_BACKWARD, "upsample_nearest2x_backward");
 spec!(MSE_GRAD, "mse_grad");
+spec!(GAUSSIAN_SAMPLE, "gaussian_sample");
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
     len: u32,
-    _pad: [u32; 3],
+    mode: u32,
+    _pad: [u32; 2],
     h: u32,
     w: u32,
     alpha: f32,
@@ -99,6 +101,59 @@ pub fn affine(
     check_len("affine", "input", x, len)?;
     let p = Params { len: len as u32, alpha, beta, ..Default::default() };
     launch(ctx, &AFFINE, p, x, None, y, 2 * len)
+}
+
+/// A diagonal Gaussian posterior's latents: `moments` [B, 2L, plane] (mean, then log-variance),
+/// `eps` [B, L, plane] (unused when `mode`); out = (mean + exp(logvar / 2) eps - shift) * scale with
+/// logvar clamped to [-30, 20], as diffusers' DiagonalGaussianDistribution and the pipelines'
+/// scaling compute it.
+#[allow(clippy::too_many_arguments)]
+pub fn gaussian_sample(
+    ctx: &Context,
+    batch: usize,
+    latent_channels: usize,
+    plane: usize,
+    mode: bool,
+    (scale, shift): (f32, f32),
+    moments: &wgpu::Buffer,
+    eps: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let len = batch * latent_channels * plane;
+    check_len("gaussian_sample", "moments", moments, 2 * len)?;
+    check_len("gaussian_sample", "eps", eps, if mode { 0 } else { len })?;
+    let p = Params {
+        len: len as u32,
+        mode: mode as u32,
+        h: latent_channels as u32,
+        w: plane as u32,
+        alpha: scale,
+        beta: shift,
+        ..Default::default()
+    };
+    launch(ctx, &GAUSSIAN_SAMPLE, p, moments, Some(eps), out, 4 * len)
+}
+
+/// Reference of `gaussian_sample` (f64).
+pub fn reference_gaussian_sample(
+    latent_channels: usize,
+    plane: usize,
+    mode: bool,
+    (scale, shift): (f32, f32),
+    moments: &[f32],
+    eps: &[f32],
+) -> Vec<f32> {
+    let per = latent_channels * plane;
+    (0..moments.len() / 2)
+        .map(|i| {
+            let m = (i / per) * 2 * per + i % per;
+            let mut x = moments[m] as f64;
+            if !mode {
+                x += (0.5 * (moments[m + per] as f64).clamp(-30.0, 20.0)).exp() * eps[i] as f64;
+            }
+            ((x - shift as f64) * scale as f64) as f32
+        })
+        .collect()
 }
 
 /// y [N, Ca + Cb, HW] = concat(a [N, Ca, HW], b [N, Cb, HW]) along channels.

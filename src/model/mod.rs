@@ -49,12 +49,18 @@ impl ModelFolder {
                 dir.display()
             )));
         }
-        let (unet_config, unet_weights) = component_files(&unet_dir)?;
+        Self::from_dirs(dir, &unet_dir, Some(&scheduler))
+    }
+
+    /// A folder whose UNet is in `unet_dir` and scheduler config (where it exists) at `scheduler`
+    /// (a pipeline folder's components, as model_index.json names them).
+    pub fn from_dirs(root: &Path, unet_dir: &Path, scheduler: Option<&Path>) -> Result<Self> {
+        let (unet_config, unet_weights) = component_files(unet_dir)?;
         Ok(Self {
-            root: dir.to_path_buf(),
+            root: root.to_path_buf(),
             unet_config,
             unet_weights,
-            scheduler_config: scheduler.is_file().then_some(scheduler),
+            scheduler_config: scheduler.filter(|s| s.is_file()).map(Path::to_path_buf),
         })
     }
 }

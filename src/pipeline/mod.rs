@@ -8,6 +8,8 @@
 
 pub mod classes;
 pub mod edit;
+pub mod index;
+pub mod latent;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use crate::diffusion::{
 };
 use crate::gpu::Context;
 use crate::graph::check::OpCheck;
+use crate::model::vae::{Autoencoder, AutoencoderConfig};
 use crate::model::{ModelFolder, UNet, UNetConfig};
 use crate::{Error, Result};
 
@@ -58,6 +61,18 @@ pub struct Pipeline {
     pub unet_config: UNetConfig,
     /// scheduler_config.json's object and its path, when the folder has one.
     scheduler_file: Option<(Map<String, Value>, String)>,
+    /// A latent pipeline's autoencoder (`vqvae` or `vae` in model_index.json).
+    pub autoencoder: Option<AutoencoderComponent>,
+}
+
+/// A latent pipeline's autoencoder: the diffusion runs on its latents, its decoder makes the
+/// pictures.
+#[derive(Clone, Debug)]
+pub struct AutoencoderComponent {
+    /// Its name in model_index.json.
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: AutoencoderConfig,
 }
 
 fn read_text(path: &Path) -> Result<String> {
@@ -65,9 +80,28 @@ fn read_text(path: &Path) -> Result<String> {
 }
 
 impl Pipeline {
-    /// Reads a model folder (flat or pipeline layout): its UNet config and scheduler config.
+    /// Reads a model folder: a UNet folder (flat, or with unet/ and scheduler/), or a pipeline
+    /// folder whose model_index.json names its components (a latent pipeline adds an
+    /// autoencoder). Its configs are read and checked against each other; no weights yet.
     pub fn open(dir: &Path) -> Result<Self> {
-        let folder = ModelFolder::open(dir)?;
+        let (folder, autoencoder) = if dir.join(index::INDEX_FILE).is_file() {
+            let c = index::read(dir)?;
+            let unet = c.unet.as_ref().map(|u| u.dir.clone()).unwrap_or_default();
+            let scheduler = c.scheduler.as_ref().map(|s| s.dir.join("scheduler_config.json"));
+            let folder = ModelFolder::from_dirs(dir, &unet, scheduler.as_deref())?;
+            let autoencoder = match c.autoencoder {
+                Some(a) => {
+                    let (config, _) = crate::model::component_files(&a.dir)?;
+                    let shown = config.display().to_string();
+                    let config = AutoencoderConfig::parse(&read_text(&config)?, Some(&a.class), &shown)?;
+                    Some(AutoencoderComponent { name: a.name, dir: a.dir, config })
+                }
+                None => None,
+            };
+            (folder, autoencoder)
+        } else {
+            (ModelFolder::open(dir)?, None)
+        };
         let shown = folder.unet_config.display().to_string();
         let unet_config = UNetConfig::parse(&read_text(&folder.unet_config)?, &shown)?;
         let scheduler_file = match &folder.scheduler_config {
@@ -77,7 +111,35 @@ impl Pipeline {
             }
             None => None,
         };
-        Ok(Self { folder, unet_config, scheduler_file })
+        let pipeline = Self { folder, unet_config, scheduler_file, autoencoder };
+        pipeline.check_components()?;
+        Ok(pipeline)
+    }
+
+    /// A latent pipeline's UNet must work on its autoencoder's latents.
+    fn check_components(&self) -> Result<()> {
+        let (Some(a), u) = (&self.autoencoder, &self.unet_config) else { return Ok(()) };
+        let root = self.folder.root.display();
+        let latent = a.config.latent_width();
+        if u.in_channels != latent || u.out_channels != latent {
+            return Err(Error::Invalid(format!(
+                "{root}: the {} makes latents of {latent} channels, but the unet takes {} and makes {}",
+                a.name, u.in_channels, u.out_channels
+            )));
+        }
+        let image = u.sample_size * a.config.downscale();
+        if image != a.config.sample_size {
+            return Err(Error::Invalid(format!(
+                "{root}: the unet's sample_size {} is {image} pixels through the {}'s {}x downsampling, \
+                 but the {} was made for {} pixels (its sample_size)",
+                u.sample_size,
+                a.name,
+                a.config.downscale(),
+                a.name,
+                a.config.sample_size
+            )));
+        }
+        Ok(())
     }
 
     /// The folder given, or the bundled model (found from the working directory or, for `cargo
@@ -105,15 +167,30 @@ impl Pipeline {
         }
     }
 
-    /// The shape of one image: (channels, size).
+    /// The shape of one image the pipeline makes: (channels, size): the UNet's, or a latent
+    /// pipeline's decoder's.
     pub fn image_shape(&self) -> (usize, usize) {
+        match &self.autoencoder {
+            Some(a) => (a.config.out_channels, self.unet_config.sample_size * a.config.downscale()),
+            None => self.sample_shape(),
+        }
+    }
+
+    /// The shape the chain runs on: (channels, size) of the UNet's sample (a latent pipeline's
+    /// latents).
+    pub fn sample_shape(&self) -> (usize, usize) {
         (self.unet_config.in_channels, self.unet_config.sample_size)
     }
 
-    /// Values in one image.
-    pub fn image_len(&self) -> usize {
-        let (c, s) = self.image_shape();
+    /// Values in one of the chain's samples.
+    pub fn sample_len(&self) -> usize {
+        let (c, s) = self.sample_shape();
         c * s * s
+    }
+
+    /// Whether the chain runs in an autoencoder's latent space.
+    pub fn is_latent(&self) -> bool {
+        self.autoencoder.is_some()
     }
 
     /// The sampler `scheduler` (a name) over `steps` steps with DDIM's `eta`.
@@ -125,6 +202,11 @@ impl Pipeline {
     /// img2img: int(steps x strength) of them run).
     pub fn img2img_start(&self, plan: SamplerPlan, path: &Path, strength: f64) -> Result<Start> {
         let (c, s) = self.image_shape();
+        if self.is_latent() && c != 1 && c != 3 {
+            return Err(Error::Invalid(format!(
+                "img2img: the autoencoder takes {c}-channel images (1 or 3 are read)"
+            )));
+        }
         let image = crate::io::images::load_as_sample(path, c, s)?;
         Ok(match plan.img2img(strength)? {
             Some(p) => Start::Chain { plan: p.plan, img2img: Some((image, p.noising)) },
@@ -135,6 +217,13 @@ impl Pipeline {
     /// RePaint inpainting of the image at `image` where `mask` is black, as diffusers'
     /// RePaintPipeline (its scheduler is DDPM's config).
     pub fn inpaint_start(&self, image: &Path, mask: &Path, repaint: &RepaintOptions) -> Result<Inpaint> {
+        if let Some(a) = &self.autoencoder {
+            return Err(Error::Invalid(format!(
+                "{}: RePaint inpainting runs on pixel-space models; this pipeline diffuses in its {}'s latent space",
+                self.folder.root.display(),
+                a.name
+            )));
+        }
         let cfg = self.scheduler(SamplerKind::Ddpm)?;
         let plan =
             RepaintPlan::new(&cfg, repaint.steps, repaint.jump_length, repaint.jump_n_sample, repaint.eta)?;
@@ -146,7 +235,12 @@ impl Pipeline {
 
     /// Puts the models on the device.
     pub fn load(&self, ctx: &Context) -> Result<Loaded<'_>> {
-        Ok(Loaded { pipeline: self, unet: UNet::load(ctx, &self.folder)? })
+        let unet = UNet::load(ctx, &self.folder)?;
+        let autoencoder = match &self.autoencoder {
+            Some(a) => Some(Autoencoder::load(ctx, &a.dir, Some(a.config.class_name()))?),
+            None => None,
+        };
+        Ok(Loaded { pipeline: self, unet, autoencoder })
     }
 }
 
@@ -203,6 +297,8 @@ pub struct Job {
     pub start: Start,
     /// The class of every image, for a class-conditional model.
     pub classes: Option<Classes>,
+    /// A latent pipeline's img2img: the encoder's posterior drawn or its mode.
+    pub posterior: latent::Posterior,
 }
 
 /// A job's class condition: a label per image of the whole batch, by global index, and the
@@ -221,8 +317,8 @@ impl Job {
 
     /// Checks the job against the pipeline's image shape before any work.
     pub fn check(&self, pipeline: &Pipeline) -> Result<()> {
-        let per = pipeline.image_len();
-        let (c, s) = pipeline.image_shape();
+        let per = pipeline.sample_len();
+        let (c, s) = pipeline.sample_shape();
         if self.batch == 0 {
             return Err(Error::Invalid("--batch must be at least 1".into()));
         }
@@ -249,6 +345,14 @@ impl Job {
 pub struct Loaded<'p> {
     pub pipeline: &'p Pipeline,
     pub unet: UNet,
+    pub autoencoder: Option<Autoencoder>,
+}
+
+/// What a run makes: the images [images, C, H, W] in the model's range, and for a latent
+/// pipeline asked for them, the final latents.
+pub struct Output {
+    pub images: Vec<f32>,
+    pub latents: Option<Vec<f32>>,
 }
 
 /// Progress: (steps done, steps in total), over all micro-batches.
@@ -257,23 +361,51 @@ pub type Progress<'a> = &'a mut dyn FnMut(usize, usize);
 impl Loaded<'_> {
     /// Makes the job's images, [images, C, H, W] in the model's range, in order.
     pub fn run(&mut self, ctx: &Context, job: &Job, progress: Progress) -> Result<Vec<f32>> {
+        Ok(self.run_keeping_latents(ctx, job, false, progress)?.images)
+    }
+
+    /// `run`, keeping a latent pipeline's final latents when `keep_latents`.
+    pub fn run_keeping_latents(
+        &mut self,
+        ctx: &Context,
+        job: &Job,
+        keep_latents: bool,
+        progress: Progress,
+    ) -> Result<Output> {
         job.check(self.pipeline)?;
-        match &job.start {
+        let images = match &job.start {
             Start::Chain { plan, img2img } => {
+                // A latent pipeline's img2img starts from the input image's latents.
+                let start = match (img2img, self.autoencoder.as_mut()) {
+                    (Some((image, noising)), Some(vae)) => {
+                        let (_, s) = self.pipeline.sample_shape();
+                        let z = latent::encode_image(ctx, vae, image, (s, s), job.posterior, job.seed)?;
+                        Some((z, *noising))
+                    }
+                    (other, _) => other.clone(),
+                };
                 let input = ChainInput {
                     seed: job.seed,
                     batch: job.batch,
                     images: job.images.clone(),
                     init_noise: job.init_noise.as_deref(),
-                    img2img: img2img
-                        .as_ref()
-                        .map(|(image, noising)| Img2ImgStart { image, noising: *noising }),
+                    img2img: start.as_ref().map(|(image, noising)| Img2ImgStart { image, noising: *noising }),
                     conditioning: job.conditioning(),
                 };
-                diffusion::sample(ctx, &mut self.unet, plan, &input, progress)
+                match self.autoencoder.as_mut() {
+                    Some(vae) => {
+                        let (_, s) = self.pipeline.sample_shape();
+                        let micro = job.batch.min(self.unet.max_batch(ctx)?);
+                        let mut decode = latent::Decode::new(ctx, vae, micro, s, s, keep_latents)?;
+                        let images =
+                            diffusion::sample_then(ctx, &mut self.unet, plan, &input, progress, &mut decode)?;
+                        return Ok(Output { images, latents: decode.latents });
+                    }
+                    None => diffusion::sample(ctx, &mut self.unet, plan, &input, progress)?,
+                }
             }
             Start::Unchanged { image } => {
-                Ok(image.iter().copied().cycle().take(job.images.len() * image.len()).collect())
+                image.iter().copied().cycle().take(job.images.len() * image.len()).collect()
             }
             Start::Repaint(r) => {
                 let input = InpaintInput {
@@ -285,9 +417,10 @@ impl Loaded<'_> {
                     noise_tape: None,
                     conditioning: job.conditioning(),
                 };
-                repaint::inpaint(ctx, &mut self.unet, &r.plan, &input, progress)
+                repaint::inpaint(ctx, &mut self.unet, &r.plan, &input, progress)?
             }
-        }
+        };
+        Ok(Output { images, latents: None })
     }
 
     /// The chain's first step for the job's first micro-batch, op by op against the CPU

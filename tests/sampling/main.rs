@@ -4,6 +4,7 @@
 mod chains;
 mod guided;
 mod img2img;
+mod latent;
 mod repaint;
 mod steps;
 

@@ -52,8 +52,13 @@ impl AutoencoderExecutable {
 /// Which graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
+    /// Image to the moments (KL) or the unquantized latents (VQ), as `encode` returns them.
     Encode,
+    /// Latents to the image, as `decode` takes them.
     Decode,
+    /// A diffusion model's latents to the image: unscaled first, as pipelines decode
+    /// (`decode(z / scaling_factor)`, plus the shift where the VAE has one).
+    DecodeLatents,
 }
 
 impl Autoencoder {
@@ -98,6 +103,28 @@ impl Autoencoder {
         let (graph, input, output, indices) = build(ctx, &self.config, &mut self.bank, stage, batch, h, w)?;
         let exe = Executable::new(ctx, &graph, &self.bank.buffers)?;
         Ok(AutoencoderExecutable { exe, graph, batch, input, output, indices })
+    }
+
+    /// The largest batch of `stage` at a latent size of `h` x `w` whose every tensor fits one
+    /// binding of this device (0: not even one image).
+    pub fn max_batch(&mut self, ctx: &Context, stage: Stage, h: usize, w: usize) -> Result<usize> {
+        let (g, ..) = build(ctx, &self.config, &mut self.bank, stage, 1, h, w)?;
+        let per_image = g.activations().map(|t| g.bytes(t)).max().unwrap_or(1);
+        Ok((ctx.max_binding_bytes() / per_image.max(1)) as usize)
+    }
+
+    /// Planned (peak, naive) activation bytes of `stage` for `batch` at a latent size of `h` x `w`.
+    pub fn plan_bytes(
+        &mut self,
+        ctx: &Context,
+        stage: Stage,
+        batch: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<(u64, u64)> {
+        let (g, ..) = build(ctx, &self.config, &mut self.bank, stage, batch, h, w)?;
+        let plan = crate::graph::Plan::new(&g);
+        Ok((plan.peak_bytes, plan.naive_bytes))
     }
 
     /// Runs `stage` on host data [B, C, H, W] (images to encode, or latents [B, D, h, w] to
@@ -164,13 +191,17 @@ fn build(
             }
             (x, y, None)
         }
-        Stage::Decode => {
+        Stage::Decode | Stage::DecodeLatents => {
             let z = b.g.input(&[batch, cfg.latent_width(), h, w]);
             let (mut y, mut indices) = (z, None);
+            if stage == Stage::DecodeLatents {
+                let shift = cfg.shift_factor.unwrap_or(0.0);
+                y = b.g.affine("unscale_latents", y, 1.0 / cfg.scaling_factor, shift);
+            }
             if let AutoencoderKind::Vq { num_vq_embeddings, vq_embed_dim } = cfg.kind {
                 let codebook =
                     b.bank.table(ctx, "quantize.embedding.weight", num_vq_embeddings, vq_embed_dim)?;
-                let (q, idx) = b.g.vq_quantize("quantize", z, codebook, num_vq_embeddings)?;
+                let (q, idx) = b.g.vq_quantize("quantize", y, codebook, num_vq_embeddings)?;
                 (y, indices) = (q, Some(idx));
             }
             if cfg.use_post_quant_conv {
