@@ -6,12 +6,21 @@
 // registers (D up to 4 * MAX_D4), walks the keys in blocks of KB, and rescales the running sum once per
 // block:  m' = max(m, max_j s_j);  l' = l e^(m - m') + sum_j e^(s_j - m');  o' = o e^(m - m') + sum_j e^(s_j - m') v_j.
 // All invocations of a workgroup read the same keys at the same time, so k and v loads are shared.
+//
+// Long sequences run as several dispatches over ranges of keys (a CPU driver cuts loops short,
+// see kernels/attention.rs): each carries (m, l, o) over in `state` [bh, t, D + 2] instead of
+// finishing: the first starts from nothing, the last divides by l and writes `out`. One dispatch
+// over every key is both.
 
 struct Params {
     bh: u32,     // batch * heads
     d: u32,      // head dim
     t: u32,      // tokens
     scale: f32,  // usually 1 / sqrt(d)
+    key_start: u32,
+    key_end: u32,
+    first: u32,  // 1: start from nothing (else read state)
+    last: u32,   // 1: write out (else write state)
 }
 
 const MAX_D4: u32 = 128u;
@@ -23,6 +32,7 @@ override WG: u32 = 64u;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(5) var<storage, read_write> state: array<f32>;
 
 // Four head-dim entries (4 * d4 .. 4 * d4 + 3) of token `tok`; entries past D read as zero.
 fn load4(src: u32, base: u32, d4: u32, tok: u32) -> vec4<f32> {
@@ -52,19 +62,29 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>) {
 
     var qv: array<vec4<f32>, MAX_D4>;
     var acc: array<vec4<f32>, MAX_D4>;
+    var m = -3.0e38;
+    var l = 0.0;
+    let st = (bh * p.t + i) * (p.d + 2u);
+    if (p.first == 0u) {
+        m = state[st];
+        l = state[st + 1u];
+    }
     for (var d4 = 0u; d4 < d4n; d4++) {
         qv[d4] = load4(0u, base, d4, i) * p.scale;
         acc[d4] = vec4<f32>(0.0);
+        if (p.first == 0u) {
+            for (var c = 0u; c < 4u; c++) {
+                if (4u * d4 + c < p.d) { acc[d4][c] = state[st + 2u + 4u * d4 + c]; }
+            }
+        }
     }
-    var m = -3.0e38;
-    var l = 0.0;
     var s: array<f32, KB>;
-    for (var j0 = 0u; j0 < p.t; j0 += KB) {
+    for (var j0 = p.key_start; j0 < p.key_end; j0 += KB) {
         var m_blk = m;
         for (var jj = 0u; jj < KB; jj++) {
             let j = j0 + jj;
-            var dot_qk = -3.0e38; // keys past the end get no weight
-            if (j < p.t) {
+            var dot_qk = -3.0e38; // keys past the range get no weight
+            if (j < p.key_end) {
                 dot_qk = 0.0;
                 for (var d4 = 0u; d4 < d4n; d4++) {
                     dot_qk += dot(qv[d4], load4(1u, base, d4, j));
@@ -76,13 +96,13 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>) {
         let corr = exp(m - m_blk);
         l *= corr;
         for (var jj = 0u; jj < KB; jj++) {
-            s[jj] = select(0.0, exp(s[jj] - m_blk), j0 + jj < p.t);
+            s[jj] = select(0.0, exp(s[jj] - m_blk), j0 + jj < p.key_end);
             l += s[jj];
         }
         for (var d4 = 0u; d4 < d4n; d4++) {
             var o = acc[d4] * corr;
             for (var jj = 0u; jj < KB; jj++) {
-                let j = min(j0 + jj, p.t - 1u);
+                let j = min(j0 + jj, p.key_end - 1u);
                 o = fma(vec4<f32>(s[jj]), load4(2u, base, d4, j), o);
             }
             acc[d4] = o;
@@ -90,6 +110,16 @@ fn attention(@builtin(global_invocation_id) gid: vec3<u32>) {
         m = m_blk;
     }
 
+    if (p.last == 0u) {
+        state[st] = m;
+        state[st + 1u] = l;
+        for (var d4 = 0u; d4 < d4n; d4++) {
+            for (var c = 0u; c < 4u; c++) {
+                if (4u * d4 + c < p.d) { state[st + 2u + 4u * d4 + c] = acc[d4][c]; }
+            }
+        }
+        return;
+    }
     let inv_l = 1.0 / l;
     for (var d4 = 0u; d4 < d4n; d4++) {
         let o = acc[d4] * inv_l;

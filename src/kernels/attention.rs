@@ -13,11 +13,20 @@ use crate::{bail_shape, Result};
 static SPEC: KernelSpec = KernelSpec {
     shader: &crate::shaders::ATTENTION,
     entry: "attention",
-    bindings: &[Binding::Read, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
+    bindings: &[
+        Binding::Read,
+        Binding::Read,
+        Binding::Read,
+        Binding::Write,
+        Binding::Uniform,
+        Binding::Write,
+    ],
 };
 
 /// The largest head dimension the kernel keeps in registers (4 * MAX_D4 in the shader).
 pub const MAX_HEAD_DIM: usize = 512;
+/// Keys the fused kernel takes a block at a time (KB in the shader).
+const KEY_BLOCK: usize = 8;
 const WG: usize = 64;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -51,10 +60,19 @@ struct Params {
     d: u32,
     t: u32,
     scale: f32,
+    key_start: u32,
+    key_end: u32,
+    first: u32,
+    last: u32,
 }
 
-/// Largest score matrix the composed path allocates; longer sequences take the fused kernel.
-const MAX_SCORES_BYTES: u64 = 64 << 20;
+/// Largest score matrix the composed path allocates; longer sequences take the fused kernel (a
+/// 512x512 image's 4096-token autoencoder attention, 64 MiB of scores an image, among them).
+const MAX_SCORES_BYTES: u64 = 16 << 20;
+
+/// Loop iterations one invocation of the fused kernel may run on a CPU driver: lavapipe stops a
+/// shader's loops after 65535 iterations in all, silently (see group_norm.rs).
+const CPU_LOOP_LIMIT: usize = 60_000;
 
 impl AttentionShape {
     fn scores_len(&self) -> usize {
@@ -77,7 +95,7 @@ pub fn attention(
     if scores_bytes <= limit && ctx.fits_texels(s.scores_len()) {
         attention_composed(ctx, s, q, k, v, out)
     } else {
-        Ok(vec![attention_fused(ctx, s, q, k, v, out)?])
+        attention_fused(ctx, s, q, k, v, out)
     }
 }
 
@@ -157,36 +175,54 @@ pub fn attention_fused(
     k: &wgpu::Buffer,
     v: &wgpu::Buffer,
     out: &wgpu::Buffer,
-) -> Result<Dispatch> {
+) -> Result<Vec<Dispatch>> {
     if s.is_empty() {
         bail_shape!("attention: empty shape {s:?}");
     }
     if s.head_dim > MAX_HEAD_DIM {
         bail_shape!("attention: head dim {} is over the supported {MAX_HEAD_DIM}", s.head_dim);
     }
-    // lavapipe stops a shader's loops after 65535 iterations in all, silently (see group_norm.rs).
-    let iterations = s.tokens * (s.head_dim.div_ceil(2) + 4);
-    if ctx.is_cpu() && iterations > 60_000 {
-        bail_shape!(
-            "attention: {} tokens x head dim {} is too long for the fused kernel on a CPU driver; use a smaller batch or image",
-            s.tokens,
-            s.head_dim
-        );
-    }
     check_lengths(s, q, k, v, out)?;
-    let params = ctx.uniform(&Params {
-        bh: (s.batch * s.heads) as u32,
-        d: s.head_dim as u32,
-        t: s.tokens as u32,
-        scale: s.scale,
-    });
-    ctx.dispatch(
-        &SPEC,
-        &[("WG", WG as f64)],
-        &[q, k, v, out, &params],
-        [groups(s.tokens, WG), (s.batch * s.heads) as u32, 1],
-        Cost { flops: s.flops(), bytes: 16 * s.len() as u64 },
-    )
+    // Keys a dispatch walks: all of them, but where a CPU driver would cut the loops short.
+    let per_key = s.head_dim.div_ceil(2) + 4;
+    let chunk = if ctx.is_cpu() {
+        (CPU_LOOP_LIMIT / per_key / KEY_BLOCK * KEY_BLOCK).max(KEY_BLOCK)
+    } else {
+        s.tokens
+    };
+    let chunks = s.tokens.div_ceil(chunk);
+    // (m, l, o) of every query between dispatches: [bh, t, D + 2], a head's size, not T x T.
+    let state = if chunks > 1 {
+        ctx.scratch_buffer("attention running state", s.batch * s.heads * s.tokens * (s.head_dim + 2))
+    } else {
+        ctx.dummy.clone()
+    };
+    let mut list = vec![];
+    for c in 0..chunks {
+        let (start, end) = (c * chunk, ((c + 1) * chunk).min(s.tokens));
+        let params = ctx.uniform(&Params {
+            bh: (s.batch * s.heads) as u32,
+            d: s.head_dim as u32,
+            t: s.tokens as u32,
+            scale: s.scale,
+            key_start: start as u32,
+            key_end: end as u32,
+            first: (c == 0) as u32,
+            last: (c + 1 == chunks) as u32,
+        });
+        let part = AttentionShape { tokens: end - start, ..*s };
+        list.push(ctx.dispatch(
+            &SPEC,
+            &[("WG", WG as f64)],
+            &[q, k, v, out, &params, &state],
+            [groups(s.tokens, WG), (s.batch * s.heads) as u32, 1],
+            Cost {
+                flops: part.flops() * s.tokens as u64 / part.tokens.max(1) as u64,
+                bytes: 16 * s.len() as u64,
+            },
+        )?);
+    }
+    Ok(list)
 }
 
 /// The buffers of attention's backward: the forward's inputs, d loss / d out, and the gradients it
