@@ -17,6 +17,9 @@ For batches 1, 3 and 9 of random images, `b{B}.safetensors` holds:
   `eps` (standard normal) and `sample` = mean + exp(logvar / 2) eps; VQ: `latents` (encode's:
   quant_conv's output, not quantized) and `indices` (the nearest codes, [B, H, W] as float);
 - `z` (a given latent) and `decoded` = decode(z).sample (VQ: quantized first, as decode does).
+"kl-sd/tiled.safetensors": `z` [2, 4, 10, 7] (larger than the 4x4-latent tiles its sample_size 32
+gives) and `decoded`, decode(z) with `enable_tiling()`: diffusers' overlapping tiles (a stride of
+3 latents, edge tiles of 1), each decoded alone, blended linearly over 8 pixels, cropped to 24.
 Nothing here comes from the engine.
 """
 
@@ -95,6 +98,13 @@ def main():
                     out.update(latents=latents, indices=idx.reshape(b, s // down, s // down).float())
                 out["decoded"] = loaded.decode(z).sample
             save_file({k: v.contiguous() for k, v in out.items()}, folder / f"b{b}.safetensors")
+        if spec["cls"] is AutoencoderKL:
+            z = torch.randn(2, cfg["latent_channels"], 10, 7, generator=gen)
+            loaded.enable_tiling()
+            with torch.no_grad():
+                decoded = loaded.decode(z).sample
+            loaded.disable_tiling()
+            save_file({"z": z.contiguous(), "decoded": decoded.contiguous()}, folder / "tiled.safetensors")
         params = sum(p.numel() for p in loaded.parameters())
         print(f"{name}: {params:,} parameters")
     (OUT / "README.md").write_text(

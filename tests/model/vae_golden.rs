@@ -63,3 +63,22 @@ fn autoencoder_kl_shaped_like_stable_diffusion_matches_diffusers() {
 fn vq_model_shaped_like_ldm_celebahq_matches_diffusers() {
     check("vq-ldm");
 }
+
+#[test]
+fn tiled_decode_matches_diffusers_enable_tiling() {
+    use wgpu_diffusion::model::vae::tiling::{TilePlan, TiledDecoder};
+    let dir = vae_dir("kl-sd");
+    let mut vae = Autoencoder::load(ctx(), &dir, None).unwrap();
+    let g = read_safetensors(&dir.join("tiled.safetensors")).unwrap();
+    let (n, h, w) = (g["z"].shape[0], g["z"].shape[2], g["z"].shape[3]);
+    let plan = TilePlan::for_autoencoder(&vae);
+    assert_eq!((plan.tile, plan.stride(), plan.blend_extent(), plan.row_limit()), (4, 3, 8, 24));
+    assert!(plan.splits(h, w));
+    let z = ctx().upload(&g["z"].data, &[g["z"].data.len()]).unwrap();
+    // One image a tile at a time, and both together: the same blend.
+    for batch in [1, 2] {
+        let tiled = TiledDecoder::new(ctx(), &mut vae, plan, Stage::Decode, batch, h, w).unwrap();
+        let got = tiled.decode(ctx(), &z.buffer, n).unwrap();
+        assert_close(&format!("tiled decode, {batch} image(s) a tile"), &got, &g["decoded"].data, 1e-3);
+    }
+}

@@ -7,6 +7,7 @@
 //! - decode: latents -> (VQ: the nearest code) -> post_quant_conv -> decoder -> image.
 
 pub mod config;
+pub mod tiling;
 
 use std::collections::HashMap;
 use std::path::Path;

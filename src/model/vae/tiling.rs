@@ -1,0 +1,232 @@
+//! Decoding in overlapping tiles, as diffusers' `enable_tiling` does (../shared/LATENT.md section
+//! 3): latents cut into tiles of `tile` latents at a stride of 3/4 of that, each decoded alone on
+//! the device by the same graph, then blended into one image: each tile's first quarter of rows
+//! (columns) mixed linearly with the tile above (left), in row-major order over the tiles already
+//! blended, and cropped to 3/4 of a tile. The blend is arithmetic on decoded pixels, done as the
+//! tiles come back.
+
+use super::{Autoencoder, AutoencoderExecutable, Stage};
+use crate::gpu::{record_all, Context, CopyOp, Cost, Dispatch};
+use crate::Result;
+
+/// A tiling of latents [h, w] for an autoencoder downscaling `down` times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TilePlan {
+    /// Tile side in latents (diffusers' tile_latent_min_size: sample_size / downscale).
+    pub tile: usize,
+    pub down: usize,
+}
+
+impl TilePlan {
+    /// diffusers' tiles for this autoencoder: its sample_size in pixels.
+    pub fn for_autoencoder(vae: &Autoencoder) -> Self {
+        let c = &vae.config;
+        Self { tile: (c.sample_size / c.downscale()).max(1), down: c.downscale() }
+    }
+
+    /// Whether diffusers would tile latents of `h` x `w` (only when larger than a tile).
+    pub fn splits(&self, h: usize, w: usize) -> bool {
+        h > self.tile || w > self.tile
+    }
+
+    /// Stride between tiles, in latents: int(tile x 0.75).
+    pub fn stride(&self) -> usize {
+        (self.tile * 3 / 4).max(1)
+    }
+
+    /// Pixels each seam blends over: int(tile pixels x 0.25).
+    pub fn blend_extent(&self) -> usize {
+        self.tile * self.down / 4
+    }
+
+    /// Pixels each tile keeps: tile pixels - blend extent.
+    pub fn row_limit(&self) -> usize {
+        self.tile * self.down - self.blend_extent()
+    }
+
+    /// The tiles' starts along a side of `n` latents, and their lengths (the last ones shorter).
+    pub fn spans(&self, n: usize) -> Vec<(usize, usize)> {
+        (0..n).step_by(self.stride()).map(|s| (s, self.tile.min(n - s))).collect()
+    }
+}
+
+/// Decodes latents from a device buffer tile by tile: one executable per tile shape.
+pub struct TiledDecoder {
+    pub plan: TilePlan,
+    /// Latents [C, h, w] of one image.
+    c: usize,
+    h: usize,
+    w: usize,
+    out_c: usize,
+    exes: Vec<((usize, usize), AutoencoderExecutable)>,
+    /// Images a tile executable decodes at once.
+    pub batch: usize,
+}
+
+impl TiledDecoder {
+    /// Tiles `plan` over latents [h, w], `stage` (Decode or DecodeLatents), up to `batch` images
+    /// a tile at once.
+    pub fn new(
+        ctx: &Context,
+        vae: &mut Autoencoder,
+        plan: TilePlan,
+        stage: Stage,
+        batch: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Self> {
+        let mut shapes = vec![];
+        for &(_, th) in &plan.spans(h) {
+            for &(_, tw) in &plan.spans(w) {
+                if !shapes.contains(&(th, tw)) {
+                    shapes.push((th, tw));
+                }
+            }
+        }
+        let mut exes = vec![];
+        for (th, tw) in shapes {
+            exes.push(((th, tw), vae.executable(ctx, stage, batch, th, tw)?));
+        }
+        let c = vae.config.latent_width();
+        Ok(Self { plan, c, h, w, out_c: vae.config.out_channels, exes, batch })
+    }
+
+    fn exe(&self, th: usize, tw: usize) -> &AutoencoderExecutable {
+        &self.exes.iter().find(|(s, _)| *s == (th, tw)).expect("a tile shape planned in new").1
+        // ok: new planned every span
+    }
+
+    /// Decodes images `0..n` of `latents` [n, C, h, w] on the device; returns [n, out_c, h d, w d].
+    pub fn decode(&self, ctx: &Context, latents: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
+        let (c, h, w, d) = (self.c, self.h, self.w, self.plan.down);
+        let (oh, ow) = (h * d, w * d);
+        let mut out = vec![0.0f32; n * self.out_c * oh * ow];
+        for first in (0..n).step_by(self.batch) {
+            let m = self.batch.min(n - first);
+            // Each tile of these m images, decoded: rows[i][j] = [m, out_c, th d, tw d].
+            let mut rows: Vec<Vec<(usize, usize, Vec<f32>)>> = vec![];
+            for &(y0, th) in &self.plan.spans(h) {
+                let mut row = vec![];
+                for &(x0, tw) in &self.plan.spans(w) {
+                    let e = self.exe(th, tw);
+                    // The tile's rows of every channel of every image, into the tile graph's input.
+                    let mut copies = vec![];
+                    for img in 0..m {
+                        for ch in 0..c {
+                            for y in 0..th {
+                                let src = ((((first + img) * c + ch) * h + y0 + y) * w + x0) as u64 * 4;
+                                let dst = (((img * c + ch) * th + y) * tw) as u64 * 4;
+                                copies.push(CopyOp::buffer(
+                                    latents,
+                                    src,
+                                    e.input_buffer(),
+                                    dst,
+                                    tw as u64 * 4,
+                                ));
+                            }
+                        }
+                    }
+                    let mut list = vec![Dispatch::copies_only("latent tile", copies, Cost::default())];
+                    list.extend(e.exe.dispatches.iter().cloned());
+                    let mut enc = ctx.device.create_command_encoder(&Default::default());
+                    record_all(&mut enc, &list);
+                    ctx.queue.submit([enc.finish()]);
+                    row.push((
+                        th * d,
+                        tw * d,
+                        ctx.read_buffer(e.output_buffer(), m * self.out_c * th * d * tw * d)?,
+                    ));
+                }
+                rows.push(row);
+            }
+            for img in 0..m {
+                let tiles: Vec<Vec<Tile>> = rows
+                    .iter()
+                    .map(|row| {
+                        row.iter()
+                            .map(|(th, tw, v)| {
+                                let per = self.out_c * th * tw;
+                                Tile { h: *th, w: *tw, v: v[img * per..(img + 1) * per].to_vec() }
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let image = blend(tiles, self.out_c, &self.plan, (oh, ow));
+                let per = self.out_c * oh * ow;
+                out[(first + img) * per..(first + img + 1) * per].copy_from_slice(&image);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One decoded tile of one image: [c, h, w].
+#[derive(Clone, Debug)]
+pub struct Tile {
+    pub h: usize,
+    pub w: usize,
+    pub v: Vec<f32>,
+}
+
+/// diffusers' blend of decoded tiles (rows of tiles, row-major) into one image [c, oh, ow]:
+/// blend_v with the (blended) tile above, blend_h with the (blended) tile to the left, both in
+/// place over `blend_extent` pixels, then each tile cropped to `row_limit` and the crops joined.
+pub fn blend(mut rows: Vec<Vec<Tile>>, c: usize, plan: &TilePlan, (oh, ow): (usize, usize)) -> Vec<f32> {
+    let (extent, limit) = (plan.blend_extent(), plan.row_limit());
+    for i in 0..rows.len() {
+        for j in 0..rows[i].len() {
+            if i > 0 {
+                let above = rows[i - 1][j].clone();
+                let tile = &mut rows[i][j];
+                let e = extent.min(above.h).min(tile.h);
+                for ch in 0..c {
+                    for y in 0..e {
+                        let t = y as f32 / e as f32;
+                        for x in 0..tile.w.min(above.w) {
+                            let a = above.v[(ch * above.h + above.h - e + y) * above.w + x];
+                            let b = &mut tile.v[(ch * tile.h + y) * tile.w + x];
+                            *b = a * (1.0 - t) + *b * t;
+                        }
+                    }
+                }
+            }
+            if j > 0 {
+                let left = rows[i][j - 1].clone();
+                let tile = &mut rows[i][j];
+                let e = extent.min(left.w).min(tile.w);
+                for ch in 0..c {
+                    for y in 0..tile.h.min(left.h) {
+                        for x in 0..e {
+                            let t = x as f32 / e as f32;
+                            let a = left.v[(ch * left.h + y) * left.w + left.w - e + x];
+                            let b = &mut tile.v[(ch * tile.h + y) * tile.w + x];
+                            *b = a * (1.0 - t) + *b * t;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let mut out = vec![0.0f32; c * oh * ow];
+    let mut y0 = 0;
+    for row in &rows {
+        let mut x0 = 0;
+        let mut row_h = 0;
+        for tile in row {
+            let (kh, kw) = (tile.h.min(limit), tile.w.min(limit));
+            for ch in 0..c {
+                for y in 0..kh {
+                    for x in 0..kw {
+                        if y0 + y < oh && x0 + x < ow {
+                            out[(ch * oh + y0 + y) * ow + x0 + x] = tile.v[(ch * tile.h + y) * tile.w + x];
+                        }
+                    }
+                }
+            }
+            x0 += kw;
+            row_h = kh;
+        }
+        y0 += row_h;
+    }
+    out
+}
