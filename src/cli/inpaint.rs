@@ -5,7 +5,6 @@ use std::time::Instant;
 
 use clap::Args;
 use wgpu_diffusion::gpu::Context;
-use wgpu_diffusion::pipeline::latent::Posterior;
 use wgpu_diffusion::pipeline::{classes, Job, Pipeline, RepaintOptions, Start};
 use wgpu_diffusion::{Error, Result};
 
@@ -99,15 +98,7 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
         "{bar:30} {pos}/{len} steps and undo steps  {per_sec}  ETA {eta}",
     );
     let t0 = Instant::now();
-    let job = Job {
-        seed: args.seed,
-        batch: args.batch,
-        images: 0..args.batch,
-        init_noise: None,
-        start,
-        classes,
-        posterior: Posterior::Sample,
-    };
+    let job = Job { classes, ..Job::new(args.seed, args.batch, start) };
     let out = loaded.run(&ctx, &job, &mut |done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);

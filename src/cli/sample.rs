@@ -8,7 +8,7 @@ use wgpu_diffusion::diffusion::{SamplerKind, Shard};
 use wgpu_diffusion::gpu::Context;
 use wgpu_diffusion::io::npy;
 use wgpu_diffusion::model::config::folder_name;
-use wgpu_diffusion::pipeline::latent::Posterior;
+use wgpu_diffusion::pipeline::latent::{DecodePlan, Posterior, Tiling};
 use wgpu_diffusion::pipeline::{classes, Classes, Job, Pipeline, Start};
 use wgpu_diffusion::{Error, Result};
 
@@ -48,6 +48,14 @@ pub struct SampleArgs {
     /// A latent pipeline: also write the final latents (before the decode) as an NCHW f32 .npy.
     #[arg(long)]
     pub save_latents: Option<PathBuf>,
+    /// A latent pipeline: decode in overlapping tiles as diffusers' enable_tiling does (it tiles
+    /// by itself, and says so, where the whole decode would not fit the device or the budget).
+    #[arg(long)]
+    pub vae_tiling: bool,
+    /// A latent pipeline: the planned memory (MiB) one decode may take; past it the decode runs in
+    /// tiles [default: the device's limits alone].
+    #[arg(long)]
+    pub memory_budget_mib: Option<u64>,
     /// The PNG grid to write.
     #[arg(long, default_value = "samples.png")]
     pub out: PathBuf,
@@ -234,13 +242,13 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
     }
     let classes = classes::resolve(&pipeline.unet_config, &request, batch)?;
     let job = Job {
-        seed: args.seed,
-        batch,
         images: images.clone(),
         init_noise: init.map(|(_, v)| v),
-        start,
         classes,
         posterior: edit.map_or(Posterior::Sample, |e| e.posterior),
+        tiling: if args.vae_tiling { Tiling::On } else { Tiling::Auto },
+        memory_budget: args.memory_budget_mib.map(|m| m << 20),
+        ..Job::new(args.seed, batch, start)
     };
     if args.check {
         return check::run(args, &pipeline, &job);
@@ -276,6 +284,10 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
 
     let ctx = Context::new(&args.device.options()?)?;
     let mut loaded = pipeline.load(&ctx)?;
+    // A decode that cannot run is refused here, before the chain; tiles are announced.
+    if let Some(DecodePlan::Tiled { reason, .. }) = loaded.decode_plan(&ctx, &job)? {
+        eprintln!("{reason}");
+    }
     let share = if shard == Shard::WHOLE {
         String::new()
     } else {

@@ -5,8 +5,127 @@
 use crate::diffusion::AfterChain;
 use crate::gpu::{record_all, Context, CopyOp, Cost, Dispatch};
 use crate::kernels::{elementwise, rng};
+use crate::model::vae::tiling::{TilePlan, TiledDecoder};
 use crate::model::vae::{Autoencoder, AutoencoderExecutable, AutoencoderKind, Stage};
 use crate::{Error, Result};
+
+const MIB: f64 = (1u64 << 20) as f64;
+
+/// How the decode runs: whole images, or in tiles (and why).
+#[derive(Clone, Debug, PartialEq)]
+pub enum DecodePlan {
+    /// Whole images, up to `batch` at once.
+    Whole { batch: usize },
+    /// Tiles, up to `batch` images a tile at once; `reason` says why in one line.
+    Tiled { plan: TilePlan, batch: usize, reason: String },
+}
+
+/// Tiling as asked (`--vae-tiling`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tiling {
+    /// Tiles where the whole decode would not fit the device or the memory budget.
+    #[default]
+    Auto,
+    /// diffusers' `enable_tiling`: tiles wherever the latents are larger than a tile.
+    On,
+}
+
+/// Plans the decode of latents of `h` x `w`, `batch` images at most at once, within the
+/// device's bindings and `budget` bytes of planned activations: whole where it fits, else in
+/// diffusers' tiles, else in smaller tiles; an error (before any work) where not even one image's
+/// smallest tile fits.
+pub fn plan_decode(
+    ctx: &Context,
+    vae: &mut Autoencoder,
+    (h, w): (usize, usize),
+    batch: usize,
+    tiling: Tiling,
+    budget: Option<u64>,
+) -> Result<DecodePlan> {
+    let budget = budget.unwrap_or(u64::MAX);
+    let d = vae.config.downscale();
+    // The most images of a (th, tw) graph that fit, 0 if not one.
+    let fits = |vae: &mut Autoencoder, th: usize, tw: usize| -> Result<(usize, u64)> {
+        let by_binding = vae.max_batch(ctx, Stage::DecodeLatents, th, tw)?;
+        let (peak, _) = vae.plan_bytes(ctx, Stage::DecodeLatents, 1, th, tw)?;
+        Ok((by_binding.min((budget / peak.max(1)) as usize).min(batch), peak))
+    };
+    let diffusers = TilePlan::for_autoencoder(vae);
+    if tiling == Tiling::On && diffusers.splits(h, w) {
+        let (n, _) = fits(vae, diffusers.tile, diffusers.tile)?;
+        if n > 0 {
+            let reason = format!("decoding in tiles of {0}x{0} latents (--vae-tiling)", diffusers.tile);
+            return Ok(DecodePlan::Tiled { plan: diffusers, batch: n, reason });
+        }
+    }
+    let (whole, peak) = fits(vae, h, w)?;
+    if whole > 0 && (tiling == Tiling::Auto || !diffusers.splits(h, w)) {
+        return Ok(DecodePlan::Whole { batch: whole });
+    }
+    let why = if vae.max_batch(ctx, Stage::DecodeLatents, h, w)? == 0 {
+        format!(
+            "one {}x{} decode has a tensor over this device's {} MiB binding limit",
+            h * d,
+            w * d,
+            ctx.max_binding_bytes() >> 20
+        )
+    } else {
+        format!(
+            "one {}x{} decode plans {:.1} MiB, over the {:.1} MiB budget",
+            h * d,
+            w * d,
+            peak as f64 / MIB,
+            budget as f64 / MIB
+        )
+    };
+    // diffusers' tiles where they split these latents, else smaller ones until one fits.
+    let mut tile = if diffusers.splits(h, w) { diffusers.tile } else { h.max(w) / 2 };
+    while tile >= 1 {
+        let plan = TilePlan { tile, down: d };
+        let (n, _) = fits(vae, tile.min(h), tile.min(w))?;
+        if n > 0 {
+            let reason = format!("decoding in tiles of {tile}x{tile} latents: {why}");
+            return Ok(DecodePlan::Tiled { plan, batch: n, reason });
+        }
+        tile /= 2;
+    }
+    Err(Error::Invalid(format!("the decode cannot run on this device, not even in tiles: {why}")))
+}
+
+/// Tiled decodes of each micro-batch's final latents.
+pub struct TiledDecode {
+    tiles: TiledDecoder,
+    latent_len: usize,
+    /// The final latents, kept when asked.
+    pub latents: Option<Vec<f32>>,
+}
+
+impl TiledDecode {
+    pub fn new(
+        ctx: &Context,
+        vae: &mut Autoencoder,
+        plan: TilePlan,
+        batch: usize,
+        (h, w): (usize, usize),
+        keep_latents: bool,
+    ) -> Result<Self> {
+        let tiles = TiledDecoder::new(ctx, vae, plan, Stage::DecodeLatents, batch, h, w)?;
+        Ok(Self {
+            tiles,
+            latent_len: vae.config.latent_width() * h * w,
+            latents: keep_latents.then(Vec::new),
+        })
+    }
+}
+
+impl AfterChain for TiledDecode {
+    fn finish(&mut self, ctx: &Context, x: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
+        if let Some(l) = self.latents.as_mut() {
+            l.extend(ctx.read_buffer(x, n * self.latent_len)?);
+        }
+        self.tiles.decode(ctx, x, n)
+    }
+}
 
 /// Substream of the posterior's noise (the chain's start with 0, its steps with 1 + step).
 const POSTERIOR_SUBSTREAM: u32 = u32::MAX;
@@ -22,8 +141,7 @@ pub struct Decode {
 }
 
 impl Decode {
-    /// A decoder for latents of `h` x `w`, decoding up to `batch` images at once (fewer where the
-    /// device's bindings cannot hold them).
+    /// A decoder for latents of `h` x `w`, decoding `batch` images at once (`plan_decode`'s).
     pub fn new(
         ctx: &Context,
         vae: &mut Autoencoder,
@@ -32,16 +150,7 @@ impl Decode {
         w: usize,
         keep_latents: bool,
     ) -> Result<Self> {
-        let max = vae.max_batch(ctx, Stage::DecodeLatents, h, w)?;
-        if max == 0 {
-            return Err(Error::Shape(format!(
-                "one {}x{} decode needs a tensor over this device's {} MiB binding limit",
-                h * vae.config.downscale(),
-                w * vae.config.downscale(),
-                ctx.max_binding_bytes() >> 20
-            )));
-        }
-        let exe = vae.executable(ctx, Stage::DecodeLatents, batch.min(max), h, w)?;
+        let exe = vae.executable(ctx, Stage::DecodeLatents, batch, h, w)?;
         let d = vae.config.downscale();
         Ok(Self {
             exe,

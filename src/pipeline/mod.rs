@@ -299,6 +299,9 @@ pub struct Job {
     pub classes: Option<Classes>,
     /// A latent pipeline's img2img: the encoder's posterior drawn or its mode.
     pub posterior: latent::Posterior,
+    /// A latent pipeline's decode: tiles as asked or needed, within this budget of planned bytes.
+    pub tiling: latent::Tiling,
+    pub memory_budget: Option<u64>,
 }
 
 /// A job's class condition: a label per image of the whole batch, by global index, and the
@@ -310,6 +313,22 @@ pub struct Classes {
 }
 
 impl Job {
+    /// Every image of a batch of `batch` from `start`, keyed by `seed`, with the defaults for the
+    /// rest (Philox x_T, no classes, the posterior drawn, tiles where needed, no memory budget).
+    pub fn new(seed: u64, batch: usize, start: Start) -> Self {
+        Self {
+            seed,
+            batch,
+            images: 0..batch,
+            init_noise: None,
+            start,
+            classes: None,
+            posterior: latent::Posterior::Sample,
+            tiling: latent::Tiling::Auto,
+            memory_budget: None,
+        }
+    }
+
     /// The chain's view of `classes`.
     pub fn conditioning(&self) -> Option<Conditioning<'_>> {
         self.classes.as_ref().map(|c| Conditioning { labels: &c.labels, guidance: c.guidance })
@@ -421,6 +440,15 @@ impl Loaded<'_> {
             }
         };
         Ok(Output { images, latents: None })
+    }
+
+    /// How a latent pipeline's decode runs for `job` (None for a pixel pipeline): planned before
+    /// any work, so a decode that cannot run is an error before the chain.
+    pub fn decode_plan(&mut self, ctx: &Context, job: &Job) -> Result<Option<latent::DecodePlan>> {
+        let Some(vae) = self.autoencoder.as_mut() else { return Ok(None) };
+        let (_, s) = self.pipeline.sample_shape();
+        let micro = job.batch.min(self.unet.max_batch(ctx)?);
+        latent::plan_decode(ctx, vae, (s, s), micro, job.tiling, job.memory_budget).map(Some)
     }
 
     /// The chain's first step for the job's first micro-batch, op by op against the CPU

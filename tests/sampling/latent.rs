@@ -5,7 +5,6 @@
 
 use wgpu_diffusion::diffusion::{SamplerKind, SamplerPlan, SchedulerConfig};
 use wgpu_diffusion::model::tensors::read_safetensors;
-use wgpu_diffusion::pipeline::latent::Posterior;
 use wgpu_diffusion::pipeline::{Job, Pipeline, Start};
 
 use crate::*;
@@ -20,13 +19,8 @@ fn chain(name: &str, sampler: &str, steps: usize) {
     let plan = SamplerPlan::new(&cfg, steps, 0.0).unwrap();
     let g = read_safetensors(&dir.join(format!("{sampler}-{steps}.safetensors"))).unwrap();
     let job = Job {
-        seed: 0,
-        batch: 2,
-        images: 0..2,
         init_noise: Some(g["x_T"].data.clone()),
-        start: Start::Chain { plan, img2img: None },
-        classes: None,
-        posterior: Posterior::Sample,
+        ..Job::new(0, 2, Start::Chain { plan, img2img: None })
     };
     let mut loaded = pipeline.load(ctx()).unwrap();
     let out = loaded.run_keeping_latents(ctx(), &job, true, &mut |_, _| {}).unwrap();
@@ -47,4 +41,36 @@ fn kl_latent_pipeline_chains_match_diffusers() {
     chain("ldm-kl", "ddim", 10);
     chain("ldm-kl", "dpm++2m", 12);
     chain("ldm-kl", "euler", 10);
+}
+
+#[test]
+fn the_decode_tiles_by_itself_past_the_memory_budget_and_refuses_what_cannot_run() {
+    use wgpu_diffusion::pipeline::latent::{plan_decode, DecodePlan, Tiling};
+    let pipeline = Pipeline::open(&golden("latent/ldm-kl")).unwrap();
+    let mut loaded = pipeline.load(ctx()).unwrap();
+    let vae = loaded.autoencoder.as_mut().unwrap();
+    let whole = match plan_decode(ctx(), vae, (8, 8), 2, Tiling::Auto, None).unwrap() {
+        DecodePlan::Whole { batch } => batch,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(whole, 2);
+    // diffusers' tiles are the whole 8x8 latents here: --vae-tiling splits nothing.
+    assert_eq!(plan_decode(ctx(), vae, (8, 8), 2, Tiling::On, None).unwrap(), DecodePlan::Whole { batch: 2 });
+    let (peak, _) = vae.plan_bytes(ctx(), wgpu_diffusion::model::vae::Stage::DecodeLatents, 1, 8, 8).unwrap();
+    match plan_decode(ctx(), vae, (8, 8), 2, Tiling::Auto, Some(peak - 1)).unwrap() {
+        DecodePlan::Tiled { plan, batch, reason } => {
+            assert!(plan.tile == 4 && batch >= 1, "{reason}");
+            assert!(reason.contains("tiles of 4x4 latents") && reason.contains("budget"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let err = plan_decode(ctx(), vae, (8, 8), 2, Tiling::Auto, Some(0)).unwrap_err().to_string();
+    assert!(err.contains("cannot run") && err.contains("not even in tiles"), "{err}");
+    // A run under that budget decodes in tiles and writes finite images of the right size.
+    let plan =
+        SamplerPlan::new(&SchedulerConfig::resolve(SamplerKind::Ddim, None, "d").unwrap(), 2, 0.0).unwrap();
+    let job = Job { memory_budget: Some(peak - 1), ..Job::new(0, 2, Start::Chain { plan, img2img: None }) };
+    let out = loaded.run(ctx(), &job, &mut |_, _| {}).unwrap();
+    assert_eq!(out.len(), 2 * 3 * 64 * 64);
+    assert!(out.iter().all(|v| v.is_finite()));
 }
