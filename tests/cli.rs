@@ -706,3 +706,102 @@ fn img2img_and_inpaint_take_a_class_and_guidance() {
     let text = text_of(&filled.join("000001.png"));
     assert_eq!((get(&text, "class"), get(&text, "guidance scale")), ("Sneaker, Sneaker", "2"), "{text:?}");
 }
+
+/// A copy of a golden latent pipeline folder to break.
+fn latent_copy(name: &str, to: &str) -> std::path::PathBuf {
+    let src = std::path::PathBuf::from(format!("{}/tests/golden/latent/{name}", env!("CARGO_MANIFEST_DIR")));
+    let dst = scratch(to);
+    for sub in ["", "unet", "vae", "vqvae", "scheduler"] {
+        let (s, d) = (src.join(sub), dst.join(sub));
+        if !s.is_dir() {
+            continue;
+        }
+        std::fs::create_dir_all(&d).unwrap();
+        for e in std::fs::read_dir(&s).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                std::fs::copy(&p, d.join(p.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    dst
+}
+
+fn edit_json(path: &std::path::Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(path, v.to_string()).unwrap();
+}
+
+#[test]
+fn latent_pipeline_folders_sample_and_bad_ones_are_one_line() {
+    // Both autoencoders sample, with the latents kept and PNGs of the decoded size.
+    for (name, size) in [("ldm-vq", 32), ("ldm-kl", 64)] {
+        let dir = scratch(&format!("latent-{name}"));
+        let model = format!("{}/tests/golden/latent/{name}", env!("CARGO_MANIFEST_DIR"));
+        let (png, latents) = (dir.join("grid.png"), dir.join("latents.npy"));
+        let (ok, _, err) = cli(&[
+            "sample",
+            "--model",
+            &model,
+            "--steps",
+            "3",
+            "--batch",
+            "3",
+            "--scheduler",
+            "euler-a",
+            "--out",
+            png.to_str().unwrap(),
+            "--save-latents",
+            latents.to_str().unwrap(),
+        ]);
+        assert!(ok, "{err}");
+        assert_eq!(
+            image::open(&png).unwrap().width() as usize,
+            2 * size + 2,
+            "{name}: 3 images in a 2x2 grid"
+        );
+        assert_eq!(wgpu_diffusion::io::npy::read(&latents).unwrap().0[2], 8);
+    }
+    let run = |dir: &std::path::Path| cli(&["sample", "--model", dir.to_str().unwrap(), "--steps", "2"]);
+    let d = latent_copy("ldm-kl", "extra-component");
+    edit_json(&d.join("model_index.json"), |v| {
+        v["text_encoder"] = serde_json::json!(["transformers", "CLIPTextModel"])
+    });
+    let (ok, _, err) = run(&d);
+    assert_one_line_error(ok, &err, &["text_encoder", "CLIPTextModel"]);
+    let d = latent_copy("ldm-kl", "missing-vae");
+    std::fs::remove_dir_all(d.join("vae")).unwrap();
+    let (ok, _, err) = run(&d);
+    assert_one_line_error(ok, &err, &["'vae'", "missing"]);
+    let d = latent_copy("ldm-kl", "latent-channels");
+    edit_json(&d.join("vae/config.json"), |v| v["latent_channels"] = 3.into());
+    let (ok, _, err) = run(&d);
+    assert_one_line_error(ok, &err, &["latents of 3 channels", "takes 4"]);
+    let d = latent_copy("ldm-kl", "sample-size");
+    edit_json(&d.join("unet/config.json"), |v| v["sample_size"] = 16.into());
+    let (ok, _, err) = run(&d);
+    assert_one_line_error(ok, &err, &["sample_size 16", "128 pixels", "64 pixels"]);
+    let d = latent_copy("ldm-kl", "text-unet");
+    edit_json(&d.join("model_index.json"), |v| {
+        v["unet"] = serde_json::json!(["diffusers", "UNet2DConditionModel"])
+    });
+    let (ok, _, err) = run(&d);
+    assert_one_line_error(ok, &err, &["UNet2DConditionModel", "not supported"]);
+    let d = latent_copy("ldm-kl", "truncated-vae");
+    let w = d.join("vae/diffusion_pytorch_model.safetensors");
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
+    let (ok, _, err) = run(&d);
+    assert_one_line_error(ok, &err, &["vae", "not a valid safetensors file"]);
+    let (ok, _, err) = cli(&[
+        "inpaint",
+        "--model",
+        &format!("{}/tests/golden/latent/ldm-vq", env!("CARGO_MANIFEST_DIR")),
+        "--image",
+        &input("fashion-test-0-boot.png"),
+        "--mask",
+        &input("mask-centre.png"),
+    ]);
+    assert_one_line_error(ok, &err, &["RePaint", "pixel-space"]);
+}

@@ -17,6 +17,11 @@ LDMPipeline's own loop (latents = x_T * init_noise_sigma; per t scale_model_inpu
 then the decode as LDMPipeline does it, `decode(latents / scaling_factor)` (the VQModel quantizes
 there). `<sampler>-<steps>.safetensors` holds x_T, the final latents and the decoded images (the
 decoder's output, before the 8-bit conversion); `<sampler>-<steps>.json` the scheduler config.
+
+"ldm-kl/img2img-ddim-10-0.6.safetensors": img2img as diffusers' img2img pipelines run it in latent
+space: an image [3, 64, 64] encoded, the posterior's mode times the scaling factor (retrieve_latents
+"argmax"), noised by `add_noise` with given noise at the first of the int(10 x 0.6) = 6 last DDIM
+timesteps, the chain from there, decoded: `image`, `noise` [2, 4, 8, 8], `decoded`.
 """
 
 import json
@@ -101,6 +106,26 @@ def chains(name, gen):
         print(f"{name} {sampler} {steps}: image {tuple(image.shape)} std {image.std():.3f}")
 
 
+def img2img(gen):
+    folder = OUT / "ldm-kl"
+    vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=torch.float32).eval()
+    model = UNet2DModel.from_pretrained(folder / "unet", torch_dtype=torch.float32).eval()
+    sched = DDIMScheduler.from_config(dict(json.loads((folder / "ddim-10.json").read_text())))
+    sched.set_timesteps(10)
+    timesteps = sched.timesteps[10 - int(10 * 0.6):]
+    image = torch.rand(1, 3, 64, 64, generator=gen) * 2 - 1
+    noise = torch.randn(2, 4, 8, 8, generator=gen)
+    with torch.no_grad():
+        init = vae.encode(image).latent_dist.mode() * vae.config.scaling_factor
+        latents = sched.add_noise(torch.cat([init, init]), noise, timesteps[:1].repeat(2))
+        for t in timesteps:
+            latents = sched.step(model(sched.scale_model_input(latents, t), t).sample, t, latents).prev_sample
+        decoded = vae.decode(latents / vae.config.scaling_factor).sample
+    save_file({"image": image[0].contiguous(), "noise": noise.contiguous(), "decoded": decoded.contiguous()},
+              folder / "img2img-ddim-10-0.6.safetensors")
+    print(f"ldm-kl img2img: decoded std {decoded.std():.3f}")
+
+
 def main():
     torch.set_num_threads(2)
     shutil.rmtree(OUT, ignore_errors=True)
@@ -109,6 +134,8 @@ def main():
         gen = torch.Generator().manual_seed(8000 + i)
         make(name, gen)
         chains(name, gen)
+        if name == "ldm-kl":
+            img2img(gen)
     (OUT / "README.md").write_text(
         "Written by `tools/make_latent_goldens.py` (diffusers " + __import__("diffusers").__version__ +
         ", torch " + torch.__version__ + "): two tiny latent pipelines (VQ and KL) and whole chains\n"

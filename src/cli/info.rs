@@ -3,6 +3,7 @@
 use clap::Args;
 use wgpu_diffusion::gpu::{list_adapters, AdapterSummary, Context};
 use wgpu_diffusion::model::config::ClassEmbedding;
+use wgpu_diffusion::model::vae::Stage;
 use wgpu_diffusion::pipeline::{classes, Pipeline};
 use wgpu_diffusion::Result;
 
@@ -36,9 +37,22 @@ pub fn thousands(n: u64) -> String {
 fn print_model(ctx: &Context, dir: &std::path::Path, batch: usize) -> Result<()> {
     let pipeline = Pipeline::open(dir)?;
     let folder = &pipeline.folder;
-    let mut unet = pipeline.load(ctx)?.unet;
-    let c = &unet.config;
+    let loaded = pipeline.load(ctx)?;
+    let (mut unet, vae) = (loaded.unet, loaded.autoencoder);
+    let c = &unet.config.clone();
     println!("model {}", dir.display());
+    if let Some(a) = &pipeline.autoencoder {
+        let (ic, is) = pipeline.image_shape();
+        println!(
+            "  a latent pipeline: unet {}, {} {}, scheduler; {ic}x{is}x{is} images from {}x{}x{} latents",
+            folder.unet_config.parent().map_or(String::new(), |p| p.display().to_string()),
+            a.name,
+            a.config.class_name(),
+            c.in_channels,
+            c.sample_size,
+            c.sample_size
+        );
+    }
     println!(
         "  UNet2DModel {}x{}, {} -> {} channels, blocks {:?}, {} layers per block",
         c.sample_size, c.sample_size, c.in_channels, c.out_channels, c.block_out_channels, c.layers_per_block
@@ -64,6 +78,33 @@ fn print_model(ctx: &Context, dir: &std::path::Path, batch: usize) -> Result<()>
         naive as f64 / MIB as f64
     );
     println!("  largest batch within this device's buffer limits: {}", unet.max_batch(ctx)?);
+    if let (Some(mut vae), Some(a)) = (vae, &pipeline.autoencoder) {
+        let v = &vae.config;
+        println!(
+            "  {} ({}): blocks {:?}, {} layers per block, {} latent channels, scaling factor {}{}",
+            a.name,
+            v.class_name(),
+            v.block_out_channels,
+            v.layers_per_block,
+            v.latent_channels,
+            v.scaling_factor,
+            v.shift_factor.map_or(String::new(), |s| format!(", shift {s}"))
+        );
+        println!(
+            "  {} parameters in {} tensors",
+            thousands(vae.bank.parameters as u64),
+            vae.bank.tensors_used
+        );
+        let s = c.sample_size;
+        for (stage, what) in [(Stage::Encode, "encode (img2img)"), (Stage::DecodeLatents, "decode")] {
+            let (peak, _) = vae.plan_bytes(ctx, stage, batch, s, s)?;
+            let fits = vae.max_batch(ctx, stage, s, s)?;
+            println!(
+                "  {what}, batch {batch}: planned activation memory {:.2} MiB; largest batch within this device's buffer limits: {fits}",
+                peak as f64 / MIB as f64
+            );
+        }
+    }
     if let Some(s) = &folder.scheduler_config {
         println!("  scheduler config {}", s.display());
     }
