@@ -12,6 +12,8 @@ use wgpu_diffusion::diffusion::{self, ChainInput, SamplerKind, SamplerPlan};
 use wgpu_diffusion::gpu::{median, Context, Dispatch, Profiler};
 use wgpu_diffusion::io::dataset::Dataset;
 use wgpu_diffusion::io::npy::Values;
+use wgpu_diffusion::model::vae::config::STABLE_DIFFUSION_VAE;
+use wgpu_diffusion::model::vae::{Autoencoder, AutoencoderConfig, Stage};
 use wgpu_diffusion::model::{arch, UNet};
 use wgpu_diffusion::train::{Recipe, StepOptions, TrainStep, Trainer};
 use wgpu_diffusion::{Error, Result};
@@ -37,6 +39,13 @@ pub struct BenchArgs {
     /// Timed forwards (medians are reported).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
+    /// Time a decoder alone instead, with random weights: `sd` (Stable Diffusion's VAE,
+    /// 128/256/512/512) at --vae-size pixels.
+    #[arg(long, conflicts_with_all = ["model", "arch"])]
+    pub vae_arch: Option<String>,
+    /// The decoded image's side for --vae-arch (default 512: 64x64 latents).
+    #[arg(long, default_value_t = 512)]
+    pub vae_size: usize,
     /// Also time one training step (noising, forward, loss, backward: every weight's gradient) at
     /// --batch, beside a forward, with its per-op GPU times and planned memory.
     #[arg(long)]
@@ -50,7 +59,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return Err(Error::Invalid("--batch and --repeats must be at least 1".into()));
     }
     let ctx = Context::new(&args.device.options()?)?;
+    if let Some(name) = &args.vae_arch {
+        let text = match name.as_str() {
+            "sd" => STABLE_DIFFUSION_VAE,
+            other => return Err(Error::Invalid(format!("unknown --vae-arch '{other}' (known: sd)"))),
+        };
+        let config = AutoencoderConfig::parse(text, None, "--vae-arch sd")?;
+        let d = config.downscale();
+        if args.vae_size == 0 || !args.vae_size.is_multiple_of(d) {
+            return Err(Error::Invalid(format!("--vae-size {}: a positive multiple of {d}", args.vae_size)));
+        }
+        let mut vae = Autoencoder::random(&ctx, config, 0)?;
+        let l = args.vae_size / d;
+        return bench_decode(&ctx, &mut vae, &format!("--vae-arch {name} (random weights)"), args, l);
+    }
     let kind = SamplerKind::parse(&args.scheduler)?;
+    let mut latent_vae = None;
     let (mut unet, name, sched) = match &args.arch {
         Some(a) => {
             let unet = UNet::random(&ctx, arch::config(a)?, 0)?;
@@ -59,7 +83,9 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         None => {
             let pipeline = Pipeline::open_or_bundled(args.model.as_deref())?;
             let sched = pipeline.scheduler(kind)?;
-            (pipeline.load(&ctx)?.unet, pipeline.folder.root.display().to_string(), sched)
+            let loaded = pipeline.load(&ctx)?;
+            latent_vae = loaded.autoencoder.map(|v| (v, pipeline.unet_config.sample_size));
+            (loaded.unet, pipeline.folder.root.display().to_string(), sched)
         }
     };
     let net = unet.executable(&ctx, args.batch)?;
@@ -101,6 +127,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 
     print_op_times(&ctx, &net.exe.dispatches, args.repeats)?;
 
+    if let Some((mut vae, l)) = latent_vae {
+        let what = format!("{name}'s {}", vae.config.class_name());
+        bench_decode(&ctx, &mut vae, &what, args, l)?;
+    }
+
     if args.train {
         bench_train(&ctx, &mut unet, &sched, args, &net.exe.dispatches)?;
     }
@@ -122,6 +153,33 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A latent pipeline's decode of --batch images of `l` x `l` latents, apart from the UNet: wall
+/// time, GFLOP/s, planned memory and per-op GPU times.
+fn bench_decode(ctx: &Context, vae: &mut Autoencoder, name: &str, args: &BenchArgs, l: usize) -> Result<()> {
+    let e = vae.executable(ctx, Stage::DecodeLatents, args.batch, l, l)?;
+    let flops: u64 = e.exe.dispatches.iter().map(|d| d.cost.flops).sum();
+    let side = l * vae.config.downscale();
+    println!(
+        "{name} decode: {} image(s) of {side}x{side} from {l}x{l} latents, {} dispatches, {:.2} GFLOP, planned activation memory {:.2} MiB, {} parameters, on {}",
+        args.batch,
+        e.exe.dispatches.len(),
+        flops as f64 / 1e9,
+        e.exe.plan.peak_bytes as f64 / (1 << 20) as f64,
+        super::info::thousands(vae.bank.parameters as u64),
+        ctx.info.name
+    );
+    ctx.run(&e.exe.dispatches);
+    ctx.wait()?;
+    let ms = wall_ms(ctx, &e.exe.dispatches, args.repeats)?;
+    println!(
+        "decode: {ms:.1} ms wall ({:.1} ms per image, {:.2} GFLOP/s; median of {})",
+        ms / args.batch as f64,
+        flops as f64 / ms / 1e6,
+        args.repeats
+    );
+    print_op_times(ctx, &e.exe.dispatches, args.repeats)
 }
 
 /// Wall time of `dispatches` run alone, median of `repeats`, in ms.

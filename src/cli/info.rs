@@ -22,7 +22,7 @@ pub struct InfoArgs {
 }
 
 /// 1234567 -> "1,234,567"
-pub fn thousands(n: u64) -> String {
+pub(super) fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, ch) in s.chars().enumerate() {

@@ -230,3 +230,13 @@ impl AutoencoderConfig {
         }
     }
 }
+
+/// Stable Diffusion 1.x/2.x's VAE (AutoencoderKL: 128/256/512/512, two resnets a level, 4 latent
+/// channels, 83.7M parameters), as its config.json has it: benchmarks run it with random weights.
+pub const STABLE_DIFFUSION_VAE: &str = r#"{
+  "_class_name": "AutoencoderKL", "in_channels": 3, "out_channels": 3, "latent_channels": 4,
+  "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D", "DownEncoderBlock2D"],
+  "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D", "UpDecoderBlock2D"],
+  "block_out_channels": [128, 256, 512, 512], "layers_per_block": 2, "act_fn": "silu",
+  "norm_num_groups": 32, "sample_size": 512, "scaling_factor": 0.18215
+}"#;

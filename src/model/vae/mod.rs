@@ -91,6 +91,16 @@ impl Autoencoder {
         Ok(Self { config, bank })
     }
 
+    /// An architecture with random weights (benchmarks).
+    pub fn random(ctx: &Context, config: AutoencoderConfig, seed: u64) -> Result<Self> {
+        let mut bank = WeightBank::synthetic(seed);
+        let down = config.downscale();
+        for stage in [Stage::Encode, Stage::Decode] {
+            build(ctx, &config, &mut bank, stage, 1, down, down)?;
+        }
+        Ok(Self { config, bank })
+    }
+
     /// The graph of `stage` for `batch` images at a latent size of `h` x `w` (the image is
     /// `downscale` times larger each side), planned and lowered.
     pub fn executable(
