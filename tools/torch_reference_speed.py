@@ -5,10 +5,12 @@ the `ref-*` rows of `cargo bench --bench kernels` instead (the issue's reference
 its conv `*-bwd-*` rows (forward, input gradient, weight + bias gradient). With --train, one
 training step's gradients as `bench --train` times them (MSE on the epsilon target, forward +
 backward, no optimizer) beside a no-grad forward of the same batch, and a whole training step as
-`train` runs it (noise, t, forward, loss, backward, clipping, AdamW, EMA: training images/s). Run it beside the bench to
+`train` runs it (noise, t, forward, loss, backward, clipping, AdamW, EMA: training images/s). With
+--vae SIZE, Stable Diffusion's VAE decoder (AutoencoderKL, 128/256/512/512, random weights) decoding
+one SIZE x SIZE image, as `bench --vae-arch sd --vae-size SIZE` times it. Run it beside the bench to
 compare in one period of a shared machine.
 
-    python3 tools/torch_reference_speed.py [--device cuda|cpu] [--threads N] [--kernels | --train]
+    python3 tools/torch_reference_speed.py [--device cuda|cpu] [--threads N] [--kernels | --train | --vae SIZE]
 """
 import argparse
 import json
@@ -17,7 +19,7 @@ import statistics
 import time
 
 import torch
-from diffusers import UNet2DModel
+from diffusers import AutoencoderKL, UNet2DModel
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # The same config as src/model/arch.rs's DDPM_CIFAR10_32.
@@ -152,6 +154,8 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--kernels", action="store_true", help="the kernel harness's ref-* shapes, not UNets")
     ap.add_argument("--train", action="store_true", help="a training step's gradients beside a forward")
+    ap.add_argument("--vae", type=int, default=0, help="time Stable Diffusion's VAE decoder at this image side")
+    ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -161,6 +165,27 @@ def main():
     name = torch.cuda.get_device_name() if args.device == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     if args.kernels:
         time_kernels(args.device, name)
+        return
+    if args.vae:
+        # The same config as src/model/vae/config.rs's STABLE_DIFFUSION_VAE.
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            norm_num_groups=32, sample_size=512).to(args.device).eval()
+        z = torch.randn(1, 4, args.vae // 8, args.vae // 8, device=args.device)
+        times = []
+        with torch.no_grad():
+            vae.decode(z)
+            for _ in range(args.reps):
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                vae.decode(z)
+                if args.device == "cuda":
+                    torch.cuda.synchronize()
+                times.append((time.perf_counter() - start) * 1e3)
+        print(json.dumps({"model": "stable diffusion vae decoder", "size": args.vae,
+                          "params": sum(p.numel() for p in vae.parameters()), "decode_ms": round(statistics.median(times), 1),
+                          "min_ms": round(min(times), 1), "device": name, "torch": torch.__version__}))
         return
     cifar = UNet2DModel(**CIFAR).to(args.device).eval()
     fashion = UNet2DModel.from_pretrained(ROOT / "weights" / "fashion-mnist").to(args.device).eval()

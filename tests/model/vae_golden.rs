@@ -82,3 +82,19 @@ fn tiled_decode_matches_diffusers_enable_tiling() {
         assert_close(&format!("tiled decode, {batch} image(s) a tile"), &got, &g["decoded"].data, 1e-3);
     }
 }
+
+#[test]
+fn a_512_pixel_decode_stores_no_token_by_token_scores() {
+    // 64x64 latents: the mid-block attention runs over 4096 tokens, 64 MiB of scores an image if
+    // they were stored; the executable takes the fused online-softmax kernel instead.
+    let mut vae = Autoencoder::load(ctx(), &vae_dir("kl-sd"), None).unwrap();
+    let e = vae.executable(ctx(), Stage::DecodeLatents, 1, 64, 64).unwrap();
+    let labels: Vec<&str> = e.exe.dispatches.iter().map(|d| d.label).collect();
+    assert!(labels.iter().any(|l| *l == "attention"), "{labels:?}");
+    assert!(!labels.iter().any(|l| l.starts_with("attention.scores")), "a score matrix: {labels:?}");
+    let mut r = rng(3);
+    let z = random(&mut r, 4 * 64 * 64);
+    let (out, _) = vae.run(ctx(), Stage::Decode, &z, 1, 64, 64).unwrap();
+    assert_eq!(out.len(), 3 * 512 * 512);
+    assert!(out.iter().all(|v| v.is_finite()));
+}
