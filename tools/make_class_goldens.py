@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler, UNet2DModel
+from golden_utils import perturb_norms
 from safetensors.torch import save_file
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "golden" / "class"
@@ -61,11 +62,8 @@ CONFIGS = {
 
 
 def perturb(model: torch.nn.Module, gen: torch.Generator) -> None:
+    perturb_norms(model, gen)
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.GroupNorm):
-                m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape, generator=gen))
-                m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=gen))
         # The class embedding should move the output as much as the time embedding does.
         for p in model.class_embedding.parameters():
             p.mul_(2.0)

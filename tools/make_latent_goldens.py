@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from diffusers import (AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler,
                        LDMPipeline, UNet2DModel, VQModel)
+from golden_utils import perturb_norms, spread_codebook
 from safetensors.torch import save_file
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "golden" / "latent"
@@ -39,14 +40,9 @@ CASES = [("ddim", 10, dict(clip_sample=False)), ("dpm++2m", 12, {}), ("euler", 1
 
 
 def perturb(model, gen):
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.GroupNorm):
-                m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape, generator=gen))
-                m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=gen))
-        if isinstance(model, VQModel):
-            e = model.quantize.embedding.weight
-            e.copy_(torch.randn(e.shape, generator=gen))
+    perturb_norms(model, gen)
+    if isinstance(model, VQModel):
+        spread_codebook(model, gen)
 
 
 def unet(channels):

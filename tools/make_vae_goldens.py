@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, VQModel
+from golden_utils import perturb_norms, spread_codebook
 from safetensors.torch import load_file, save_file
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "golden" / "vae"
@@ -50,14 +51,9 @@ CONFIGS = {
 
 
 def perturb(model, gen):
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.GroupNorm):
-                m.weight.copy_(1 + 0.3 * torch.randn(m.weight.shape, generator=gen))
-                m.bias.copy_(0.3 * torch.randn(m.bias.shape, generator=gen))
-        if isinstance(model, VQModel):
-            e = model.quantize.embedding.weight
-            e.copy_(torch.randn(e.shape, generator=gen))
+    perturb_norms(model, gen)
+    if isinstance(model, VQModel):
+        spread_codebook(model, gen)
 
 
 def main():

@@ -36,7 +36,8 @@ pub struct AutoencoderConfig {
     pub mid_block_add_attention: bool,
 }
 
-const KL_KEYS: &[&str] = &[
+/// The fields both autoencoders' __init__ take.
+const COMMON_KEYS: &[&str] = &[
     "in_channels",
     "out_channels",
     "down_block_types",
@@ -48,34 +49,16 @@ const KL_KEYS: &[&str] = &[
     "norm_num_groups",
     "sample_size",
     "scaling_factor",
-    "shift_factor",
-    "latents_mean",
-    "latents_std",
     "force_upcast",
-    "use_quant_conv",
-    "use_post_quant_conv",
     "mid_block_add_attention",
 ];
 
-const VQ_KEYS: &[&str] = &[
-    "in_channels",
-    "out_channels",
-    "down_block_types",
-    "up_block_types",
-    "block_out_channels",
-    "layers_per_block",
-    "act_fn",
-    "latent_channels",
-    "sample_size",
-    "num_vq_embeddings",
-    "norm_num_groups",
-    "vq_embed_dim",
-    "scaling_factor",
-    "norm_type",
-    "mid_block_add_attention",
-    "lookup_from_codebook",
-    "force_upcast",
-];
+/// The fields only AutoencoderKL's takes.
+const KL_KEYS: &[&str] =
+    &["shift_factor", "latents_mean", "latents_std", "use_quant_conv", "use_post_quant_conv"];
+
+/// The fields only VQModel's takes.
+const VQ_KEYS: &[&str] = &["num_vq_embeddings", "vq_embed_dim", "norm_type", "lookup_from_codebook"];
 
 impl AutoencoderConfig {
     /// Parses config.json text of `class` ("AutoencoderKL" or "VQModel": the component's class
@@ -96,7 +79,8 @@ impl AutoencoderConfig {
             }
         };
         for key in obj.keys() {
-            if !key.starts_with('_') && !keys.contains(&key.as_str()) {
+            if !key.starts_with('_') && !keys.contains(&key.as_str()) && !COMMON_KEYS.contains(&key.as_str())
+            {
                 return Err(invalid(path, format!("unknown {class} config field '{key}'")));
             }
         }

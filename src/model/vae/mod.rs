@@ -83,10 +83,7 @@ impl Autoencoder {
         source: &str,
     ) -> Result<Self> {
         let mut bank = WeightBank::new(tensors, source);
-        let down = config.downscale();
-        for stage in [Stage::Encode, Stage::Decode] {
-            build(ctx, &config, &mut bank, stage, 1, down, down)?;
-        }
+        take_weights(ctx, &config, &mut bank)?;
         bank.release_host();
         Ok(Self { config, bank })
     }
@@ -94,10 +91,7 @@ impl Autoencoder {
     /// An architecture with random weights (benchmarks).
     pub fn random(ctx: &Context, config: AutoencoderConfig, seed: u64) -> Result<Self> {
         let mut bank = WeightBank::synthetic(seed);
-        let down = config.downscale();
-        for stage in [Stage::Encode, Stage::Decode] {
-            build(ctx, &config, &mut bank, stage, 1, down, down)?;
-        }
+        take_weights(ctx, &config, &mut bank)?;
         Ok(Self { config, bank })
     }
 
@@ -170,6 +164,15 @@ impl Autoencoder {
         };
         Ok((out, idx))
     }
+}
+
+/// Builds both graphs once, which checks (names, shapes) and uploads every weight they take.
+fn take_weights(ctx: &Context, config: &AutoencoderConfig, bank: &mut WeightBank) -> Result<()> {
+    let down = config.downscale();
+    for stage in [Stage::Encode, Stage::Decode] {
+        build(ctx, config, bank, stage, 1, down, down)?;
+    }
+    Ok(())
 }
 
 /// Builds `stage`'s graph for `batch` images at a latent size of `h` x `w`: (graph, input,
