@@ -90,7 +90,7 @@ fn a_512_pixel_decode_stores_no_token_by_token_scores() {
     let mut vae = Autoencoder::load(ctx(), &vae_dir("kl-sd"), None).unwrap();
     let e = vae.executable(ctx(), Stage::DecodeLatents, 1, 64, 64).unwrap();
     let labels: Vec<&str> = e.exe.dispatches.iter().map(|d| d.label).collect();
-    assert!(labels.iter().any(|l| *l == "attention"), "{labels:?}");
+    assert!(labels.contains(&"attention"), "{labels:?}");
     assert!(!labels.iter().any(|l| l.starts_with("attention.scores")), "a score matrix: {labels:?}");
     let mut r = rng(3);
     let z = random(&mut r, 4 * 64 * 64);
