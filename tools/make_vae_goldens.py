@@ -20,6 +20,9 @@ For batches 1, 3 and 9 of random images, `b{B}.safetensors` holds:
 "kl-sd/tiled.safetensors": `z` [2, 4, 10, 7] (larger than the 4x4-latent tiles its sample_size 32
 gives) and `decoded`, decode(z) with `enable_tiling()`: diffusers' overlapping tiles (a stride of
 3 latents, edge tiles of 1), each decoded alone, blended linearly over 8 pixels, cropped to 24.
+"kl-sd/tiled-encode.safetensors": `image` [2, 3, 56, 40] (larger than its 32-pixel tiles) and the
+posterior's `mean` and `logvar` from encode(image) with `enable_tiling()` (tiles of 32 pixels at a
+stride of 24, each encoded alone, the moments blended over 1 latent and cropped to 3).
 Nothing here comes from the engine.
 """
 
@@ -101,6 +104,13 @@ def main():
                 decoded = loaded.decode(z).sample
             loaded.disable_tiling()
             save_file({"z": z.contiguous(), "decoded": decoded.contiguous()}, folder / "tiled.safetensors")
+            image = torch.rand(2, 3, 56, 40, generator=gen) * 2 - 1
+            loaded.enable_tiling()
+            with torch.no_grad():
+                dist = loaded.encode(image).latent_dist
+            loaded.disable_tiling()
+            save_file({"image": image.contiguous(), "mean": dist.mean.contiguous(), "logvar": dist.logvar.contiguous()},
+                      folder / "tiled-encode.safetensors")
         params = sum(p.numel() for p in loaded.parameters())
         print(f"{name}: {params:,} parameters")
     (OUT / "README.md").write_text(

@@ -81,7 +81,7 @@ pub fn plan_decode(
     // diffusers' tiles where they split these latents, else smaller ones until one fits.
     let mut tile = if diffusers.splits(h, w) { diffusers.tile } else { h.max(w) / 2 };
     while tile >= 1 {
-        let plan = TilePlan { tile, down: d };
+        let plan = TilePlan { tile, down: d, encode: false };
         let (n, _) = fits(vae, tile.min(h), tile.min(w))?;
         if n > 0 {
             let reason = format!("decoding in tiles of {tile}x{tile} latents: {why}");
@@ -202,22 +202,33 @@ pub fn encode_image(
     image: &[f32],
     (h, w): (usize, usize),
     posterior: Posterior,
+    tiling: Tiling,
     seed: u64,
 ) -> Result<Vec<f32>> {
-    let exe = vae.executable(ctx, Stage::Encode, 1, h, w)?;
-    let cfg = &vae.config;
-    let want: usize = exe.graph.shape(exe.input).iter().product();
+    let d = vae.config.downscale();
+    let want = vae.config.in_channels * h * d * w * d;
     if image.len() != want {
         return Err(Error::Shape(format!(
             "the input image has {} values, the autoencoder takes {want}",
             image.len()
         )));
     }
-    ctx.queue.write_buffer(exe.input_buffer(), 0, bytemuck::cast_slice(image));
+    // The encoder's output (the moments, or a VQModel's latents), whole or in diffusers' tiles.
+    let tiles = TilePlan::encoder_for(vae);
+    let (encoded, mut list) = if tiling == Tiling::On && tiles.splits(h * d, w * d) {
+        let input = ctx.upload(image, &[image.len()])?;
+        let tiled = TiledDecoder::new(ctx, vae, tiles, Stage::Encode, 1, h * d, w * d)?;
+        let moments = tiled.decode(ctx, &input.buffer, 1)?;
+        (ctx.upload(&moments, &[moments.len()])?.buffer.clone(), vec![])
+    } else {
+        let exe = vae.executable(ctx, Stage::Encode, 1, h, w)?;
+        ctx.queue.write_buffer(exe.input_buffer(), 0, bytemuck::cast_slice(image));
+        (exe.output_buffer().clone(), exe.exe.dispatches.clone())
+    };
+    let cfg = &vae.config;
     let (l, plane) = (cfg.latent_width(), h * w);
     let out = ctx.scratch_buffer("encoded latents", l * plane);
     let scale = (cfg.scaling_factor, cfg.shift_factor.unwrap_or(0.0));
-    let mut list = exe.exe.dispatches.clone();
     match cfg.kind {
         AutoencoderKind::Kl => {
             let eps = ctx.scratch_buffer("posterior noise", l * plane);
@@ -226,21 +237,11 @@ pub fn encode_image(
                 let key = rng::NoiseKey { seed, stream_base: 0, substream: POSTERIOR_SUBSTREAM };
                 list.push(rng::normal(ctx, key, 1, l * plane, None, &eps)?);
             }
-            list.push(elementwise::gaussian_sample(
-                ctx,
-                1,
-                l,
-                plane,
-                mode,
-                scale,
-                exe.output_buffer(),
-                &eps,
-                &out,
-            )?);
+            list.push(elementwise::gaussian_sample(ctx, 1, l, plane, mode, scale, &encoded, &eps, &out)?);
         }
         AutoencoderKind::Vq { .. } => {
             let (a, b) = (scale.0, -scale.1 * scale.0);
-            list.push(elementwise::affine(ctx, l * plane, a, b, exe.output_buffer(), &out)?);
+            list.push(elementwise::affine(ctx, l * plane, a, b, &encoded, &out)?);
         }
     }
     let mut enc = ctx.device.create_command_encoder(&Default::default());

@@ -398,7 +398,15 @@ impl Loaded<'_> {
                 let start = match (img2img, self.autoencoder.as_mut()) {
                     (Some((image, noising)), Some(vae)) => {
                         let (_, s) = self.pipeline.sample_shape();
-                        let z = latent::encode_image(ctx, vae, image, (s, s), job.posterior, job.seed)?;
+                        let z = latent::encode_image(
+                            ctx,
+                            vae,
+                            image,
+                            (s, s),
+                            job.posterior,
+                            job.tiling,
+                            job.seed,
+                        )?;
                         Some((z, *noising))
                     }
                     (other, _) => other.clone(),

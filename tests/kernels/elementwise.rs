@@ -129,3 +129,29 @@ fn elementwise_geometry_spills_into_y_at_the_real_limit() {
     let bad = got.iter().zip(&want).position(|(g, w)| g != w);
     assert_eq!(bad, None, "first element that differs");
 }
+
+// Geometry: gaussian_sample is 1-D over the latents (256 a workgroup): every batch in BATCHES of
+// 4 channels over 7x7 (1 to 26 workgroups, the last partial), both modes, a scale and a shift;
+// on `spill_ctx` 9 images are 7 workgroups on a 4 x 2 grid.
+#[test]
+fn gaussian_sample_every_batch_and_mode() {
+    let on = |c: &wgpu_diffusion::gpu::Context, b: usize, mode: bool, seed: u64| {
+        let (l, plane) = (4, 49);
+        let mut r = rng(seed);
+        // Log-variances past the clamp on both sides.
+        let moments: Vec<f32> = random(&mut r, b * 2 * l * plane).iter().map(|v| v * 40.0).collect();
+        let eps = random(&mut r, b * l * plane);
+        let (mt, et, out) = (upload_on(c, &moments), upload_on(c, &eps), output_on(c, b * l * plane));
+        let scale = (0.18215, 0.1);
+        c.run(&[
+            ew::gaussian_sample(c, b, l, plane, mode, scale, &mt.buffer, &et.buffer, &out.buffer).unwrap()
+        ]);
+        let want = ew::reference_gaussian_sample(l, plane, mode, scale, &moments, &eps);
+        assert_close(&format!("gaussian_sample batch {b} mode {mode}"), &read_on(c, &out), &want, RTOL);
+    };
+    for (i, &b) in BATCHES.iter().enumerate() {
+        on(ctx(), b, false, 300 + i as u64);
+        on(ctx(), b, true, 310 + i as u64);
+    }
+    on(spill_ctx(), 9, false, 320);
+}

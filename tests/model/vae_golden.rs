@@ -98,3 +98,49 @@ fn a_512_pixel_decode_stores_no_token_by_token_scores() {
     assert_eq!(out.len(), 3 * 512 * 512);
     assert!(out.iter().all(|v| v.is_finite()));
 }
+
+#[test]
+fn tiled_encode_matches_diffusers_enable_tiling() {
+    use wgpu_diffusion::model::vae::tiling::{TilePlan, TiledDecoder};
+    let dir = vae_dir("kl-sd");
+    let mut vae = Autoencoder::load(ctx(), &dir, None).unwrap();
+    let g = read_safetensors(&dir.join("tiled-encode.safetensors")).unwrap();
+    let (n, h, w) = (g["image"].shape[0], g["image"].shape[2], g["image"].shape[3]);
+    let plan = TilePlan::encoder_for(&vae);
+    assert_eq!((plan.tile, plan.stride(), plan.blend_extent(), plan.row_limit()), (32, 24, 1, 3));
+    let image = ctx().upload(&g["image"].data, &[g["image"].data.len()]).unwrap();
+    let tiled = TiledDecoder::new(ctx(), &mut vae, plan, Stage::Encode, 2, h, w).unwrap();
+    let moments = tiled.decode(ctx(), &image.buffer, n).unwrap();
+    let (l, plane) = (4, (h / 8) * (w / 8));
+    let (mut mean, mut logvar) = (vec![], vec![]);
+    for img in moments.chunks(2 * l * plane) {
+        mean.extend_from_slice(&img[..l * plane]);
+        logvar.extend(img[l * plane..].iter().map(|v| v.clamp(-30.0, 20.0)));
+    }
+    assert_close("tiled encode: mean", &mean, &g["mean"].data, 1e-3);
+    assert_close("tiled encode: log-variance", &logvar, &g["logvar"].data, 1e-3);
+}
+
+#[test]
+fn the_posterior_draw_matches_diffusers() {
+    // mean + exp(logvar / 2) eps from the encoder's moments, by the kernel img2img uses.
+    use wgpu_diffusion::kernels::elementwise;
+    let dir = vae_dir("kl-sd");
+    let mut vae = Autoencoder::load(ctx(), &dir, None).unwrap();
+    let g = read_safetensors(&dir.join("b3.safetensors")).unwrap();
+    let (enc, _) = vae.run(ctx(), Stage::Encode, &g["image"].data, 3, 4, 4).unwrap();
+    let (moments, eps, out) = (upload(&enc), upload(&g["eps"].data), output(g["sample"].data.len()));
+    run(elementwise::gaussian_sample(
+        ctx(),
+        3,
+        4,
+        16,
+        false,
+        (1.0, 0.0),
+        &moments.buffer,
+        &eps.buffer,
+        &out.buffer,
+    )
+    .unwrap());
+    assert_close("posterior sample", &read(&out), &g["sample"].data, RTOL);
+}

@@ -198,6 +198,15 @@ impl AutoencoderConfig {
         }
     }
 
+    /// Channels of the encode graph's output: quant_conv's (the moments, or a VQModel's D-wide
+    /// latents).
+    pub fn encoder_out_channels_after_quant(&self) -> usize {
+        match self.kind {
+            AutoencoderKind::Kl => 2 * self.latent_channels,
+            AutoencoderKind::Vq { vq_embed_dim, .. } => vq_embed_dim,
+        }
+    }
+
     /// Channels of what `encode` returns and `decode` takes: L (KL), the codes' width (VQ).
     pub fn latent_width(&self) -> usize {
         match self.kind {

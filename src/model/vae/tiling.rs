@@ -1,47 +1,71 @@
-//! Decoding in overlapping tiles, as diffusers' `enable_tiling` does (../shared/LATENT.md section
-//! 3): latents cut into tiles of `tile` latents at a stride of 3/4 of that, each decoded alone on
-//! the device by the same graph, then blended into one image: each tile's first quarter of rows
+//! Decoding and encoding in overlapping tiles, as diffusers' `enable_tiling` does
+//! (../shared/LATENT.md section 3): the input (latents to decode, or an image to encode) cut into
+//! tiles of the autoencoder's sample size at a stride of 3/4 of a tile, each run alone on the
+//! device by the same graph, then blended into one output: each tile's first quarter of rows
 //! (columns) mixed linearly with the tile above (left), in row-major order over the tiles already
-//! blended, and cropped to 3/4 of a tile. The blend is arithmetic on decoded pixels, done as the
-//! tiles come back.
+//! blended, and cropped to 3/4 of a tile. The blend is arithmetic on the tiles' outputs (decoded
+//! pixels, or an encoder's moments), done as they come back.
 
 use super::{Autoencoder, AutoencoderExecutable, Stage};
 use crate::gpu::{record_all, Context, CopyOp, Cost, Dispatch};
 use crate::Result;
 
-/// A tiling of latents [h, w] for an autoencoder downscaling `down` times.
+/// A tiling for an autoencoder downscaling `down` times: of latents (`tile` latents a side) for
+/// the decoder, or of an image (`tile` pixels a side) for the encoder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TilePlan {
-    /// Tile side in latents (diffusers' tile_latent_min_size: sample_size / downscale).
+    /// Tile side in the input's units (diffusers' tile_latent_min_size, sample_size / downscale,
+    /// to decode; tile_sample_min_size, sample_size, to encode).
     pub tile: usize,
     pub down: usize,
+    /// Tiles of an image to encode (else of latents to decode).
+    pub encode: bool,
 }
 
 impl TilePlan {
-    /// diffusers' tiles for this autoencoder: its sample_size in pixels.
+    /// diffusers' decode tiles for this autoencoder: its sample_size in pixels.
     pub fn for_autoencoder(vae: &Autoencoder) -> Self {
         let c = &vae.config;
-        Self { tile: (c.sample_size / c.downscale()).max(1), down: c.downscale() }
+        Self { tile: (c.sample_size / c.downscale()).max(1), down: c.downscale(), encode: false }
     }
 
-    /// Whether diffusers would tile latents of `h` x `w` (only when larger than a tile).
+    /// diffusers' encode tiles: sample_size pixels.
+    pub fn encoder_for(vae: &Autoencoder) -> Self {
+        let c = &vae.config;
+        Self { tile: c.sample_size.max(1), down: c.downscale(), encode: true }
+    }
+
+    /// Whether diffusers would tile an input of `h` x `w` (only when larger than a tile).
     pub fn splits(&self, h: usize, w: usize) -> bool {
         h > self.tile || w > self.tile
     }
 
-    /// Stride between tiles, in latents: int(tile x 0.75).
+    /// Stride between tiles, in the input's units: int(tile x 0.75).
     pub fn stride(&self) -> usize {
         (self.tile * 3 / 4).max(1)
     }
 
-    /// Pixels each seam blends over: int(tile pixels x 0.25).
-    pub fn blend_extent(&self) -> usize {
-        self.tile * self.down / 4
+    /// An output side for an input side of `n`: x down to decode; to encode, what the encoder's
+    /// downsamplers (padded right and bottom by one, 3x3, stride 2) leave.
+    pub fn out_len(&self, n: usize) -> usize {
+        if !self.encode {
+            return n * self.down;
+        }
+        let mut n = n;
+        for _ in 0..self.down.trailing_zeros() {
+            n = (n.max(2) - 2) / 2 + 1;
+        }
+        n
     }
 
-    /// Pixels each tile keeps: tile pixels - blend extent.
+    /// Output rows (columns) each seam blends over: int(tile out x 0.25).
+    pub fn blend_extent(&self) -> usize {
+        self.out_len(self.tile) / 4
+    }
+
+    /// Output rows (columns) each tile keeps: a tile's output - the blend extent.
     pub fn row_limit(&self) -> usize {
-        self.tile * self.down - self.blend_extent()
+        self.out_len(self.tile) - self.blend_extent()
     }
 
     /// The tiles' starts along a side of `n` latents, and their lengths (the last ones shorter).
@@ -50,22 +74,23 @@ impl TilePlan {
     }
 }
 
-/// Decodes latents from a device buffer tile by tile: one executable per tile shape.
+/// Runs an autoencoder stage tile by tile on an input in a device buffer: one executable per
+/// tile shape.
 pub struct TiledDecoder {
     pub plan: TilePlan,
-    /// Latents [C, h, w] of one image.
+    /// The input [c, h, w] of one image (latents to decode, an image to encode).
     c: usize,
     h: usize,
     w: usize,
     out_c: usize,
     exes: Vec<((usize, usize), AutoencoderExecutable)>,
-    /// Images a tile executable decodes at once.
+    /// Images a tile executable takes at once.
     pub batch: usize,
 }
 
 impl TiledDecoder {
-    /// Tiles `plan` over latents [h, w], `stage` (Decode or DecodeLatents), up to `batch` images
-    /// a tile at once.
+    /// Tiles `plan` over an input of `h` x `w` (its units), for `stage` (Decode or DecodeLatents
+    /// with a decode plan, Encode with an encode plan), up to `batch` images a tile at once.
     pub fn new(
         ctx: &Context,
         vae: &mut Autoencoder,
@@ -75,6 +100,9 @@ impl TiledDecoder {
         h: usize,
         w: usize,
     ) -> Result<Self> {
+        if plan.encode != (stage == Stage::Encode) {
+            return Err(crate::Error::Invalid(format!("{stage:?} with a tile plan for the other stage")));
+        }
         let mut shapes = vec![];
         for &(_, th) in &plan.spans(h) {
             for &(_, tw) in &plan.spans(w) {
@@ -83,12 +111,24 @@ impl TiledDecoder {
                 }
             }
         }
+        let d = plan.down;
         let mut exes = vec![];
         for (th, tw) in shapes {
-            exes.push(((th, tw), vae.executable(ctx, stage, batch, th, tw)?));
+            // Executables are sized by their latents; an encoder tile must be whole latents.
+            let (lh, lw) = if plan.encode { (th / d, tw / d) } else { (th, tw) };
+            if plan.encode && (th % d != 0 || tw % d != 0) {
+                return Err(crate::Error::Shape(format!(
+                    "an encoder tile of {th}x{tw} pixels is not whole {d}x{d} latents"
+                )));
+            }
+            exes.push(((th, tw), vae.executable(ctx, stage, batch, lh, lw)?));
         }
-        let c = vae.config.latent_width();
-        Ok(Self { plan, c, h, w, out_c: vae.config.out_channels, exes, batch })
+        let (c, out_c) = if plan.encode {
+            (vae.config.in_channels, vae.config.encoder_out_channels_after_quant())
+        } else {
+            (vae.config.latent_width(), vae.config.out_channels)
+        };
+        Ok(Self { plan, c, h, w, out_c, exes, batch })
     }
 
     fn exe(&self, th: usize, tw: usize) -> &AutoencoderExecutable {
@@ -96,10 +136,13 @@ impl TiledDecoder {
         // ok: new planned every span
     }
 
-    /// Decodes images `0..n` of `latents` [n, C, h, w] on the device; returns [n, out_c, h d, w d].
-    pub fn decode(&self, ctx: &Context, latents: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
-        let (c, h, w, d) = (self.c, self.h, self.w, self.plan.down);
-        let (oh, ow) = (h * d, w * d);
+    /// Runs images `0..n` of `input` [n, c, h, w] on the device, tile by tile; returns the
+    /// blended outputs [n, out_c, out h, out w].
+    pub fn decode(&self, ctx: &Context, input: &wgpu::Buffer, n: usize) -> Result<Vec<f32>> {
+        let latents = input;
+        let (c, h, w) = (self.c, self.h, self.w);
+        let p = self.plan;
+        let (oh, ow) = (p.out_len(h), p.out_len(w));
         let mut out = vec![0.0f32; n * self.out_c * oh * ow];
         for first in (0..n).step_by(self.batch) {
             let m = self.batch.min(n - first);
@@ -126,16 +169,13 @@ impl TiledDecoder {
                             }
                         }
                     }
-                    let mut list = vec![Dispatch::copies_only("latent tile", copies, Cost::default())];
+                    let mut list = vec![Dispatch::copies_only("input tile", copies, Cost::default())];
                     list.extend(e.exe.dispatches.iter().cloned());
                     let mut enc = ctx.device.create_command_encoder(&Default::default());
                     record_all(&mut enc, &list);
                     ctx.queue.submit([enc.finish()]);
-                    row.push((
-                        th * d,
-                        tw * d,
-                        ctx.read_buffer(e.output_buffer(), m * self.out_c * th * d * tw * d)?,
-                    ));
+                    let (toh, tow) = (p.out_len(th), p.out_len(tw));
+                    row.push((toh, tow, ctx.read_buffer(e.output_buffer(), m * self.out_c * toh * tow)?));
                 }
                 rows.push(row);
             }
