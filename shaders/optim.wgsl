@@ -7,12 +7,14 @@
 //
 // adamw, with g = grad * clip (the clipping coefficient, 1 without clipping):
 //   p = p * decay;  m = fma(1 - b1, g - m, m);  v = v * b2;  v = fma((1 - b2) g, g, v)
-//   p = p + (neg_step * m) / (sqrt(v) / bc2_sqrt + eps)
+//   p = p + (neg_step lr_scale * m) / (sqrt(v) / bc2_sqrt + eps)    (lr_scale 1: exactly PyTorch's)
 // then, with EMA, the EMA of the weights on the fresh p: shadow = shadow - (1 - d) (shadow - p)
 
 struct Params {
     len: u32, groups_x: u32, one_minus_beta1: f32, beta2: f32,
-    one_minus_beta2: f32, eps: f32, _pad0: u32, _pad1: u32,
+    one_minus_beta2: f32, eps: f32,
+    lr_scale: f32,  // this weight's learning rate over the run's (1: the same)
+    _pad1: u32,
 }
 
 // One optimizer step's scalars (src/kernels/optim.rs: StepRow).
@@ -52,7 +54,7 @@ fn adamw(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) 
         let v = fma(p.one_minus_beta2 * g, g, m2[i] * p.beta2);
         m1[i] = m;
         m2[i] = v;
-        let updated = x + (r.neg_step * m) / (sqrt(v) / r.bc2_sqrt + p.eps);
+        let updated = x + (r.neg_step * p.lr_scale * m) / (sqrt(v) / r.bc2_sqrt + p.eps);
         param[i] = updated;
         if (EMA) {
             let s = shadow[i];

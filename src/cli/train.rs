@@ -128,6 +128,10 @@ pub struct TrainArgs {
     /// training) [default: 0.1 for a class-conditional model].
     #[arg(long, allow_hyphen_values = true)]
     pub class_dropout: Option<f64>,
+    /// The class embedding's learning rate over --lr: a class table new to an --init model
+    /// learns this many times faster than the trained weights it joins [default: 1].
+    #[arg(long, allow_hyphen_values = true)]
+    pub class_lr_scale: Option<f64>,
     /// The class labels of the images: an .npy of integers, one per image (IDX data finds
     /// train-labels-idx1-ubyte[.gz] beside its images; an image folder's subfolders are its classes).
     #[arg(long)]
@@ -233,6 +237,9 @@ fn start(args: &TrainArgs) -> Result<Start> {
 
 /// The class dropout asked for: a probability below 1.
 fn class_dropout(args: &TrainArgs) -> Result<Option<f64>> {
+    if let Some(k) = args.class_lr_scale.filter(|k| !(k.is_finite() && *k > 0.0)) {
+        return Err(Error::Invalid(format!("--class-lr-scale {k}: a positive number")));
+    }
     match args.class_dropout {
         Some(p) if !(p.is_finite() && (0.0..1.0).contains(&p)) => {
             Err(Error::Invalid(format!("--class-dropout {p}: a probability from 0 up to (not including) 1")))
@@ -296,6 +303,7 @@ fn recipe(args: &TrainArgs, scheduler: &Map<String, Value>, epoch_steps: u64) ->
         seed: args.seed.unwrap_or(d.seed),
         random_flip: args.random_flip,
         class_dropout: 0.0,
+        class_lr_scale: 1.0,
     })
 }
 
@@ -325,6 +333,7 @@ fn recipe_flags_given(args: &TrainArgs) -> Vec<&'static str> {
         ("--num-classes", args.num_classes.is_some()),
         ("--class-dropout", args.class_dropout.is_some()),
         ("--class-names", args.class_names.is_some()),
+        ("--class-lr-scale", args.class_lr_scale.is_some()),
     ];
     given.iter().filter(|g| g.1).map(|g| g.0).collect()
 }
@@ -419,7 +428,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         "the model's config",
     )?;
     if !conditional {
-        let given = [("--class-dropout", dropout.is_some()), ("--class-names", given_names.is_some())];
+        let given = [
+            ("--class-dropout", dropout.is_some()),
+            ("--class-names", given_names.is_some()),
+            ("--class-lr-scale", args.class_lr_scale.is_some()),
+        ];
         if let Some((flag, _)) = given.iter().find(|g| g.1) {
             return Err(Error::Invalid(format!(
                 "{flag} is for a class-conditional model: give --num-classes N (or a model with a class embedding)"
@@ -443,7 +456,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         None => {
             let batch = args.batch.unwrap_or(Recipe::default().batch) as u64;
             let r = recipe(args, &start.scheduler, (dataset.count as u64).div_ceil(batch.max(1)))?;
-            Recipe { class_dropout: if conditional { dropout.unwrap_or(0.1) } else { 0.0 }, ..r }
+            Recipe {
+                class_dropout: if conditional { dropout.unwrap_or(0.1) } else { 0.0 },
+                class_lr_scale: args.class_lr_scale.unwrap_or(1.0),
+                ..r
+            }
         }
     };
     // A class-conditional run's classes: recorded in the config, the data's labels mapped.

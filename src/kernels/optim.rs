@@ -34,7 +34,8 @@ struct Params {
     beta2: f32,
     one_minus_beta2: f32,
     eps: f32,
-    _pad: [u32; 2],
+    lr_scale: f32,
+    _pad: u32,
 }
 
 /// AdamW's hyperparameters (PyTorch's names and defaults but the learning rate, which the rows
@@ -82,7 +83,7 @@ impl StepRow {
 }
 
 /// The constants of `adamw` in f32, as PyTorch rounds them.
-fn params(ctx: &Context, h: &AdamW, len: usize) -> (wgpu::Buffer, [u32; 3]) {
+fn params(ctx: &Context, h: &AdamW, len: usize, lr_scale: f32) -> (wgpu::Buffer, [u32; 3]) {
     let workgroups = grid_1d(ctx, len.div_ceil(PER), 256);
     let p = Params {
         len: len as u32,
@@ -91,7 +92,8 @@ fn params(ctx: &Context, h: &AdamW, len: usize) -> (wgpu::Buffer, [u32; 3]) {
         beta2: h.beta2 as f32,
         one_minus_beta2: (1.0 - h.beta2) as f32,
         eps: h.eps as f32,
-        _pad: [0; 2],
+        lr_scale,
+        _pad: 0,
     };
     (ctx.uniform(&p), workgroups)
 }
@@ -114,7 +116,9 @@ pub struct AdamWBuffers<'a> {
 }
 
 /// One AdamW step over `len` values, and the EMA's step where there is a shadow.
-pub fn adamw(ctx: &Context, h: &AdamW, len: usize, b: &AdamWBuffers) -> Result<Dispatch> {
+/// AdamW over `len` values; `lr_scale` multiplies the run's learning rate for this weight (1: the
+/// same, bit for bit PyTorch's step).
+pub fn adamw(ctx: &Context, h: &AdamW, len: usize, lr_scale: f32, b: &AdamWBuffers) -> Result<Dispatch> {
     if len == 0 {
         bail_shape!("adamw: an empty weight");
     }
@@ -125,7 +129,7 @@ pub fn adamw(ctx: &Context, h: &AdamW, len: usize, b: &AdamWBuffers) -> Result<D
     if let Some(s) = b.shadow {
         check_len("adamw", "EMA shadow", s, len)?;
     }
-    let (params, workgroups) = params(ctx, h, len);
+    let (params, workgroups) = params(ctx, h, len, lr_scale);
     let ema = b.shadow.is_some() as u64;
     ctx.dispatch(
         &ADAMW,
@@ -137,9 +141,11 @@ pub fn adamw(ctx: &Context, h: &AdamW, len: usize, b: &AdamWBuffers) -> Result<D
 }
 
 /// Plain reference of `adamw`, in f32 in the kernel's (and PyTorch's) order of operations.
+#[allow(clippy::too_many_arguments)]
 pub fn reference_adamw(
     h: &AdamW,
     row: &StepRow,
+    lr_scale: f32,
     clip: f32,
     param: &mut [f32],
     grad: &[f32],
@@ -152,7 +158,7 @@ pub fn reference_adamw(
         let x = param[i] * row.decay;
         m[i] = b1c.mul_add(g - m[i], m[i]);
         v[i] = (b2c * g).mul_add(g, v[i] * b2);
-        param[i] = x + (row.neg_step * m[i]) / (v[i].sqrt() / row.bc2_sqrt + eps);
+        param[i] = x + (row.neg_step * lr_scale * m[i]) / (v[i].sqrt() / row.bc2_sqrt + eps);
     }
 }
 

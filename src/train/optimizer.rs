@@ -57,6 +57,22 @@ impl Optimizer {
         max_norm: Option<f32>,
         ema: bool,
     ) -> Result<Self> {
+        Self::with_lr_scales(ctx, unet, gradients, hyper, rows, max_norm, ema, &|_| 1.0)
+    }
+
+    /// `new` with each weight's learning rate scaled by `lr_scale(its file name)` (a new class
+    /// table learning faster than the weights it joins).
+    #[allow(clippy::too_many_arguments)]
+    pub fn with_lr_scales(
+        ctx: &crate::gpu::Context,
+        unet: &UNet,
+        gradients: &[ParamGradient],
+        hyper: &AdamW,
+        rows: &[StepRow],
+        max_norm: Option<f32>,
+        ema: bool,
+        lr_scale: &dyn Fn(&str) -> f32,
+    ) -> Result<Self> {
         if rows.is_empty() || gradients.is_empty() {
             return Err(Error::Invalid("an optimizer needs at least one step and one trained weight".into()));
         }
@@ -90,7 +106,8 @@ impl Optimizer {
                 state: &state,
                 shadow: shadow.as_ref(),
             };
-            dispatches.push(optim::adamw(ctx, hyper, g.len, &b)?);
+            let scale = unet.bank.layouts[g.weight].name().map_or(1.0, lr_scale);
+            dispatches.push(optim::adamw(ctx, hyper, g.len, scale, &b)?);
             weights.push(WeightState { weight: g.weight, len: g.len, m, v, shadow });
         }
         dispatches.push(advance_step(ctx, &state)?);

@@ -30,6 +30,9 @@ pub struct Recipe {
     /// A class-conditional model's labels swap for the null class with this probability
     /// (classifier-free guidance training); 0 for an unconditional model.
     pub class_dropout: f64,
+    /// The class embedding's learning rate over the run's (a table new to a fine-tuned model
+    /// learns faster than the trained weights it joins); 1 elsewhere.
+    pub class_lr_scale: f64,
 }
 
 impl Default for Recipe {
@@ -52,6 +55,7 @@ impl Default for Recipe {
             seed: 0,
             random_flip: false,
             class_dropout: 0.0,
+            class_lr_scale: 1.0,
         }
     }
 }
@@ -127,6 +131,7 @@ impl Recipe {
             "seed": self.seed,
             "random_flip": self.random_flip,
             "class_dropout": self.class_dropout,
+            "class_lr_scale": self.class_lr_scale,
         })
     }
 
@@ -178,6 +183,7 @@ impl Recipe {
             random_flip: v.get("random_flip").and_then(Value::as_bool).ok_or_else(|| bad("random_flip"))?,
             // Runs saved before class conditioning have no dropout.
             class_dropout: v.get("class_dropout").and_then(Value::as_f64).unwrap_or(0.0),
+            class_lr_scale: v.get("class_lr_scale").and_then(Value::as_f64).unwrap_or(1.0),
         })
     }
 }
@@ -195,6 +201,7 @@ mod tests {
             grad_clip: None,
             prediction: Prediction::VPrediction,
             class_dropout: 0.25,
+            class_lr_scale: 30.0,
             ..r
         };
         assert_eq!(Recipe::from_json(&no_ema.to_json(), "t").unwrap(), no_ema);

@@ -98,7 +98,9 @@ impl Trainer {
         let options = StepOptions { prediction: recipe.prediction, max_micro: usize::MAX, memory_budget };
         let step = TrainStep::new(ctx, unet, alphas_cumprod, recipe.batch, &options)?;
         let rows = recipe.rows();
-        let optimizer = Optimizer::new(
+        // A class table learns `class_lr_scale` times faster than the weights it joins.
+        let class_scale = recipe.class_lr_scale as f32;
+        let optimizer = Optimizer::with_lr_scales(
             ctx,
             unet,
             &step.gradients,
@@ -106,6 +108,7 @@ impl Trainer {
             &rows,
             recipe.grad_clip,
             recipe.ema.is_some(),
+            &|name| if name.starts_with("class_embedding.") { class_scale } else { 1.0 },
         )?;
         let ring = ring.clamp(1, recipe.steps.max(1) as usize);
         let batches = DeviceBatches::new(

@@ -108,7 +108,7 @@ fn clipping_adamw_and_ema_follow_pytorch_and_diffusers_for_five_steps() {
                 state: &st.buffer,
                 shadow: Some(&shadow[i].buffer),
             };
-            list.push(optim::adamw(c, &HYPER, grads[i].len(), &b).unwrap());
+            list.push(optim::adamw(c, &HYPER, grads[i].len(), 1.0, &b).unwrap());
         }
         c.run(&list);
         let clip = f32::from_bits(c.read_u32(&st).unwrap()[1]);
@@ -126,7 +126,7 @@ fn clipping_adamw_and_ema_follow_pytorch_and_diffusers_for_five_steps() {
         for i in 0..TENSORS {
             let row = &rows[k as usize - 1];
             let [rp, rm, rv, rs] = &mut reference[i];
-            optim::reference_adamw(&HYPER, row, clip, rp, &grads[i], rm, rv);
+            optim::reference_adamw(&HYPER, row, 1.0, clip, rp, &grads[i], rm, rv);
             optim::reference_ema(row, rp, rs);
             for (what, got, want) in [
                 ("param", read(&p[i]), &*rp),
@@ -164,9 +164,10 @@ fn check_geometry_on(c: &Context, n: usize, ema: bool, seed: u64) {
         state: &st.buffer,
         shadow: ema.then_some(&s.buffer),
     };
-    c.run(&[optim::adamw(c, &AdamW::default(), n, &b).unwrap()]);
+    // A weight whose learning rate is scaled (a new class table's).
+    c.run(&[optim::adamw(c, &AdamW::default(), n, 2.5, &b).unwrap()]);
     let (mut rp, mut rm, mut rv, mut rs) = (p0, m0.clone(), v0, m0);
-    optim::reference_adamw(&AdamW::default(), &row, 0.5, &mut rp, &grad, &mut rm, &mut rv);
+    optim::reference_adamw(&AdamW::default(), &row, 2.5, 0.5, &mut rp, &grad, &mut rm, &mut rv);
     if ema {
         optim::reference_ema(&row, &rp, &mut rs);
     }
