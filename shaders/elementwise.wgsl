@@ -124,3 +124,19 @@ fn gaussian_sample(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     }
     dst[i] = (x - p.beta) * p.alpha;
 }
+
+// A batch's gradient from its shares' (src0 [shares, len], the shares in batch order), summed
+// in the one order every run uses: dst = ((s0 + s1) + s2) + ..., the additions `accumulate`
+// makes when one process sums the shares as it computes them, so any split of the shares over
+// processes gives the same bits. h = the number of shares.
+@compute @workgroup_size(WG)
+fn sum_shares(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    var acc = src0[i];
+    for (var s = 1u; s < p.h; s++) {
+        acc = acc + src0[s * p.len + i];
+    }
+    dst[i] = acc;
+}

@@ -128,6 +128,11 @@ pub struct TrainArgs {
     /// training) [default: 0.1 for a class-conditional model].
     #[arg(long, allow_hyphen_values = true)]
     pub class_dropout: Option<f64>,
+    /// Sum each batch's gradient in K fixed shares (contiguous by image index, each summed alone,
+    /// then added in order), so 1 to K ranks (any divisor) give the same bits [default: the most
+    /// up to 8 that divide --batch].
+    #[arg(long)]
+    pub grad_shards: Option<usize>,
     /// The class embedding's learning rate over --lr: a class table new to an --init model
     /// learns this many times faster than the trained weights it joins [default: 1].
     #[arg(long, allow_hyphen_values = true)]
@@ -145,6 +150,8 @@ pub struct TrainArgs {
 }
 
 const DEFAULT_ARCH: &str = "fashion-mnist";
+/// Gradient shares a batch is summed in, at most, unless told.
+const DEFAULT_GRAD_SHARES: usize = 8;
 /// Grids of this many images, with this sampler.
 const SAMPLE_IMAGES: usize = 16;
 const SAMPLE_SEED: u64 = 0;
@@ -304,7 +311,20 @@ fn recipe(args: &TrainArgs, scheduler: &Map<String, Value>, epoch_steps: u64) ->
         random_flip: args.random_flip,
         class_dropout: 0.0,
         class_lr_scale: 1.0,
+        grad_shares: grad_shares(args, batch)?,
     })
+}
+
+/// The batch's gradient shares: `--grad-shards K`, else the most up to 8 that divide the batch
+/// (so 1, 2, 4 or 8 ranks can share a run of a batch of 16 and give one process's bits).
+fn grad_shares(args: &TrainArgs, batch: usize) -> Result<usize> {
+    match args.grad_shards {
+        Some(k) if k == 0 || !batch.is_multiple_of(k) => {
+            Err(Error::Invalid(format!("--grad-shards {k}: a divisor of the batch ({batch})")))
+        }
+        Some(k) => Ok(k),
+        None => Ok((1..=DEFAULT_GRAD_SHARES).rev().find(|k| batch.is_multiple_of(*k)).unwrap_or(1)),
+    }
 }
 
 /// The flags that change a run's numbers, given with `--resume`.
@@ -334,6 +354,7 @@ fn recipe_flags_given(args: &TrainArgs) -> Vec<&'static str> {
         ("--class-dropout", args.class_dropout.is_some()),
         ("--class-names", args.class_names.is_some()),
         ("--class-lr-scale", args.class_lr_scale.is_some()),
+        ("--grad-shards", args.grad_shards.is_some()),
     ];
     given.iter().filter(|g| g.1).map(|g| g.0).collect()
 }

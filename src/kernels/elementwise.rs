@@ -24,6 +24,7 @@ spec!(SILU_BACKWARD, "silu_backward");
 spec!(UPSAMPLE_BACKWARD, "upsample_nearest2x_backward");
 spec!(MSE_GRAD, "mse_grad");
 spec!(GAUSSIAN_SAMPLE, "gaussian_sample");
+spec!(SUM_SHARES, "sum_shares");
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -154,6 +155,34 @@ pub fn reference_gaussian_sample(
             ((x - shift as f64) * scale as f64) as f32
         })
         .collect()
+}
+
+/// y [len] = the sum of `shares` [shares, len] in order, ((s0 + s1) + s2) + ...: the same
+/// additions `accumulate` makes share by share.
+pub fn sum_shares(
+    ctx: &Context,
+    len: usize,
+    shares: usize,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    if shares == 0 {
+        bail_shape!("sum_shares: no shares");
+    }
+    check_len("sum_shares", "shares", x, shares * len)?;
+    let p = Params { len: len as u32, h: shares as u32, ..Default::default() };
+    launch(ctx, &SUM_SHARES, p, x, None, y, (shares + 1) * len)
+}
+
+/// Reference of `sum_shares` (and of `accumulate` share by share): f32 additions in order.
+pub fn reference_sum_shares(len: usize, x: &[f32]) -> Vec<f32> {
+    let mut acc = x[..len].to_vec();
+    for share in x[len..].chunks(len) {
+        for (a, v) in acc.iter_mut().zip(share) {
+            *a += v;
+        }
+    }
+    acc
 }
 
 /// y [N, Ca + Cb, HW] = concat(a [N, Ca, HW], b [N, Cb, HW]) along channels.

@@ -33,6 +33,9 @@ pub struct Recipe {
     /// The class embedding's learning rate over the run's (a table new to a fine-tuned model
     /// learns faster than the trained weights it joins); 1 elsewhere.
     pub class_lr_scale: f64,
+    /// The fixed shares each batch's gradient is summed in (`StepOptions::shares`): what lets
+    /// any number of ranks that divides it give the bits of one process.
+    pub grad_shares: usize,
 }
 
 impl Default for Recipe {
@@ -56,6 +59,7 @@ impl Default for Recipe {
             random_flip: false,
             class_dropout: 0.0,
             class_lr_scale: 1.0,
+            grad_shares: 1,
         }
     }
 }
@@ -132,6 +136,7 @@ impl Recipe {
             "random_flip": self.random_flip,
             "class_dropout": self.class_dropout,
             "class_lr_scale": self.class_lr_scale,
+            "grad_shares": self.grad_shares,
         })
     }
 
@@ -184,6 +189,8 @@ impl Recipe {
             // Runs saved before class conditioning have no dropout.
             class_dropout: v.get("class_dropout").and_then(Value::as_f64).unwrap_or(0.0),
             class_lr_scale: v.get("class_lr_scale").and_then(Value::as_f64).unwrap_or(1.0),
+            // Runs saved before gradient shares summed the batch as one.
+            grad_shares: v.get("grad_shares").and_then(Value::as_u64).unwrap_or(1) as usize,
         })
     }
 }
@@ -202,6 +209,7 @@ mod tests {
             prediction: Prediction::VPrediction,
             class_dropout: 0.25,
             class_lr_scale: 30.0,
+            grad_shares: 4,
             ..r
         };
         assert_eq!(Recipe::from_json(&no_ema.to_json(), "t").unwrap(), no_ema);

@@ -3,6 +3,8 @@
 //! one planned graph (forward + backward). A batch too large for the device runs as micro-batches
 //! whose gradients accumulate in fixed order; nothing is read back.
 
+use std::ops::Range;
+
 use crate::gpu::{Context, CopyOp, Cost, Dispatch};
 use crate::graph::autodiff::{self, Gradients};
 use crate::graph::{Executable, Graph, Plan, TensorId, WeightId};
@@ -11,7 +13,7 @@ use crate::kernels::elementwise;
 use crate::model::{unet, HostTensor, UNet};
 use crate::{Error, Result};
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StepOptions {
     /// What the model predicts, and so what the loss compares it with (diffusers'
     /// `prediction_type`): eps, x0, or v = sqrt(abar) eps - sqrt(1 - abar) x0.
@@ -20,12 +22,37 @@ pub struct StepOptions {
     pub max_micro: usize,
     /// Planned bytes (activations, kernels' scratch, gradients) one micro-batch may take.
     pub memory_budget: u64,
+    /// The fixed shares the batch's gradient is summed in (contiguous, by image index, a
+    /// divisor of the batch): each share's micro-batches summed alone, then the shares in order,
+    /// whatever the number of processes computing them, so every split gives the same bits.
+    pub shares: usize,
+    /// The shares this process computes, where ranks share the work: each one's gradient is left
+    /// apart for the exchange (`ShareExchange`). None: every share, summed here.
+    pub own: Option<Range<usize>>,
 }
 
 impl Default for StepOptions {
     fn default() -> Self {
-        Self { prediction: Prediction::Epsilon, max_micro: usize::MAX, memory_budget: 4 << 30 }
+        Self {
+            prediction: Prediction::Epsilon,
+            max_micro: usize::MAX,
+            memory_budget: 4 << 30,
+            shares: 1,
+            own: None,
+        }
     }
+}
+
+/// Where a process that computes some shares of each batch leaves their gradients for the
+/// other ranks: one flat buffer a share (every trained weight's gradient, in `gradients` order
+/// at `offsets`), and the batch's summed gradients written back into `StepGradients`.
+pub struct ShareExchange {
+    /// Per share this process computes: its gradients, flat.
+    pub staging: Vec<wgpu::Buffer>,
+    /// Each trained weight's place in a flat share.
+    pub offsets: Vec<usize>,
+    /// Values in a flat share.
+    pub total_len: usize,
 }
 
 /// The training graph of a UNet for `micro` images of a `batch`: forward, loss, backward.
@@ -90,8 +117,15 @@ pub struct TrainStep {
     pub labels: Option<wgpu::Buffer>,
     /// Each micro-batch's share of the loss.
     pub losses: wgpu::Buffer,
-    /// Where the step leaves the gradient of each trained weight.
+    /// Where the step leaves the gradient of each trained weight (the batch's, summed; with an
+    /// exchange, written there by `ShareExchange`'s sum).
     pub gradients: Vec<ParamGradient>,
+    /// The shares of the batch, this process's and the micro-batches a share takes.
+    pub shares: usize,
+    pub own: Range<usize>,
+    pub per_share: usize,
+    /// Where ranks share the work: the shares' gradients, left apart.
+    pub exchange: Option<ShareExchange>,
     /// The whole step.
     pub dispatches: Vec<Dispatch>,
     /// Planned bytes: activation slots (forward and backward), the kernels' own scratch and
@@ -109,7 +143,7 @@ pub struct ParamGradient {
 
 impl TrainStep {
     /// Plans a step for `batch` images with the noise schedule `alphas_cumprod`: picks the largest
-    /// micro-batch (a divisor of `batch`) whose graph fits the device and the budget.
+    /// micro-batch (a divisor of a share of `batch`) whose graph fits the device and the budget.
     pub fn new(
         ctx: &Context,
         unet: &mut UNet,
@@ -120,9 +154,22 @@ impl TrainStep {
         if batch == 0 {
             return Err(Error::Invalid("the batch must be at least 1".into()));
         }
+        let shares = options.shares;
+        if shares == 0 || !batch.is_multiple_of(shares) {
+            return Err(Error::Invalid(format!(
+                "a batch of {batch} does not split into {shares} gradient shares"
+            )));
+        }
+        let share_len = batch / shares;
+        let own = options.own.clone().unwrap_or(0..shares);
+        if own.is_empty() || own.end > shares {
+            return Err(Error::Invalid(format!("shares {own:?} of {shares}")));
+        }
         let mut tried = vec![];
         let mut chosen = None;
-        for micro in (1..=batch.min(options.max_micro.max(1))).rev().filter(|&m| batch.is_multiple_of(m)) {
+        for micro in
+            (1..=share_len.min(options.max_micro.max(1))).rev().filter(|&m| share_len.is_multiple_of(m))
+        {
             let graph = TrainGraph::build(ctx, unet, micro, batch)?;
             let (bytes, fits) = graph.fits(ctx, options.memory_budget);
             if fits {
@@ -149,7 +196,9 @@ impl TrainStep {
         let (t_index, t_value) =
             (ctx.scratch_buffer("batch t (index)", batch), ctx.scratch_buffer("batch t", batch));
         let labels = graph.class_labels.map(|_| ctx.scratch_buffer("batch class labels", batch));
-        let splits = batch / micro;
+        let per_share = share_len / micro;
+        // This process's micro-batches, and their losses.
+        let splits = own.len() * per_share;
         let losses = ctx.scratch_buffer("micro-batch losses", splits);
         // The micro-batch's own x0, eps and t, copied out of the batch.
         let (mx0, meps, mt) = (
@@ -171,57 +220,94 @@ impl TrainStep {
             .iter()
             .map(|&(p, grad)| (g.weight_of(p).expect("a param"), grad, g.shape(grad).iter().product())) // ok: autodiff returns params
             .collect();
-        let accumulators: Vec<wgpu::Buffer> = if splits > 1 {
-            params.iter().map(|&(_, _, n)| ctx.scratch_buffer("gradient accumulator", n)).collect()
-        } else {
-            vec![]
+        let scratch = |what: &str| -> Vec<wgpu::Buffer> {
+            params.iter().map(|&(_, _, n)| ctx.scratch_buffer(what, n)).collect()
+        };
+        // A share's micro-batches summed in order (where it has several); the shares summed in
+        // order into the batch's gradient (where this process sums several), or left apart for
+        // the exchange.
+        let share_acc = if per_share > 1 { scratch("share gradient") } else { vec![] };
+        let exchange = options.own.as_ref().map(|_| {
+            let mut offsets = vec![];
+            let mut total_len = 0;
+            for &(_, _, n) in &params {
+                offsets.push(total_len);
+                total_len += n;
+            }
+            let staging =
+                own.clone().map(|_| ctx.scratch_buffer("share gradients (exchange)", total_len)).collect();
+            ShareExchange { staging, offsets, total_len }
+        });
+        let totals = if exchange.is_some() || own.len() > 1 { scratch("batch gradient") } else { vec![] };
+        let copy = |src: &wgpu::Buffer, dst: &wgpu::Buffer, at: usize, n: usize| {
+            let c = CopyOp::buffer(src, 0, dst, 4 * at as u64, 4 * n as u64);
+            Dispatch::copies_only("gradient accumulation", vec![c], Cost::default())
         };
         let mut dispatches = vec![];
-        for k in 0..splits as u64 {
-            let (img, f) = (4 * micro_len as u64, 4 * micro as u64);
-            let mut inputs = vec![
-                CopyOp::buffer(&x0, k * img, &mx0, 0, img),
-                CopyOp::buffer(&eps, k * img, &meps, 0, img),
-                CopyOp::buffer(&t_index, k * f, &mt, 0, f),
-                CopyOp::buffer(&t_value, k * f, timesteps, 0, f),
-            ];
-            if let (Some(l), Some(input)) = (&labels, graph.class_labels) {
-                inputs.push(CopyOp::buffer(l, k * f, exe.buffer(input), 0, f));
-            }
-            dispatches.push(Dispatch::copies_only("micro-batch inputs", inputs, Cost::default()));
-            dispatches.push(diff::add_noise(ctx, micro, per_image, steps, &mx0, &meps, &mt, &table, sample)?);
-            match options.prediction {
-                Prediction::Epsilon | Prediction::Sample => {
-                    let src = if options.prediction == Prediction::Epsilon { &meps } else { &mx0 };
-                    let c = vec![CopyOp::buffer(src, 0, target, 0, img)];
-                    dispatches.push(Dispatch::copies_only("loss target", c, Cost::default()));
+        for (si, s) in own.clone().enumerate() {
+            for j in 0..per_share {
+                // k: the micro-batch's place in the batch; local: in this process's losses.
+                let (k, local) = ((s * per_share + j) as u64, (si * per_share + j) as u64);
+                let (img, f) = (4 * micro_len as u64, 4 * micro as u64);
+                let mut inputs = vec![
+                    CopyOp::buffer(&x0, k * img, &mx0, 0, img),
+                    CopyOp::buffer(&eps, k * img, &meps, 0, img),
+                    CopyOp::buffer(&t_index, k * f, &mt, 0, f),
+                    CopyOp::buffer(&t_value, k * f, timesteps, 0, f),
+                ];
+                if let (Some(l), Some(input)) = (&labels, graph.class_labels) {
+                    inputs.push(CopyOp::buffer(l, k * f, exe.buffer(input), 0, f));
                 }
-                Prediction::VPrediction => dispatches
-                    .push(diff::add_noise(ctx, micro, per_image, steps, &mx0, &meps, &mt, &v_table, target)?),
-            }
-            dispatches.extend(exe.dispatches.iter().cloned());
-            let loss = vec![CopyOp::buffer(exe.buffer(graph.loss), 0, &losses, 4 * k, 4)];
-            dispatches.push(Dispatch::copies_only("micro-batch loss", loss, Cost::default()));
-            for ((_, grad, n), acc) in params.iter().zip(&accumulators) {
-                let grad = exe.buffer(*grad);
-                dispatches.push(if k == 0 {
-                    Dispatch::copies_only(
-                        "gradient accumulation",
-                        vec![CopyOp::buffer(grad, 0, acc, 0, 4 * *n as u64)],
-                        Cost::default(),
-                    )
-                } else {
-                    elementwise::accumulate(ctx, *n, grad, acc)?
-                });
+                dispatches.push(Dispatch::copies_only("micro-batch inputs", inputs, Cost::default()));
+                dispatches
+                    .push(diff::add_noise(ctx, micro, per_image, steps, &mx0, &meps, &mt, &table, sample)?);
+                match options.prediction {
+                    Prediction::Epsilon | Prediction::Sample => {
+                        let src = if options.prediction == Prediction::Epsilon { &meps } else { &mx0 };
+                        let c = vec![CopyOp::buffer(src, 0, target, 0, img)];
+                        dispatches.push(Dispatch::copies_only("loss target", c, Cost::default()));
+                    }
+                    Prediction::VPrediction => dispatches.push(diff::add_noise(
+                        ctx, micro, per_image, steps, &mx0, &meps, &mt, &v_table, target,
+                    )?),
+                }
+                dispatches.extend(exe.dispatches.iter().cloned());
+                let loss = vec![CopyOp::buffer(exe.buffer(graph.loss), 0, &losses, 4 * local, 4)];
+                dispatches.push(Dispatch::copies_only("micro-batch loss", loss, Cost::default()));
+                for (p, &(_, grad, n)) in params.iter().enumerate() {
+                    let grad = exe.buffer(grad);
+                    // The share's gradient so far.
+                    let share = if per_share > 1 {
+                        dispatches.push(if j == 0 {
+                            copy(grad, &share_acc[p], 0, n)
+                        } else {
+                            elementwise::accumulate(ctx, n, grad, &share_acc[p])?
+                        });
+                        &share_acc[p]
+                    } else {
+                        grad
+                    };
+                    if j + 1 < per_share {
+                        continue;
+                    }
+                    match &exchange {
+                        Some(x) => dispatches.push(copy(share, &x.staging[si], x.offsets[p], n)),
+                        None if totals.is_empty() => {}
+                        None => dispatches.push(if si == 0 {
+                            copy(share, &totals[p], 0, n)
+                        } else {
+                            elementwise::accumulate(ctx, n, share, &totals[p])?
+                        }),
+                    }
+                }
             }
         }
         let gradients = params
             .iter()
             .enumerate()
-            .map(|(i, &(weight, grad, len))| ParamGradient {
-                weight,
-                buffer: accumulators.get(i).unwrap_or_else(|| exe.buffer(grad)).clone(),
-                len,
+            .map(|(i, &(weight, grad, len))| {
+                let buffer = totals.get(i).or(share_acc.get(i)).unwrap_or_else(|| exe.buffer(grad)).clone();
+                ParamGradient { weight, buffer, len }
             })
             .collect();
         // The buffers made since the plan (the batch, the accumulators, the kernels' scratch and
@@ -239,6 +325,10 @@ impl TrainStep {
             labels,
             losses,
             gradients,
+            shares,
+            own,
+            per_share,
+            exchange,
             dispatches,
             peak_bytes,
         })
@@ -290,8 +380,8 @@ impl TrainStep {
 
     /// The batch's loss (the micro-batches' shares summed; reads back, so waits for the device).
     pub fn loss(&self, ctx: &Context) -> Result<f32> {
-        let shares = ctx.read_buffer(&self.losses, self.batch / self.micro)?;
-        Ok(shares.iter().sum())
+        let parts = ctx.read_buffer(&self.losses, self.own.len() * self.per_share)?;
+        Ok(sum_losses(&parts, self.per_share))
     }
 }
 
@@ -306,6 +396,12 @@ impl TrainStep {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
+}
+
+/// The batch's loss from its micro-batches' (in batch order): each share's summed, then the
+/// shares in order, as the gradients are, so every split of the work logs the same bits.
+pub fn sum_losses(micro_losses: &[f32], per_share: usize) -> f32 {
+    micro_losses.chunks(per_share.max(1)).map(|share| share.iter().sum::<f32>()).sum()
 }
 
 fn noise_table_buffer(ctx: &Context, rows: &[f32]) -> wgpu::Buffer {

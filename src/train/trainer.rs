@@ -55,11 +55,30 @@ pub struct Trainer {
     logs: [LogBuffers; 2],
     submissions: usize,
     pending: Option<Pending>,
+    /// Where ranks share each step: every share's gradients of each weight, gathered, and the
+    /// fixed-order sums of them into the step's gradients.
+    shared: Option<Shared>,
+}
+
+/// A rank's view of a shared step: the gathered shares [shares, len] of each trained weight and
+/// the dispatches that sum them, then the optimizer's.
+struct Shared {
+    gathered: Vec<wgpu::Buffer>,
+    finish: Vec<Dispatch>,
+}
+
+/// What a rank computed of one step: its shares' gradients (flat, share after share, each in
+/// `ShareExchange::offsets` order) and its micro-batches' losses. Ranks' parts, joined in rank
+/// order, are the whole step's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SharePart {
+    pub gradients: Vec<f32>,
+    pub losses: Vec<f32>,
 }
 
 /// Floats a step logs: each micro-batch's loss share, then the gradient norm.
 fn row_len(step: &TrainStep) -> usize {
-    step.batch / step.micro + 1
+    step.own.len() * step.per_share + 1
 }
 
 impl Trainer {
@@ -77,6 +96,26 @@ impl Trainer {
         ring: usize,
         labels: Option<BatchLabels>,
     ) -> Result<Self> {
+        Self::sharing(ctx, unet, alphas_cumprod, dataset, recipe, memory_budget, ring, labels, None)
+    }
+
+    /// `new` for one of several ranks sharing each step: this trainer computes the recipe's
+    /// gradient shares `own` (`compute_shares`), the ranks exchange them, and each applies the
+    /// whole step (`apply_shares`). None: every share, as `new`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn sharing(
+        ctx: &Context,
+        unet: &mut UNet,
+        alphas_cumprod: &[f64],
+        dataset: &Dataset,
+        recipe: &Recipe,
+        memory_budget: u64,
+        ring: usize,
+        labels: Option<BatchLabels>,
+        own: Option<Range<usize>>,
+    ) -> Result<Self> {
+        // Shared steps exchange gradients between steps: one step a submission.
+        let ring = if own.is_some() { 1 } else { ring };
         let c = &unet.config;
         if (dataset.channels, dataset.size) != (c.in_channels, c.sample_size) {
             return Err(Error::Invalid(format!(
@@ -95,7 +134,13 @@ impl Trainer {
                 c.out_channels, c.in_channels
             )));
         }
-        let options = StepOptions { prediction: recipe.prediction, max_micro: usize::MAX, memory_budget };
+        let options = StepOptions {
+            prediction: recipe.prediction,
+            memory_budget,
+            shares: recipe.grad_shares,
+            own,
+            ..StepOptions::default()
+        };
         let step = TrainStep::new(ctx, unet, alphas_cumprod, recipe.batch, &options)?;
         let rows = recipe.rows();
         // A class table learns `class_lr_scale` times faster than the weights it joins.
@@ -123,7 +168,29 @@ impl Trainer {
             labels,
         )?;
         let mut body = step.dispatches.clone();
-        body.extend(optimizer.dispatches.iter().cloned());
+        let shared = match &step.exchange {
+            Some(_) => {
+                let mut finish = vec![];
+                let mut gathered = vec![];
+                for g in &step.gradients {
+                    let buf = ctx.scratch_buffer("gathered gradient shares", step.shares * g.len);
+                    finish.push(crate::kernels::elementwise::sum_shares(
+                        ctx,
+                        g.len,
+                        step.shares,
+                        &buf,
+                        &g.buffer,
+                    )?);
+                    gathered.push(buf);
+                }
+                finish.extend(optimizer.dispatches.iter().cloned());
+                Some(Shared { gathered, finish })
+            }
+            None => {
+                body.extend(optimizer.dispatches.iter().cloned());
+                None
+            }
+        };
         let row = row_len(&step) as u64;
         let logs = [0, 1].map(|_| {
             let device = ctx.scratch_buffer("step logs", ring * row as usize);
@@ -161,6 +228,64 @@ impl Trainer {
             logs,
             submissions: 0,
             pending: None,
+            shared,
+        })
+    }
+
+    /// A shared step's first half: the next step's batch and this rank's shares of its
+    /// gradients, read back for the exchange.
+    pub fn compute_shares(&mut self, ctx: &Context, dataset: &Dataset) -> Result<SharePart> {
+        let x = self.step.exchange.as_ref().ok_or_else(|| Error::Invalid("not a shared trainer".into()))?;
+        let k = self.submitted;
+        self.batches.prepare(ctx, dataset, k..k + 1)?;
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        record_all(&mut enc, self.batches.dispatches.iter().chain(&self.body));
+        ctx.queue.submit([enc.finish()]);
+        let mut gradients = Vec::with_capacity(x.staging.len() * x.total_len);
+        for b in &x.staging {
+            gradients.extend(ctx.read_buffer(b, x.total_len)?);
+        }
+        let losses = ctx.read_buffer(&self.step.losses, self.step.own.len() * self.step.per_share)?;
+        Ok(SharePart { gradients, losses })
+    }
+
+    /// A shared step's second half, on every rank alike: the whole step's shares (every rank's
+    /// parts joined in rank order) summed in the fixed order, then clipping, AdamW and the EMA.
+    pub fn apply_shares(&mut self, ctx: &Context, all: &SharePart) -> Result<StepLog> {
+        let (Some(x), Some(shared)) = (&self.step.exchange, &self.shared) else {
+            return Err(Error::Invalid("not a shared trainer".into()));
+        };
+        let shares = self.step.shares;
+        if all.gradients.len() != shares * x.total_len || all.losses.len() != shares * self.step.per_share {
+            return Err(Error::Shape(format!(
+                "a step's shares: {} gradient values and {} losses, {shares} shares need {} and {}",
+                all.gradients.len(),
+                all.losses.len(),
+                shares * x.total_len,
+                shares * self.step.per_share
+            )));
+        }
+        // Each weight's shares side by side: [shares, len].
+        for ((g, &at), buf) in self.step.gradients.iter().zip(&x.offsets).zip(&shared.gathered) {
+            let mut rows = Vec::with_capacity(shares * g.len);
+            for s in 0..shares {
+                let from = s * x.total_len + at;
+                rows.extend_from_slice(&all.gradients[from..from + g.len]);
+            }
+            ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(&rows));
+        }
+        ctx.run(&shared.finish);
+        let words = ctx.read_raw(&self.optimizer.state, 16)?;
+        let norm = f32::from_bits(u32::from_le_bytes(
+            words[4 * state::NORM..4 * state::NORM + 4].try_into().expect("4 bytes"),
+        )); // ok: read 16
+        self.submitted += 1;
+        let step = self.submitted;
+        Ok(StepLog {
+            step,
+            loss: crate::train::step::sum_losses(&all.losses, self.step.per_share),
+            lr: self.recipe.schedule().lr_at(step),
+            grad_norm: norm,
         })
     }
 
@@ -242,7 +367,7 @@ impl Trainer {
             .zip(values.chunks(row))
             .map(|(k, r)| StepLog {
                 step: k + 1,
-                loss: r[..row - 1].iter().sum(),
+                loss: crate::train::step::sum_losses(&r[..row - 1], self.step.per_share),
                 lr: self.recipe.schedule().lr_at(k + 1),
                 grad_norm: r[row - 1],
             })

@@ -155,3 +155,40 @@ fn gaussian_sample_every_batch_and_mode() {
     }
     on(spill_ctx(), 9, false, 320);
 }
+
+/// The fixed-order sum ranks rely on: `sum_shares` over K shares gives the bits that `accumulate`
+/// gives summing the same shares one by one (one process), and its reference's, for every K and
+/// a length past a workgroup; on `spill_ctx` too.
+#[test]
+fn sum_shares_is_accumulate_share_by_share_bit_for_bit() {
+    let on = |c: &wgpu_diffusion::gpu::Context, k: usize, len: usize, seed: u64| {
+        let mut r = rng(seed);
+        // Values of mixed magnitudes, where the order of additions shows in the bits.
+        let x: Vec<f32> = random(&mut r, k * len)
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v * 10f32.powi((i % 7) as i32 - 3))
+            .collect();
+        let (xt, y) = (upload_on(c, &x), output_on(c, len));
+        c.run(&[ew::sum_shares(c, len, k, &xt.buffer, &y.buffer).unwrap()]);
+        let by_kernel = read_on(c, &y);
+        // One process: the first share copied, then each share accumulated in order.
+        let acc = upload_on(c, &x[..len]);
+        for s in 1..k {
+            let share = upload_on(c, &x[s * len..(s + 1) * len]);
+            c.run(&[ew::accumulate(c, len, &share.buffer, &acc.buffer).unwrap()]);
+        }
+        let by_accumulate = read_on(c, &acc);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&by_kernel), bits(&by_accumulate), "{k} shares of {len}");
+        assert_eq!(
+            bits(&by_kernel),
+            bits(&ew::reference_sum_shares(len, &x)),
+            "{k} shares of {len}: reference"
+        );
+    };
+    for (i, k) in [1, 2, 3, 4, 8].into_iter().enumerate() {
+        on(ctx(), k, 1000, 400 + i as u64);
+    }
+    on(spill_ctx(), 4, 3000, 410);
+}

@@ -98,3 +98,73 @@ fn resident_or_streamed_and_any_submission_size_give_the_same_bits() {
     assert!(!streamed.3, "streamed");
     assert_eq!((streamed.0, streamed.1, streamed.2), (w, ema, losses));
 }
+
+/// `steps` steps of a run whose batches are summed in 4 gradient shares, split over `ranks`
+/// trainers in this process that exchange their shares each step as MPI ranks do (joined in
+/// rank order): every rank's weights, EMA and losses.
+fn shared_run(data: &Dataset, steps: u64, ranks: usize) -> Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    let c = ctx();
+    let recipe = Recipe { batch: 8, grad_shares: 4, ..recipe() };
+    let tensors = init::pytorch_default(c, &config(), recipe.seed).unwrap();
+    let mut unets: Vec<UNet> =
+        (0..ranks).map(|_| UNet::from_tensors(c, config(), tensors.clone(), "init").unwrap()).collect();
+    let per = 4 / ranks;
+    let mut trainers: Vec<Trainer> = unets
+        .iter_mut()
+        .enumerate()
+        .map(|(r, u)| {
+            let own = Some(r * per..(r + 1) * per);
+            Trainer::sharing(c, u, &alphas(), data, &recipe, 1 << 30, 4, None, own).unwrap()
+        })
+        .collect();
+    let mut losses = vec![vec![]; ranks];
+    for _ in 0..steps {
+        let parts: Vec<_> = trainers.iter_mut().map(|t| t.compute_shares(c, data).unwrap()).collect();
+        let all = wgpu_diffusion::train::trainer::SharePart {
+            gradients: parts.iter().flat_map(|p| p.gradients.clone()).collect(),
+            losses: parts.iter().flat_map(|p| p.losses.clone()).collect(),
+        };
+        for (t, l) in trainers.iter_mut().zip(&mut losses) {
+            l.push(t.apply_shares(c, &all).unwrap().loss);
+        }
+    }
+    trainers
+        .iter()
+        .zip(&unets)
+        .zip(losses)
+        .map(|((t, u), l)| {
+            let flat = |h| t.optimizer.read(c, u, h).unwrap().into_iter().flat_map(|(_, x)| x.data).collect();
+            (flat(Held::Weights), flat(Held::Ema), l)
+        })
+        .collect()
+}
+
+#[test]
+fn ranks_sharing_the_gradient_shares_give_one_process_bits() {
+    let data = dataset(23);
+    let c = ctx();
+    // One process summing the 4 shares as it computes them.
+    let recipe = Recipe { batch: 8, grad_shares: 4, ..recipe() };
+    let tensors = init::pytorch_default(c, &config(), recipe.seed).unwrap();
+    let mut unet = UNet::from_tensors(c, config(), tensors, "init").unwrap();
+    let mut t = Trainer::new(c, &mut unet, &alphas(), &data, &recipe, 1 << 30, 3, None).unwrap();
+    let mut losses = vec![];
+    while t.submitted < 5 {
+        let n = (5 - t.submitted as usize).min(3);
+        losses.extend(t.submit(c, &data, n).unwrap().iter().map(|l| l.loss));
+    }
+    losses.extend(t.finish(c).unwrap().iter().map(|l| l.loss));
+    let flat = |h| {
+        t.optimizer.read(c, &unet, h).unwrap().into_iter().flat_map(|(_, x)| x.data).collect::<Vec<f32>>()
+    };
+    let one = (flat(Held::Weights), flat(Held::Ema), losses);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for ranks in [1, 2, 4] {
+        for (r, got) in shared_run(&data, 5, ranks).into_iter().enumerate() {
+            let what = format!("{ranks} ranks, rank {r}");
+            assert_eq!(bits(&got.0), bits(&one.0), "{what}: weights");
+            assert_eq!(bits(&got.1), bits(&one.1), "{what}: EMA");
+            assert_eq!(bits(&got.2), bits(&one.2), "{what}: losses");
+        }
+    }
+}
