@@ -15,6 +15,7 @@ use wgpu_diffusion::io::npy::Values;
 use wgpu_diffusion::model::vae::config::STABLE_DIFFUSION_VAE;
 use wgpu_diffusion::model::vae::{Autoencoder, AutoencoderConfig, Stage};
 use wgpu_diffusion::model::{arch, UNet};
+use wgpu_diffusion::train::recipe::default_grad_shares;
 use wgpu_diffusion::train::{Recipe, StepOptions, TrainStep, Trainer};
 use wgpu_diffusion::{Error, Result};
 
@@ -256,8 +257,10 @@ fn bench_train(
 }
 
 /// Whole training steps as `train` runs them (the batch made on the device, gradients, clipping,
-/// AdamW, EMA; many steps a submission), on random 8-bit images: steps/s and training images/s.
-/// Trains the bench's weights in place.
+/// AdamW, EMA; many steps a submission), on random 8-bit images: steps/s and training images/s,
+/// with the batch's gradient in one share and in `train`'s default shares, alternating; then the
+/// step MPI ranks take (shares read back, exchanged, summed on the device) and the bytes a rank
+/// sends. Trains the bench's weights in place.
 fn bench_whole_step(
     ctx: &Context,
     unet: &mut UNet,
@@ -279,16 +282,29 @@ fn bench_whole_step(
         values: Values::U8(bytes),
         labels: None,
     };
-    let recipe = Recipe { steps: (RING * (args.repeats + 1)) as u64, batch: args.batch, ..Recipe::default() };
-    let mut trainer = Trainer::new(ctx, unet, ac, &data, &recipe, 4 << 30, RING, None)?;
-    trainer.submit(ctx, &data, RING)?;
-    trainer.finish(ctx)?;
-    let t0 = Instant::now();
-    for _ in 0..args.repeats {
-        trainer.submit(ctx, &data, RING)?;
+    let shares = default_grad_shares(args.batch);
+    let recipe = |k| Recipe {
+        steps: (RING * (args.repeats + 1)) as u64,
+        batch: args.batch,
+        grad_shares: k,
+        ..Recipe::default()
+    };
+    // ms a step, by shares (every divisor of the default), in alternating rounds: ratios of
+    // neighbours, not of moments apart.
+    let kinds: Vec<usize> = (1..=shares).filter(|k| shares.is_multiple_of(*k)).collect();
+    let mut times = vec![Vec::new(); kinds.len()];
+    for _ in 0..args.repeats.max(3) {
+        for (k, t) in kinds.iter().zip(&mut times) {
+            let mut trainer = Trainer::new(ctx, unet, ac, &data, &recipe(*k), 4 << 30, RING, None)?;
+            trainer.submit(ctx, &data, RING)?;
+            trainer.finish(ctx)?;
+            let t0 = Instant::now();
+            trainer.submit(ctx, &data, RING)?;
+            trainer.finish(ctx)?;
+            t.push(t0.elapsed().as_secs_f64() * 1e3 / RING as f64);
+        }
     }
-    trainer.finish(ctx)?;
-    let step_ms = t0.elapsed().as_secs_f64() * 1e3 / (RING * args.repeats) as f64;
+    let step_ms = median(&mut times[0]);
     println!(
         "whole training step as `train` runs it (device batch, gradients, clip, AdamW, EMA; {RING} a submission): \
          {step_ms:.2} ms ({:.2} steps/s, {:.2} training images/s), {:.2}x the forward",
@@ -296,8 +312,64 @@ fn bench_whole_step(
         args.batch as f64 / step_ms * 1e3,
         step_ms / forward_ms
     );
+    for (k, t) in kinds.iter().zip(&mut times).skip(1) {
+        let ms = median(t);
+        println!(
+            "  in {k} gradient shares{}: {ms:.2} ms, {:.3}x one share (medians of {} alternating rounds)",
+            if *k == shares { format!(" (train's default at batch {})", args.batch) } else { String::new() },
+            ms / step_ms,
+            t.len()
+        );
+    }
+    if shares > 1 {
+        let ms = median(&mut times[kinds.len() - 1]);
+        bench_exchange(ctx, unet, ac, &data, &recipe(shares), ms)?;
+    }
+    let trainer = Trainer::new(ctx, unet, ac, &data, &recipe(shares), 4 << 30, RING, None)?;
     println!("the optimizer's share ({} dispatches):", trainer.optimizer.dispatches.len());
     print_op_times(ctx, &trainer.optimizer.dispatches, args.repeats)
+}
+
+/// The step MPI ranks take, timed on one process holding every share: the shares' gradients
+/// read back (what a rank sends), then written and summed on the device (what it does with
+/// every rank's); the network's time is not in it. And what a rank sends and receives a step.
+fn bench_exchange(
+    ctx: &Context,
+    unet: &mut UNet,
+    ac: &[f64],
+    data: &Dataset,
+    recipe: &Recipe,
+    in_process_ms: f64,
+) -> Result<()> {
+    let k = recipe.grad_shares;
+    let mut trainer = Trainer::sharing(ctx, unet, ac, data, recipe, 4 << 30, 1, None, Some(0..k))?;
+    let (mut compute, mut apply) = (Vec::new(), Vec::new());
+    let mut floats = 0;
+    for _ in 0..4 {
+        let t0 = Instant::now();
+        let part = trainer.compute_shares(ctx, data)?;
+        let t1 = Instant::now();
+        trainer.apply_shares(ctx, &part)?;
+        compute.push((t1 - t0).as_secs_f64() * 1e3);
+        apply.push(t1.elapsed().as_secs_f64() * 1e3);
+        floats = part.gradients.len() + part.losses.len();
+    }
+    let (c, a) = (median(&mut compute[1..]), median(&mut apply[1..]));
+    let share_mib = floats as f64 * 4.0 / k as f64 / (1 << 20) as f64;
+    println!(
+        "the ranks' step on one process: {c:.2} ms to compute and read back {k} shares, {a:.2} ms to write them \
+         back and finish the step; {:.2}x the in-process step. A share is {share_mib:.2} MiB; over MPI's \
+         all-gather each of N ranks sends its K/N shares and receives the others':",
+        (c + a) / in_process_ms
+    );
+    for n in (2..=k).filter(|n| k.is_multiple_of(*n)) {
+        println!(
+            "  {n} ranks: {:.2} MiB sent and {:.2} MiB received by each rank a step",
+            share_mib * (k / n) as f64,
+            share_mib * (k - k / n) as f64
+        );
+    }
+    Ok(())
 }
 
 /// GPU time per op kind from timestamp queries (median of `repeats`), with GFLOP/s and GB/s.

@@ -54,6 +54,7 @@ impl DeviceArgs {
         Ok(ContextOptions {
             backend: self.backend.as_deref().map(BackendChoice::parse).transpose()?,
             adapter: self.adapter,
+            local_rank: 0,
         })
     }
 }

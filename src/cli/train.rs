@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::{Map, Value};
 use wgpu_diffusion::diffusion::{self, ChainInput, Conditioning, SamplerKind, SamplerPlan, SchedulerConfig};
-use wgpu_diffusion::gpu::Context;
+use wgpu_diffusion::gpu::{Context, ContextOptions};
 use wgpu_diffusion::io::dataset::Dataset;
 use wgpu_diffusion::io::images;
 use wgpu_diffusion::kernels::optim::AdamW;
@@ -18,9 +18,10 @@ use wgpu_diffusion::train::checkpoint::{self, CheckpointInfo};
 use wgpu_diffusion::train::classes;
 use wgpu_diffusion::train::log::{self, RunLog};
 use wgpu_diffusion::train::order::ClassDropout;
-use wgpu_diffusion::train::recipe::{parse_prediction, Recipe};
+use wgpu_diffusion::train::ranks::{self, Ranks};
+use wgpu_diffusion::train::recipe::{default_grad_shares, parse_prediction, Recipe};
 use wgpu_diffusion::train::schedule::{EmaSchedule, LrKind};
-use wgpu_diffusion::train::{init, StepLog, Trainer};
+use wgpu_diffusion::train::{init, Held, StepLog, Trainer};
 use wgpu_diffusion::{Error, Result};
 
 use super::DeviceArgs;
@@ -129,8 +130,8 @@ pub struct TrainArgs {
     #[arg(long, allow_hyphen_values = true)]
     pub class_dropout: Option<f64>,
     /// Sum each batch's gradient in K fixed shares (contiguous by image index, each summed alone,
-    /// then added in order), so 1 to K ranks (any divisor) give the same bits [default: the most
-    /// up to 8 that divide --batch].
+    /// then added in order), so 1 to K ranks (any divisor) give the same bits; more shares are
+    /// smaller micro-batches, slower on one GPU [default: the most up to 4 that divide --batch].
     #[arg(long)]
     pub grad_shards: Option<usize>,
     /// The class embedding's learning rate over --lr: a class table new to an --init model
@@ -150,8 +151,6 @@ pub struct TrainArgs {
 }
 
 const DEFAULT_ARCH: &str = "fashion-mnist";
-/// Gradient shares a batch is summed in, at most, unless told.
-const DEFAULT_GRAD_SHARES: usize = 8;
 /// Grids of this many images, with this sampler.
 const SAMPLE_IMAGES: usize = 16;
 const SAMPLE_SEED: u64 = 0;
@@ -315,15 +314,14 @@ fn recipe(args: &TrainArgs, scheduler: &Map<String, Value>, epoch_steps: u64) ->
     })
 }
 
-/// The batch's gradient shares: `--grad-shards K`, else the most up to 8 that divide the batch
-/// (so 1, 2, 4 or 8 ranks can share a run of a batch of 16 and give one process's bits).
+/// The batch's gradient shares: `--grad-shards K`, else `default_grad_shares`.
 fn grad_shares(args: &TrainArgs, batch: usize) -> Result<usize> {
     match args.grad_shards {
         Some(k) if k == 0 || !batch.is_multiple_of(k) => {
             Err(Error::Invalid(format!("--grad-shards {k}: a divisor of the batch ({batch})")))
         }
         Some(k) => Ok(k),
-        None => Ok((1..=DEFAULT_GRAD_SHARES).rev().find(|k| batch.is_multiple_of(*k)).unwrap_or(1)),
+        None => Ok(default_grad_shares(batch)),
     }
 }
 
@@ -407,6 +405,24 @@ fn sample_grid(
 }
 
 pub fn run(args: &TrainArgs) -> Result<()> {
+    let ranks = Ranks::from_launch()?;
+    match run_on(args, &ranks) {
+        // One rank's error ends every rank's process: none waits for it in a collective.
+        Err(e) if ranks.size > 1 => {
+            // One write, so ranks' lines do not interleave.
+            let line = format!("error: rank {} of {}: {e}\n", ranks.rank, ranks.size);
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+            ranks.abort(1)
+        }
+        r => r,
+    }
+}
+
+/// The run on this process: one of `ranks`, which share each step's gradient shares; rank 0
+/// alone writes the run's files.
+fn run_on(args: &TrainArgs, ranks: &Ranks) -> Result<()> {
+    // Rank 0 speaks for the run; other ranks report only themselves.
+    let root = ranks.is_root();
     if let Some(p) = &args.compare_log {
         if log::points(p).is_empty() {
             return Err(Error::Invalid(format!(
@@ -436,7 +452,10 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let given_names = args.class_names.as_deref().map(classes::parse_names).transpose()?;
     let mut start = match &resumed {
         // The raw weights from the resume state (the folder's file holds the EMA).
-        Some(state) => from_folder(&args.out, state.tensors.get("weight").cloned(), "a resumed run".into())?,
+        Some(state) => {
+            let began = state.started_from.clone().unwrap_or_else(|| "a resumed run".into());
+            from_folder(&args.out, state.tensors.get("weight").cloned(), began)?
+        }
         None => start(args)?,
     };
     if resumed.is_none() {
@@ -465,13 +484,15 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     if let Some(path) = &args.labels {
         dataset = dataset.with_labels_file(path)?;
     }
-    eprintln!(
-        "{}: {} images of {s}x{s} ({:.1} s to load)",
-        dataset.source,
-        dataset.count,
-        t_load.elapsed().as_secs_f64(),
-        s = dataset.size
-    );
+    if root {
+        eprintln!(
+            "{}: {} images of {s}x{s} ({:.1} s to load)",
+            dataset.source,
+            dataset.count,
+            t_load.elapsed().as_secs_f64(),
+            s = dataset.size
+        );
+    }
     let recipe = match &resumed {
         Some(state) => state.recipe.clone(),
         None => {
@@ -497,33 +518,39 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         start.config_text = serde_json::to_string_pretty(&Value::Object(start.config_json.clone()))
             .map_err(|e| Error::Invalid(format!("config.json: {e}")))?;
         start.config = UNetConfig::parse(&start.config_text, "the model's config")?;
-        eprintln!(
-            "class-conditional: {} classes ({}), null class {}, labels dropped with probability {}",
-            c.names.len(),
-            c.names.join(", "),
-            c.null,
-            recipe.class_dropout
-        );
+        if root {
+            eprintln!(
+                "class-conditional: {} classes ({}), null class {}, labels dropped with probability {}",
+                c.names.len(),
+                c.names.join(", "),
+                c.null,
+                recipe.class_dropout
+            );
+        }
         Some(BatchLabels {
             dropout: ClassDropout::new(recipe.seed, recipe.class_dropout, c.null),
             ids: c.ids,
         })
     } else {
-        if dataset.labels.is_some() {
+        if root && dataset.labels.is_some() {
             eprintln!(
                 "(the data has class labels; --num-classes N trains a class-conditional model on them)"
             );
         }
         None
     };
-    let ctx = Context::new(&args.device.options()?)?;
+    let own = match ranks.size {
+        1 => None,
+        n => Some(ranks::own_shares(recipe.grad_shares, ranks.rank, n)?),
+    };
+    let ctx = Context::new(&ContextOptions { local_rank: ranks.local_rank, ..args.device.options()? })?;
     let tensors = match start.tensors {
         Some(t) => t,
         None => init::pytorch_default(&ctx, &start.config, recipe.seed)?,
     };
     let mut unet = UNet::from_tensors(&ctx, start.config.clone(), tensors, &start.described)?;
     let alphas = alphas(&start.scheduler)?;
-    let mut trainer = Trainer::new(
+    let mut trainer = Trainer::sharing(
         &ctx,
         &mut unet,
         &alphas,
@@ -532,6 +559,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         args.memory_budget_mib << 20,
         args.steps_per_submission,
         labels,
+        own.clone(),
     )?;
     let first = match &resumed {
         Some(state) => {
@@ -540,9 +568,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
         None => 0,
     };
-    std::fs::create_dir_all(&args.out)
-        .map_err(|source| Error::Io { path: args.out.display().to_string(), source })?;
-    let mut log = RunLog::open(&args.out.join(LOG_FILE), first)?;
+    let mut log = match root {
+        true => {
+            std::fs::create_dir_all(&args.out)
+                .map_err(|source| Error::Io { path: args.out.display().to_string(), source })?;
+            Some(RunLog::open(&args.out.join(LOG_FILE), first)?)
+        }
+        false => None,
+    };
     let epoch_steps = (dataset.count as u64).div_ceil(recipe.batch as u64);
     let save_every = args.save_every.unwrap_or(500).max(1);
     let sample_every = args.sample_every.unwrap_or(10 * epoch_steps);
@@ -552,7 +585,14 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         data: &dataset.source,
         started_from: &start.described,
     };
-    eprintln!(
+    if let Some(own) = &own {
+        eprintln!(
+            "rank {} of {} on {}: gradient shares {}..{} of {}",
+            ranks.rank, ranks.size, ctx.info.name, own.start, own.end, recipe.grad_shares
+        );
+    }
+    if root {
+        eprintln!(
         "training {} ({:.2}M parameters) for steps {}..{} of {}, batch {} (micro-batches of {}), on {}; {} dataset, planned {:.1} MiB",
         start.described,
         unet.bank.parameters as f64 / 1e6,
@@ -565,13 +605,19 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         if trainer.batches.resident { "resident" } else { "streamed" },
         trainer.step.peak_bytes as f64 / (1 << 20) as f64,
     );
-    let bar = super::progress_bar(recipe.steps, "{bar:30} {pos}/{len} steps  {msg}  ETA {eta}");
+    }
+    let bar = match root {
+        true => super::progress_bar(recipe.steps, "{bar:30} {pos}/{len} steps  {msg}  ETA {eta}"),
+        false => indicatif::ProgressBar::hidden(),
+    };
     bar.set_position(first);
     let t0 = Instant::now();
-    let write_logs = |logs: Vec<StepLog>, log: &mut RunLog| -> Result<()> {
+    let write_logs = |logs: Vec<StepLog>, log: &mut Option<RunLog>| -> Result<()> {
         for l in logs {
             let secs = t0.elapsed().as_secs_f64();
-            log.write(&l, secs)?;
+            if let Some(log) = log {
+                log.write(&l, secs)?;
+            }
             if !l.loss.is_finite() {
                 return Err(Error::Invalid(format!(
                     "step {}: the loss is {} (try a lower --lr, or --grad-clip)",
@@ -600,6 +646,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             ),
         }));
     }
+    let (mut sent_bytes, mut exchange_secs) = (0u64, 0f64);
     let mut at = first;
     while at < end {
         // Submissions end where a checkpoint or a sample grid is due.
@@ -607,15 +654,39 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         let next_sample = at.checked_div(sample_every).map_or(u64::MAX, |k| (k + 1) * sample_every);
         let until = next_save.min(next_sample).min(end);
         let n = ((until - at) as usize).min(trainer.ring());
-        let logs = trainer.submit(&ctx, &dataset, n)?;
-        write_logs(logs, &mut log)?;
-        at += n as u64;
+        if own.is_some() {
+            // A shared step: this rank's shares, every rank's, then the same update on each.
+            let mine = trainer.compute_shares(&ctx, &dataset)?;
+            let t_exchange = Instant::now();
+            sent_bytes += 4 * (mine.gradients.len() + mine.losses.len()) as u64;
+            let all = ranks.exchange(mine)?;
+            exchange_secs += t_exchange.elapsed().as_secs_f64();
+            let step = trainer.apply_shares(&ctx, &all)?;
+            write_logs(vec![step], &mut log)?;
+            at += 1;
+        } else {
+            let logs = trainer.submit(&ctx, &dataset, n)?;
+            write_logs(logs, &mut log)?;
+            at += n as u64;
+        }
         let save = at % save_every == 0 || at == end;
         let sample = sample_every > 0 && at % sample_every == 0;
         if save || sample {
             let logs = trainer.finish(&ctx)?;
             write_logs(logs, &mut log)?;
-            log.flush()?;
+            if let Some(log) = &mut log {
+                log.flush()?;
+            }
+        }
+        if save && ranks.size > 1 {
+            // Every rank must hold rank 0's bits before rank 0 writes them for all.
+            let weights = trainer.optimizer.read(&ctx, &unet, Held::Weights)?;
+            ranks.check_same_weights(ranks::checksum(
+                weights.iter().flat_map(|(_, t)| t.data.iter().copied()),
+            ))?;
+        }
+        if !root {
+            continue;
         }
         if sample {
             sample_grid(
@@ -627,7 +698,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 &args.out.join("samples").join(format!("step-{at:06}.png")),
             )?;
         }
-        if save {
+        if let (true, Some(log)) = (save, &log) {
             checkpoint::save(&ctx, &unet, &trainer, &args.out, &info)?;
             log.draw_curve(&args.out.join("loss.png"), args.compare_log.as_deref())?;
         }
@@ -635,6 +706,22 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
     let done = (end - first) as f64;
+    if ranks.size > 1 {
+        // Each rank's own line: the exchange waits for the slowest rank, so its share differs.
+        let line = format!(
+            "rank {}: sent {:.2} MiB a step to the all-gather (receiving {} times that); the exchange took \
+             {:.1} ms a step, {:.1}% of the step\n",
+            ranks.rank,
+            sent_bytes as f64 / done / (1 << 20) as f64,
+            ranks.size - 1,
+            exchange_secs * 1e3 / done,
+            100.0 * exchange_secs / secs
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    }
+    if !root {
+        return Ok(());
+    }
     eprintln!(
         "wrote {} at step {end} of {}: {} steps in {secs:.1} s, {:.2} steps/s, {:.1} images/s; log {}, curve {}",
         args.out.display(),
@@ -642,7 +729,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         end - first,
         done / secs,
         done * recipe.batch as f64 / secs,
-        log.path.display(),
+        log.as_ref().map_or(String::new(), |l| l.path.display().to_string()),
         args.out.join("loss.png").display()
     );
     Ok(())

@@ -59,6 +59,9 @@ pub struct ContextOptions {
     pub backend: Option<BackendChoice>,
     /// Index into the adapter list that `info` prints; the best adapter when None.
     pub adapter: Option<usize>,
+    /// Without `adapter`: take the `local_rank`-th of the best adapters (the best kind on the
+    /// best one's backend), counting round, so the ranks on one node take one GPU each.
+    pub local_rank: usize,
 }
 
 /// What `info` prints about one adapter.
@@ -91,7 +94,7 @@ fn rank(device_type: wgpu::DeviceType) -> u32 {
 
 /// Every adapter of the requested backends, in a stable order (the order `--adapter N` counts in).
 pub fn list_adapters(backend: Option<BackendChoice>) -> Vec<AdapterSummary> {
-    let options = ContextOptions { backend, adapter: None };
+    let options = ContextOptions { backend, ..Default::default() };
     pollster::block_on(instance().enumerate_adapters(backends_of(&options)))
         .into_iter()
         .enumerate()
@@ -155,7 +158,15 @@ impl Context {
                 let best = (0..adapters.len())
                     .min_by_key(|&i| rank(adapters[i].get_info().device_type))
                     .expect("non-empty"); // ok: checked above
-                adapters.swap_remove(best)
+                let b = adapters[best].get_info();
+                // The same GPU can show on two backends: count on the best one's only.
+                let peers: Vec<usize> = (0..adapters.len())
+                    .filter(|&i| {
+                        let a = adapters[i].get_info();
+                        a.backend == b.backend && rank(a.device_type) == rank(b.device_type)
+                    })
+                    .collect();
+                adapters.swap_remove(peers[options.local_rank % peers.len()])
             }
         };
         let info = adapter.get_info();

@@ -103,6 +103,8 @@ pub fn save(ctx: &Context, unet: &UNet, trainer: &Trainer, dir: &Path, info: &Ch
         ("format", STATE_FORMAT.to_string()),
         ("step", steps.to_string()),
         ("recipe", trainer.recipe.to_json().to_string()),
+        // So a resumed run's model card still says where the run began.
+        ("started_from", info.started_from.to_string()),
     ];
     // The resume state first: the folder's other files are what a user loads.
     write_atomic(&dir.join(STATE_FILE), &safetensors_bytes(&named, &meta))?;
@@ -122,6 +124,8 @@ pub fn save(ctx: &Context, unet: &UNet, trainer: &Trainer, dir: &Path, info: &Ch
 pub struct TrainingState {
     pub steps: u64,
     pub recipe: Recipe,
+    /// What the run began from (the model card's words), where the state records it.
+    pub started_from: Option<String>,
     /// By prefix ("weight", "m", "v", "ema"), then the file tensor's name.
     pub tensors: HashMap<String, HashMap<String, HostTensor>>,
 }
@@ -162,7 +166,7 @@ pub fn load_state(dir: &Path) -> Result<TrainingState> {
     if recipe.ema.is_some() && !tensors.contains_key("ema") {
         return Err(Error::Invalid(format!("{shown}: the recipe has an EMA but the state holds none")));
     }
-    Ok(TrainingState { steps, recipe, tensors })
+    Ok(TrainingState { steps, recipe, started_from: meta.get("started_from").cloned(), tensors })
 }
 
 /// Writes the moments and the EMA of `state` into `trainer`'s buffers (the weights were loaded

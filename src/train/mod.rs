@@ -16,6 +16,7 @@ pub mod init;
 pub mod log;
 pub mod optimizer;
 pub mod order;
+pub mod ranks;
 pub mod recipe;
 pub mod schedule;
 pub mod step;
