@@ -764,6 +764,25 @@ fn latent_pipeline_folders_sample_and_bad_ones_are_one_line() {
         assert_eq!(wgpu_diffusion::io::npy::read(&latents).unwrap().0[2], 8);
     }
     let run = |dir: &std::path::Path| cli(&["sample", "--model", dir.to_str().unwrap(), "--steps", "2"]);
+    // --no-latent-scaling (diffusers#6725) decodes as a folder whose scaling_factor is 1 does.
+    let d = latent_copy("ldm-vq", "unit-scale");
+    edit_json(&d.join("vqvae/config.json"), |v| v["scaling_factor"] = 1.0.into());
+    let npy = |name: &str, dir: &std::path::Path, extra: &[&str]| {
+        let out = scratch(&format!("npy-{name}")).join("x.npy");
+        let png = out.with_extension("png");
+        let mut args = vec!["sample", "--model", dir.to_str().unwrap(), "--steps", "2", "--batch", "2"];
+        args.extend_from_slice(&["--save-npy", out.to_str().unwrap(), "--out", png.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let (ok, _, err) = cli(&args);
+        assert!(ok, "{name}: {err}");
+        wgpu_diffusion::io::npy::read(&out).unwrap().1
+    };
+    let vq = std::path::PathBuf::from(format!("{}/tests/golden/latent/ldm-vq", env!("CARGO_MANIFEST_DIR")));
+    let (scaled, unscaled) = (npy("scaled", &vq, &[]), npy("unscaled", &vq, &["--no-latent-scaling"]));
+    assert_eq!(unscaled, npy("unit-scale", &d, &[]), "--no-latent-scaling is a scaling factor of 1");
+    assert_ne!(scaled, unscaled, "the golden folder's factor is not 1");
+    let (ok, _, err) = cli(&["sample", "--no-latent-scaling", "--steps", "2"]);
+    assert_one_line_error(ok, &err, &["--no-latent-scaling", "pixels"]);
     let d = latent_copy("ldm-kl", "extra-component");
     edit_json(&d.join("model_index.json"), |v| {
         v["text_encoder"] = serde_json::json!(["transformers", "CLIPTextModel"])

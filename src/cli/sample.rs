@@ -52,6 +52,12 @@ pub struct SampleArgs {
     /// by itself, and says so, where the whole decode would not fit the device or the budget).
     #[arg(long)]
     pub vae_tiling: bool,
+    /// A latent pipeline: decode the final latents as they are, without dividing by the
+    /// autoencoder's scaling_factor (img2img: encode without multiplying). diffusers divides;
+    /// CompVis/ldm-celebahq-256, whose config leaves the factor at 0.18215, draws distorted faces
+    /// that way and right ones this way (diffusers#6725).
+    #[arg(long)]
+    pub no_latent_scaling: bool,
     /// A latent pipeline: the planned memory (MiB) one decode may take; past it the decode runs in
     /// tiles [default: the device's limits alone].
     #[arg(long)]
@@ -276,6 +282,11 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
         }
         super::output::check_writable(p)?;
     }
+    if args.no_latent_scaling && !pipeline.is_latent() {
+        return Err(Error::Invalid(
+            "--no-latent-scaling: this model samples pixels (no autoencoder in its folder)".into(),
+        ));
+    }
     let (ich, is) = pipeline.image_shape();
     let latent_note = match &pipeline.autoencoder {
         Some(a) => format!(" from {ch}x{s}x{s} latents ({})", a.config.class_name()),
@@ -284,6 +295,10 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
 
     let ctx = Context::new(&args.device.options()?)?;
     let mut loaded = pipeline.load(&ctx)?;
+    if let (true, Some(vae)) = (args.no_latent_scaling, loaded.autoencoder.as_mut()) {
+        vae.config.scaling_factor = 1.0;
+        vae.config.shift_factor = None;
+    }
     // A decode that cannot run is refused here, before the chain; tiles are announced.
     if let Some(DecodePlan::Tiled { reason, .. }) = loaded.decode_plan(&ctx, &job)? {
         eprintln!("{reason}");
