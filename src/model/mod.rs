@@ -2,6 +2,7 @@
 
 pub mod arch;
 pub mod blocks;
+pub mod clip;
 pub mod config;
 pub mod tensors;
 pub mod unet;

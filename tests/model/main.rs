@@ -7,6 +7,7 @@ mod checkpoint;
 mod class_golden;
 mod golden;
 mod grad_golden;
+mod tokenizer;
 mod train_golden;
 mod train_step;
 mod trainer;
