@@ -79,7 +79,7 @@ fn gn_case(name: &str, n: usize, c: usize, hw: usize, groups: usize, silu: bool)
 }
 
 fn attn_case(name: &str, batch: usize, heads: usize, head_dim: usize, tokens: usize) -> Case {
-    let s = AttentionShape { batch, heads, head_dim, tokens, scale: 1.0 / (head_dim as f32).sqrt() };
+    let s = AttentionShape::self_attention(batch, heads, head_dim, tokens);
     Case {
         name: name.into(),
         shape: format!("{batch} x {tokens} tokens x {heads} heads x {head_dim}"),
@@ -210,7 +210,7 @@ fn gn_backward_case(name: &str, n: usize, c: usize, hw: usize, groups: usize, si
 }
 
 fn attn_backward_case(name: &str, batch: usize, heads: usize, head_dim: usize, tokens: usize) -> Case {
-    let s = AttentionShape { batch, heads, head_dim, tokens, scale: 1.0 / (head_dim as f32).sqrt() };
+    let s = AttentionShape::self_attention(batch, heads, head_dim, tokens);
     Case {
         name: name.into(),
         shape: format!("{batch} x {tokens} tokens x {heads} heads x {head_dim}"),

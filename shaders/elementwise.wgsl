@@ -140,3 +140,49 @@ fn sum_shares(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     }
     dst[i] = acc;
 }
+
+// erf in f32: XLA's and Eigen's rational approximation on [-4, 4] (|error| < 4e-7; erf is 1
+// within f32 rounding outside), as WGSL has no erf.
+fn erf_f32(v: f32) -> f32 {
+    let x = clamp(v, -4.0, 4.0);
+    let x2 = x * x;
+    var n = x2 * -2.72614225801306e-10 + 2.77068142495902e-08;
+    n = n * x2 - 2.10102402082508e-06;
+    n = n * x2 - 5.69250639462346e-05;
+    n = n * x2 - 7.34990630326855e-04;
+    n = n * x2 - 2.95459980854025e-03;
+    n = n * x2 - 1.60960333262415e-02;
+    var d = x2 * -1.45660718464996e-05 - 2.13374055278905e-04;
+    d = d * x2 - 1.68282697438203e-03;
+    d = d * x2 - 7.37332916720468e-03;
+    d = d * x2 - 1.42647390514189e-02;
+    return x * n / d;
+}
+
+// GELU as configured: mode 0 the exact one, x/2 (1 + erf(x/sqrt 2)) (PyTorch's default,
+// transformers' "gelu"); mode 1 CLIP's quick_gelu, x sigmoid(1.702 x).
+fn gelu_of(v: f32, mode: u32) -> f32 {
+    if (mode == 1u) {
+        return v / (1.0 + exp(-1.702 * v));
+    }
+    return 0.5 * v * (1.0 + erf_f32(v * 0.7071067811865476));
+}
+
+@compute @workgroup_size(WG)
+fn gelu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    dst[i] = gelu_of(src0[i], p.mode);
+}
+
+// GEGLU (diffusers' feed-forward): src0 [N, 2C, HW] holds the values, then the gates, along the
+// channels; dst [N, C, HW] = value * gelu(gate). h = C * HW, the elements of one half.
+@compute @workgroup_size(WG)
+fn geglu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+         @builtin(local_invocation_index) lid: u32) {
+    let i = element(wg, nwg, lid);
+    if (i >= p.len) { return; }
+    let v = (i / p.h) * 2u * p.h + i % p.h;
+    dst[i] = src0[v] * gelu_of(src0[v + p.h], p.mode);
+}

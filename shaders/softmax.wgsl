@@ -12,6 +12,8 @@ struct Params {
     cols: u32,
     scale: f32,
     groups_x: u32, // workgroups along x, for launches split over x and y
+    causal_period: u32, // 0: every column; q: row r keeps columns 0..=(r % q), the rest written 0
+    _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 override VEC4: bool = false;
@@ -68,11 +70,21 @@ fn softmax(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: 
         }
         return;
     }
-    for (var j = 0u; j < p.cols; j++) {
+    // The columns in play: all, or up to the row's own query under a causal mask (VEC4 is off
+    // then); the others are written 0.
+    var keep = p.cols;
+    if (p.causal_period > 0u) {
+        keep = row % p.causal_period + 1u;
+    }
+    for (var j = 0u; j < keep; j++) {
         m = max(m, at(base + j) * p.scale);
     }
+    for (var j = keep; j < p.cols; j++) {
+        let o = base + j;
+        out[o / 4u][o % 4u] = 0.0;
+    }
     if (!NORMALIZE) {
-        for (var j = 0u; j < p.cols; j++) {
+        for (var j = 0u; j < keep; j++) {
             let o = base + j;
             let e = exp(at(o) * p.scale - m);
             out[o / 4u][o % 4u] = e;
@@ -81,11 +93,11 @@ fn softmax(@builtin(local_invocation_index) li: u32, @builtin(workgroup_id) wg: 
         inv_sum[row] = 1.0 / total;
         return;
     }
-    for (var j = 0u; j < p.cols; j++) {
+    for (var j = 0u; j < keep; j++) {
         total += exp(at(base + j) * p.scale - m);
     }
     let inv = 1.0 / total;
-    for (var j = 0u; j < p.cols; j++) {
+    for (var j = 0u; j < keep; j++) {
         let o = base + j;
         out[o / 4u][o % 4u] = exp(at(o) * p.scale - m) * inv;
     }

@@ -36,6 +36,7 @@ shader!(MATMUL_REDUCE, "matmul_reduce.wgsl");
 shader!(GROUP_NORM, "group_norm.wgsl", shared "group_norm_io.wgsl");
 shader!(GROUP_NORM_BACKWARD, "group_norm_backward.wgsl", shared "group_norm_io.wgsl");
 shader!(GROUP_NORM_PARAM_GRADS, "group_norm_param_grads.wgsl");
+shader!(LAYER_NORM, "layer_norm.wgsl");
 shader!(ATTENTION, "attention.wgsl");
 shader!(SOFTMAX, "softmax.wgsl");
 shader!(SOFTMAX_BACKWARD, "softmax_backward.wgsl");
@@ -49,7 +50,7 @@ shader!(DATA, "data.wgsl");
 shader!(VQ, "vq.wgsl");
 
 /// Every shader, for validation and for `info`.
-pub static ALL: [&ShaderSource; 27] = [
+pub static ALL: [&ShaderSource; 28] = [
     &CONV2D,
     &CONV2D_SUBGROUP,
     &CONV2D_REDUCE,
@@ -66,6 +67,7 @@ pub static ALL: [&ShaderSource; 27] = [
     &GROUP_NORM,
     &GROUP_NORM_BACKWARD,
     &GROUP_NORM_PARAM_GRADS,
+    &LAYER_NORM,
     &ATTENTION,
     &SOFTMAX,
     &SOFTMAX_BACKWARD,

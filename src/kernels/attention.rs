@@ -34,22 +34,54 @@ pub struct AttentionShape {
     pub batch: usize,
     pub heads: usize,
     pub head_dim: usize,
-    /// Tokens (H * W of the feature map).
+    /// Query tokens (H * W of the feature map).
     pub tokens: usize,
+    /// Key and value tokens: `tokens` for self-attention, the text's for cross-attention.
+    pub kv_tokens: usize,
+    /// Query i sees keys 0..=i only (CLIP's text model; self-attention).
+    pub causal: bool,
     /// Usually 1 / sqrt(head_dim).
     pub scale: f32,
 }
 
 impl AttentionShape {
+    /// Self-attention over `tokens`, scaled by 1 / sqrt(head_dim).
+    pub fn self_attention(batch: usize, heads: usize, head_dim: usize, tokens: usize) -> Self {
+        Self {
+            batch,
+            heads,
+            head_dim,
+            tokens,
+            kv_tokens: tokens,
+            causal: false,
+            scale: 1.0 / (head_dim as f32).sqrt(),
+        }
+    }
+    /// Values in q and the output.
     pub fn len(&self) -> usize {
         self.batch * self.heads * self.head_dim * self.tokens
     }
+    /// Values in k and v.
+    pub fn kv_len(&self) -> usize {
+        self.batch * self.heads * self.head_dim * self.kv_tokens
+    }
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len() == 0 || self.kv_len() == 0
     }
     pub fn flops(&self) -> u64 {
         // q k^T and p v, 2 flops per multiply-add each.
-        4 * (self.batch * self.heads * self.tokens * self.tokens * self.head_dim) as u64
+        4 * (self.batch * self.heads * self.tokens * self.kv_tokens * self.head_dim) as u64
+    }
+    /// Whether the two token counts and the mask agree: a causal mask needs queries and keys
+    /// of one sequence.
+    fn check(&self) -> Result<()> {
+        if self.is_empty() {
+            bail_shape!("attention: empty shape {self:?}");
+        }
+        if self.causal && self.kv_tokens != self.tokens {
+            bail_shape!("attention: a causal mask over {} queries and {} keys", self.tokens, self.kv_tokens);
+        }
+        Ok(())
     }
 }
 
@@ -64,6 +96,9 @@ struct Params {
     key_end: u32,
     first: u32,
     last: u32,
+    tk: u32,
+    causal: u32,
+    _pad: [u32; 2],
 }
 
 /// Largest score matrix the composed path allocates; longer sequences take the fused kernel (a
@@ -76,12 +111,12 @@ const CPU_LOOP_LIMIT: usize = 60_000;
 
 impl AttentionShape {
     fn scores_len(&self) -> usize {
-        self.batch * self.heads * self.tokens * self.tokens
+        self.batch * self.heads * self.tokens * self.kv_tokens
     }
 }
 
-/// out = softmax(q k^T * scale) v per (batch, head); all four are [B, heads * D, T]. Composed where
-/// the scores fit, else fused.
+/// out = softmax(q k^T * scale) v per (batch, head): q and out [B, heads * D, T], k and v
+/// [B, heads * D, Tk]. Composed where the scores fit, else fused.
 pub fn attention(
     ctx: &Context,
     s: &AttentionShape,
@@ -106,8 +141,11 @@ fn check_lengths(
     v: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> Result<()> {
-    for (what, buf) in [("q", q), ("k", k), ("v", v), ("output", out)] {
-        check_len("attention", what, buf, s.len())?;
+    s.check()?;
+    for (what, buf, len) in
+        [("q", q, s.len()), ("k", k, s.kv_len()), ("v", v, s.kv_len()), ("output", out, s.len())]
+    {
+        check_len("attention", what, buf, len)?;
     }
     Ok(())
 }
@@ -122,25 +160,21 @@ pub fn attention_composed(
     v: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
-    if s.is_empty() {
-        bail_shape!("attention: empty shape {s:?}");
-    }
     check_lengths(s, q, k, v, out)?;
-    let (bh, d, t) = (s.batch * s.heads, s.head_dim, s.tokens);
+    let (bh, d, t, tk) = (s.batch * s.heads, s.head_dim, s.tokens, s.kv_tokens);
     let scores = ctx.scratch_buffer("attention scores", s.scores_len());
     let inv_sums = ctx.scratch_buffer("attention softmax sums", bh * t);
     // The scale, once per key column: the scores' matmul applies it as a column scale, so that
     // both matmuls are one pipeline (same override constants) and a cold first call compiles one.
-    let scales = ctx.constant_buffer("attention scale", bh * t, s.scale);
-    let head = d * t;
+    let scales = ctx.constant_buffer("attention scale", bh * tk, s.scale);
     // scores[bh, i, j] = scale * sum_d q[bh, d, i] k[bh, d, j]: A = q^T (rows along tokens), B = k.
     let qk = MatmulShape {
         batch: bh,
         m: t,
-        n: t,
+        n: tk,
         k: d,
-        a: Strides { batch: head, row: 1, col: t },
-        b: Strides { batch: head, row: t, col: 1 },
+        a: Strides { batch: d * t, row: 1, col: t },
+        b: Strides { batch: d * tk, row: tk, col: 1 },
         bias: Bias::ColumnScale,
         silu: false,
     };
@@ -150,15 +184,16 @@ pub fn attention_composed(
         batch: bh,
         m: d,
         n: t,
-        k: t,
-        a: Strides { batch: head, row: t, col: 1 },
-        b: Strides { batch: t * t, row: 1, col: t },
+        k: tk,
+        a: Strides { batch: d * tk, row: tk, col: 1 },
+        b: Strides { batch: t * tk, row: 1, col: tk },
         bias: Bias::ColumnScale,
         silu: false,
     };
+    let mask = if s.causal { softmax::Mask::Causal { queries: t } } else { softmax::Mask::None };
     let mut list = vec![
         one_matmul(ctx, &qk, q, k, &scales, &scores)?,
-        softmax::softmax_unnormalized(ctx, bh * t, t, 1.0, &scores, &scores, &inv_sums)?,
+        softmax::softmax_unnormalized_masked(ctx, bh * t, tk, 1.0, mask, &scores, &scores, &inv_sums)?,
         one_matmul(ctx, &pv, v, &scores, &inv_sums, out)?,
     ];
     for (dispatch, label) in list.iter_mut().zip(["attention.scores", "attention.softmax", "attention.mix"]) {
@@ -176,9 +211,6 @@ pub fn attention_fused(
     v: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
-    if s.is_empty() {
-        bail_shape!("attention: empty shape {s:?}");
-    }
     if s.head_dim > MAX_HEAD_DIM {
         bail_shape!("attention: head dim {} is over the supported {MAX_HEAD_DIM}", s.head_dim);
     }
@@ -188,9 +220,9 @@ pub fn attention_fused(
     let chunk = if ctx.is_cpu() {
         (CPU_LOOP_LIMIT / per_key / KEY_BLOCK * KEY_BLOCK).max(KEY_BLOCK)
     } else {
-        s.tokens
+        s.kv_tokens
     };
-    let chunks = s.tokens.div_ceil(chunk);
+    let chunks = s.kv_tokens.div_ceil(chunk);
     // (m, l, o) of every query between dispatches: [bh, t, D + 2], a head's size, not T x T.
     let state = if chunks > 1 {
         ctx.scratch_buffer("attention running state", s.batch * s.heads * s.tokens * (s.head_dim + 2))
@@ -199,7 +231,7 @@ pub fn attention_fused(
     };
     let mut list = vec![];
     for c in 0..chunks {
-        let (start, end) = (c * chunk, ((c + 1) * chunk).min(s.tokens));
+        let (start, end) = (c * chunk, ((c + 1) * chunk).min(s.kv_tokens));
         let params = ctx.uniform(&Params {
             bh: (s.batch * s.heads) as u32,
             d: s.head_dim as u32,
@@ -209,17 +241,17 @@ pub fn attention_fused(
             key_end: end as u32,
             first: (c == 0) as u32,
             last: (c + 1 == chunks) as u32,
+            tk: s.kv_tokens as u32,
+            causal: s.causal as u32,
+            _pad: [0; 2],
         });
-        let part = AttentionShape { tokens: end - start, ..*s };
+        let part = AttentionShape { kv_tokens: end - start, ..*s };
         list.push(ctx.dispatch(
             &SPEC,
             &[("WG", WG as f64)],
             &[q, k, v, out, &params, &state],
             [groups(s.tokens, WG), (s.batch * s.heads) as u32, 1],
-            Cost {
-                flops: part.flops() * s.tokens as u64 / part.tokens.max(1) as u64,
-                bytes: 16 * s.len() as u64,
-            },
+            Cost { flops: part.flops(), bytes: 8 * (s.len() + s.kv_len()) as u64 },
         )?);
     }
     Ok(list)
@@ -244,8 +276,9 @@ pub struct AttentionGrads<'a> {
 ///   dV = dO P,  dP = dO^T V,  dS = scale P (dP - rowsum(P dP)),  dQ = K dS^T,  dK = Q dS
 /// as matmuls over strided views and one softmax backward pass. Seven dispatches.
 pub fn attention_backward(ctx: &Context, s: &AttentionShape, g: &AttentionGrads) -> Result<Vec<Dispatch>> {
-    if s.is_empty() {
-        bail_shape!("attention backward: empty shape {s:?}");
+    s.check()?;
+    if s.causal || s.kv_tokens != s.tokens {
+        bail_shape!("attention backward: self-attention without a mask only ({s:?})");
     }
     for (what, buf) in
         [("q", g.q), ("k", g.k), ("v", g.v), ("d out", g.dout), ("dq", g.dq), ("dk", g.dk), ("dv", g.dv)]
@@ -340,24 +373,27 @@ pub fn reference_backward(
     (dq, dk, dv)
 }
 
-/// Plain softmax attention with the full score matrix, in f64.
+/// Plain softmax attention with the full score matrix, in f64 (keys past a causal query's own
+/// token get no weight).
 pub fn reference(s: &AttentionShape, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
-    let (d, t) = (s.head_dim, s.tokens);
+    let (d, t, tk) = (s.head_dim, s.tokens, s.kv_tokens);
     let mut out = vec![0.0f32; s.len()];
-    let mut scores = vec![0.0f64; t];
     for bh in 0..s.batch * s.heads {
-        let base = bh * d * t;
+        let (qb, kb) = (bh * d * t, bh * d * tk);
         for i in 0..t {
-            for (j, sc) in scores.iter_mut().enumerate() {
-                let dot: f64 = (0..d).map(|c| q[base + c * t + i] as f64 * k[base + c * t + j] as f64).sum();
-                *sc = dot * s.scale as f64;
-            }
+            let keys = if s.causal { i + 1 } else { tk };
+            let scores: Vec<f64> = (0..keys)
+                .map(|j| {
+                    let dot: f64 = (0..d).map(|c| q[qb + c * t + i] as f64 * k[kb + c * tk + j] as f64).sum();
+                    dot * s.scale as f64
+                })
+                .collect();
             let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let weights: Vec<f64> = scores.iter().map(|&x| (x - max).exp()).collect();
             let sum: f64 = weights.iter().sum();
             for c in 0..d {
-                let o: f64 = (0..t).map(|j| weights[j] * v[base + c * t + j] as f64).sum();
-                out[base + c * t + i] = (o / sum) as f32;
+                let o: f64 = (0..keys).map(|j| weights[j] * v[kb + c * tk + j] as f64).sum();
+                out[qb + c * t + i] = (o / sum) as f32;
             }
         }
     }

@@ -25,6 +25,8 @@ spec!(UPSAMPLE_BACKWARD, "upsample_nearest2x_backward");
 spec!(MSE_GRAD, "mse_grad");
 spec!(GAUSSIAN_SAMPLE, "gaussian_sample");
 spec!(SUM_SHARES, "sum_shares");
+spec!(GELU, "gelu");
+spec!(GEGLU, "geglu");
 
 #[repr(C)]
 #[derive(Clone, Copy, Default, bytemuck::Pod, bytemuck::Zeroable)]
@@ -406,4 +408,64 @@ pub fn reference_upsample(planes: usize, h: usize, w: usize, x: &[f32]) -> Vec<f
         }
     }
     y
+}
+
+/// Which GELU: transformers' "gelu" (exact, with erf: PyTorch's default) or "quick_gelu"
+/// (CLIP's x sigmoid(1.702 x)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gelu {
+    Erf,
+    Quick,
+}
+
+impl Gelu {
+    fn mode(self) -> u32 {
+        match self {
+            Gelu::Erf => 0,
+            Gelu::Quick => 1,
+        }
+    }
+
+    /// The activation in f64.
+    pub fn reference(self, x: f64) -> f64 {
+        match self {
+            Gelu::Erf => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
+            Gelu::Quick => x / (1.0 + (-1.702 * x).exp()),
+        }
+    }
+}
+
+/// y = gelu(x) over `len` elements.
+pub fn gelu(ctx: &Context, kind: Gelu, len: usize, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Result<Dispatch> {
+    check_len("gelu", "input", x, len)?;
+    let p = Params { len: len as u32, mode: kind.mode(), ..Default::default() };
+    launch(ctx, &GELU, p, x, None, y, 2 * len)
+}
+
+/// GEGLU: x [n, 2c, hw] (values, then gates, along the channels) to y [n, c, hw] = value *
+/// gelu(gate).
+pub fn geglu(
+    ctx: &Context,
+    kind: Gelu,
+    n: usize,
+    c: usize,
+    hw: usize,
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    let len = n * c * hw;
+    check_len("geglu", "input", x, 2 * len)?;
+    let p = Params { len: len as u32, mode: kind.mode(), h: (c * hw) as u32, ..Default::default() };
+    launch(ctx, &GEGLU, p, x, None, y, 3 * len)
+}
+
+/// GEGLU's reference.
+pub fn reference_geglu(kind: Gelu, n: usize, c: usize, hw: usize, x: &[f32]) -> Vec<f32> {
+    let half = c * hw;
+    (0..n * half)
+        .map(|i| {
+            let v = (i / half) * 2 * half + i % half;
+            (x[v] as f64 * kind.reference(x[v + half] as f64)) as f32
+        })
+        .collect()
 }

@@ -10,6 +10,7 @@ pub mod diffusion;
 pub mod elementwise;
 pub mod embedding;
 pub mod group_norm;
+pub mod layer_norm;
 pub mod loss;
 pub mod matmul;
 pub mod optim;

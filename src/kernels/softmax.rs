@@ -19,6 +19,19 @@ struct Params {
     cols: u32,
     scale: f32,
     groups_x: u32,
+    causal_period: u32,
+    _pad: [u32; 3],
+}
+
+/// Which of a row's columns take part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mask {
+    None,
+    /// Rows are queries, `queries` to a (batch, head), columns their keys: row r keeps
+    /// columns 0..=(r mod queries), the rest are 0 (CLIP's causal self-attention).
+    Causal {
+        queries: usize,
+    },
 }
 
 /// out[r, :] = softmax(scale * x[r, :]) for `rows` rows of `cols` values. `out` may be `x` itself
@@ -31,7 +44,7 @@ pub fn softmax(
     x: &wgpu::Buffer,
     out: &wgpu::Buffer,
 ) -> Result<Dispatch> {
-    launch(ctx, rows, cols, scale, x, out, None)
+    launch(ctx, rows, cols, scale, Mask::None, x, out, None)
 }
 
 /// The unnormalised softmax: out[r, :] = exp(scale * x[r, :] - max) and inv_sum[r] = 1 / the row's
@@ -46,14 +59,31 @@ pub fn softmax_unnormalized(
     out: &wgpu::Buffer,
     inv_sum: &wgpu::Buffer,
 ) -> Result<Dispatch> {
-    launch(ctx, rows, cols, scale, x, out, Some(inv_sum))
+    launch(ctx, rows, cols, scale, Mask::None, x, out, Some(inv_sum))
 }
 
+/// `softmax_unnormalized` under `mask`: masked columns are written 0 and left out of the sum.
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_unnormalized_masked(
+    ctx: &Context,
+    rows: usize,
+    cols: usize,
+    scale: f32,
+    mask: Mask,
+    x: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    inv_sum: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    launch(ctx, rows, cols, scale, mask, x, out, Some(inv_sum))
+}
+
+#[allow(clippy::too_many_arguments)]
 fn launch(
     ctx: &Context,
     rows: usize,
     cols: usize,
     scale: f32,
+    mask: Mask,
     x: &wgpu::Buffer,
     out: &wgpu::Buffer,
     inv_sum: Option<&wgpu::Buffer>,
@@ -67,11 +97,27 @@ fn launch(
         check_len("softmax", "inverse sums", b, rows)?;
     }
     let workgroups = grid_1d(ctx, rows, WG);
-    let params =
-        ctx.uniform(&Params { rows: rows as u32, cols: cols as u32, scale, groups_x: workgroups[0] });
+    let causal_period = match mask {
+        Mask::None => 0,
+        Mask::Causal { queries } if queries > 0 && rows.is_multiple_of(queries) && cols >= queries => queries,
+        Mask::Causal { queries } => {
+            bail_shape!("softmax: a causal mask of {queries} queries over {rows}x{cols}")
+        }
+    };
+    let params = ctx.uniform(&Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        scale,
+        groups_x: workgroups[0],
+        causal_period: causal_period as u32,
+        _pad: [0; 3],
+    });
     ctx.dispatch_texels(
         &SPEC,
-        &[("VEC4", cols.is_multiple_of(4) as u8 as f64), ("NORMALIZE", inv_sum.is_none() as u8 as f64)],
+        &[
+            ("VEC4", (cols.is_multiple_of(4) && causal_period == 0) as u8 as f64),
+            ("NORMALIZE", inv_sum.is_none() as u8 as f64),
+        ],
         &[x, out, inv_sum.unwrap_or(&ctx.dummy), &params],
         &[rows * cols],
         workgroups,
@@ -107,8 +153,14 @@ pub fn softmax_backward(
     check_len("softmax backward", "probabilities", probs, rows * cols)?;
     check_len("softmax backward", "gradient", grad, rows * cols)?;
     let workgroups = grid_1d(ctx, rows, WG);
-    let params =
-        ctx.uniform(&Params { rows: rows as u32, cols: cols as u32, scale, groups_x: workgroups[0] });
+    let params = ctx.uniform(&Params {
+        rows: rows as u32,
+        cols: cols as u32,
+        scale,
+        groups_x: workgroups[0],
+        causal_period: 0, // (the backward has no mask)
+        _pad: [0; 3],
+    });
     ctx.dispatch(
         &SPEC_BACKWARD,
         &[],

@@ -4,11 +4,15 @@ use wgpu_diffusion::kernels::attention::{self, AttentionShape};
 use crate::*;
 
 fn check_scaled(batch: usize, heads: usize, head_dim: usize, tokens: usize, amplitude: f32, seed: u64) {
-    let s = AttentionShape { batch, heads, head_dim, tokens, scale: 1.0 / (head_dim as f32).sqrt() };
+    check_shape(AttentionShape::self_attention(batch, heads, head_dim, tokens), amplitude, seed);
+}
+
+/// Both paths against the reference, for any shape: self-, cross- or causal attention.
+fn check_shape(s: AttentionShape, amplitude: f32, seed: u64) {
     let mut r = rng(seed);
     let mut q = random(&mut r, s.len());
     q.iter_mut().for_each(|v| *v *= amplitude);
-    let (k, v) = (random(&mut r, s.len()), random(&mut r, s.len()));
+    let (k, v) = (random(&mut r, s.kv_len()), random(&mut r, s.kv_len()));
     let want = attention::reference(&s, &q, &k, &v);
     let (qt, kt, vt) = (upload(&q), upload(&k), upload(&v));
     let (b, c) = (&*qt.buffer, (&*kt.buffer, &*vt.buffer));
@@ -71,7 +75,7 @@ fn attention_random_shapes() {
 
 #[test]
 fn fused_attention_rejects_too_large_head_dim() {
-    let s = AttentionShape { batch: 1, heads: 1, head_dim: 600, tokens: 2, scale: 1.0 };
+    let s = AttentionShape { scale: 1.0, ..AttentionShape::self_attention(1, 1, 600, 2) };
     let t = output(1200);
     let err = attention::attention_fused(ctx(), &s, &t.buffer, &t.buffer, &t.buffer, &t.buffer).unwrap_err();
     assert!(err.to_string().contains("head dim 600"), "{err}");
@@ -82,7 +86,7 @@ fn fused_attention_splits_long_sequences_into_key_ranges() {
     // A CPU driver cuts loops past 65535 iterations: long sequences run as dispatches over key
     // ranges carrying the online softmax's state; on a GPU one dispatch walks every key. Either
     // way the same values, with a 512-wide head (the autoencoders' mid-block attention).
-    let s = AttentionShape { batch: 2, heads: 1, head_dim: 512, tokens: 300, scale: 1.0 / 512f32.sqrt() };
+    let s = AttentionShape::self_attention(2, 1, 512, 300);
     let mut r = rng(40);
     let (q, k, v) = (random(&mut r, s.len()), random(&mut r, s.len()), random(&mut r, s.len()));
     let (qt, kt, vt, out) = (upload(&q), upload(&k), upload(&v), output(s.len()));
@@ -117,7 +121,7 @@ fn attention_geometry_every_batch() {
     }
     check(9, 1, 64, 130, 720);
     // The graph's launch.
-    let s = AttentionShape { batch: 16, heads: 2, head_dim: 32, tokens: 49, scale: 1.0 / 32f32.sqrt() };
+    let s = AttentionShape::self_attention(16, 2, 32, 49);
     let mut r = rng(730);
     let (q, k, v) = (random(&mut r, s.len()), random(&mut r, s.len()), random(&mut r, s.len()));
     let want = attention::reference(&s, &q, &k, &v);
@@ -131,7 +135,7 @@ fn attention_geometry_every_batch() {
 // Every batch in BATCHES at the bundled model's attention (2 heads of 32 at 7x7: 49 tokens), odd
 // head dims and token counts, large scores (a softmax near one-hot).
 fn check_backward(batch: usize, heads: usize, head_dim: usize, tokens: usize, amplitude: f32, seed: u64) {
-    let s = AttentionShape { batch, heads, head_dim, tokens, scale: 1.0 / (head_dim as f32).sqrt() };
+    let s = AttentionShape::self_attention(batch, heads, head_dim, tokens);
     let mut r = rng(seed);
     let q: Vec<f32> = random(&mut r, s.len()).iter().map(|v| v * amplitude).collect();
     let (k, v, dout) = (random(&mut r, s.len()), random(&mut r, s.len()), random(&mut r, s.len()));
@@ -166,7 +170,7 @@ fn attention_backward_every_batch_and_odd_sizes() {
 
 #[test]
 fn attention_backward_reference_matches_finite_differences() {
-    let s = AttentionShape { batch: 1, heads: 2, head_dim: 3, tokens: 4, scale: 0.6 };
+    let s = AttentionShape { scale: 0.6, ..AttentionShape::self_attention(1, 2, 3, 4) };
     let mut r = rng(920);
     let (q, k, v, dout) =
         (random(&mut r, s.len()), random(&mut r, s.len()), random(&mut r, s.len()), random(&mut r, s.len()));
@@ -190,4 +194,77 @@ fn attention_backward_reference_matches_finite_differences() {
             );
         }
     }
+}
+
+/// Queries over another sequence's keys and values (a UNet's cross-attention over the text).
+fn cross(batch: usize, heads: usize, head_dim: usize, tokens: usize, kv_tokens: usize, seed: u64) {
+    let s = AttentionShape { kv_tokens, ..AttentionShape::self_attention(batch, heads, head_dim, tokens) };
+    check_shape(s, 3.0, seed);
+}
+
+/// Query i over keys 0..=i (CLIP's text model).
+fn causal(batch: usize, heads: usize, head_dim: usize, tokens: usize, seed: u64) {
+    let s = AttentionShape { causal: true, ..AttentionShape::self_attention(batch, heads, head_dim, tokens) };
+    check_shape(s, 3.0, seed);
+}
+
+#[test]
+fn cross_attention_over_other_sequences() {
+    cross(1, 1, 3, 7, 1, 800); // one key: every query's output is v
+    cross(1, 1, 3, 1, 9, 801); // one query
+    cross(2, 4, 8, 64, 77, 802); // an 8x8 latent over a prompt
+    cross(3, 2, 5, 49, 9, 803);
+    cross(1, 8, 40, 1024, 77, 804); // SD 1.x's first blocks at 32x32 latents: 8 heads of 40
+    for (i, &n) in BATCHES.iter().enumerate() {
+        cross(n, 2, 16, 49, 77, 810 + i as u64);
+    }
+}
+
+#[test]
+fn causal_attention_sees_only_earlier_tokens() {
+    causal(1, 1, 8, 1, 820);
+    causal(2, 4, 8, 77, 821); // CLIP's 77 positions, two prompts
+    causal(1, 2, 16, 33, 822);
+    causal(3, 3, 5, 9, 823);
+    // Long enough that a CPU driver's fused kernel walks key ranges, some past a query's own.
+    causal(1, 1, 512, 300, 824);
+    for (i, &n) in BATCHES.iter().enumerate() {
+        causal(n, 2, 8, 77, 830 + i as u64);
+    }
+    // A query's output ignores later tokens: change the last key and value, the rest stands.
+    let s = AttentionShape { causal: true, ..AttentionShape::self_attention(1, 1, 4, 5) };
+    let mut r = rng(840);
+    let (q, mut k, mut v) = (random(&mut r, s.len()), random(&mut r, s.len()), random(&mut r, s.len()));
+    let before = attention::reference(&s, &q, &k, &v);
+    for c in 0..4 {
+        k[c * 5 + 4] += 1.0;
+        v[c * 5 + 4] -= 1.0;
+    }
+    let after = attention::reference(&s, &q, &k, &v);
+    let (qt, kt, vt, out) = (upload(&q), upload(&k), upload(&v), output(s.len()));
+    ctx().run(&attention::attention(ctx(), &s, &qt.buffer, &kt.buffer, &vt.buffer, &out.buffer).unwrap());
+    let got = read(&out);
+    for c in 0..4 {
+        for i in 0..4 {
+            assert_eq!(before[c * 5 + i], after[c * 5 + i], "the reference's mask");
+        }
+        assert_ne!(before[c * 5 + 4], after[c * 5 + 4]);
+    }
+    assert_close("causal attention after the change", &got, &after, RTOL);
+}
+
+#[test]
+fn masked_or_cross_attention_has_no_backward_yet() {
+    let s = AttentionShape { causal: true, ..AttentionShape::self_attention(1, 1, 4, 5) };
+    let t = output(20);
+    let g = attention::AttentionGrads {
+        q: &t.buffer,
+        k: &t.buffer,
+        v: &t.buffer,
+        dout: &t.buffer,
+        dq: &t.buffer,
+        dk: &t.buffer,
+        dv: &t.buffer,
+    };
+    assert!(attention::attention_backward(ctx(), &s, &g).is_err());
 }

@@ -192,3 +192,26 @@ fn sum_shares_is_accumulate_share_by_share_bit_for_bit() {
     }
     on(spill_ctx(), 4, 3000, 410);
 }
+
+#[test]
+fn gelu_both_kinds_and_geglu() {
+    for kind in [ew::Gelu::Erf, ew::Gelu::Quick] {
+        for (i, &len) in LENS.iter().enumerate() {
+            // Past erf's clamp at 4 and deep into both tails.
+            let x: Vec<f32> = random(&mut rng(40 + i as u64), len).iter().map(|v| v * 12.0).collect();
+            let (xt, y) = (upload(&x), output(len));
+            run(ew::gelu(ctx(), kind, len, &xt.buffer, &y.buffer).unwrap());
+            let want: Vec<f32> = x.iter().map(|&v| kind.reference(v as f64) as f32).collect();
+            assert_close(&format!("{kind:?} gelu, {len}"), &read(&y), &want, RTOL);
+        }
+        // GEGLU where its halves are whole channels: 1x1 maps, odd sizes, a launch of many groups.
+        for (i, &(n, c, hw)) in [(1, 1, 1), (2, 3, 77), (3, 40, 64), (1, 1280, 9)].iter().enumerate() {
+            let x: Vec<f32> =
+                random(&mut rng(50 + i as u64), n * 2 * c * hw).iter().map(|v| v * 4.0).collect();
+            let (xt, y) = (upload(&x), output(n * c * hw));
+            run(ew::geglu(ctx(), kind, n, c, hw, &xt.buffer, &y.buffer).unwrap());
+            let want = ew::reference_geglu(kind, n, c, hw, &x);
+            assert_close(&format!("{kind:?} geglu {n}x{c}x{hw}"), &read(&y), &want, RTOL);
+        }
+    }
+}

@@ -13,6 +13,7 @@ mod diffusion;
 mod elementwise;
 mod embedding;
 mod group_norm;
+mod layer_norm;
 mod loss;
 mod matmul;
 mod optim;

@@ -35,10 +35,33 @@ impl Graph {
         v: TensorId,
         heads: usize,
     ) -> Result<TensorId> {
-        let [n, c, h, w] = self.nchw(layer, q)?;
-        if self.shape(k) != self.shape(q) || self.shape(v) != self.shape(q) {
+        if self.shape(k) != self.shape(q) {
             return Err(Error::Shape(format!(
-                "{layer}: q {:?}, k {:?} and v {:?} differ",
+                "{layer}: q {:?} and k {:?} differ",
+                self.shape(q),
+                self.shape(k)
+            )));
+        }
+        self.attention_over(layer, q, k, v, heads, false)
+    }
+
+    /// Attention of q [N, heads * head_dim, H, W]'s tokens over k and v [N, heads * head_dim,
+    /// Hk, Wk]'s (cross-attention: the text's tokens), or with `causal`, over q's own tokens up
+    /// to each query's (CLIP's text model).
+    pub fn attention_over(
+        &mut self,
+        layer: &str,
+        q: TensorId,
+        k: TensorId,
+        v: TensorId,
+        heads: usize,
+        causal: bool,
+    ) -> Result<TensorId> {
+        let [n, c, h, w] = self.nchw(layer, q)?;
+        let [nk, ck, hk, wk] = self.nchw(layer, k)?;
+        if (nk, ck) != (n, c) || self.shape(v) != self.shape(k) {
+            return Err(Error::Shape(format!(
+                "{layer}: q {:?}, k {:?} and v {:?} do not agree",
                 self.shape(q),
                 self.shape(k),
                 self.shape(v)
@@ -47,13 +70,15 @@ impl Graph {
         if heads == 0 || c % heads != 0 {
             return Err(Error::Shape(format!("{layer}: {heads} heads do not divide {c} channels")));
         }
-        let head_dim = c / heads;
+        if causal && hk * wk != h * w {
+            return Err(Error::Shape(format!(
+                "{layer}: a causal mask needs the queries' own tokens as keys"
+            )));
+        }
         let shape = AttentionShape {
-            batch: n,
-            heads,
-            head_dim,
-            tokens: h * w,
-            scale: 1.0 / (head_dim as f32).sqrt(),
+            kv_tokens: hk * wk,
+            causal,
+            ..AttentionShape::self_attention(n, heads, c / heads, h * w)
         };
         Ok(self.push(layer, Op::Attention(Attention { q, k, v, shape }), vec![n, c, h, w]))
     }
@@ -84,6 +109,12 @@ impl OpKind for Attention {
             return Ok(vec![]);
         }
         let (q, k, v, shape) = (self.q, self.k, self.v, self.shape);
+        if shape.causal || shape.kv_tokens != shape.tokens {
+            return Err(Error::Invalid(format!(
+                "{}: no gradient through masked or cross-attention yet",
+                at.layer
+            )));
+        }
         let op = Op::AttentionBackward(AttentionBackward { q, k, v, dy: at.dy, shape });
         let outs = g.push_many(at.layer, op, vec![g.shape(q).to_vec(); 3]);
         Ok(wanted.into_iter().zip(outs).filter(|&(t, _)| at.needs(t)).collect())
