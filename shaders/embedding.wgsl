@@ -105,3 +105,39 @@ fn lookup_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups
     }
     lk_out[i] = sum;
 }
+
+// ---- A text model's token embedding (CLIP's embeddings module) ----
+// out [B, D, T] (channel-major: the engine's [N, C, 1, T] layout of a sequence) =
+//   table[ids[b, t], d] + positions[t, d], ids as f32 token ids (exact to 2^24).
+// A vocabulary larger than a storage binding comes in row ranges, one dispatch each: a dispatch
+// writes the tokens whose id falls in its rows [row_start, row_start + rows) and leaves the rest.
+
+struct TokenParams {
+    batch: u32,
+    tokens: u32,
+    dim: u32,
+    row_start: u32,
+    rows: u32,
+    vocab: u32,
+    _pad0: u32, _pad1: u32,
+}
+
+@group(0) @binding(0) var<storage, read> te_ids: array<f32>;
+@group(0) @binding(1) var<storage, read> te_table: array<f32>;
+@group(0) @binding(2) var<storage, read> te_positions: array<f32>;
+@group(0) @binding(3) var<storage, read_write> te_out: array<f32>;
+@group(0) @binding(4) var<uniform> te: TokenParams;
+
+@compute @workgroup_size(WG)
+fn token_embedding(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                   @builtin(local_invocation_index) lid: u32) {
+    let i = (wg.x + wg.y * nwg.x) * WG + lid;
+    if (i >= te.batch * te.dim * te.tokens) { return; }
+    let t = i % te.tokens;
+    let d = (i / te.tokens) % te.dim;
+    let b = i / (te.tokens * te.dim);
+    // Ids past the vocabulary take its last row (the caller checks them on the host).
+    let id = min(u32(max(te_ids[b * te.tokens + t], 0.0)), te.vocab - 1u);
+    if (id < te.row_start || id >= te.row_start + te.rows) { return; }
+    te_out[i] = te_table[(id - te.row_start) * te.dim + d] + te_positions[t * te.dim + d];
+}

@@ -38,6 +38,7 @@ pub enum Op {
     LayerNorm(ops::LayerNorm),
     Gelu(ops::Gelu),
     Geglu(ops::Geglu),
+    TokenEmbedding(ops::TokenEmbedding),
     // What training adds: the loss and the ops autodiff builds.
     Add(ops::Add),
     MseLoss(ops::MseLoss),
@@ -71,6 +72,7 @@ impl Op {
             Op::LayerNorm(o) => o,
             Op::Gelu(o) => o,
             Op::Geglu(o) => o,
+            Op::TokenEmbedding(o) => o,
             Op::Add(o) => o,
             Op::MseLoss(o) => o,
             Op::MseGrad(o) => o,

@@ -216,3 +216,82 @@ pub fn reference_lookup_backward(s: &LookupShape, labels: &[f32], dy: &[f32]) ->
     }
     d.iter().map(|&v| v as f32).collect()
 }
+
+static TOKEN_EMBEDDING: KernelSpec = KernelSpec {
+    shader: &crate::shaders::EMBEDDING,
+    entry: "token_embedding",
+    bindings: &[Binding::Read, Binding::Read, Binding::Read, Binding::Write, Binding::Uniform],
+};
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct TokenParams {
+    batch: u32,
+    tokens: u32,
+    dim: u32,
+    row_start: u32,
+    rows: u32,
+    vocab: u32,
+    _pad: [u32; 2],
+}
+
+/// A text model's token embedding: `batch` sequences of `tokens` ids into a table [vocab, dim],
+/// plus a position table [tokens, dim]; out [batch, dim, tokens].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenShape {
+    pub batch: usize,
+    pub tokens: usize,
+    pub dim: usize,
+    pub vocab: usize,
+}
+
+/// The rows [row_start, row_start + rows) of the token table that `table` holds: one dispatch
+/// writes the tokens whose ids fall there (a table larger than a binding is cut in ranges).
+pub fn token_embedding(
+    ctx: &Context,
+    s: &TokenShape,
+    (row_start, rows): (usize, usize),
+    ids: &wgpu::Buffer,
+    table: &wgpu::Buffer,
+    positions: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    if s.batch == 0 || s.tokens == 0 || s.dim == 0 || rows == 0 || row_start + rows > s.vocab {
+        bail_shape!("token embedding: {s:?}, rows {row_start}..{}", row_start + rows);
+    }
+    let len = s.batch * s.dim * s.tokens;
+    check_len("token embedding", "ids", ids, s.batch * s.tokens)?;
+    check_len("token embedding", "table", table, rows * s.dim)?;
+    check_len("token embedding", "positions", positions, s.tokens * s.dim)?;
+    check_len("token embedding", "output", out, len)?;
+    let params = ctx.uniform(&TokenParams {
+        batch: s.batch as u32,
+        tokens: s.tokens as u32,
+        dim: s.dim as u32,
+        row_start: row_start as u32,
+        rows: rows as u32,
+        vocab: s.vocab as u32,
+        _pad: [0; 2],
+    });
+    ctx.dispatch(
+        &TOKEN_EMBEDDING,
+        &[],
+        &[ids, table, positions, out, &params],
+        grid_1d(ctx, len, 256),
+        Cost { flops: len as u64, bytes: 12 * len as u64 },
+    )
+}
+
+/// The reference: out [batch, dim, tokens] from the whole table.
+pub fn reference_token_embedding(s: &TokenShape, ids: &[f32], table: &[f32], positions: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0f32; s.batch * s.dim * s.tokens];
+    for b in 0..s.batch {
+        for t in 0..s.tokens {
+            let id = (ids[b * s.tokens + t].max(0.0) as usize).min(s.vocab - 1);
+            for d in 0..s.dim {
+                out[(b * s.dim + d) * s.tokens + t] = table[id * s.dim + d] + positions[t * s.dim + d];
+            }
+        }
+    }
+    out
+}

@@ -56,13 +56,32 @@ pub fn read_safetensors(path: &Path) -> Result<HashMap<String, HostTensor>> {
     parse_safetensors(&bytes, &shown)
 }
 
+/// The tensors of a safetensors file whose names `keep` accepts, converted to f32 (a text
+/// encoder's file may hold an int64 `position_ids` buffer that no kernel reads).
+pub fn read_safetensors_where(
+    path: &Path,
+    keep: impl Fn(&str) -> bool,
+) -> Result<HashMap<String, HostTensor>> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: shown.clone(), source })?;
+    parse_safetensors_where(&bytes, &shown, keep)
+}
+
 /// Parses safetensors bytes; the crate validates the header length, the JSON and that every tensor's
 /// offsets lie inside the data and match its shape.
 pub fn parse_safetensors(bytes: &[u8], path: &str) -> Result<HashMap<String, HostTensor>> {
+    parse_safetensors_where(bytes, path, |_| true)
+}
+
+fn parse_safetensors_where(
+    bytes: &[u8],
+    path: &str,
+    keep: impl Fn(&str) -> bool,
+) -> Result<HashMap<String, HostTensor>> {
     let st = SafeTensors::deserialize(bytes)
         .map_err(|e| Error::Invalid(format!("{path}: not a valid safetensors file ({e})")))?;
     let mut out = HashMap::new();
-    for (name, view) in st.tensors() {
+    for (name, view) in st.tensors().into_iter().filter(|(n, _)| keep(n)) {
         let data = convert(&name, view.dtype(), view.data(), path)?;
         out.insert(name, HostTensor { shape: view.shape().to_vec(), data });
     }

@@ -24,6 +24,9 @@ pub enum WeightLayout {
     Packed { name: String, shape: Vec<usize>, cout: usize, cin: usize, k: usize },
     /// Derived by the model, not a file tensor (the timestep embedding's frequencies).
     Constant,
+    /// Rows `start..start + shape[0]` of a table too large for one binding (a text model's
+    /// vocabulary): a part of a file tensor, never trained.
+    Rows { name: String, shape: Vec<usize>, start: usize },
 }
 
 impl WeightLayout {
@@ -40,6 +43,9 @@ impl WeightLayout {
                 Some((name.clone(), HostTensor { shape: shape.clone(), data }))
             }
             WeightLayout::Constant => None,
+            WeightLayout::Rows { name, .. } => {
+                return Err(Error::Invalid(format!("'{name}': a part of a table, not a file tensor")))
+            }
         })
     }
 
@@ -49,6 +55,9 @@ impl WeightLayout {
         let (name, shape) = match self {
             WeightLayout::Plain { name, shape } | WeightLayout::Packed { name, shape, .. } => (name, shape),
             WeightLayout::Constant => return Ok(None),
+            WeightLayout::Rows { name, .. } => {
+                return Err(Error::Invalid(format!("'{name}': a part of a table, not a file tensor")))
+            }
         };
         if &t.shape != shape {
             return Err(Error::Invalid(format!(
@@ -66,9 +75,17 @@ impl WeightLayout {
     pub fn name(&self) -> Option<&str> {
         match self {
             WeightLayout::Plain { name, .. } | WeightLayout::Packed { name, .. } => Some(name),
-            WeightLayout::Constant => None,
+            WeightLayout::Constant | WeightLayout::Rows { .. } => None,
         }
     }
+}
+
+/// Rows of a table uploaded as one buffer (`WeightBank::table_rows`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableRows {
+    pub weight: WeightId,
+    pub start: usize,
+    pub rows: usize,
 }
 
 pub struct WeightBank {
@@ -255,6 +272,34 @@ impl WeightBank {
     /// An embedding table `name` [rows, dim], as stored.
     pub fn table(&mut self, ctx: &Context, name: &str, rows: usize, dim: usize) -> Result<WeightId> {
         self.plain(ctx, name, &[rows, dim])
+    }
+
+    /// An embedding table `name` [rows, dim] in row ranges of at most `max_bytes` each (one
+    /// range where it fits): CLIP's 49408-token vocabulary at SD's widths is over many devices'
+    /// largest binding.
+    pub fn table_rows(
+        &mut self,
+        ctx: &Context,
+        name: &str,
+        rows: usize,
+        dim: usize,
+        max_bytes: u64,
+    ) -> Result<Vec<TableRows>> {
+        let per = ((max_bytes / 4) as usize / dim.max(1)).max(1);
+        if per >= rows {
+            return Ok(vec![TableRows { weight: self.table(ctx, name, rows, dim)?, start: 0, rows }]);
+        }
+        let data = self.fetch(name, &[rows, dim])?;
+        let mut out = vec![];
+        for start in (0..rows).step_by(per) {
+            let n = per.min(rows - start);
+            let layout = WeightLayout::Rows { name: name.to_string(), shape: vec![n, dim], start };
+            let slice = &data[start * dim..(start + n) * dim];
+            let weight =
+                self.upload(ctx, format!("{name} (rows {start}..{})", start + n), layout, slice, slice.len());
+            out.push(TableRows { weight, start, rows: n });
+        }
+        Ok(out)
     }
 
     /// A GroupNorm's `{prefix}.weight` and `{prefix}.bias`, [c] each.

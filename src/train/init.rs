@@ -28,7 +28,7 @@ pub fn pytorch_default(ctx: &Context, config: &UNetConfig, seed: u64) -> Result<
             WeightLayout::Plain { name, shape } | WeightLayout::Packed { name, shape, .. } => {
                 Some((name.clone(), shape.clone()))
             }
-            WeightLayout::Constant => None,
+            WeightLayout::Constant | WeightLayout::Rows { .. } => None,
         })
         .collect();
     shapes.sort();

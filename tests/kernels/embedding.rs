@@ -132,3 +132,42 @@ fn class_embedding_backward_sums_repeated_labels_and_zeroes_absent_ones() {
     let bad = LookupShape { rows: 0, ..s };
     assert!(embedding::lookup(ctx(), &bad, &lt.buffer, &dyt.buffer, &d.buffer).is_err());
 }
+
+/// A text model's token embedding, the table whole and cut in row ranges (a vocabulary past a
+/// binding), at every batch of BATCHES and CLIP's 77 positions; ids at both ends of the table.
+#[test]
+fn token_embedding_whole_and_in_row_ranges() {
+    use rand::Rng;
+    use wgpu_diffusion::kernels::embedding::{reference_token_embedding, token_embedding, TokenShape};
+    let (vocab, dim, tokens) = (1000, 12, 77);
+    let mut r = rng(900);
+    let table = random(&mut r, vocab * dim);
+    let positions = random(&mut r, tokens * dim);
+    let pos = upload(&positions);
+    for (i, &batch) in BATCHES.iter().enumerate() {
+        let s = TokenShape { batch, tokens, dim, vocab };
+        let mut ids: Vec<f32> = (0..batch * tokens).map(|_| r.random_range(0..vocab) as f32).collect();
+        ids[0] = 0.0;
+        ids[batch * tokens - 1] = (vocab - 1) as f32;
+        let want = reference_token_embedding(&s, &ids, &table, &positions);
+        let idt = upload(&ids);
+        for per in [vocab, 300] {
+            let out = output(batch * dim * tokens);
+            let ranges: Vec<_> =
+                (0..vocab).step_by(per).map(|start| (start, per.min(vocab - start))).collect();
+            let parts: Vec<_> =
+                ranges.iter().map(|&(st, n)| upload(&table[st * dim..(st + n) * dim])).collect();
+            let list: Vec<_> = ranges
+                .iter()
+                .zip(&parts)
+                .map(|(&range, part)| {
+                    token_embedding(ctx(), &s, range, &idt.buffer, &part.buffer, &pos.buffer, &out.buffer)
+                        .unwrap()
+                })
+                .collect();
+            ctx().run(&list);
+            // Sums of two values: exact.
+            assert_eq!(read(&out), want, "batch {batch}, ranges of {per} rows ({i})");
+        }
+    }
+}

@@ -5,6 +5,7 @@ mod bad_input;
 mod batch_invariance;
 mod checkpoint;
 mod class_golden;
+mod clip_text_golden;
 mod golden;
 mod grad_golden;
 mod tokenizer;

@@ -16,6 +16,7 @@ mod linear;
 mod loss;
 mod silu;
 mod timestep_embedding;
+mod token_embedding;
 mod upsample;
 mod vq_quantize;
 
@@ -32,6 +33,7 @@ pub use linear::{Linear, LinearBackward, LinearWeight};
 pub use loss::{MseGrad, MseLoss};
 pub use silu::{Silu, SiluBackward};
 pub use timestep_embedding::TimestepEmbedding;
+pub use token_embedding::TokenEmbedding;
 pub use upsample::{Upsample2x, Upsample2xBackward};
 pub use vq_quantize::VqQuantize;
 
