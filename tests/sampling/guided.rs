@@ -111,3 +111,28 @@ fn guidance_is_refused_where_it_cannot_run() {
     assert!(run(&mut unet, Conditioning { labels: &[1.0], guidance: None }).contains("1 class labels for 2"));
     assert!(run(&mut unet, Conditioning { labels: &labels, guidance: g(f32::NAN, 10.0) }).contains("finite"));
 }
+
+#[test]
+fn bundled_conditional_model_guided_ddim_matches_diffusers() {
+    // weights/fashion-mnist-cond as a user loads it, one image of each class at the default
+    // guidance scale and the folder's null class, against DiT's loop in diffusers
+    // (tools/make_bundled_golden.py).
+    let folder = ModelFolder::open(&golden("../../weights/fashion-mnist-cond")).unwrap();
+    let mut unet = UNet::load(ctx(), &folder).unwrap();
+    let path = folder.scheduler_config.clone().expect("the bundled model has a scheduler config");
+    let file = SchedulerConfig::parse_file(&std::fs::read_to_string(&path).unwrap(), "scheduler_config.json")
+        .unwrap();
+    let cfg = SchedulerConfig::resolve(SamplerKind::Ddim, Some(&file), "scheduler_config.json").unwrap();
+    let plan = SamplerPlan::new(&cfg, 10, 0.0).unwrap();
+    let g = read_safetensors(&golden("samplers/chains/bundled-cond-ddim-10.safetensors")).unwrap();
+    let (scale, null) = (g["scale_null"].data[0], g["scale_null"].data[1]);
+    assert_eq!(scale, wgpu_diffusion::pipeline::DEFAULT_GUIDANCE_SCALE, "the golden's scale is the default");
+    assert_eq!(Some(null as usize), unet.config.null_class, "the golden's null class is the folder's");
+    let labels = &g["labels"].data;
+    let input = ChainInput {
+        conditioning: Some(Conditioning { labels, guidance: Some(Guidance { scale, null_label: null }) }),
+        ..ChainInput::all(0, labels.len(), Some(&g["x_T"].data))
+    };
+    let got = diffusion::sample(ctx(), &mut unet, &plan, &input, &mut |_, _| {}).unwrap();
+    assert_close("bundled conditional model, guided DDIM 10 steps from x_T", &got, &g["sample"].data, 2e-3);
+}

@@ -75,7 +75,10 @@ impl ClipTextConfig {
             layer_norm_eps: f.f32("layer_norm_eps", 1e-5)?,
             hidden_act,
         };
-        if c.hidden_size == 0 || c.num_attention_heads == 0 || c.hidden_size % c.num_attention_heads != 0 {
+        if c.hidden_size == 0
+            || c.num_attention_heads == 0
+            || !c.hidden_size.is_multiple_of(c.num_attention_heads)
+        {
             return Err(invalid(
                 path,
                 format!(
