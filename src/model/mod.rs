@@ -6,6 +6,7 @@ pub mod clip;
 pub mod config;
 pub mod tensors;
 pub mod unet;
+pub mod unet_condition;
 pub mod vae;
 pub mod weights;
 

@@ -245,6 +245,19 @@ impl WeightBank {
         fout: usize,
         fin: usize,
     ) -> Result<ConvWeight> {
+        let w = self.linear_as_conv_no_bias(ctx, prefix, fout, fin)?;
+        let bias = Some(self.plain(ctx, &format!("{prefix}.bias"), &[fout])?);
+        Ok(ConvWeight { bias, ..w })
+    }
+
+    /// `linear_as_conv` for a Linear without a bias (a transformer block's q, k and v).
+    pub fn linear_as_conv_no_bias(
+        &mut self,
+        ctx: &Context,
+        prefix: &str,
+        fout: usize,
+        fin: usize,
+    ) -> Result<ConvWeight> {
         let name = format!("{prefix}.weight");
         let key = format!("{name} (packed 1x1)");
         let weight = match self.by_key.get(&key) {
@@ -258,8 +271,7 @@ impl WeightBank {
                 self.upload(ctx, key, layout, &packed, n)
             }
         };
-        let bias = Some(self.plain(ctx, &format!("{prefix}.bias"), &[fout])?);
-        Ok(ConvWeight { weight, bias, cout: fout, cin: fin, k: 1 })
+        Ok(ConvWeight { weight, bias: None, cout: fout, cin: fin, k: 1 })
     }
 
     /// A Linear `{prefix}` [fout, fin] with bias, as stored.

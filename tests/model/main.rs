@@ -12,6 +12,7 @@ mod tokenizer;
 mod train_golden;
 mod train_step;
 mod trainer;
+mod unet_cond_golden;
 mod vae_golden;
 
 #[path = "../common/mod.rs"]

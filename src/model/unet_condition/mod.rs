@@ -1,0 +1,244 @@
+//! UNet2DConditionModel, Stable Diffusion 1.x's and 2.x's denoiser, as diffusers computes it
+//! (`models/unets/unet_2d_condition.py`; ../shared/TEXT2IMG.md section 3), built on the graph
+//! from the blocks UNet2DModel and the autoencoders use (resnets, down- and upsamplers, the time
+//! embedding) plus Transformer2DModel (`transformer.rs`), for a batch at a latent size.
+
+pub mod config;
+pub mod transformer;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+pub use config::{CondDownBlock, CondUpBlock, UNetConditionConfig};
+use transformer::Text;
+
+use super::blocks::{Blocks, Norm, TimeEmbedding};
+use super::tensors::{read_safetensors, HostTensor};
+use super::weights::WeightBank;
+use crate::gpu::Context;
+use crate::graph::{Executable, Graph, TensorId};
+use crate::kernels::embedding::EmbeddingConfig;
+use crate::{Error, Result};
+
+/// A text-conditioned UNet with its weights on the device.
+pub struct UNetCondition {
+    pub config: UNetConditionConfig,
+    pub bank: WeightBank,
+}
+
+/// One forward's graph: sample [B, C, H, W], timesteps [B] (f32), text [B, cross, 1, T] in;
+/// the model output [B, out, H, W] out.
+pub struct UNetConditionGraph {
+    pub graph: Graph,
+    pub sample: TensorId,
+    pub timesteps: TensorId,
+    pub text: TensorId,
+    pub output: TensorId,
+}
+
+/// Latents, text length and batch of one graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CondShape {
+    pub batch: usize,
+    pub height: usize,
+    pub width: usize,
+    pub text_tokens: usize,
+}
+
+impl UNetCondition {
+    /// Loads a `unet/` folder (config.json, diffusion_pytorch_model[.fp16].safetensors).
+    pub fn load(ctx: &Context, dir: &Path) -> Result<Self> {
+        let (config_path, weights) = super::component_files(dir)?;
+        let shown = config_path.display().to_string();
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|source| Error::Io { path: shown.clone(), source })?;
+        let config = UNetConditionConfig::parse(&text, &shown)?;
+        Self::from_tensors(ctx, config, read_safetensors(&weights)?, &weights.display().to_string())
+    }
+
+    /// Checks every tensor the graph needs (names and shapes) and uploads it.
+    pub fn from_tensors(
+        ctx: &Context,
+        config: UNetConditionConfig,
+        tensors: HashMap<String, HostTensor>,
+        source: &str,
+    ) -> Result<Self> {
+        let mut bank = WeightBank::new(tensors, source);
+        let d = config.downscale();
+        build(ctx, &config, &mut bank, CondShape { batch: 1, height: d, width: d, text_tokens: 1 })?;
+        bank.release_host();
+        Ok(Self { config, bank })
+    }
+
+    /// An architecture with random weights (benchmarks, memory plans).
+    pub fn random(ctx: &Context, config: UNetConditionConfig, seed: u64) -> Result<Self> {
+        let mut bank = WeightBank::synthetic(seed);
+        let d = config.downscale();
+        build(ctx, &config, &mut bank, CondShape { batch: 1, height: d, width: d, text_tokens: 1 })?;
+        Ok(Self { config, bank })
+    }
+
+    /// The graph for `shape`, planned and lowered.
+    pub fn executable(
+        &mut self,
+        ctx: &Context,
+        shape: CondShape,
+    ) -> Result<(UNetConditionGraph, Executable)> {
+        let g = build(ctx, &self.config, &mut self.bank, shape)?;
+        let exe = Executable::new(ctx, &g.graph, &self.bank.buffers)?;
+        Ok((g, exe))
+    }
+
+    /// One forward on host data, read back (tests and tools; chains stay on the device):
+    /// sample [B, C, H, W], timesteps [B], text [B, T, cross] token-major as transformers
+    /// returns it.
+    pub fn forward(
+        &mut self,
+        ctx: &Context,
+        shape: CondShape,
+        sample: &[f32],
+        timesteps: &[f32],
+        text: &[f32],
+    ) -> Result<Vec<f32>> {
+        let (g, exe) = self.executable(ctx, shape)?;
+        let (b, t, d) = (shape.batch, shape.text_tokens, self.config.cross_attention_dim);
+        if text.len() != b * t * d || timesteps.len() != b {
+            return Err(Error::Shape(format!(
+                "{} text values and {} timesteps for {shape:?}",
+                text.len(),
+                timesteps.len()
+            )));
+        }
+        let mut channel_major = vec![0.0f32; text.len()];
+        for n in 0..b {
+            for k in 0..t {
+                for c in 0..d {
+                    channel_major[(n * d + c) * t + k] = text[(n * t + k) * d + c];
+                }
+            }
+        }
+        for (id, data) in [(g.sample, sample), (g.timesteps, timesteps), (g.text, &channel_major[..])] {
+            let want: usize = g.graph.shape(id).iter().product();
+            if data.len() != want {
+                return Err(Error::Shape(format!(
+                    "an input of {} values, {:?} needs {want}",
+                    data.len(),
+                    g.graph.shape(id)
+                )));
+            }
+            ctx.queue.write_buffer(exe.buffer(id), 0, bytemuck::cast_slice(data));
+        }
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        exe.record(&mut enc);
+        ctx.queue.submit([enc.finish()]);
+        ctx.read_buffer(exe.buffer(g.output), g.graph.shape(g.output).iter().product())
+    }
+}
+
+/// Builds the forward graph for `shape`, taking (and on first use uploading) weights from `bank`.
+pub fn build(
+    ctx: &Context,
+    cfg: &UNetConditionConfig,
+    bank: &mut WeightBank,
+    shape: CondShape,
+) -> Result<UNetConditionGraph> {
+    let CondShape { batch, height, width, text_tokens } = shape;
+    let d = cfg.downscale();
+    if batch == 0
+        || text_tokens == 0
+        || height == 0
+        || width == 0
+        || !height.is_multiple_of(d)
+        || !width.is_multiple_of(d)
+    {
+        return Err(Error::Invalid(format!(
+            "latents of {height}x{width}: this UNet takes sides that are positive multiples of {d} (images of multiples of {} pixels)",
+            8 * d
+        )));
+    }
+    let c0 = cfg.block_out_channels[0];
+    let td = cfg.time_embed_dim();
+    let mut g = Graph::new();
+    let sample = g.input(&[batch, cfg.in_channels, height, width]);
+    let timesteps = g.input(&[batch]);
+    let text_states = g.input(&[batch, cfg.cross_attention_dim, 1, text_tokens]);
+    let text = Text { states: text_states, dim: cfg.cross_attention_dim };
+
+    // Time: sinusoidal projection, linear_1 -> SiLU -> linear_2; resnets take SiLU of it.
+    let emb_cfg = EmbeddingConfig {
+        dim: c0,
+        flip_sin_to_cos: cfg.flip_sin_to_cos,
+        freq_shift: cfg.freq_shift,
+        max_period: 10000.0,
+    };
+    let freqs = bank.constant(ctx, &format!("time_proj.freqs.{c0}"), &emb_cfg.frequencies()?);
+    let t = g.timestep_embedding("time_proj", timesteps, emb_cfg, freqs)?;
+    let l1 = bank.linear(ctx, "time_embedding.linear_1", td, c0)?;
+    let t = g.linear("time_embedding.linear_1", t, l1, true)?;
+    let l2 = bank.linear(ctx, "time_embedding.linear_2", td, td)?;
+    let t = g.linear("time_embedding.linear_2", t, l2, false)?;
+    let temb = Some(TimeEmbedding { silu: g.silu("time_embedding.act", t), dim: td });
+
+    let mut b = Blocks { ctx, bank, g };
+    let norm = Norm { groups: cfg.norm_num_groups, eps: cfg.norm_eps };
+    let levels = cfg.block_out_channels.len();
+    let mut h = b.conv("conv_in", sample, c0, 3)?;
+    let mut skips = vec![h];
+    for (i, block) in cfg.down_blocks.iter().enumerate() {
+        let cout = cfg.block_out_channels[i];
+        for j in 0..cfg.layers_per_block {
+            h = b.resnet(&format!("down_blocks.{i}.resnets.{j}"), h, cout, norm, temb, 1.0)?;
+            if *block == CondDownBlock::CrossAttnDown {
+                h = b.transformer_2d(
+                    &format!("down_blocks.{i}.attentions.{j}"),
+                    h,
+                    text,
+                    cfg.heads[i],
+                    norm.groups,
+                )?;
+            }
+            skips.push(h);
+        }
+        if i + 1 < levels {
+            h = b.downsample(&format!("down_blocks.{i}.downsamplers.0"), h, cfg.downsample_padding)?;
+            skips.push(h);
+        }
+    }
+
+    let c = cfg.block_out_channels[levels - 1];
+    let scale = cfg.mid_block_scale_factor;
+    h = b.resnet("mid_block.resnets.0", h, c, norm, temb, scale)?;
+    h = b.transformer_2d("mid_block.attentions.0", h, text, cfg.heads[levels - 1], norm.groups)?;
+    h = b.resnet("mid_block.resnets.1", h, c, norm, temb, scale)?;
+
+    for (i, block) in cfg.up_blocks.iter().enumerate() {
+        let level = levels - 1 - i;
+        let cout = cfg.block_out_channels[level];
+        for j in 0..cfg.layers_per_block + 1 {
+            let skip = skips
+                .pop()
+                .ok_or_else(|| Error::Invalid("up blocks need more skips than down blocks made".into()))?;
+            let p = format!("up_blocks.{i}.resnets.{j}");
+            h = b.g.concat(&format!("{p}.concat"), h, skip)?;
+            h = b.resnet(&p, h, cout, norm, temb, 1.0)?;
+            if *block == CondUpBlock::CrossAttnUp {
+                h = b.transformer_2d(
+                    &format!("up_blocks.{i}.attentions.{j}"),
+                    h,
+                    text,
+                    cfg.heads[level],
+                    norm.groups,
+                )?;
+            }
+        }
+        if i + 1 < levels {
+            h = b.upsample(&format!("up_blocks.{i}.upsamplers.0"), h)?;
+        }
+    }
+
+    h = b.group_norm("conv_norm_out", h, norm, true)?;
+    let output = b.conv("conv_out", h, cfg.out_channels, 3)?;
+    let mut graph = b.g;
+    graph.mark_output(output);
+    Ok(UNetConditionGraph { graph, sample, timesteps, text: text_states, output })
+}
