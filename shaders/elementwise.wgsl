@@ -5,7 +5,8 @@
 struct Params {
     len: u32,    // output elements
     mode: u32,   // gaussian_sample: 1 takes the mean (the posterior's mode)
-    _pad1: u32, _pad2: u32,
+    oh: u32,     // upsample: output height
+    ow: u32,     // upsample: output width
     h: u32,      // upsample: input height; gaussian_sample: latent channels
     w: u32,      // upsample: input width; gaussian_sample: pixels a channel
     alpha: f32,  // affine: factor; gaussian_sample: scaling factor
@@ -58,17 +59,17 @@ fn affine(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: ve
     dst[i] = fma(src0[i], p.alpha, p.beta);
 }
 
-// Nearest-neighbour 2x upsampling of each (n, c) plane: dst[y, x] = src[y / 2, x / 2].
+// Nearest-neighbour upsampling of each (n, c) plane from h x w to oh x ow, as PyTorch's
+// F.interpolate(mode="nearest"): dst[y, x] = src[y h / oh, x w / ow] (floors); 2x is y / 2.
 @compute @workgroup_size(WG)
 fn upsample_nearest2x(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                       @builtin(local_invocation_index) lid: u32) {
     let i = element(wg, nwg, lid);
     if (i >= p.len) { return; }
-    let w2 = 2u * p.w;
-    let ox = i % w2;
-    let oy = (i / w2) % (2u * p.h);
-    let plane = i / (4u * p.h * p.w);
-    dst[i] = src0[(plane * p.h + oy / 2u) * p.w + ox / 2u];
+    let ox = i % p.ow;
+    let oy = (i / p.ow) % p.oh;
+    let plane = i / (p.oh * p.ow);
+    dst[i] = src0[(plane * p.h + oy * p.h / p.oh) * p.w + ox * p.w / p.ow];
 }
 
 // Backward of SiLU: dst = dy * sigmoid(x) (1 + x (1 - sigmoid(x))), src0 = x, src1 = dy.

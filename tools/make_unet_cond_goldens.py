@@ -89,10 +89,10 @@ COMMON = dict(
 CONFIGS = {
     "sd1": dict(unet=dict(in_channels=4, layers_per_block=2, attention_head_dim=4, use_linear_projection=False,
                           upcast_attention=False),
-                cases=[("", 8, 8), ("-16", 16, 16)]),
+                cases=[("", 8, 8), ("-16", 16, 16), ("-12", 12, 12)]),
     "sd2": dict(unet=dict(in_channels=4, layers_per_block=2, attention_head_dim=[2, 4, 4, 4],
                           use_linear_projection=True, upcast_attention=True),
-                cases=[("", 8, 8), ("-8x16", 8, 16)]),
+                cases=[("", 8, 8), ("-8x16", 8, 16), ("-10x14", 10, 14)]),
     "sd1-inpaint": dict(unet=dict(in_channels=9, layers_per_block=1, attention_head_dim=4, use_linear_projection=False,
                                   upcast_attention=False),
                         cases=[("", 8, 8)]),

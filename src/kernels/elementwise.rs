@@ -33,7 +33,8 @@ spec!(GEGLU, "geglu");
 struct Params {
     len: u32,
     mode: u32,
-    _pad: [u32; 2],
+    oh: u32,
+    ow: u32,
     h: u32,
     w: u32,
     alpha: f32,
@@ -289,10 +290,34 @@ pub fn upsample_nearest2x(
     x: &wgpu::Buffer,
     y: &wgpu::Buffer,
 ) -> Result<Dispatch> {
+    upsample_nearest(ctx, planes, (h, w), (2 * h, 2 * w), x, y)
+}
+
+/// Nearest upsampling of each of `planes` planes from `from` (h, w) to `to` (oh, ow), as
+/// F.interpolate(size=to, mode="nearest") picks: source row y h / oh (floored). A UNet whose
+/// latents do not halve evenly upsamples to its skip's size this way.
+pub fn upsample_nearest(
+    ctx: &Context,
+    planes: usize,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    x: &wgpu::Buffer,
+    y: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    if h == 0 || w == 0 || oh < h || ow < w {
+        bail_shape!("upsample: {h}x{w} to {oh}x{ow}");
+    }
     check_len("upsample", "input", x, planes * h * w)?;
-    let len = planes * 4 * h * w;
-    let p = Params { len: len as u32, h: h as u32, w: w as u32, ..Default::default() };
-    launch(ctx, &UPSAMPLE, p, x, None, y, len + len / 4)
+    let len = planes * oh * ow;
+    let p = Params {
+        len: len as u32,
+        h: h as u32,
+        w: w as u32,
+        oh: oh as u32,
+        ow: ow as u32,
+        ..Default::default()
+    };
+    launch(ctx, &UPSAMPLE, p, x, None, y, len + planes * h * w)
 }
 
 /// dx = dy * SiLU'(x) over `len` elements.
@@ -399,11 +424,21 @@ pub fn reference_concat(n: usize, ca: usize, cb: usize, hw: usize, a: &[f32], b:
 }
 
 pub fn reference_upsample(planes: usize, h: usize, w: usize, x: &[f32]) -> Vec<f32> {
-    let mut y = vec![0.0; planes * 4 * h * w];
+    reference_upsample_to(planes, (h, w), (2 * h, 2 * w), x)
+}
+
+/// `upsample_nearest`'s reference: PyTorch's nearest index, floor(dst * in / out).
+pub fn reference_upsample_to(
+    planes: usize,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    x: &[f32],
+) -> Vec<f32> {
+    let mut y = vec![0.0; planes * oh * ow];
     for p in 0..planes {
-        for oy in 0..2 * h {
-            for ox in 0..2 * w {
-                y[(p * 2 * h + oy) * 2 * w + ox] = x[(p * h + oy / 2) * w + ox / 2];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                y[(p * oh + oy) * ow + ox] = x[(p * h + oy * h / oh) * w + ox * w / ow];
             }
         }
     }

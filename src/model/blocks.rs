@@ -125,6 +125,13 @@ impl Blocks<'_> {
         self.conv(&format!("{p}.conv"), h, c, 3)
     }
 
+    /// Upsample2D `{p}` given diffusers' `upsample_size`: nearest to `to`, then its conv.
+    pub fn upsample_to(&mut self, p: &str, x: TensorId, to: (usize, usize)) -> Result<TensorId> {
+        let c = self.channels(x);
+        let h = self.g.upsample_to(p, x, to)?;
+        self.conv(&format!("{p}.conv"), h, c, 3)
+    }
+
     /// GroupNorm `{p}`, with SiLU fused when `silu`.
     pub fn group_norm(&mut self, p: &str, x: TensorId, norm: Norm, silu: bool) -> Result<TensorId> {
         let w = self.bank.norm(self.ctx, p, self.channels(x))?;

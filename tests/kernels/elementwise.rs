@@ -215,3 +215,27 @@ fn gelu_both_kinds_and_geglu() {
         }
     }
 }
+
+/// Nearest upsampling to a given size (F.interpolate's floor rule), as a UNet whose latents do
+/// not halve evenly meets its skips: 2 -> 3, 3 -> 6, (2, 2) -> (3, 4), (5, 7) -> (10, 14), and
+/// a launch of several groups.
+#[test]
+fn upsample_nearest_to_a_size() {
+    for (i, &(planes, from, to)) in [
+        (1, (2, 2), (3, 3)),
+        (3, (3, 3), (6, 6)),
+        (2, (2, 2), (3, 4)),
+        (5, (5, 7), (10, 14)),
+        (64, (7, 9), (13, 17)),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = random(&mut rng(60 + i as u64), planes * from.0 * from.1);
+        let (xt, y) = (upload(&x), output(planes * to.0 * to.1));
+        run(ew::upsample_nearest(ctx(), planes, from, to, &xt.buffer, &y.buffer).unwrap());
+        assert_eq!(read(&y), ew::reference_upsample_to(planes, from, to, &x), "{from:?} -> {to:?}");
+    }
+    // Rows 0, 0, 1 of a 2-row plane at 3 rows, as diffusers' 12x12 latents take them.
+    assert_eq!(ew::reference_upsample_to(1, (2, 1), (3, 1), &[5.0, 7.0]), vec![5.0, 5.0, 7.0]);
+}

@@ -1,7 +1,8 @@
 //! UNet2DConditionModel against diffusers (tools/make_unet_cond_goldens.py): tiny random UNets
 //! with SD's blocks, shaped like SD 1.5's (1x1-conv projections, one head count) and SD 2.1's
 //! (Linear projections, a head count per block), and an SD-style inpainting UNet (9 input
-//! channels), at square and non-square latents, three timesteps, random text states.
+//! channels), at square and non-square latents (some that do not halve evenly), three
+//! timesteps, random text states.
 
 use std::path::PathBuf;
 
@@ -38,12 +39,15 @@ fn check(model: &str, file: &str) {
 fn unet_condition_sd1_shaped_matches_diffusers() {
     check("sd1", "sd1-forward.safetensors");
     check("sd1", "sd1-forward-16.safetensors");
+    // 12x12 latents: 12 -> 6 -> 3 -> 2 down, and up to each skip's size (2 -> 3 -> 6 -> 12).
+    check("sd1", "sd1-forward-12.safetensors");
 }
 
 #[test]
 fn unet_condition_sd2_shaped_matches_diffusers() {
     check("sd2", "sd2-forward.safetensors");
     check("sd2", "sd2-forward-8x16.safetensors");
+    check("sd2", "sd2-forward-10x14.safetensors");
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! Nearest-neighbour 2x upsampling of every (n, c) plane, and its backward.
+//! Nearest-neighbour upsampling of every (n, c) plane, 2x or to a given size (a UNet whose
+//! latents do not halve evenly meets its skips' sizes), and the 2x one's backward.
 
 use super::{Backward, Env, OpKind};
 use crate::gpu::Dispatch;
@@ -9,6 +10,8 @@ use crate::Result;
 #[derive(Clone, Debug, PartialEq)]
 pub struct Upsample2x {
     pub x: TensorId,
+    /// The output's height and width (twice the input's but where a size is given).
+    pub to: (usize, usize),
 }
 
 /// dx [planes, H, W] = the sums of dy's 2x2 blocks.
@@ -22,8 +25,17 @@ pub struct Upsample2xBackward {
 
 impl Graph {
     pub fn upsample2x(&mut self, layer: &str, x: TensorId) -> Result<TensorId> {
+        let [_, _, h, w] = self.nchw(layer, x)?;
+        self.upsample_to(layer, x, (2 * h, 2 * w))
+    }
+
+    /// Nearest upsampling to `to` (oh, ow), each at least the input's.
+    pub fn upsample_to(&mut self, layer: &str, x: TensorId, to: (usize, usize)) -> Result<TensorId> {
         let [n, c, h, w] = self.nchw(layer, x)?;
-        Ok(self.push(layer, Op::Upsample2x(Upsample2x { x }), vec![n, c, 2 * h, 2 * w]))
+        if to.0 < h || to.1 < w {
+            return Err(crate::Error::Shape(format!("{layer}: upsampling {h}x{w} to {}x{}", to.0, to.1)));
+        }
+        Ok(self.push(layer, Op::Upsample2x(Upsample2x { x, to }), vec![n, c, to.0, to.1]))
     }
 }
 
@@ -47,12 +59,19 @@ impl OpKind for Upsample2x {
     fn lower(&self, env: &Env, outs: &[TensorId]) -> Result<Vec<Dispatch>> {
         let out = outs[0];
         let (planes, h, w) = self.dims(env.graph);
-        Ok(vec![kernel::upsample_nearest2x(env.ctx, planes, h, w, env.buffer(self.x), env.buffer(out))?])
+        Ok(vec![kernel::upsample_nearest(
+            env.ctx,
+            planes,
+            (h, w),
+            self.to,
+            env.buffer(self.x),
+            env.buffer(out),
+        )?])
     }
 
     fn reference(&self, env: &Env) -> Result<Vec<Vec<f32>>> {
         let (planes, h, w) = self.dims(env.graph);
-        Ok(vec![kernel::reference_upsample(planes, h, w, &env.read(self.x)?)])
+        Ok(vec![kernel::reference_upsample_to(planes, (h, w), self.to, &env.read(self.x)?)])
     }
 
     fn backward(&self, g: &mut Graph, at: &Backward) -> Result<Vec<(TensorId, TensorId)>> {
@@ -60,6 +79,12 @@ impl OpKind for Upsample2x {
             return Ok(vec![]);
         }
         let (planes, h, w) = self.dims(g);
+        if self.to != (2 * h, 2 * w) {
+            return Err(crate::Error::Invalid(format!(
+                "{}: no gradient through an upsample to a given size",
+                at.layer
+            )));
+        }
         let shape = g.shape(self.x).to_vec();
         let dx =
             g.push(at.layer, Op::Upsample2xBackward(Upsample2xBackward { dy: at.dy, planes, h, w }), shape);

@@ -143,19 +143,13 @@ pub fn build(
     shape: CondShape,
 ) -> Result<UNetConditionGraph> {
     let CondShape { batch, height, width, text_tokens } = shape;
-    let d = cfg.downscale();
-    if batch == 0
-        || text_tokens == 0
-        || height == 0
-        || width == 0
-        || !height.is_multiple_of(d)
-        || !width.is_multiple_of(d)
-    {
-        return Err(Error::Invalid(format!(
-            "latents of {height}x{width}: this UNet takes sides that are positive multiples of {d} (images of multiples of {} pixels)",
-            8 * d
-        )));
+    if batch == 0 || text_tokens == 0 || height == 0 || width == 0 {
+        return Err(Error::Invalid(format!("an empty UNet input: {shape:?}")));
     }
+    // Latents that do not halve evenly down the levels: each up block's upsampler meets the
+    // size of the skip it is joined to next, not 2x (diffusers' forward_upsample_size).
+    let d = cfg.downscale();
+    let to_skip_size = !height.is_multiple_of(d) || !width.is_multiple_of(d);
     let c0 = cfg.block_out_channels[0];
     let td = cfg.time_embed_dim();
     let mut g = Graph::new();
@@ -232,7 +226,14 @@ pub fn build(
             }
         }
         if i + 1 < levels {
-            h = b.upsample(&format!("up_blocks.{i}.upsamplers.0"), h)?;
+            let p = format!("up_blocks.{i}.upsamplers.0");
+            h = match skips.last() {
+                Some(&next) if to_skip_size => {
+                    let s = b.g.shape(next);
+                    b.upsample_to(&p, h, (s[2], s[3]))?
+                }
+                _ => b.upsample(&p, h)?,
+            };
         }
     }
 
