@@ -327,7 +327,8 @@ fn cases() -> Vec<Case> {
         name: "fashion-sampler-step".into(),
         shape: format!("{n}"),
         build: Box::new(move |ctx| {
-            let t: Vec<Tensor> = (0..4).map(|_| zeros(ctx, n)).collect();
+            let mut t: Vec<Tensor> = (0..3).map(|_| zeros(ctx, n)).collect();
+            t.push(zeros(ctx, diff::HISTORY_SLOTS * n));
             let table =
                 ctx.upload(bytemuck::cast_slice(&[StepCoeffs::default()]), &[diff::ROW_LEN]).expect("table");
             let counter = ctx.upload_u32(&[0], &[1]).expect("counter");
@@ -335,7 +336,7 @@ fn cases() -> Vec<Case> {
                 x: &t[0].buffer,
                 model_out: &t[1].buffer,
                 noise: &t[2].buffer,
-                prev_x0: &t[3].buffer,
+                history: &t[3].buffer,
                 table: &table.buffer,
                 step_counter: &counter.buffer,
             };

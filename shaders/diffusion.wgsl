@@ -12,12 +12,16 @@
 // sampler_step:  one step of DDPM, DDIM, Euler, Euler ancestral or DPM-Solver++(2M), all of one linear
 //                form, with coefficients read from a per-step table by the step index held on the
 //                device, so a whole chain can be recorded without reading anything back:
-//                  x0   = x0_x * x + x0_m * model_out                       (prediction type)
+//                  saved <- x (save);  X = saved (from_saved) or x
+//                  x0   = x0_x * X + x0_m * model_out                       (prediction type)
 //                  x0   = clamp(x0, -clip, clip)                            (when clip > 0)
-//                  eps  = eps_x * x + eps_m * model_out + eps_x0 * x0      (noise implied by x0)
-//                  x   <- next_x0 * x0 + next_x * x + next_eps * eps + next_prev_x0 * prev_x0 + noise_scale * z
-//                  prev_x0 <- x0                                          (multistep history)
-//                It updates x and prev_x0 in place (element i reads and writes only element i).
+//                  eps  = eps_x * X + eps_m * model_out + eps_x0 * x0      (noise implied by x0)
+//                  x   <- next_x0 * x0 + next_x * X + next_eps * eps
+//                         + next_prev_x0 * h1 + next_prev2 * h2 + next_prev3 * h3 + noise_scale * z
+//                  h1 <- x0, after h3 <- h2, h2 <- h1 where depth is 3     (multistep history,
+//                                                                           unless skip_history)
+//                It updates x and the history [h1, h2, h3, saved] in place (element i reads and
+//                writes only element i of each). PNDM (PLMS) runs on it with x0 = the model output.
 // repaint_mix:   RePaint's two updates of x beside a sampler step, from a table of MixRow read by
 //                a counter on the device: the join after each step, with the same z the step used,
 //                  x <- mask (known_orig orig + known_z z) + (1 - mask) x
@@ -29,7 +33,8 @@ struct StepCoeffs {
     x0_x: f32, x0_m: f32, clip: f32, eps_x: f32,
     eps_m: f32, eps_x0: f32, next_x0: f32, next_x: f32,
     next_eps: f32, next_prev_x0: f32, noise_scale: f32, model_in_scale: f32,
-    timestep: f32, _pad0: f32, _pad1: f32, _pad2: f32,
+    timestep: f32, next_prev2: f32, next_prev3: f32, depth: f32,
+    skip_history: f32, from_saved: f32, save: f32, _pad0: f32,
 }
 
 struct Params {
@@ -110,7 +115,7 @@ fn guide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec
 @group(0) @binding(2) var<storage, read> st_noise: array<f32>;
 @group(0) @binding(3) var<storage, read> st_table: array<StepCoeffs>;
 @group(0) @binding(4) var<storage, read> st_step: array<u32>;
-@group(0) @binding(5) var<storage, read_write> st_prev_x0: array<f32>;
+@group(0) @binding(5) var<storage, read_write> st_history: array<f32>;
 @group(0) @binding(6) var<uniform> st_p: Params;
 
 @compute @workgroup_size(WG)
@@ -119,7 +124,14 @@ fn sampler_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     let i = element(wg, nwg, lid);
     if (i >= st_p.len) { return; }
     let c = st_table[st_step[0]];
-    let x = st_x[i];
+    let n = st_p.len;
+    var x = st_x[i];
+    if (c.save != 0.0) {
+        st_history[3u * n + i] = x;
+    }
+    if (c.from_saved != 0.0) {
+        x = st_history[3u * n + i];
+    }
     let m = st_model[i];
     var x0 = c.x0_x * x + c.x0_m * m;
     if (c.clip > 0.0) {
@@ -128,13 +140,25 @@ fn sampler_step(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
     let eps = c.eps_x * x + c.eps_m * m + c.eps_x0 * x0;
     var next = c.next_x0 * x0 + c.next_x * x + c.next_eps * eps;
     if (c.next_prev_x0 != 0.0) {
-        next += c.next_prev_x0 * st_prev_x0[i];
+        next += c.next_prev_x0 * st_history[i];
+    }
+    if (c.next_prev2 != 0.0) {
+        next += c.next_prev2 * st_history[n + i];
+    }
+    if (c.next_prev3 != 0.0) {
+        next += c.next_prev3 * st_history[2u * n + i];
     }
     if (c.noise_scale != 0.0) {
         next += c.noise_scale * st_noise[i];
     }
     st_x[i] = next;
-    st_prev_x0[i] = x0;
+    if (c.skip_history == 0.0) {
+        if (c.depth == 3.0) {
+            st_history[2u * n + i] = st_history[n + i];
+            st_history[n + i] = st_history[i];
+        }
+        st_history[i] = x0;
+    }
 }
 
 // ---- repaint_mix ----

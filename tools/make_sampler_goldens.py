@@ -8,7 +8,7 @@
    of `scheduler.step` fed with given random x, model output and noise (noise is injected where
    diffusers draws it), with the model input that `scale_model_input` makes. Multistep state carries
    over from step to step as in a real run.
-2. chains/: whole runs (DDIM, DPM-Solver++ 2M, Euler) from a given x_T on the fashion-f16 golden UNet,
+2. chains/: whole runs (DDIM, DPM-Solver++ 2M, Euler, PNDM) from a given x_T on the fashion-f16 golden UNet,
    written as diffusers pipelines run them: x = x_T * init_noise_sigma; per t: model input, UNet, step.
    Each run's scheduler config is written beside it. DDIM runs without clip_sample here: with clipping,
    this random model's chain is chaotic (diffusers' own output moves by 2e-4 relative when the UNet
@@ -22,14 +22,14 @@ from pathlib import Path
 
 import torch
 from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerAncestralDiscreteScheduler,
-                       EulerDiscreteScheduler, UNet2DModel)
+                       EulerDiscreteScheduler, PNDMScheduler, UNet2DModel)
 from diffusers.schedulers import scheduling_ddpm, scheduling_euler_ancestral_discrete
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "tests" / "golden" / "samplers"
 CLASSES = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm++2m": DPMSolverMultistepScheduler,
-           "euler": EulerDiscreteScheduler, "euler-a": EulerAncestralDiscreteScheduler}
+           "euler": EulerDiscreteScheduler, "euler-a": EulerAncestralDiscreteScheduler, "pndm": PNDMScheduler}
 
 # A DDPM scheduler_config.json as a model folder holds it (through JSON: an in-memory config also
 # lists `_use_default_values`, which from_config would drop), then variations.
@@ -47,7 +47,7 @@ CONFIGS = {
 # (sampler, config, steps, extra): the cases written.
 CASES = []
 for cfg in CONFIGS:
-    for sampler in CLASSES:
+    for sampler in [s for s in CLASSES if s != "pndm"]:
         if sampler == "euler-a" and "sample" in cfg:
             continue  # diffusers does not implement it
         if cfg == "linear-eps-fixed-large" and sampler != "ddpm":
@@ -65,6 +65,22 @@ CASES += [
     ("euler-a", "linear-eps-trailing", 4, {}),
     ("ddim", "linear-eps", 1, {}),
     ("dpm++2m", "linear-eps", 1, {}),
+]
+# PNDM as Stable Diffusion runs it (PLMS: skip_prk_steps), after the others so their seeds stand:
+# every spacing, SD's schedule with steps_offset 1 (epsilon and v), 1, 2, 3, 4 and 50 steps.
+PLMS = dict(skip_prk_steps=True)
+SD = dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False, steps_offset=1)
+CASES += [("pndm", cfg, 10, PLMS) for cfg in ["linear-eps", "linear-eps-trailing", "linear-eps-linspace",
+                                                "linear-eps-offset1"]]
+CASES += [
+    ("pndm", "linear-eps", 20, dict(PLMS, **SD)),
+    ("pndm", "linear-eps", 12, dict(PLMS, **SD, prediction_type="v_prediction")),
+    ("pndm", "linear-eps", 9, dict(PLMS, set_alpha_to_one=True)),
+    ("pndm", "linear-eps", 1, PLMS),
+    ("pndm", "linear-eps", 2, PLMS),
+    ("pndm", "linear-eps", 3, PLMS),
+    ("pndm", "linear-eps", 4, PLMS),
+    ("pndm", "linear-eps", 50, dict(PLMS, **SD)),
 ]
 
 SHAPE = (2, 1, 4, 4)
@@ -138,13 +154,15 @@ def chain_case(sampler, steps, overrides):
 
 def main():
     torch.set_num_threads(2)
-    shutil.rmtree(OUT, ignore_errors=True)
+    # chains/ also holds make_bundled_golden.py's files: only steps/ is written afresh.
+    shutil.rmtree(OUT / "steps", ignore_errors=True)
     (OUT / "steps").mkdir(parents=True)
-    (OUT / "chains").mkdir(parents=True)
+    (OUT / "chains").mkdir(parents=True, exist_ok=True)
     index = [step_case(i, *case) for i, case in enumerate(CASES)]
     (OUT / "steps" / "cases.json").write_text(json.dumps(index, indent=1, default=str))
     print(f"{len(index)} step cases")
-    for sampler, steps, overrides in [("ddim", 10, dict(clip_sample=False)), ("dpm++2m", 12, {}), ("euler", 10, {})]:
+    for sampler, steps, overrides in [("ddim", 10, dict(clip_sample=False)), ("dpm++2m", 12, {}), ("euler", 10, {}),
+                                      ("pndm", 10, dict(skip_prk_steps=True))]:
         chain_case(sampler, steps, overrides)
 
 

@@ -24,7 +24,7 @@ pub struct SampleArgs {
     /// A diffusers model folder (flat or pipeline layout); default: the bundled Fashion-MNIST model.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// ddpm, ddim, dpm++2m, euler or euler-a.
+    /// ddpm, ddim, dpm++2m, euler, euler-a or pndm.
     #[arg(long, default_value = DEFAULT_SAMPLER)]
     pub scheduler: String,
     /// Denoising steps.

@@ -132,7 +132,7 @@ struct Chain<'a> {
     guided: Option<Tensor>,
     x: Tensor,
     noise: Tensor,
-    prev_x0: Tensor,
+    history: Tensor,
     table: Tensor,
     counter: Tensor,
     /// img2img: the input image for every image of a micro-batch, the noising row (a, b) and
@@ -218,7 +218,7 @@ impl<'a> Chain<'a> {
             guided: if copies > 1 { Some(ctx.zeros(&[len])?) } else { None },
             x: ctx.zeros(&[len])?,
             noise: ctx.zeros(&[len])?,
-            prev_x0: ctx.zeros(&[len])?,
+            history: ctx.zeros(&[diffusion::HISTORY_SLOTS * len])?,
             table: ctx.upload(bytemuck::cast_slice(&plan.rows), &[steps * diffusion::ROW_LEN])?,
             counter: ctx.upload_u32(&[0], &[1])?,
             img2img,
@@ -305,7 +305,7 @@ impl<'a> Chain<'a> {
         let state = StepState {
             x: &self.x.buffer,
             noise: &self.noise.buffer,
-            prev_x0: &self.prev_x0.buffer,
+            history: &self.history.buffer,
             table: &self.table.buffer,
             counter: &self.counter.buffer,
         };
@@ -334,7 +334,7 @@ impl<'a> Chain<'a> {
 pub(crate) struct StepState<'a> {
     pub x: &'a wgpu::Buffer,
     pub noise: &'a wgpu::Buffer,
-    pub prev_x0: &'a wgpu::Buffer,
+    pub history: &'a wgpu::Buffer,
     pub table: &'a wgpu::Buffer,
     pub counter: &'a wgpu::Buffer,
 }
@@ -388,7 +388,7 @@ pub(crate) fn step_ends(
         x: s.x,
         model_out: guide.as_ref().map_or(net.output_buffer(), |g| g.out),
         noise: s.noise,
-        prev_x0: s.prev_x0,
+        history: s.history,
         table: s.table,
         step_counter: s.counter,
     };
@@ -516,7 +516,7 @@ pub fn check_first_step(
         let want = rng::reference(key, 0, chain.micro, chain.per);
         rows.push(OpCheck::new("step noise", "philox normal", &read(&chain.noise)?, &want));
     }
-    let (z, mut prev) = (read(&chain.noise)?, read(&chain.prev_x0)?);
+    let (z, mut prev) = (read(&chain.noise)?, read(&chain.history)?);
     ctx.run(&update);
     let want = diffusion::reference_step(&row, &x, &model_out, &z, &mut prev);
     rows.push(OpCheck::new("sampler_step", "update", &read(&chain.x)?, &want));

@@ -230,7 +230,8 @@ pub fn inpaint(
         ctx.upload(&v.iter().copied().cycle().take(len).collect::<Vec<_>>(), &[len])
     };
     let (orig, mask) = (repeat(input.image)?, repeat(input.mask)?);
-    let (x, noise, prev_x0) = (ctx.zeros(&[len])?, ctx.zeros(&[len])?, ctx.zeros(&[len])?);
+    let (x, noise, history) =
+        (ctx.zeros(&[len])?, ctx.zeros(&[len])?, ctx.zeros(&[diffusion::HISTORY_SLOTS * len])?);
     let step_table =
         ctx.upload(bytemuck::cast_slice(&plan.steps), &[plan.steps.len() * diffusion::ROW_LEN])?;
     let mix_table = ctx.upload(bytemuck::cast_slice(&plan.mixes), &[plan.mixes.len() * 8])?;
@@ -241,7 +242,7 @@ pub fn inpaint(
     let state = StepState {
         x: &x.buffer,
         noise: &noise.buffer,
-        prev_x0: &prev_x0.buffer,
+        history: &history.buffer,
         table: &step_table.buffer,
         counter: &step_counter.buffer,
     };

@@ -18,10 +18,12 @@ pub enum SamplerKind {
     DpmPP2M,
     Euler,
     EulerAncestral,
+    /// PNDM with skip_prk_steps: PLMS, Stable Diffusion 1.x's scheduler.
+    Pndm,
 }
 
 impl SamplerKind {
-    pub const NAMES: &'static str = "ddpm, ddim, dpm++2m, euler, euler-a";
+    pub const NAMES: &'static str = "ddpm, ddim, dpm++2m, euler, euler-a, pndm";
 
     pub fn parse(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
@@ -30,6 +32,7 @@ impl SamplerKind {
             "dpm++2m" | "dpmpp2m" | "dpm-solver++" | "dpmsolver++" => Ok(Self::DpmPP2M),
             "euler" => Ok(Self::Euler),
             "euler-a" | "euler_a" | "euler-ancestral" => Ok(Self::EulerAncestral),
+            "pndm" | "plms" => Ok(Self::Pndm),
             other => {
                 Err(Error::Invalid(format!("unknown sampler '{other}': expected one of {}", Self::NAMES)))
             }
@@ -44,12 +47,13 @@ impl SamplerKind {
             Self::DpmPP2M => "DPMSolverMultistepScheduler",
             Self::Euler => "EulerDiscreteScheduler",
             Self::EulerAncestral => "EulerAncestralDiscreteScheduler",
+            Self::Pndm => "PNDMScheduler",
         }
     }
 
     /// The sampler named by a scheduler_config.json `_class_name`, if we have it.
     pub fn from_class_name(name: &str) -> Option<Self> {
-        [Self::Ddpm, Self::Ddim, Self::DpmPP2M, Self::Euler, Self::EulerAncestral]
+        [Self::Ddpm, Self::Ddim, Self::DpmPP2M, Self::Euler, Self::EulerAncestral, Self::Pndm]
             .into_iter()
             .find(|k| k.class_name() == name)
     }
@@ -88,6 +92,11 @@ impl SamplerKind {
                 ("final_sigmas_type", Str("zero")),
             ],
             Self::EulerAncestral => &[("timestep_spacing", Str("linspace"))],
+            Self::Pndm => &[
+                ("timestep_spacing", Str("leading")),
+                ("skip_prk_steps", Bool(false)),
+                ("set_alpha_to_one", Bool(false)),
+            ],
             Self::DpmPP2M => &[
                 ("timestep_spacing", Str("linspace")),
                 ("solver_order", Num(2.0)),
@@ -252,6 +261,13 @@ impl SchedulerConfig {
         if self.kind == SamplerKind::Ddpm {
             expect("variance_type", &["fixed_small", "fixed_small_log", "fixed_large"])?;
         }
+        if self.kind == SamplerKind::Pndm && self.get("skip_prk_steps") != &Value::Bool(true) {
+            return Err(self.err(
+                "skip_prk_steps = false (PNDM's Runge-Kutta warm-up) is not supported: PLMS is, \
+                 skip_prk_steps = true, as Stable Diffusion's scheduler configs set it"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -311,9 +327,11 @@ pub struct SamplerPlan {
     /// Whether any step adds fresh noise (so the chain must generate it).
     pub adds_noise: bool,
     /// Per step, the (a, b) of this scheduler's `add_noise` at its timestep: x = a x0 + b eps
-    /// (VP for DDPM, DDIM and DPM-Solver++; x0 + sigma eps for the Euler schedulers). Where
-    /// img2img starts.
+    /// (VP for DDPM, DDIM, DPM-Solver++ and PNDM; x0 + sigma eps for the Euler schedulers).
+    /// Where img2img starts.
     pub noising: Vec<(f64, f64)>,
+    /// PNDM's schedule, which img2img rebuilds its rows from (its step counter restarts).
+    pub pndm: Option<Box<Pndm>>,
 }
 
 impl SamplerPlan {
@@ -333,6 +351,7 @@ impl SamplerPlan {
             SamplerKind::Ddim => ddim(cfg, &ac, steps, eta)?,
             SamplerKind::Euler | SamplerKind::EulerAncestral => euler(cfg, &ac, steps)?,
             SamplerKind::DpmPP2M => dpm_pp_2m(cfg, &ac, steps)?,
+            SamplerKind::Pndm => pndm(cfg, ac, steps)?,
         };
         Ok(plan)
     }
@@ -359,12 +378,24 @@ impl SamplerPlan {
         if !(0.0..=1.0).contains(&strength) {
             return Err(Error::Invalid(format!("--strength {strength}: must be between 0 and 1")));
         }
-        let n = self.rows.len();
+        let n = self.pndm.as_ref().map_or(self.rows.len(), |p| p.steps);
         let init = ((n as f64 * strength) as usize).min(n);
         if init == 0 {
             return Ok(None);
         }
         let begin = n - init;
+        if let Some(p) = &self.pndm {
+            // diffusers slices PLMS's timesteps (its repeated one included) and its step
+            // counter starts again, so the second kept step still re-steps the first's sample.
+            let ts = &p.timesteps[begin..];
+            let plan = SamplerPlan {
+                rows: p.rows(ts),
+                timesteps: ts.iter().map(|&t| t as f32).collect(),
+                noising: vp_noising(&p.ac, ts),
+                ..self.clone()
+            };
+            return Ok(Some(Img2ImgPlan { noising: plan.noising[0], plan, begin }));
+        }
         let mut plan = self.clone();
         plan.rows.drain(..begin);
         plan.timesteps.drain(..begin);
@@ -404,6 +435,7 @@ fn ddpm(cfg: &SchedulerConfig, ac: &[f64], steps: usize) -> Result<SamplerPlan> 
         init_noise_sigma: 1.0,
         adds_noise: true,
         noising: vp_noising(ac, &ts),
+        pndm: None,
     })
 }
 
@@ -432,6 +464,7 @@ fn ddim(cfg: &SchedulerConfig, ac: &[f64], steps: usize, eta: f64) -> Result<Sam
         init_noise_sigma: 1.0,
         adds_noise: eta > 0.0,
         noising: vp_noising(ac, &ts),
+        pndm: None,
     })
 }
 
@@ -523,7 +556,7 @@ fn euler(cfg: &SchedulerConfig, ac: &[f64], steps: usize) -> Result<SamplerPlan>
         })
         .collect();
     let noising = sigmas[..steps].iter().map(|&s| (1.0, s)).collect();
-    Ok(SamplerPlan { kind: cfg.kind, timesteps: ts, rows, init_noise_sigma, adds_noise, noising })
+    Ok(SamplerPlan { kind: cfg.kind, timesteps: ts, rows, init_noise_sigma, adds_noise, noising, pndm: None })
 }
 
 fn dpm_pp_2m(cfg: &SchedulerConfig, ac: &[f64], steps: usize) -> Result<SamplerPlan> {
@@ -611,5 +644,107 @@ fn dpm_pp_2m(cfg: &SchedulerConfig, ac: &[f64], steps: usize) -> Result<SamplerP
         init_noise_sigma: 1.0,
         adds_noise: false,
         noising,
+        pndm: None,
+    })
+}
+
+/// PNDMScheduler with skip_prk_steps (PLMS), as ../shared/TEXT2IMG.md section 5 tells it.
+#[derive(Clone, Debug)]
+pub struct Pndm {
+    /// The inference steps asked for (the timesteps are one more).
+    pub steps: usize,
+    /// The PLMS timesteps, the second-to-last base one repeated: 981, 961, 961, 941, ...
+    pub timesteps: Vec<i64>,
+    ac: Vec<f64>,
+    /// num_train_timesteps // steps, the distance every step goes back.
+    delta: i64,
+    final_abar: f64,
+    prediction: Prediction,
+}
+
+impl Pndm {
+    /// The chain's rows for `ts`, its step counter starting at 0. Each step is
+    ///   x' = A X + B (w0 e + w1 h1 + w2 h2 + w3 h3)
+    /// with e the model output, h1..h3 the outputs before (the history keeps raw outputs: x0 is
+    /// the output itself), X the sample (the one saved before step 0 at step 1), and
+    /// (A, B) PNDM's _get_prev_sample from t to t - delta (step 1: from t + delta to t).
+    fn rows(&self, ts: &[i64]) -> Vec<StepCoeffs> {
+        let mut history = 0usize;
+        ts.iter()
+            .enumerate()
+            .map(|(k, &t)| {
+                let (from, to) = if k == 1 { (t + self.delta, t) } else { (t, t - self.delta) };
+                if k != 1 {
+                    history = (history + 1).min(4);
+                }
+                let w: [f64; 4] = match (k, history) {
+                    (1, _) => [0.5, 0.5, 0.0, 0.0],
+                    (_, 1) => [1.0, 0.0, 0.0, 0.0],
+                    (_, 2) => [1.5, -0.5, 0.0, 0.0],
+                    (_, 3) => [23.0 / 12.0, -16.0 / 12.0, 5.0 / 12.0, 0.0],
+                    _ => [55.0 / 24.0, -59.0 / 24.0, 37.0 / 24.0, -9.0 / 24.0],
+                };
+                let a = self.ac[from as usize];
+                let b = if to >= 0 { self.ac[to as usize] } else { self.final_abar };
+                let k_e = (b - a) / (a * (1.0 - b).sqrt() + (a * (1.0 - a) * b).sqrt());
+                let (big_a, big_b) = match self.prediction {
+                    Prediction::VPrediction => ((b / a).sqrt() - k_e * (1.0 - a).sqrt(), -k_e * a.sqrt()),
+                    _ => ((b / a).sqrt(), -k_e),
+                };
+                StepCoeffs {
+                    x0_m: 1.0,
+                    next_x: big_a as f32,
+                    next_x0: (big_b * w[0]) as f32,
+                    next_prev_x0: (big_b * w[1]) as f32,
+                    next_prev2: (big_b * w[2]) as f32,
+                    next_prev3: (big_b * w[3]) as f32,
+                    model_in_scale: 1.0,
+                    timestep: t as f32,
+                    depth: 3.0,
+                    skip_history: (k == 1) as u8 as f32,
+                    from_saved: (k == 1) as u8 as f32,
+                    save: (k == 0) as u8 as f32,
+                    ..Default::default()
+                }
+            })
+            .collect()
+    }
+}
+
+fn pndm(cfg: &SchedulerConfig, ac: Vec<f64>, steps: usize) -> Result<SamplerPlan> {
+    let t_train = ac.len();
+    let prediction = cfg.prediction()?;
+    if prediction == Prediction::Sample {
+        return Err(
+            cfg.err("prediction_type \"sample\" is not supported by PNDM (diffusers refuses it too)".into())
+        );
+    }
+    // Ascending base timesteps, then base[:-1] ++ base[-2] ++ base[-1], reversed.
+    let mut base = schedule::integer_timesteps(cfg.spacing()?, t_train, steps, cfg.steps_offset()?);
+    base.reverse();
+    let mut plms: Vec<i64> = base[..base.len() - 1].to_vec();
+    if base.len() >= 2 {
+        plms.push(base[base.len() - 2]);
+    }
+    plms.push(base[base.len() - 1]);
+    plms.reverse();
+    check_range(&plms, t_train)?;
+    let delta = (t_train / steps) as i64;
+    if plms.len() > 1 && plms[1] + delta >= t_train as i64 {
+        return Err(Error::Invalid(format!(
+            "timestep {} falls outside the {t_train} training timesteps",
+            plms[1] + delta
+        )));
+    }
+    let final_abar = if cfg.bool("set_alpha_to_one")? { 1.0 } else { ac[0] };
+    let p = Pndm { steps, timesteps: plms.clone(), ac, delta, final_abar, prediction };
+    Ok(SamplerPlan {
+        kind: SamplerKind::Pndm,
+        timesteps: plms.iter().map(|&t| t as f32).collect(),
+        rows: p.rows(&plms),
+        init_noise_sigma: 1.0,
+        adds_noise: false,
+        noising: vp_noising(&p.ac, &plms),
+        pndm: Some(Box::new(p)),
     })
 }

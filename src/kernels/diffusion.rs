@@ -74,8 +74,12 @@ pub enum DdpmVariance {
 /// One row of the per-step table read by `prepare_step` and `sampler_step` (layout = the shader's
 /// `StepCoeffs`):
 ///   model input = model_in_scale x, at `timestep`;
-///   x0 = x0_x x + x0_m m;  x0 = clamp(x0, +-clip) if clip > 0;  eps = eps_x x + eps_m m + eps_x0 x0;
-///   x <- next_x0 x0 + next_x x + next_eps eps + next_prev_x0 prev_x0 + noise_scale z;  prev_x0 <- x0.
+///   saved <- x where `save`;  X = saved where `from_saved`, else x;
+///   x0 = x0_x X + x0_m m;  x0 = clamp(x0, +-clip) if clip > 0;  eps = eps_x X + eps_m m + eps_x0 x0;
+///   x <- next_x0 x0 + next_x X + next_eps eps + next_prev_x0 h1 + next_prev2 h2 + next_prev3 h3
+///        + noise_scale z;
+///   unless `skip_history`: h1 <- x0 (with `depth` 3, h3 <- h2 and h2 <- h1 first).
+/// h1..h3 are the last x0s (for PNDM, with x0 the model output itself: its last outputs).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct StepCoeffs {
@@ -95,8 +99,22 @@ pub struct StepCoeffs {
     pub model_in_scale: f32,
     /// The timestep the UNet sees at this step.
     pub timestep: f32,
-    pub _pad: [f32; 3],
+    /// Weights of the x0s of two and three steps back (PNDM's linear multistep).
+    pub next_prev2: f32,
+    pub next_prev3: f32,
+    /// 3: keep three past x0s (PNDM); otherwise one.
+    pub depth: f32,
+    /// 1: this step's x0 joins no history (PNDM's second step).
+    pub skip_history: f32,
+    /// 1: the step reads the saved sample instead of x (PNDM's second step).
+    pub from_saved: f32,
+    /// 1: the sample is saved before this step (PNDM's first step).
+    pub save: f32,
+    pub _pad: [f32; 1],
 }
+
+/// Floats of a sampler's state beside x: three past x0s and a saved sample, each as long as x.
+pub const HISTORY_SLOTS: usize = 4;
 
 /// f32 values per table row.
 pub const ROW_LEN: usize = std::mem::size_of::<StepCoeffs>() / 4;
@@ -313,8 +331,8 @@ pub struct StepBuffers<'a> {
     pub x: &'a wgpu::Buffer,
     pub model_out: &'a wgpu::Buffer,
     pub noise: &'a wgpu::Buffer,
-    /// The previous step's x0, replaced by this step's.
-    pub prev_x0: &'a wgpu::Buffer,
+    /// The past x0s and the saved sample: `HISTORY_SLOTS` times the sample's length.
+    pub history: &'a wgpu::Buffer,
     /// `steps` StepCoeffs rows.
     pub table: &'a wgpu::Buffer,
     pub step_counter: &'a wgpu::Buffer,
@@ -325,18 +343,17 @@ pub fn sampler_step(ctx: &Context, len: usize, steps: usize, b: &StepBuffers) ->
     if len == 0 {
         bail_shape!("sampler_step: empty sample");
     }
-    for (what, buf) in
-        [("sample", b.x), ("model output", b.model_out), ("noise", b.noise), ("previous x0", b.prev_x0)]
-    {
+    for (what, buf) in [("sample", b.x), ("model output", b.model_out), ("noise", b.noise)] {
         check_len("sampler_step", what, buf, len)?;
     }
+    check_len("sampler_step", "history", b.history, HISTORY_SLOTS * len)?;
     check_len("sampler_step", "table", b.table, steps * ROW_LEN)?;
     check_len("sampler_step", "step counter", b.step_counter, 1)?;
     let params = ctx.uniform(&Params { len: len as u32, per_item: len as u32, batch: 1, _pad: 0 });
     ctx.dispatch(
         &SAMPLER_STEP,
         &[],
-        &[b.x, b.model_out, b.noise, b.table, b.step_counter, b.prev_x0, &params],
+        &[b.x, b.model_out, b.noise, b.table, b.step_counter, b.history, &params],
         grid_1d(ctx, len, 256),
         Cost { flops: 16 * len as u64, bytes: 24 * len as u64 },
     )
@@ -410,13 +427,18 @@ pub fn advance_step(ctx: &Context, step_counter: &wgpu::Buffer) -> Result<Dispat
     ctx.dispatch(&ADVANCE_STEP, &[], &[step_counter], [1, 1, 1], Cost { flops: 1, bytes: 8 })
 }
 
-/// Reference of `sampler_step` for one coefficient row: the new sample; `prev_x0` becomes this
-/// step's x0.
-pub fn reference_step(c: &StepCoeffs, x: &[f32], m: &[f32], z: &[f32], prev_x0: &mut [f32]) -> Vec<f32> {
+/// Reference of `sampler_step` for one coefficient row: the new sample; `history` (past x0s
+/// and the saved sample, `HISTORY_SLOTS` x len) is updated as the kernel updates it.
+pub fn reference_step(c: &StepCoeffs, x: &[f32], m: &[f32], z: &[f32], history: &mut [f32]) -> Vec<f32> {
     let f = |v: f32| v as f64;
-    (0..x.len())
+    let len = x.len();
+    (0..len)
         .map(|i| {
-            let (xi, mi) = (f(x[i]), f(m[i]));
+            if c.save != 0.0 {
+                history[3 * len + i] = x[i];
+            }
+            let xi = if c.from_saved != 0.0 { f(history[3 * len + i]) } else { f(x[i]) };
+            let mi = f(m[i]);
             let mut x0 = f(c.x0_x) * xi + f(c.x0_m) * mi;
             if c.clip > 0.0 {
                 x0 = x0.clamp(-f(c.clip), f(c.clip));
@@ -425,9 +447,17 @@ pub fn reference_step(c: &StepCoeffs, x: &[f32], m: &[f32], z: &[f32], prev_x0: 
             let next = f(c.next_x0) * x0
                 + f(c.next_x) * xi
                 + f(c.next_eps) * eps
-                + f(c.next_prev_x0) * f(prev_x0[i])
+                + f(c.next_prev_x0) * f(history[i])
+                + f(c.next_prev2) * f(history[len + i])
+                + f(c.next_prev3) * f(history[2 * len + i])
                 + f(c.noise_scale) * f(z[i]);
-            prev_x0[i] = x0 as f32;
+            if c.skip_history == 0.0 {
+                if c.depth == 3.0 {
+                    history[2 * len + i] = history[len + i];
+                    history[len + i] = history[i];
+                }
+                history[i] = x0 as f32;
+            }
             next as f32
         })
         .collect()

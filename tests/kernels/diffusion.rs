@@ -70,13 +70,13 @@ fn ddim_direct(
     ap.sqrt() * x0 + (1.0 - ap - std * std).sqrt() * eps + std * z
 }
 
-/// One `sampler_step` then `advance_step` over [x, model output, noise, prev x0, table, counter].
+/// One `sampler_step` then `advance_step` over [x, model output, noise, history, table, counter].
 fn step_on_device(len: usize, steps: usize, t: [&wgpu_diffusion::gpu::Tensor; 6]) {
     let bufs = diff::StepBuffers {
         x: &t[0].buffer,
         model_out: &t[1].buffer,
         noise: &t[2].buffer,
-        prev_x0: &t[3].buffer,
+        history: &t[3].buffer,
         table: &t[4].buffer,
         step_counter: &t[5].buffer,
     };
@@ -93,7 +93,7 @@ fn check_chain(rows: &[StepCoeffs], direct: &dyn Fn(usize, f64, f64, f64) -> f64
     let xt = upload(&x);
     let table = upload(bytemuck::cast_slice(rows));
     let counter = ctx().upload_u32(&[0], &[1]).unwrap();
-    let mut prev = random(&mut r, len);
+    let mut prev = random(&mut r, diff::HISTORY_SLOTS * len);
     let prevt = upload(&prev);
     for (i, row) in rows.iter().enumerate() {
         let (m, z) = (random(&mut r, len), random(&mut r, len));
@@ -206,7 +206,7 @@ fn multistep_history_and_prepare_step() {
     ];
     let mut r = rng(11);
     let mut x = random(&mut r, len);
-    let mut prev = vec![0.0; len];
+    let mut prev = vec![0.0; diff::HISTORY_SLOTS * len];
     let (xt, prevt, zt) = (upload(&x), upload(&prev), upload(&vec![0.0; len]));
     let (model_in, tt) = (output(len), output(batch));
     let table = upload(bytemuck::cast_slice(&rows));
@@ -288,7 +288,7 @@ fn check_geometry_on(c: &wgpu_diffusion::gpu::Context, batch: usize, seed: u64, 
         ..Default::default()
     };
     let (x, raw, z) = (random(&mut r, len), random(&mut r, copies * len), random(&mut r, len));
-    let mut prev = random(&mut r, len);
+    let mut prev = random(&mut r, diff::HISTORY_SLOTS * len);
     let (xt, rawt, zt, prevt) = (upload_on(c, &x), upload_on(c, &raw), upload_on(c, &z), upload_on(c, &prev));
     let (model_in, ts, guided) =
         (output_on(c, copies * len), output_on(c, copies * batch), output_on(c, len));
@@ -302,7 +302,7 @@ fn check_geometry_on(c: &wgpu_diffusion::gpu::Context, batch: usize, seed: u64, 
         x: &xt.buffer,
         model_out: &mt.buffer,
         noise: &zt.buffer,
-        prev_x0: &prevt.buffer,
+        history: &prevt.buffer,
         table: &table.buffer,
         step_counter: &counter.buffer,
     };

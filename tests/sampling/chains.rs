@@ -44,6 +44,11 @@ fn euler_chain_matches_diffusers() {
 }
 
 #[test]
+fn pndm_chain_matches_diffusers() {
+    whole_chain("pndm", 10);
+}
+
+#[test]
 fn same_seed_same_bytes_and_batch_elements_are_independent() {
     let (mut unet, cfg, _) = model();
     let plan = SamplerPlan::new(&cfg, 4, 0.0).unwrap();

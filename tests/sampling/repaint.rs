@@ -49,13 +49,13 @@ fn run_step(
         upload(bytemuck::cast_slice(&[row])),
         upload(bytemuck::cast_slice(&[mix])),
         c.upload_u32(&[0], &[1]).unwrap(),
-        output(n),
+        output(diff::HISTORY_SLOTS * n),
     );
     let bufs = diff::StepBuffers {
         x: &x.buffer,
         model_out: &eps.buffer,
         noise: &z.buffer,
-        prev_x0: &prev.buffer,
+        history: &prev.buffer,
         table: &table.buffer,
         step_counter: &counter.buffer,
     };
@@ -86,7 +86,7 @@ fn step_and_undo_step_match_diffusers() {
             assert_close(&key, &got, &g[&format!("{key}.out")].data, RTOL);
             // The reference agrees.
             let d = |k: &str| &g[&format!("{key}.{k}")].data;
-            let mut prev = vec![0.0; got.len()];
+            let mut prev = vec![0.0; diff::HISTORY_SLOTS * got.len()];
             let stepped = diff::reference_step(&row, d("x"), d("eps"), d("z"), &mut prev);
             let want = diff::reference_mix(&mix, &stepped, d("orig"), d("mask"), d("z"));
             assert_close(&format!("{key} reference"), &want, &g[&format!("{key}.out")].data, RTOL);

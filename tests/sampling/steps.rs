@@ -31,8 +31,14 @@ fn run_case(case: &Value) -> Result<(), String> {
     let len = g["x"].data.len() / n;
     let batch = 2;
     let row = |t: &str, i: usize| g[t].data[i * len..(i + 1) * len].to_vec();
-    let (x, m, z, prev, model_in, timesteps) =
-        (output(len), output(len), output(len), upload(&vec![0.0; len]), output(len), output(batch));
+    let (x, m, z, prev, model_in, timesteps) = (
+        output(len),
+        output(len),
+        output(len),
+        upload(&vec![0.0; diff::HISTORY_SLOTS * len]),
+        output(len),
+        output(batch),
+    );
     let table = upload(bytemuck::cast_slice(&plan.rows));
     let counter = c.upload_u32(&[0], &[1]).unwrap();
     for i in 0..n {
@@ -43,7 +49,7 @@ fn run_case(case: &Value) -> Result<(), String> {
             x: &x.buffer,
             model_out: &m.buffer,
             noise: &z.buffer,
-            prev_x0: &prev.buffer,
+            history: &prev.buffer,
             table: &table.buffer,
             step_counter: &counter.buffer,
         };
@@ -108,4 +114,27 @@ fn bad_sampler_settings_are_refused() {
     let file = SchedulerConfig::parse_file(r#"{"algorithm_type": "sde-dpmsolver++"}"#, "s.json").unwrap();
     assert!(SchedulerConfig::resolve(SamplerKind::DpmPP2M, Some(&file), "s.json").is_err());
     assert!(SchedulerConfig::parse_file("{", "s.json").unwrap_err().to_string().contains("malformed"));
+}
+
+#[test]
+fn pndm_is_plms_and_its_img2img_restarts_the_step_counter() {
+    let file =
+        SchedulerConfig::parse_file(r#"{"skip_prk_steps": true, "steps_offset": 1}"#, "s.json").unwrap();
+    let cfg = SchedulerConfig::resolve(SamplerKind::Pndm, Some(&file), "s.json").unwrap();
+    let plan = SamplerPlan::new(&cfg, 10, 0.0).unwrap();
+    // 901, 801, 801, 701, ..., 101, 1: the second timestep repeated, 11 in all.
+    let want: Vec<f32> =
+        [901, 801, 801, 701, 601, 501, 401, 301, 201, 101, 1].iter().map(|&t| t as f32).collect();
+    assert_eq!(plan.timesteps, want);
+    // diffusers' img2img slices the timesteps and starts PNDM's counter again: the kept part's
+    // first step saves its sample and the second re-steps it.
+    let i2i = SamplerPlan::img2img(&plan, 0.5).unwrap().unwrap();
+    assert_eq!(i2i.begin, 5);
+    assert_eq!(i2i.plan.timesteps, want[5..].to_vec());
+    assert_eq!(
+        (i2i.plan.rows[0].save, i2i.plan.rows[1].from_saved, i2i.plan.rows[2].from_saved),
+        (1.0, 1.0, 0.0)
+    );
+    let e = SchedulerConfig::resolve(SamplerKind::Pndm, None, "s.json").unwrap_err().to_string();
+    assert!(e.contains("skip_prk_steps"), "{e}");
 }
