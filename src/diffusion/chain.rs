@@ -5,12 +5,13 @@
 
 use std::ops::Range;
 
+use super::denoiser::Denoiser;
 use super::samplers::SamplerPlan;
-use crate::gpu::{Context, Dispatch, Tensor};
+use crate::gpu::{Context, CopyOp, Cost, Dispatch, Tensor};
 use crate::graph::check::{check_ops, OpCheck};
 use crate::graph::replay::replay;
 use crate::kernels::{diffusion, elementwise, rng};
-use crate::model::{UNet, UNetExecutable};
+use crate::model::UNetExecutable;
 use crate::{Error, Result};
 
 /// What a chain starts from.
@@ -28,6 +29,19 @@ pub struct ChainInput<'a> {
     pub img2img: Option<Img2ImgStart<'a>>,
     /// The class of each image, for a class-conditional model, with guidance or without.
     pub conditioning: Option<Conditioning<'a>>,
+    /// The encoded prompts, for a text-conditioned model, with guidance or without.
+    pub text: Option<TextInput<'a>>,
+}
+
+/// Encoded prompts on the device, and which one each image reads.
+#[derive(Clone, Copy, Debug)]
+pub struct TextInput<'a> {
+    /// The text encoder's states [rows, D, 1, T] (the engine's layout of a sequence).
+    pub states: &'a wgpu::Buffer,
+    /// The row of each image of the whole batch, by global index.
+    pub rows: &'a [usize],
+    /// Classifier-free guidance: the row of the negative (or empty) prompt, and the scale.
+    pub guidance: Option<(usize, f32)>,
 }
 
 /// Classifier-free guidance: each step evaluates the model on [null class; class] rows in one
@@ -84,7 +98,11 @@ pub(crate) struct Guide<'a> {
 
 /// Checks a chain's conditioning against the model before any work: labels exactly for a
 /// class-conditional model, one per image of the batch, each (and the null label) a class of it.
-pub(crate) fn check_conditioning(unet: &UNet, cond: Option<&Conditioning>, batch: usize) -> Result<()> {
+pub(crate) fn check_conditioning(
+    unet: &dyn Denoiser,
+    cond: Option<&Conditioning>,
+    batch: usize,
+) -> Result<()> {
     unet.check_labels(cond.map(|c| c.labels), batch)?;
     if let Some(g) = cond.and_then(|c| c.guidance) {
         unet.check_labels(Some(&[g.null_label]), 1)?;
@@ -93,6 +111,32 @@ pub(crate) fn check_conditioning(unet: &UNet, cond: Option<&Conditioning>, batch
         }
     }
     Ok(())
+}
+
+/// Checks a chain's text against the model: states exactly for a text-conditioned model, a row
+/// for every image of the batch.
+fn check_text(unet: &dyn Denoiser, text: Option<&TextInput>, batch: usize) -> Result<()> {
+    match (unet.text_row_len(), text) {
+        (0, None) => Ok(()),
+        (0, Some(_)) => Err(Error::Invalid("a prompt was given to a model that takes no text".into())),
+        (_, None) => Err(Error::Invalid("this model is text-conditioned: it needs a prompt".into())),
+        (row, Some(t)) => {
+            let rows = (t.states.size() / 4) as usize / row;
+            let bad = t.rows.iter().copied().chain(t.guidance.map(|g| g.0)).find(|&r| r >= rows);
+            if t.rows.len() != batch || bad.is_some() {
+                return Err(Error::Shape(format!(
+                    "{} prompt rows for {batch} images, {rows} encoded",
+                    t.rows.len()
+                )));
+            }
+            match t.guidance {
+                Some((_, s)) if !s.is_finite() => {
+                    Err(Error::Invalid(format!("guidance scale {s}: must be a finite number")))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
 }
 
 /// Where an img2img chain starts: x = a x0 + b z, with z the standard normal that would have
@@ -107,7 +151,25 @@ pub struct Img2ImgStart<'a> {
 impl<'a> ChainInput<'a> {
     /// Every image of a batch of `batch`.
     pub fn all(seed: u64, batch: usize, init_noise: Option<&'a [f32]>) -> Self {
-        Self { seed, batch, images: 0..batch, init_noise, img2img: None, conditioning: None }
+        Self { seed, batch, images: 0..batch, init_noise, img2img: None, conditioning: None, text: None }
+    }
+
+    /// The guidance scale, where the chain guides (by class or by text).
+    fn guidance_scale(&self) -> Option<f32> {
+        match (self.conditioning.and_then(|c| c.guidance), self.text.and_then(|t| t.guidance)) {
+            (Some(g), _) => Some(g.scale),
+            (None, Some((_, scale))) => Some(scale),
+            (None, None) => None,
+        }
+    }
+
+    /// Model evaluations per image a step: 2 under guidance.
+    fn copies(&self) -> usize {
+        if self.guidance_scale().is_some() {
+            2
+        } else {
+            1
+        }
     }
 }
 
@@ -129,6 +191,8 @@ struct Chain<'a> {
     micro: usize,
     copies: usize,
     per: usize,
+    /// Floats of one row of text states (0 without text).
+    text_row_len: usize,
     guided: Option<Tensor>,
     x: Tensor,
     noise: Tensor,
@@ -145,16 +209,16 @@ struct Chain<'a> {
 impl<'a> Chain<'a> {
     fn new(
         ctx: &'a Context,
-        unet: &mut UNet,
+        unet: &mut dyn Denoiser,
         plan: &'a SamplerPlan,
         input: &'a ChainInput<'a>,
     ) -> Result<Self> {
-        let cfg = &unet.config;
-        let per = cfg.in_channels * cfg.sample_size * cfg.sample_size;
-        if cfg.in_channels != cfg.out_channels {
+        let [channels, height, width] = unet.sample_dims();
+        let per = channels * height * width;
+        if channels != unet.out_channels() {
             return Err(Error::Invalid(format!(
-                "sampling needs out_channels == in_channels, the model has {} and {}",
-                cfg.out_channels, cfg.in_channels
+                "sampling needs out_channels == in_channels, the model has {} and {channels}",
+                unet.out_channels()
             )));
         }
         if input.batch == 0 {
@@ -170,18 +234,16 @@ impl<'a> Chain<'a> {
         if let Some(x) = input.init_noise {
             if x.len() != input.batch * per {
                 return Err(Error::Shape(format!(
-                    "initial noise has {} values, {} images of [{}, {}, {}] need {}",
+                    "initial noise has {} values, {} images of [{channels}, {height}, {width}] need {}",
                     x.len(),
                     input.batch,
-                    cfg.in_channels,
-                    cfg.sample_size,
-                    cfg.sample_size,
                     input.batch * per
                 )));
             }
         }
         check_conditioning(unet, input.conditioning.as_ref(), input.batch)?;
-        let copies = input.conditioning.as_ref().map_or(1, Conditioning::copies);
+        check_text(unet, input.text.as_ref(), input.batch)?;
+        let copies = input.copies();
         // Sized by the whole batch, not this process's share: a shard then runs the executable one
         // process would, and its images come out bit for bit the same on every device (on GPUs
         // split-K's split count follows the batch).
@@ -215,6 +277,7 @@ impl<'a> Chain<'a> {
             micro,
             copies,
             per,
+            text_row_len: unet.text_row_len(),
             guided: if copies > 1 { Some(ctx.zeros(&[len])?) } else { None },
             x: ctx.zeros(&[len])?,
             noise: ctx.zeros(&[len])?,
@@ -240,6 +303,10 @@ impl<'a> Chain<'a> {
             let n = self.micro.min(self.input.images.end - start);
             ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(&c.rows(start, n, self.micro)));
         }
+        let mut text = vec![];
+        if let (Some(t), Some(buf)) = (&self.input.text, self.net.text_buffer()) {
+            text.push(self.text_rows(t, buf, start));
+        }
         if let Some((image, row, zero_t)) = &self.img2img {
             // z into the noise buffer, then x = a x0 + b z by the noising kernel with a one-row
             // table at timestep 0 for every image.
@@ -255,9 +322,30 @@ impl<'a> Chain<'a> {
                 &row.buffer,
                 &self.x.buffer,
             )?);
-            return Ok(list);
+            text.extend(list);
+            return Ok(text);
         }
-        self.standard_normal(start, Some(self.plan.init_noise_sigma as f32))
+        text.extend(self.standard_normal(start, Some(self.plan.init_noise_sigma as f32))?);
+        Ok(text)
+    }
+
+    /// Copies of the prompts' states into the UNet's text rows for the micro-batch from image
+    /// `start`: the negative prompt's rows first under guidance ([uncond; cond], as diffusers
+    /// orders them); a short last micro-batch repeats its first image's.
+    fn text_rows(&self, t: &TextInput, dst: &wgpu::Buffer, start: usize) -> Dispatch {
+        let n = self.micro.min(self.input.images.end - start);
+        let own = (0..self.micro).map(|j| t.rows[start + j.min(n - 1)]);
+        let rows: Vec<usize> = match t.guidance {
+            Some((uncond, _)) => std::iter::repeat_n(uncond, self.micro).chain(own).collect(),
+            None => own.collect(),
+        };
+        let bytes = 4 * self.text_row_len as u64;
+        let copies = rows
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| CopyOp::buffer(t.states, r as u64 * bytes, dst, i as u64 * bytes, bytes))
+            .collect();
+        Dispatch::copies_only("text rows", copies, Cost { flops: 0, bytes: 2 * bytes * rows.len() as u64 })
     }
 
     /// z for the micro-batch from image `start`, from the file (written here) or from (seed,
@@ -294,8 +382,7 @@ impl<'a> Chain<'a> {
 
     /// The guidance of this chain, where it has one: its scale and the guided output buffer.
     fn guide(&self) -> Option<Guide<'_>> {
-        let g = self.input.conditioning.as_ref()?.guidance?;
-        Some(Guide { scale: g.scale, out: &self.guided.as_ref()?.buffer })
+        Some(Guide { scale: self.input.guidance_scale()?, out: &self.guided.as_ref()?.buffer })
     }
 
     /// The dispatches of one step, in four parts: prepare (model input and timestep from the
@@ -399,7 +486,12 @@ pub(crate) fn step_ends(
 
 /// The micro-batch of a chain over `batch` images evaluated `copies` times a step: the largest
 /// that fits the device's limits, sized by the whole batch so every shard runs the same one.
-pub(crate) fn micro_batch(ctx: &Context, unet: &mut UNet, batch: usize, copies: usize) -> Result<usize> {
+pub(crate) fn micro_batch(
+    ctx: &Context,
+    unet: &mut dyn Denoiser,
+    batch: usize,
+    copies: usize,
+) -> Result<usize> {
     let max = unet.max_batch(ctx)? / copies;
     if max == 0 {
         return Err(Error::Shape(format!(
@@ -434,20 +526,19 @@ impl AfterChain for ReadBack {
 /// ([images, C, H, W]).
 pub fn sample(
     ctx: &Context,
-    unet: &mut UNet,
+    unet: &mut dyn Denoiser,
     plan: &SamplerPlan,
     input: &ChainInput,
     progress: Progress,
 ) -> Result<Vec<f32>> {
-    let cfg = &unet.config;
-    let mut read = ReadBack { per: cfg.in_channels * cfg.sample_size * cfg.sample_size };
+    let mut read = ReadBack { per: unet.sample_dims().iter().product() };
     sample_then(ctx, unet, plan, input, progress, &mut read)
 }
 
 /// `sample` with `after` run on each micro-batch's final samples in place of reading them back.
 pub fn sample_then(
     ctx: &Context,
-    unet: &mut UNet,
+    unet: &mut dyn Denoiser,
     plan: &SamplerPlan,
     input: &ChainInput,
     progress: Progress,
@@ -478,7 +569,7 @@ pub fn sample_then(
 /// order.
 pub fn check_first_step(
     ctx: &Context,
-    unet: &mut UNet,
+    unet: &mut dyn Denoiser,
     plan: &SamplerPlan,
     input: &ChainInput,
 ) -> Result<Vec<OpCheck>> {

@@ -110,12 +110,17 @@ pub struct UNetExecutable {
     pub timesteps: TensorId,
     /// Class labels [batch] as f32, for a class-conditional model.
     pub class_labels: Option<TensorId>,
+    /// Text states [batch, D, 1, T], for a text-conditioned model.
+    pub text: Option<TensorId>,
     pub output: TensorId,
 }
 
 impl UNetExecutable {
     pub fn class_labels_buffer(&self) -> Option<&wgpu::Buffer> {
         self.class_labels.map(|t| self.exe.buffer(t))
+    }
+    pub fn text_buffer(&self) -> Option<&wgpu::Buffer> {
+        self.text.map(|t| self.exe.buffer(t))
     }
     pub fn sample_buffer(&self) -> &wgpu::Buffer {
         self.exe.buffer(self.sample)
@@ -168,6 +173,7 @@ impl UNet {
             sample: g.sample,
             timesteps: g.timesteps,
             class_labels: g.class_labels,
+            text: None,
             output: g.output,
         })
     }

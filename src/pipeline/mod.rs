@@ -418,6 +418,7 @@ impl Loaded<'_> {
                     init_noise: job.init_noise.as_deref(),
                     img2img: start.as_ref().map(|(image, noising)| Img2ImgStart { image, noising: *noising }),
                     conditioning: job.conditioning(),
+                    text: None,
                 };
                 match self.autoencoder.as_mut() {
                     Some(vae) => {

@@ -145,6 +145,7 @@ fn every_sampler_image_k_alone_is_image_k_of_the_batch() {
                 init_noise: None,
                 img2img: None,
                 conditioning: None,
+                text: None,
             };
             diffusion::sample(ctx(), &mut unet, &plan, &input, &mut |_, _| {}).unwrap()
         };

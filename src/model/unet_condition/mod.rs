@@ -78,6 +78,22 @@ impl UNetCondition {
         Ok(Self { config, bank })
     }
 
+    /// The largest batch at `shape`'s latent size and text length whose every tensor fits one
+    /// binding of this device (and a texel view: kernels read operands as texels).
+    pub fn max_batch(&mut self, ctx: &Context, shape: CondShape) -> Result<usize> {
+        let g = build(ctx, &self.config, &mut self.bank, CondShape { batch: 1, ..shape })?;
+        let per_image = g.graph.activations().map(|t| g.graph.bytes(t)).max().unwrap_or(1);
+        let limit = ctx.max_binding_bytes().min(ctx.max_texel_bytes());
+        Ok((limit / per_image.max(1)) as usize)
+    }
+
+    /// Planned (peak, naive) activation bytes at `shape`, without allocating.
+    pub fn plan_bytes(&mut self, ctx: &Context, shape: CondShape) -> Result<(u64, u64)> {
+        let g = build(ctx, &self.config, &mut self.bank, shape)?;
+        let plan = crate::graph::Plan::new(&g.graph);
+        Ok((plan.peak_bytes, plan.naive_bytes))
+    }
+
     /// The graph for `shape`, planned and lowered.
     pub fn executable(
         &mut self,
