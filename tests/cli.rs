@@ -806,7 +806,7 @@ fn latent_pipeline_folders_sample_and_bad_ones_are_one_line() {
         v["unet"] = serde_json::json!(["diffusers", "UNet2DConditionModel"])
     });
     let (ok, _, err) = run(&d);
-    assert_one_line_error(ok, &err, &["UNet2DConditionModel", "not supported"]);
+    assert_one_line_error(ok, &err, &["UNet2DConditionModel", "text_encoder"]);
     let d = latent_copy("ldm-kl", "truncated-vae");
     let w = d.join("vae/diffusion_pytorch_model.safetensors");
     let bytes = std::fs::read(&w).unwrap();

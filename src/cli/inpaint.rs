@@ -130,7 +130,8 @@ pub fn run(args: &InpaintArgs) -> Result<()> {
     let mut before = image;
     before.extend(mask.iter().map(|&m| 2.0 * m - 1.0));
     let non_finite = |k| format!("result {k} came out with NaN or infinite values, so nothing was written");
-    let mut written = outputs.write(&out, 0..args.batch, (ch, s), &before, &|_| text.clone(), &non_finite)?;
+    let mut written =
+        outputs.write(&out, 0..args.batch, (ch, s, s), &before, &|_| text.clone(), &non_finite)?;
     if args.out_dir.is_none() {
         written += &format!(" (input, mask, {} results)", args.batch);
     }

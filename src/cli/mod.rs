@@ -8,6 +8,7 @@ mod noise;
 mod output;
 mod sample;
 mod train;
+mod txt2img;
 
 use clap::{Args, Parser, Subcommand};
 use wgpu_diffusion::gpu::{BackendChoice, ContextOptions};
@@ -36,6 +37,8 @@ pub enum Command {
     Train(Box<train::TrainArgs>),
     /// Time a whole UNet forward (per op, from GPU timestamps) and a sampling chain.
     Bench(bench::BenchArgs),
+    /// Draw a prompt with a Stable Diffusion 1.x or 2.x pipeline folder.
+    Txt2img(Box<txt2img::Txt2ImgArgs>),
 }
 
 /// Adapter choice, shared by every subcommand that uses the GPU.
@@ -123,5 +126,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info(args) => info::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Train(args) => train::run(&args),
+        Command::Txt2img(args) => txt2img::run(&args),
     }
 }

@@ -37,8 +37,8 @@ pub struct Outputs<'a> {
     pub columns: Option<usize>,
 }
 
-/// One image's shape: (channels, size).
-pub type Shape = (usize, usize);
+/// One image's shape: (channels, height, width).
+pub type Shape = (usize, usize, usize);
 
 impl Outputs<'_> {
     /// Checks, before any work, that every output of the images from global index `first` can
@@ -81,18 +81,18 @@ impl Outputs<'_> {
         &self,
         out: &[f32],
         images: Range<usize>,
-        (c, s): Shape,
+        (c, h, w): Shape,
         before: &[f32],
         text: &dyn Fn(Option<usize>) -> Vec<(&'static str, String)>,
         non_finite: &dyn Fn(usize) -> String,
     ) -> Result<String> {
-        let per = c * s * s;
+        let per = c * h * w;
         let n = images.len();
         if let Some(k) = first_non_finite(out, per, images.start) {
             return Err(Error::Invalid(non_finite(k)));
         }
         if let Some(p) = self.save_npy {
-            npy::write(p, &[n, c, s, s], out)?;
+            npy::write(p, &[n, c, h, w], out)?;
         }
         Ok(match self.out_dir {
             Some(dir) => {
@@ -103,13 +103,13 @@ impl Outputs<'_> {
                             Error::Invalid(format!("cannot create {}: {e}", parent.display()))
                         })?;
                     }
-                    images::save_png_with_text(&images::grid(img, 1, c, s, s, 1)?, &file, &text(Some(k)))?;
+                    images::save_png_with_text(&images::grid(img, 1, c, h, w, 1)?, &file, &text(Some(k)))?;
                 }
                 format!("{n} images in {}", dir.display())
             }
             None if before.is_empty() => {
                 let cols = self.columns.unwrap_or_else(|| images::square_cols(n));
-                let grid = images::grid(out, n, c, s, s, cols)?;
+                let grid = images::grid(out, n, c, h, w, cols)?;
                 images::save_png_with_text(&grid, self.grid, &text(None))?;
                 self.grid.display().to_string()
             }
@@ -118,7 +118,7 @@ impl Outputs<'_> {
                 let mut row = before.to_vec();
                 row.extend_from_slice(out);
                 let all = row.len() / per;
-                images::save_png_with_text(&images::grid(&row, all, c, s, s, all)?, self.grid, &text(None))?;
+                images::save_png_with_text(&images::grid(&row, all, c, h, w, all)?, self.grid, &text(None))?;
                 self.grid.display().to_string()
             }
         })

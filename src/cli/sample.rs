@@ -358,7 +358,7 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
              `sample --check` runs the first step op by op against the CPU references and names the op that goes wrong"
         )
     };
-    let written = outputs.write(&out, images.clone(), (ich, is), &[], &text, &non_finite)?;
+    let written = outputs.write(&out, images.clone(), (ich, is, is), &[], &text, &non_finite)?;
     if let (Some(p), Some(latents)) = (&args.save_latents, &made.latents) {
         npy::write(p, &[n, ch, s, s], latents)?;
     }

@@ -28,7 +28,29 @@ pub struct Components {
     pub scheduler: Option<Component>,
     /// `vqvae` (VQModel) or `vae` (AutoencoderKL).
     pub autoencoder: Option<Component>,
+    /// A text-to-image pipeline's CLIPTextModel and CLIPTokenizer (Stable Diffusion 1.x, 2.x).
+    pub text_encoder: Option<Component>,
+    pub tokenizer: Option<Component>,
+    /// Components present but not run (a Stable Diffusion folder's safety checker and its
+    /// image processor), by name.
+    pub skipped: Vec<String>,
 }
+
+impl Components {
+    /// Whether the folder is a text-to-image pipeline (its unet a UNet2DConditionModel).
+    pub fn is_text(&self) -> bool {
+        self.unet.as_ref().is_some_and(|u| u.class == "UNet2DConditionModel")
+    }
+}
+
+/// Components of pipelines this engine does not run, and what they mean.
+const OTHER_FAMILIES: [(&str, &str); 5] = [
+    ("text_encoder_2", "SDXL (a second text encoder, text_encoder_2)"),
+    ("tokenizer_2", "SDXL (a second tokenizer, tokenizer_2)"),
+    ("text_encoder_3", "SD3 (a third text encoder, text_encoder_3)"),
+    ("transformer", "a transformer backbone (SD3, Flux, PixArt) instead of a unet"),
+    ("prior", "a prior model (Kandinsky, unCLIP)"),
+];
 
 const AUTOENCODERS: [&str; 2] = ["AutoencoderKL", "VQModel"];
 
@@ -55,6 +77,12 @@ pub fn read(root: &Path) -> Result<Components> {
         let (Some(library), Some(class)) = (library.as_str(), class.as_str()) else {
             return Err(Error::Invalid(format!("{shown}: component '{name}' is not [library, class]: {v}")));
         };
+        if let Some((_, what)) = OTHER_FAMILIES.iter().find(|f| f.0 == name) {
+            return Err(Error::Invalid(format!(
+                "{}: {what} is not supported; this engine runs Stable Diffusion 1.x and 2.x (one CLIP text encoder and a unet)",
+                root.display()
+            )));
+        }
         let dir = root.join(name);
         let component = Component {
             name: name.clone(),
@@ -63,13 +91,12 @@ pub fn read(root: &Path) -> Result<Components> {
             dir: dir.clone(),
         };
         let slot = match (name.as_str(), class) {
-            ("unet", "UNet2DModel") => &mut out.unet,
-            ("unet", "UNet2DConditionModel") => {
-                return Err(Error::Invalid(format!(
-                    "{}: its unet is a UNet2DConditionModel (text-to-image, Stable Diffusion): not supported yet; \
-                     this engine runs UNet2DModel pipelines (unconditional, class-conditional, latent)",
-                    root.display()
-                )))
+            ("unet", "UNet2DModel" | "UNet2DConditionModel") => &mut out.unet,
+            ("text_encoder", "CLIPTextModel") => &mut out.text_encoder,
+            ("tokenizer", "CLIPTokenizer" | "CLIPTokenizerFast") => &mut out.tokenizer,
+            ("safety_checker" | "feature_extractor" | "image_encoder", _) => {
+                out.skipped.push(name.clone());
+                continue;
             }
             ("scheduler", _) => &mut out.scheduler,
             ("vqvae" | "vae", c) if AUTOENCODERS.contains(&c) => {
@@ -81,7 +108,8 @@ pub fn read(root: &Path) -> Result<Components> {
             _ => {
                 return Err(Error::Invalid(format!(
                     "{shown}: component '{name}' ({library} {class}) is not one this engine runs \
-                     (it runs unet UNet2DModel, vqvae VQModel or vae AutoencoderKL, and a scheduler)"
+                     (it runs unet UNet2DModel or UNet2DConditionModel, vqvae VQModel or vae AutoencoderKL, \
+                     text_encoder CLIPTextModel, tokenizer CLIPTokenizer, and a scheduler)"
                 )))
             }
         };
@@ -96,6 +124,27 @@ pub fn read(root: &Path) -> Result<Components> {
     }
     if out.unet.is_none() {
         return Err(Error::Invalid(format!("{shown}: no unet component")));
+    }
+    // A text-to-image pipeline needs its text side and its autoencoder; another must not have a
+    // text side it would ignore.
+    let missing = |what: &str| {
+        Error::Invalid(format!("{}: a UNet2DConditionModel pipeline without its {what}", root.display()))
+    };
+    if out.is_text() {
+        if out.text_encoder.is_none() {
+            return Err(missing("text_encoder (CLIPTextModel)"));
+        }
+        if out.tokenizer.is_none() {
+            return Err(missing("tokenizer (CLIPTokenizer)"));
+        }
+        if out.autoencoder.is_none() {
+            return Err(missing("vae (AutoencoderKL)"));
+        }
+    } else if let Some(t) = out.text_encoder.as_ref().or(out.tokenizer.as_ref()) {
+        return Err(Error::Invalid(format!(
+            "{shown}: a {} ({}) beside a UNet2DModel, which takes no text",
+            t.name, t.class
+        )));
     }
     Ok(out)
 }

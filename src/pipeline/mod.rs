@@ -10,6 +10,7 @@ pub mod classes;
 pub mod edit;
 pub mod index;
 pub mod latent;
+pub mod text;
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -86,6 +87,12 @@ impl Pipeline {
     pub fn open(dir: &Path) -> Result<Self> {
         let (folder, autoencoder) = if dir.join(index::INDEX_FILE).is_file() {
             let c = index::read(dir)?;
+            if c.is_text() {
+                return Err(Error::Invalid(format!(
+                    "{}: a text-to-image pipeline (Stable Diffusion): `txt2img --model {0} --prompt ...` runs it",
+                    dir.display()
+                )));
+            }
             let unet = c.unet.as_ref().map(|u| u.dir.clone()).unwrap_or_default();
             let scheduler = c.scheduler.as_ref().map(|s| s.dir.join("scheduler_config.json"));
             let folder = ModelFolder::from_dirs(dir, &unet, scheduler.as_deref())?;

@@ -7,6 +7,7 @@ mod img2img;
 mod latent;
 mod repaint;
 mod steps;
+mod text2img;
 
 #[path = "../common/mod.rs"]
 mod common;

@@ -1,0 +1,362 @@
+//! Stable Diffusion 1.x and 2.x text to image from a diffusers pipeline folder, as
+//! StableDiffusionPipeline runs it (../shared/TEXT2IMG.md section 4): the prompts tokenized and
+//! encoded once on the device, the chain on the latents with classifier-free guidance over
+//! [negative; prompt] rows in one evaluation, the decode on the device right after. The
+//! pipeline composes the models and the scheduler; the math is theirs.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use super::index::{self, Components};
+use super::latent::{self, DecodePlan, Tiling};
+use super::Output;
+use crate::diffusion::{
+    self, AfterChain, ChainInput, SamplerKind, SamplerPlan, SchedulerConfig, TextDenoiser, TextInput,
+};
+use crate::gpu::Context;
+use crate::model::clip::{ClipTextConfig, ClipTextModel, ClipTokenizer};
+use crate::model::unet_condition::{UNetCondition, UNetConditionConfig};
+use crate::model::vae::{Autoencoder, AutoencoderConfig, AutoencoderKind};
+use crate::{Error, Result};
+
+/// StableDiffusionPipeline's default guidance scale.
+pub const DEFAULT_GUIDANCE_SCALE: f32 = 7.5;
+/// Its default steps.
+pub const DEFAULT_STEPS: usize = 50;
+
+/// A Stable Diffusion pipeline folder, read and checked; nothing on the device yet.
+pub struct TextPipeline {
+    pub root: PathBuf,
+    pub components: Components,
+    pub unet_config: UNetConditionConfig,
+    pub text_config: ClipTextConfig,
+    pub vae_config: AutoencoderConfig,
+    pub tokenizer: ClipTokenizer,
+    /// scheduler_config.json's object and its path.
+    scheduler_file: Option<(Map<String, Value>, String)>,
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
+}
+
+impl TextPipeline {
+    /// Reads `dir`'s model_index.json and every component's config, and checks that they fit
+    /// together (the text's width is the UNet's cross-attention width, the UNet works on the
+    /// VAE's latents).
+    pub fn open(dir: &Path) -> Result<Self> {
+        if !dir.join(index::INDEX_FILE).is_file() {
+            return Err(Error::Invalid(format!(
+                "{}: no model_index.json; txt2img takes a Stable Diffusion pipeline folder (save_pretrained)",
+                dir.display()
+            )));
+        }
+        let components = index::read(dir)?;
+        if !components.is_text() {
+            return Err(Error::Invalid(format!(
+                "{}: its unet is a UNet2DModel, which takes no prompt: `sample --model {0}` runs it",
+                dir.display()
+            )));
+        }
+        let part = |c: &Option<index::Component>| c.clone().expect("checked by index::read"); // ok: index::read requires them
+        let (unet, text, tok, vae) = (
+            part(&components.unet),
+            part(&components.text_encoder),
+            part(&components.tokenizer),
+            part(&components.autoencoder),
+        );
+        let (unet_cfg_path, _) = crate::model::component_files(&unet.dir)?;
+        let unet_config =
+            UNetConditionConfig::parse(&read(&unet_cfg_path)?, &unet_cfg_path.display().to_string())?;
+        let text_path = text.dir.join("config.json");
+        if !text_path.is_file() {
+            return Err(Error::Invalid(format!("{}: no config.json", text.dir.display())));
+        }
+        let text_config = ClipTextConfig::parse(&read(&text_path)?, &text_path.display().to_string())?;
+        let (vae_path, _) = crate::model::component_files(&vae.dir)?;
+        let vae_config =
+            AutoencoderConfig::parse(&read(&vae_path)?, Some(&vae.class), &vae_path.display().to_string())?;
+        let tokenizer = ClipTokenizer::open(&tok.dir)?;
+        let scheduler_file = match &components.scheduler {
+            Some(s) => {
+                let path = s.dir.join("scheduler_config.json");
+                let shown = path.display().to_string();
+                Some((SchedulerConfig::parse_file(&read(&path)?, &shown)?, shown))
+            }
+            None => None,
+        };
+        let p = Self {
+            root: dir.to_path_buf(),
+            components,
+            unet_config,
+            text_config,
+            vae_config,
+            tokenizer,
+            scheduler_file,
+        };
+        p.check()?;
+        Ok(p)
+    }
+
+    fn check(&self) -> Result<()> {
+        let root = self.root.display();
+        let (u, t, v) = (&self.unet_config, &self.text_config, &self.vae_config);
+        if t.hidden_size != u.cross_attention_dim {
+            return Err(Error::Invalid(format!(
+                "{root}: the text encoder's width is {}, but the unet's cross_attention_dim is {}",
+                t.hidden_size, u.cross_attention_dim
+            )));
+        }
+        if v.kind != AutoencoderKind::Kl {
+            return Err(Error::Invalid(format!(
+                "{root}: a Stable Diffusion pipeline's vae is an AutoencoderKL"
+            )));
+        }
+        let latent = v.latent_width();
+        if u.out_channels != latent || (u.in_channels != latent && u.in_channels != 2 * latent + 1) {
+            return Err(Error::Invalid(format!(
+                "{root}: the vae makes latents of {latent} channels, but the unet takes {} and makes {}",
+                u.in_channels, u.out_channels
+            )));
+        }
+        if self.tokenizer.max_length > t.max_position_embeddings {
+            return Err(Error::Invalid(format!(
+                "{root}: the tokenizer makes {} positions, the text encoder has {}",
+                self.tokenizer.max_length, t.max_position_embeddings
+            )));
+        }
+        Ok(())
+    }
+
+    /// An inpainting UNet (latents, mask, masked-image latents: 9 channels in SD's).
+    pub fn is_inpainting(&self) -> bool {
+        self.unet_config.in_channels != self.vae_config.latent_width()
+    }
+
+    /// The image's side the pipeline makes when none is asked: the UNet's sample_size in pixels.
+    pub fn default_size(&self) -> usize {
+        self.unet_config.sample_size * self.vae_config.downscale()
+    }
+
+    /// Pixels per latent, each side.
+    pub fn downscale(&self) -> usize {
+        self.vae_config.downscale()
+    }
+
+    /// The folder's scheduler (or `kind`), as StableDiffusionPipeline.__init__ leaves it:
+    /// steps_offset 1 and clip_sample off, whatever an old config says.
+    pub fn scheduler(&self, kind: Option<SamplerKind>) -> Result<SchedulerConfig> {
+        let (file, shown) = match &self.scheduler_file {
+            Some((f, s)) => (Some(f.clone()), s.clone()),
+            None => (None, format!("{} (no scheduler config)", self.root.display())),
+        };
+        let own = file
+            .as_ref()
+            .and_then(|f| f.get("_class_name"))
+            .and_then(Value::as_str)
+            .and_then(SamplerKind::from_class_name);
+        let kind = match (kind, own) {
+            (Some(k), _) | (None, Some(k)) => k,
+            (None, None) => {
+                let class = file
+                    .as_ref()
+                    .and_then(|f| f.get("_class_name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("none");
+                return Err(Error::Invalid(format!(
+                    "{shown}: scheduler class '{class}' is not one this engine runs; choose one with --scheduler ({})",
+                    SamplerKind::NAMES
+                )));
+            }
+        };
+        let mut file = file.unwrap_or_default();
+        file.insert("steps_offset".into(), Value::from(1));
+        file.insert("clip_sample".into(), Value::from(false));
+        SchedulerConfig::resolve(kind, Some(&file), &shown)
+    }
+
+    /// Tokenizes the prompts as encode_prompt does (77 positions, cut with the words reported):
+    /// the ids of each, and one line for each prompt that was cut.
+    pub fn tokenize(&self, prompts: &[&str]) -> (Vec<u32>, Vec<String>) {
+        let mut ids = vec![];
+        let mut warnings = vec![];
+        for p in prompts {
+            let e = self.tokenizer.encode(p);
+            if let Some(cut) = e.truncated {
+                warnings.push(format!(
+                    "The following part of your input was truncated because CLIP can only handle sequences up to {} tokens: {cut}",
+                    self.tokenizer.max_length
+                ));
+            }
+            ids.extend(e.ids);
+        }
+        (ids, warnings)
+    }
+
+    /// Loads the text encoder, the UNet and the VAE onto the device.
+    pub fn load(&self, ctx: &Context) -> Result<LoadedText<'_>> {
+        let part = |c: &Option<index::Component>| c.clone().expect("checked by index::read"); // ok: checked on open
+        let text = ClipTextModel::load(ctx, &part(&self.components.text_encoder).dir)?;
+        let unet = UNetCondition::load(ctx, &part(&self.components.unet).dir)?;
+        let vae_dir = part(&self.components.autoencoder);
+        let vae = Autoencoder::load(ctx, &vae_dir.dir, Some(&vae_dir.class))?;
+        Ok(LoadedText { pipeline: self, text, unet, vae })
+    }
+}
+
+/// What one txt2img run makes.
+pub struct TextJob {
+    /// The prompts, and for each image of the whole batch, the prompt it draws.
+    pub prompts: Vec<String>,
+    pub image_prompts: Vec<usize>,
+    /// The negative prompt ("" when none: diffusers' unconditional text).
+    pub negative: String,
+    /// Guidance over [negative; prompt] rows above 1; at 1 or below the prompt alone.
+    pub guidance_scale: f32,
+    pub plan: SamplerPlan,
+    /// The image's size in pixels.
+    pub height: usize,
+    pub width: usize,
+    pub seed: u64,
+    /// Images in the whole run (over every shard), and those made here.
+    pub batch: usize,
+    pub images: Range<usize>,
+    /// Standard-normal latents [batch, 4, H/8, W/8] for the whole batch.
+    pub init_noise: Option<Vec<f32>>,
+    pub tiling: Tiling,
+    pub memory_budget: Option<u64>,
+}
+
+impl TextJob {
+    /// Whether guidance runs: diffusers' do_classifier_free_guidance (scale above 1).
+    pub fn guided(&self) -> bool {
+        self.guidance_scale > 1.0
+    }
+
+    fn latent_size(&self, p: &TextPipeline) -> Result<(usize, usize)> {
+        let d = p.downscale();
+        if self.height == 0
+            || self.width == 0
+            || !self.height.is_multiple_of(d)
+            || !self.width.is_multiple_of(d)
+        {
+            return Err(Error::Invalid(format!(
+                "--height {} --width {}: each a positive multiple of {d} (the vae's downscaling)",
+                self.height, self.width
+            )));
+        }
+        Ok((self.height / d, self.width / d))
+    }
+}
+
+/// A Stable Diffusion pipeline on the device.
+pub struct LoadedText<'p> {
+    pub pipeline: &'p TextPipeline,
+    pub text: ClipTextModel,
+    pub unet: UNetCondition,
+    pub vae: Autoencoder,
+}
+
+impl LoadedText<'_> {
+    /// How the decode runs for `job`, planned before any work.
+    pub fn decode_plan(&mut self, ctx: &Context, job: &TextJob) -> Result<DecodePlan> {
+        let size = job.latent_size(self.pipeline)?;
+        latent::plan_decode(ctx, &mut self.vae, size, job.batch, job.tiling, job.memory_budget)
+    }
+
+    /// Makes the job's images [images, 3, H, W] in [-1, 1] (the VAE's output, before any
+    /// clamping), and the final latents when `keep_latents`; `warn` hears each prompt that was cut.
+    pub fn run(
+        &mut self,
+        ctx: &Context,
+        job: &TextJob,
+        keep_latents: bool,
+        progress: super::Progress,
+        warn: &mut dyn FnMut(&str),
+    ) -> Result<Output> {
+        let (lh, lw) = job.latent_size(self.pipeline)?;
+        if job.image_prompts.len() != job.batch || job.image_prompts.iter().any(|&p| p >= job.prompts.len()) {
+            return Err(Error::Shape(format!(
+                "{} image prompts for a batch of {}",
+                job.image_prompts.len(),
+                job.batch
+            )));
+        }
+        if !job.guidance_scale.is_finite() {
+            return Err(Error::Invalid(format!("--guidance-scale {}: a finite number", job.guidance_scale)));
+        }
+        // Rows: the negative prompt first (read only under guidance), then each prompt.
+        let mut texts: Vec<&str> = vec![&job.negative];
+        texts.extend(job.prompts.iter().map(String::as_str));
+        let (ids, warnings) = self.pipeline.tokenize(&texts);
+        for w in warnings.iter().skip(if job.guided() { 0 } else { 1 }) {
+            warn(w);
+        }
+        let tokens = self.pipeline.tokenizer.max_length;
+        let encoded = self.text.executable(ctx, texts.len(), tokens)?;
+        let as_f32: Vec<f32> = ids.iter().map(|&i| i as f32).collect();
+        ctx.queue.write_buffer(encoded.exe.buffer(encoded.ids), 0, bytemuck::cast_slice(&as_f32));
+        ctx.run(&encoded.exe.dispatches);
+        let rows: Vec<usize> = job.image_prompts.iter().map(|p| p + 1).collect();
+        let text = TextInput {
+            states: encoded.exe.buffer(encoded.output),
+            rows: &rows,
+            guidance: job.guided().then_some((0, job.guidance_scale)),
+        };
+        let input = ChainInput {
+            seed: job.seed,
+            batch: job.batch,
+            images: job.images.clone(),
+            init_noise: job.init_noise.as_deref(),
+            img2img: None,
+            conditioning: None,
+            text: Some(text),
+        };
+        let mut denoiser = TextDenoiser { unet: &mut self.unet, height: lh, width: lw, text_tokens: tokens };
+        let copies = if job.guided() { 2 } else { 1 };
+        let micro = job.batch.min(diffusion::Denoiser::max_batch(&mut denoiser, ctx)? / copies).max(1);
+        let mut decode: Box<dyn DecodeWithLatents> =
+            match latent::plan_decode(ctx, &mut self.vae, (lh, lw), micro, job.tiling, job.memory_budget)? {
+                DecodePlan::Whole { batch } => {
+                    Box::new(latent::Decode::new(ctx, &mut self.vae, batch.min(micro), lh, lw, keep_latents)?)
+                }
+                DecodePlan::Tiled { plan, batch, .. } => Box::new(latent::TiledDecode::new(
+                    ctx,
+                    &mut self.vae,
+                    plan,
+                    batch.min(micro),
+                    (lh, lw),
+                    keep_latents,
+                )?),
+            };
+        let images =
+            diffusion::sample_then(ctx, &mut denoiser, &job.plan, &input, progress, decode.as_after())?;
+        Ok(Output { images, latents: decode.take_latents() })
+    }
+}
+
+/// A decode after the chain that may keep the final latents.
+trait DecodeWithLatents {
+    fn as_after(&mut self) -> &mut dyn AfterChain;
+    fn take_latents(&mut self) -> Option<Vec<f32>>;
+}
+
+impl DecodeWithLatents for latent::Decode {
+    fn as_after(&mut self) -> &mut dyn AfterChain {
+        self
+    }
+    fn take_latents(&mut self) -> Option<Vec<f32>> {
+        self.latents.take()
+    }
+}
+
+impl DecodeWithLatents for latent::TiledDecode {
+    fn as_after(&mut self) -> &mut dyn AfterChain {
+        self
+    }
+    fn take_latents(&mut self) -> Option<Vec<f32>> {
+        self.latents.take()
+    }
+}
