@@ -2,6 +2,9 @@
 
 use std::process::Command;
 
+#[path = "common/sd_pipeline.rs"]
+mod sd_pipeline;
+
 fn cli(args: &[&str]) -> (bool, String, String) {
     cli_env(args, &[])
 }
@@ -823,4 +826,134 @@ fn latent_pipeline_folders_sample_and_bad_ones_are_one_line() {
         &input("mask-centre.png"),
     ]);
     assert_one_line_error(ok, &err, &["RePaint", "pixel-space"]);
+}
+
+/// `txt2img` on an SD 1.5-shaped pipeline folder: from the golden's latents it writes diffusers'
+/// decoded image (--save-npy), a PNG whose `parameters` text is A1111's, numbered PNGs; a prompt
+/// past 77 tokens is one warning naming what was cut.
+#[test]
+fn txt2img_writes_diffusers_image_and_its_parameters() {
+    use wgpu_diffusion::model::tensors::read_safetensors;
+    let dir = sd_pipeline::assemble_as("sd1", "cli-txt2img");
+    let g = read_safetensors(std::path::Path::new(&format!(
+        "{}/tests/golden/sd_pipeline/sd1-txt2img.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    )))
+    .unwrap();
+    let out = scratch("txt2img");
+    let latents = out.join("latents.npy");
+    let one = 4 * 8 * 8;
+    wgpu_diffusion::io::npy::write(&latents, &[1, 4, 8, 8], &g["guided.latents_in"].data[..one]).unwrap();
+    let (png, npy) = (out.join("a.png"), out.join("a.npy"));
+    let prompt = "a photo of an astronaut riding a horse on mars";
+    let args = [
+        "txt2img",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        prompt,
+        "--negative-prompt",
+        "blurry",
+        "--steps",
+        "5",
+        "--init-noise",
+        latents.to_str().unwrap(),
+        "--save-npy",
+        npy.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ];
+    let (ok, _, err) = cli(&args);
+    assert!(ok, "{err}");
+    let (shape, got) = wgpu_diffusion::io::npy::read(&npy).unwrap();
+    assert_eq!(shape, vec![1, 3, 64, 64]);
+    let want = &g["guided.decoded"].data[..3 * 64 * 64];
+    let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst <= 2e-3, "the decoded image differs from diffusers' by {worst}");
+    let text = wgpu_diffusion::io::images::png_text(&png).unwrap();
+    let parameters = text.iter().find(|t| t.0 == "parameters").map(|t| t.1.clone()).expect("parameters");
+    assert_eq!(
+        parameters,
+        format!("{prompt}\nNegative prompt: blurry\nSteps: 5, Sampler: PLMS, CFG scale: 7.5, Seed: 0, Size: 64x64, Model: cli-txt2img")
+    );
+    // Numbered PNGs; a long prompt is cut with one warning that names the words dropped.
+    let long = format!("{} tail words here", ["castle"; 80].join(" "));
+    let pngs = out.join("pngs");
+    let (ok, _, err) = cli(&[
+        "txt2img",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        &long,
+        "--steps",
+        "2",
+        "--batch",
+        "2",
+        "--out-dir",
+        pngs.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    assert!(pngs.join("000000.png").is_file() && pngs.join("000001.png").is_file());
+    let warning: Vec<&str> = err.lines().filter(|l| l.contains("truncated")).collect();
+    assert_eq!(warning.len(), 1, "{err}");
+    assert!(warning[0].ends_with("castle castle castle castle castle tail words here"), "{err}");
+    // A prompt past Latin-1 goes in an iTXt chunk, whole.
+    let fox = "a 狐 in the snow 🦊";
+    let (ok, _, err) = cli(&[
+        "txt2img",
+        "--model",
+        dir.to_str().unwrap(),
+        "--prompt",
+        fox,
+        "--steps",
+        "2",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let text = wgpu_diffusion::io::images::png_text(&png).unwrap();
+    assert!(
+        text.iter().any(|t| t.0 == "parameters" && t.1.starts_with(&format!("{fox}\nSteps: 2,"))),
+        "{text:?}"
+    );
+}
+
+#[test]
+fn bad_text_to_image_input_is_one_line() {
+    let run = |dir: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["txt2img", "--model", dir.to_str().unwrap(), "--prompt", "a fox", "--steps", "2"];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    let dir = sd_pipeline::assemble_as("sd1", "cli-bad-size");
+    let (ok, _, err) = run(&dir, &["--height", "60"]);
+    assert_one_line_error(ok, &err, &["--height 60", "multiple of 8"]);
+    let (ok, _, err) = cli(&["sample", "--model", dir.to_str().unwrap()]);
+    assert_one_line_error(ok, &err, &["txt2img"]);
+    // SDXL: a second text encoder; SD3: a transformer.
+    for (name, key, words) in [
+        ("cli-sdxl", "text_encoder_2", ["SDXL", "text_encoder_2"]),
+        ("cli-sd3", "transformer", ["SD3", "transformer"]),
+    ] {
+        let dir = sd_pipeline::assemble_as("sd1", name);
+        edit_json(&dir.join("model_index.json"), |v| {
+            v[key] = serde_json::json!(["transformers", "CLIPTextModelWithProjection"])
+        });
+        let (ok, _, err) = run(&dir, &[]);
+        assert_one_line_error(ok, &err, &words);
+    }
+    let dir = sd_pipeline::assemble_as("sd1", "cli-no-tokenizer");
+    edit_json(&dir.join("model_index.json"), |v| {
+        v.as_object_mut().unwrap().remove("tokenizer");
+    });
+    let (ok, _, err) = run(&dir, &[]);
+    assert_one_line_error(ok, &err, &["tokenizer"]);
+    let dir = sd_pipeline::assemble_as("sd1", "cli-no-text-encoder");
+    std::fs::remove_dir_all(dir.join("text_encoder")).unwrap();
+    let (ok, _, err) = run(&dir, &[]);
+    assert_one_line_error(ok, &err, &["text_encoder", "missing"]);
+    let dir = sd_pipeline::assemble_as("sd1", "cli-width");
+    edit_json(&dir.join("unet/config.json"), |v| v["cross_attention_dim"] = 64.into());
+    let (ok, _, err) = run(&dir, &[]);
+    assert_one_line_error(ok, &err, &["text encoder's width is 32", "cross_attention_dim is 64"]);
 }

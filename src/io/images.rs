@@ -68,7 +68,13 @@ pub fn save_png_with_text(img: &DynamicImage, path: &Path, text: &[(&str, String
         enc.set_color(color);
         enc.set_depth(png::BitDepth::Eight);
         for (key, value) in text {
-            enc.add_text_chunk(key.to_string(), value.clone())?;
+            // tEXt is Latin-1; a prompt with other characters (emoji, CJK) goes in an iTXt
+            // (UTF-8) chunk, as web UIs write it.
+            if value.chars().all(|c| (c as u32) < 256) {
+                enc.add_text_chunk(key.to_string(), value.clone())?;
+            } else {
+                enc.add_itxt_chunk(key.to_string(), value.clone())?;
+            }
         }
         let mut writer = enc.write_header()?;
         writer.write_image_data(&pixels)?;
@@ -85,14 +91,23 @@ pub fn save_png_with_text(img: &DynamicImage, path: &Path, text: &[(&str, String
     })
 }
 
-/// The tEXt chunks of a PNG file, in order (what `save_png_with_text` wrote).
+/// The text chunks of a PNG file (what `save_png_with_text` wrote): its tEXt chunks in order,
+/// then its iTXt ones.
 pub fn png_text(path: &Path) -> Result<Vec<(String, String)>> {
     let file =
         std::fs::File::open(path).map_err(|source| Error::Io { path: path.display().to_string(), source })?;
     let reader = png::Decoder::new(std::io::BufReader::new(file))
         .read_info()
         .map_err(|e| Error::Invalid(format!("cannot read {}: {e}", path.display())))?;
-    Ok(reader.info().uncompressed_latin1_text.iter().map(|t| (t.keyword.clone(), t.text.clone())).collect())
+    let info = reader.info();
+    let mut out: Vec<(String, String)> =
+        info.uncompressed_latin1_text.iter().map(|t| (t.keyword.clone(), t.text.clone())).collect();
+    for t in &info.utf8_text {
+        let text =
+            t.get_text().map_err(|e| Error::Invalid(format!("{}: an iTXt chunk: {e}", path.display())))?;
+        out.push((t.keyword.clone(), text));
+    }
+    Ok(out)
 }
 
 /// Reads a PNG or JPEG as [C, size, size] in [-1, 1], as training data is prepared

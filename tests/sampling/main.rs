@@ -11,6 +11,8 @@ mod text2img;
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../common/sd_pipeline.rs"]
+mod sd_pipeline;
 pub use common::*;
 
 use std::path::PathBuf;

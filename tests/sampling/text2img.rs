@@ -4,47 +4,13 @@
 //! SD-shaped VAE) with SD 1.5's PNDM and SD 2.1's v-prediction DDIM; whole chains from given
 //! latents, guided and not, square and not, compared after the decode.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
-
 use serde_json::Value;
 use wgpu_diffusion::model::tensors::read_safetensors;
 use wgpu_diffusion::pipeline::latent::Tiling;
 use wgpu_diffusion::pipeline::text::{TextJob, TextPipeline};
 
+use crate::sd_pipeline::assemble;
 use crate::*;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_file() {
-            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
-        }
-    }
-}
-
-/// A Stable Diffusion pipeline folder as save_pretrained writes it, from the golden components.
-pub fn assemble(variant: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-scratch/sd-pipeline").join(variant);
-    let _ = std::fs::remove_dir_all(&dir);
-    let tok = dir.join("tokenizer");
-    std::fs::create_dir_all(&tok).unwrap();
-    for f in ["vocab.json", "merges.txt"] {
-        let mut text = String::new();
-        let gz = std::fs::File::open(golden(&format!("tokenizer/{f}.gz"))).unwrap();
-        flate2::read::GzDecoder::new(gz).read_to_string(&mut text).unwrap();
-        std::fs::write(tok.join(f), text).unwrap();
-    }
-    copy_dir(&golden(&format!("tokenizer/{variant}")), &tok);
-    copy_dir(&golden(&format!("clip_text/{variant}")), &dir.join("text_encoder"));
-    copy_dir(&golden(&format!("unet_cond/{variant}")), &dir.join("unet"));
-    copy_dir(&golden("sd_pipeline/vae"), &dir.join("vae"));
-    copy_dir(&golden(&format!("sd_pipeline/{variant}/scheduler")), &dir.join("scheduler"));
-    std::fs::copy(golden(&format!("sd_pipeline/{variant}/model_index.json")), dir.join("model_index.json"))
-        .unwrap();
-    dir
-}
 
 fn run_case(case: &Value) {
     let variant = case["variant"].as_str().unwrap();

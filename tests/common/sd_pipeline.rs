@@ -1,0 +1,48 @@
+//! A Stable Diffusion pipeline folder as save_pretrained writes it, assembled from the tiny
+//! golden components (tests/golden: tokenizer, clip_text, unet_cond, sd_pipeline), as
+//! tools/make_sd_pipeline_goldens.py assembles it for diffusers. Included with `#[path]`.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+fn golden(path: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(path)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_file() {
+            std::fs::copy(&p, to.join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// The `variant` ("sd1" or "sd2") pipeline in target/test-scratch/sd-pipeline/<name>.
+pub fn assemble_as(variant: &str, name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-scratch/sd-pipeline").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    let tok = dir.join("tokenizer");
+    std::fs::create_dir_all(&tok).unwrap();
+    for f in ["vocab.json", "merges.txt"] {
+        let mut text = String::new();
+        let gz = std::fs::File::open(golden(&format!("tokenizer/{f}.gz"))).unwrap();
+        flate2::read::GzDecoder::new(gz).read_to_string(&mut text).unwrap();
+        std::fs::write(tok.join(f), text).unwrap();
+    }
+    copy_dir(&golden(&format!("tokenizer/{variant}")), &tok);
+    copy_dir(&golden(&format!("clip_text/{variant}")), &dir.join("text_encoder"));
+    copy_dir(&golden(&format!("unet_cond/{variant}")), &dir.join("unet"));
+    copy_dir(&golden("sd_pipeline/vae"), &dir.join("vae"));
+    copy_dir(&golden(&format!("sd_pipeline/{variant}/scheduler")), &dir.join("scheduler"));
+    std::fs::copy(golden(&format!("sd_pipeline/{variant}/model_index.json")), dir.join("model_index.json"))
+        .unwrap();
+    dir
+}
+
+/// The `variant` pipeline under its own name.
+pub fn assemble(variant: &str) -> PathBuf {
+    assemble_as(variant, variant)
+}
