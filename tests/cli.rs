@@ -957,3 +957,20 @@ fn bad_text_to_image_input_is_one_line() {
     let (ok, _, err) = run(&dir, &[]);
     assert_one_line_error(ok, &err, &["text encoder's width is 32", "cross_attention_dim is 64"]);
 }
+
+/// `info` plans a Stable Diffusion 1.5 run at 512x512 from its configs alone (nothing loaded):
+/// the real architectures' parameter counts, each part's memory, the decode's tiling.
+#[test]
+fn info_plans_stable_diffusion_at_real_size_from_the_configs() {
+    let dir = sd_pipeline::sd15_configs();
+    let (ok, out, err) =
+        cli(&["info", "--model", dir.to_str().unwrap(), "--height", "512", "--width", "512"]);
+    assert!(ok, "{err}");
+    // diffusers' and transformers' counts for SD 1.5's unet and text encoder.
+    assert!(out.contains("unet (2 rows of 4x64x64 latents a step): 859,520,964 parameters"), "{out}");
+    assert!(out.contains("text encoder (2 prompt rows): 123,060,480 parameters"), "{out}");
+    assert!(out.contains("not run: "), "{out}");
+    assert!(out.contains("in all: "), "{out}");
+    let (ok, _, err) = cli(&["info", "--model", dir.to_str().unwrap(), "--height", "500"]);
+    assert_one_line_error(ok, &err, &["--height 500", "multiple of 8"]);
+}

@@ -4,6 +4,7 @@ use clap::Args;
 use wgpu_diffusion::gpu::{list_adapters, AdapterSummary, Context};
 use wgpu_diffusion::model::config::ClassEmbedding;
 use wgpu_diffusion::model::vae::Stage;
+use wgpu_diffusion::pipeline::text::TextPipeline;
 use wgpu_diffusion::pipeline::{classes, Pipeline};
 use wgpu_diffusion::Result;
 
@@ -19,6 +20,90 @@ pub struct InfoArgs {
     /// Batch size for the model's memory plan.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// A Stable Diffusion folder: the image height for its memory plan [default: the unet's].
+    #[arg(long)]
+    pub height: Option<usize>,
+    /// A Stable Diffusion folder: the image width for its memory plan [default: the unet's].
+    #[arg(long)]
+    pub width: Option<usize>,
+}
+
+/// A Stable Diffusion folder: its parts and the memory a guided run at the size plans, from
+/// the configs alone (nothing loaded), against this device's limits.
+fn print_text_pipeline(ctx: &Context, dir: &std::path::Path, args: &InfoArgs) -> Result<()> {
+    let p = TextPipeline::open(dir)?;
+    let size = p.default_size();
+    let (h, w) = (args.height.unwrap_or(size), args.width.unwrap_or(size));
+    let (u, t, v) = (&p.unet_config, &p.text_config, &p.vae_config);
+    println!("model {} (Stable Diffusion pipeline)", dir.display());
+    println!(
+        "  unet UNet2DConditionModel: blocks {:?}, {} -> {} channels, heads {:?}, cross-attention width {}{}",
+        u.block_out_channels,
+        u.in_channels,
+        u.out_channels,
+        u.heads,
+        u.cross_attention_dim,
+        if u.use_linear_projection { ", Linear projections (SD 2.x)" } else { "" }
+    );
+    println!(
+        "  text_encoder CLIPTextModel: {} layers, width {}, {} heads, {:?}; tokenizer of {} positions, pad id {}",
+        t.num_hidden_layers,
+        t.hidden_size,
+        t.num_attention_heads,
+        t.hidden_act,
+        p.tokenizer.max_length,
+        p.tokenizer.pad
+    );
+    println!(
+        "  vae AutoencoderKL: blocks {:?}, {} latent channels, scaling factor {}",
+        v.block_out_channels, v.latent_channels, v.scaling_factor
+    );
+    if !p.components.skipped.is_empty() {
+        println!("  not run: {}", p.components.skipped.join(", "));
+    }
+    let (rows, decode) = p.memory_plan(ctx, h, w, args.batch, true)?;
+    println!(
+        "  memory plan of a guided run, batch {} at {w}x{h} (from the configs, nothing loaded):",
+        args.batch
+    );
+    let limit = ctx.max_binding_bytes();
+    let mib = |b: u64| b as f64 / MIB as f64;
+    for r in &rows {
+        let largest = if r.largest_tensor > 0 {
+            let fits = if r.largest_tensor <= limit { "fits" } else { "OVER" };
+            format!(
+                "; largest tensor {:.1} MiB ({fits} this device's {} MiB binding)",
+                mib(r.largest_tensor),
+                limit >> 20
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "    {}: {} parameters, {:.1} MiB of weights, {:.1} MiB of activations{largest}",
+            r.part,
+            thousands(r.parameters as u64),
+            mib(r.weight_bytes),
+            mib(r.activation_bytes)
+        );
+    }
+    let weights: u64 = rows.iter().map(|r| r.weight_bytes).sum();
+    let peak = rows.iter().map(|r| r.activation_bytes).max().unwrap_or(0);
+    println!("    {decode}");
+    println!(
+        "    in all: {:.1} MiB of weights + {:.1} MiB of activations at the peak = {:.1} MiB (this device: buffers up to {} MiB)",
+        mib(weights),
+        mib(peak),
+        mib(weights + peak),
+        ctx.limits.max_buffer_size >> 20
+    );
+    if let Some(r) = rows.iter().find(|r| r.largest_tensor > limit) {
+        println!(
+            "    the {} has a tensor over this device's binding limit: a smaller batch or size runs",
+            r.part
+        );
+    }
+    Ok(())
 }
 
 /// 1234567 -> "1,234,567"
@@ -168,7 +253,17 @@ pub fn run(args: &InfoArgs) -> Result<()> {
     let ctx = Context::new(&options)?;
     println!("chosen: {} ({:?}, {:?})", ctx.info.name, ctx.info.backend, ctx.info.device_type);
     if let Some(dir) = &args.model {
-        print_model(&ctx, dir, args.batch)?;
+        let text = wgpu_diffusion::pipeline::index::read(dir).map(|c| c.is_text()).unwrap_or(false);
+        if text {
+            print_text_pipeline(&ctx, dir, args)?;
+        } else {
+            if args.height.is_some() || args.width.is_some() {
+                return Err(wgpu_diffusion::Error::Invalid(
+                    "--height and --width plan a Stable Diffusion folder's run; this model's size is its sample_size".into(),
+                ));
+            }
+            print_model(&ctx, dir, args.batch)?;
+        }
     }
     Ok(())
 }

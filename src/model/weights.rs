@@ -102,6 +102,9 @@ pub struct WeightBank {
     pub parameters: usize,
     /// File tensors used by the model.
     pub tensors_used: usize,
+    /// A planning bank: every weight is counted, none is read or put on the device (`info`'s
+    /// memory plan of a model too large to load first).
+    planning: bool,
 }
 
 impl WeightBank {
@@ -116,7 +119,19 @@ impl WeightBank {
             by_key: HashMap::new(),
             parameters: 0,
             tensors_used: 0,
+            planning: false,
         }
+    }
+
+    /// A bank that takes any tensor an architecture asks for without values or device memory:
+    /// its graphs plan, its weights count (`parameters`), nothing runs.
+    pub fn planning() -> Self {
+        Self { planning: true, ..Self::new(HashMap::new(), "a memory plan") }
+    }
+
+    /// Bytes the weights take on the device (f32).
+    pub fn weight_bytes(&self) -> u64 {
+        4 * self.parameters as u64
     }
 
     /// A bank that makes up every tensor (uniform in +-1/sqrt(fan_in); norm scales 1): an
@@ -131,6 +146,9 @@ impl WeightBank {
 
     /// The values of tensor `name` with `shape`, from the file or made up by a synthetic bank.
     fn fetch(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        if self.planning {
+            return Ok(vec![]);
+        }
         if self.find(name).is_none() {
             if let Some(rng) = self.synthetic.as_mut() {
                 use rand::Rng;
@@ -184,6 +202,15 @@ impl WeightBank {
         if let Some(&id) = self.by_key.get(&key) {
             return id;
         }
+        if self.planning {
+            self.buffers.push(ctx.dummy.clone());
+            self.layouts.push(layout);
+            self.parameters += params;
+            self.tensors_used += (params > 0) as usize;
+            let id = self.buffers.len() - 1;
+            self.by_key.insert(key, id);
+            return id;
+        }
         use wgpu::util::DeviceExt;
         // Whole 16-byte texels and COPY_SRC: kernels may read a weight as texels (gpu::texels).
         let mut padded = data.to_vec();
@@ -207,9 +234,17 @@ impl WeightBank {
             return Ok(id);
         }
         let data = self.fetch(name, shape)?;
-        let n = data.len();
+        let n = shape.iter().product();
         let layout = WeightLayout::Plain { name: name.to_string(), shape: shape.to_vec() };
         Ok(self.upload(ctx, name.to_string(), layout, &data, n))
+    }
+
+    /// A conv weight in the conv kernel's layout (nothing, planning).
+    fn pack(&self, data: &[f32], cout: usize, cin: usize, k: usize) -> Result<Vec<f32>> {
+        if self.planning {
+            return Ok(vec![]);
+        }
+        conv2d::pack_weight(data, cout, cin, k, k)
     }
 
     /// `{prefix}.weight` [cout, cin, k, k] packed for the conv kernel, and `{prefix}.bias` [cout].
@@ -227,8 +262,8 @@ impl WeightBank {
             Some(&id) => id,
             None => {
                 let data = self.fetch(&name, &[cout, cin, k, k])?;
-                let packed = conv2d::pack_weight(&data, cout, cin, k, k)?;
-                let n = data.len();
+                let packed = self.pack(&data, cout, cin, k)?;
+                let n = cout * cin * k * k;
                 let layout = WeightLayout::Packed { name, shape: vec![cout, cin, k, k], cout, cin, k };
                 self.upload(ctx, key, layout, &packed, n)
             }
@@ -264,8 +299,8 @@ impl WeightBank {
             Some(&id) => id,
             None => {
                 let data = self.fetch(&name, &[fout, fin])?;
-                let packed = conv2d::pack_weight(&data, fout, fin, 1, 1)?;
-                let n = data.len();
+                let packed = self.pack(&data, fout, fin, 1)?;
+                let n = fout * fin;
                 let layout =
                     WeightLayout::Packed { name, shape: vec![fout, fin], cout: fout, cin: fin, k: 1 };
                 self.upload(ctx, key, layout, &packed, n)
@@ -306,9 +341,9 @@ impl WeightBank {
         for start in (0..rows).step_by(per) {
             let n = per.min(rows - start);
             let layout = WeightLayout::Rows { name: name.to_string(), shape: vec![n, dim], start };
-            let slice = &data[start * dim..(start + n) * dim];
+            let slice = if self.planning { &data[..] } else { &data[start * dim..(start + n) * dim] };
             let weight =
-                self.upload(ctx, format!("{name} (rows {start}..{})", start + n), layout, slice, slice.len());
+                self.upload(ctx, format!("{name} (rows {start}..{})", start + n), layout, slice, n * dim);
             out.push(TableRows { weight, start, rows: n });
         }
         Ok(out)
@@ -345,6 +380,7 @@ impl WeightBank {
             by_key: self.by_key.clone(),
             parameters: self.parameters,
             tensors_used: self.tensors_used,
+            planning: self.planning,
         })
     }
 

@@ -206,6 +206,98 @@ impl TextPipeline {
     }
 }
 
+/// One part of a run's memory plan: the weights it keeps on the device, the activations its
+/// graph plans at once, and its largest single tensor (what must fit one binding).
+#[derive(Clone, Debug)]
+pub struct PlanRow {
+    pub part: String,
+    pub parameters: usize,
+    pub weight_bytes: u64,
+    pub activation_bytes: u64,
+    pub largest_tensor: u64,
+}
+
+fn largest(g: &crate::graph::Graph) -> u64 {
+    g.activations().map(|t| g.bytes(t)).max().unwrap_or(0)
+}
+
+impl TextPipeline {
+    /// The memory a run of `batch` images of `height` x `width` plans, part by part, built
+    /// from the configs alone (no weight is read or put on the device): the text encoder over
+    /// the prompt rows, the UNet over `batch` images (twice under guidance), the decode (the
+    /// tiles it would take, if any, in words).
+    pub fn memory_plan(
+        &self,
+        ctx: &Context,
+        height: usize,
+        width: usize,
+        batch: usize,
+        guided: bool,
+    ) -> Result<(Vec<PlanRow>, String)> {
+        use crate::model::weights::WeightBank;
+        let d = self.downscale();
+        if height == 0 || width == 0 || !height.is_multiple_of(d) || !width.is_multiple_of(d) {
+            return Err(Error::Invalid(format!(
+                "--height {height} --width {width}: each a positive multiple of {d}"
+            )));
+        }
+        let (lh, lw) = (height / d, width / d);
+        let copies = if guided { 2 } else { 1 };
+        let mut rows = vec![];
+        let plan = |g: &crate::graph::Graph| crate::graph::Plan::new(g).peak_bytes;
+        // The text encoder over the negative and the prompt.
+        let mut text = ClipTextModel { config: self.text_config.clone(), bank: WeightBank::planning() };
+        let tokens = self.tokenizer.max_length;
+        // The negative prompt's row and the prompt's (run() encodes both).
+        let e = text.plan_graph(ctx, 2, tokens)?;
+        rows.push(PlanRow {
+            part: format!("text encoder ({} prompt rows)", e.1),
+            parameters: text.bank.parameters,
+            weight_bytes: text.bank.weight_bytes(),
+            activation_bytes: plan(&e.0),
+            largest_tensor: largest(&e.0),
+        });
+        let mut unet = UNetCondition { config: self.unet_config.clone(), bank: WeightBank::planning() };
+        let shape = crate::model::unet_condition::CondShape {
+            batch: batch * copies,
+            height: lh,
+            width: lw,
+            text_tokens: tokens,
+        };
+        let g = crate::model::unet_condition::build(ctx, &unet.config.clone(), &mut unet.bank, shape)?;
+        rows.push(PlanRow {
+            part: format!(
+                "unet ({} rows of {}x{}x{} latents a step)",
+                batch * copies,
+                self.unet_config.in_channels,
+                lh,
+                lw
+            ),
+            parameters: unet.bank.parameters,
+            weight_bytes: unet.bank.weight_bytes(),
+            activation_bytes: plan(&g.graph),
+            largest_tensor: largest(&g.graph),
+        });
+        let mut vae = Autoencoder { config: self.vae_config.clone(), bank: WeightBank::planning() };
+        let decode = latent::plan_decode(ctx, &mut vae, (lh, lw), batch, Tiling::Auto, None)?;
+        let (db, note) = match &decode {
+            DecodePlan::Whole { batch } => {
+                (*batch, format!("the decode runs whole, {batch} image(s) at once"))
+            }
+            DecodePlan::Tiled { batch, reason, .. } => (*batch, reason.clone()),
+        };
+        let (peak, _) = vae.plan_bytes(ctx, crate::model::vae::Stage::DecodeLatents, db.max(1), lh, lw)?;
+        rows.push(PlanRow {
+            part: format!("vae decode ({} image(s) at once)", db.max(1)),
+            parameters: vae.bank.parameters,
+            weight_bytes: vae.bank.weight_bytes(),
+            activation_bytes: peak,
+            largest_tensor: 0,
+        });
+        Ok((rows, note))
+    }
+}
+
 /// What one txt2img run makes.
 pub struct TextJob {
     /// The prompts, and for each image of the whole batch, the prompt it draws.

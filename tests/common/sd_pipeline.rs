@@ -46,3 +46,26 @@ pub fn assemble_as(variant: &str, name: &str) -> PathBuf {
 pub fn assemble(variant: &str) -> PathBuf {
     assemble_as(variant, variant)
 }
+
+/// Stable Diffusion 1.5's real configs (tests/data/sd15-configs) with CLIP's tokenizer and empty
+/// weight files: enough to plan a run at real size, nothing to load.
+pub fn sd15_configs() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/test-scratch/sd-pipeline/sd15-configs");
+    let _ = std::fs::remove_dir_all(&dir);
+    let from = root.join("tests/data/sd15-configs");
+    copy_dir(&from, &dir);
+    for part in ["unet", "text_encoder", "vae", "scheduler"] {
+        copy_dir(&from.join(part), &dir.join(part));
+    }
+    for (part, file) in [
+        ("unet", "diffusion_pytorch_model.safetensors"),
+        ("vae", "diffusion_pytorch_model.safetensors"),
+        ("text_encoder", "model.safetensors"),
+    ] {
+        std::fs::write(dir.join(part).join(file), b"").unwrap();
+    }
+    let tok = assemble_as("sd1", "sd15-tokenizer").join("tokenizer");
+    copy_dir(&tok, &dir.join("tokenizer"));
+    dir
+}

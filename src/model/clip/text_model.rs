@@ -161,6 +161,11 @@ impl ClipTextModel {
         Ok(Self { config, bank })
     }
 
+    /// The graph for `batch` prompts of `tokens` ids, unplanned (memory plans), with `batch`.
+    pub fn plan_graph(&mut self, ctx: &Context, batch: usize, tokens: usize) -> Result<(Graph, usize)> {
+        Ok((build(ctx, &self.config, &mut self.bank, batch, tokens)?.0, batch))
+    }
+
     /// The graph for `batch` prompts of `tokens` ids, planned and lowered.
     pub fn executable(&mut self, ctx: &Context, batch: usize, tokens: usize) -> Result<ClipTextExecutable> {
         let (graph, ids, output) = build(ctx, &self.config, &mut self.bank, batch, tokens)?;
