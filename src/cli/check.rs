@@ -17,7 +17,7 @@ pub fn run(args: &SampleArgs, pipeline: &Pipeline, job: &Job) -> Result<()> {
     eprintln!(
         "{}: checking the first {} step of a batch of {} op by op on {}",
         pipeline.folder.root.display(),
-        args.scheduler,
+        args.sampler(),
         job.batch,
         ctx.info.name
     );

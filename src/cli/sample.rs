@@ -24,12 +24,13 @@ pub struct SampleArgs {
     /// A diffusers model folder (flat or pipeline layout); default: the bundled Fashion-MNIST model.
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// ddpm, ddim, dpm++2m, euler, euler-a or pndm.
-    #[arg(long, default_value = DEFAULT_SAMPLER)]
-    pub scheduler: String,
-    /// Denoising steps.
-    #[arg(long, default_value_t = DEFAULT_STEPS)]
-    pub steps: usize,
+    /// ddpm, ddim, dpm++2m, euler, euler-a or pndm [default: dpm++2m; a Stable Diffusion
+    /// folder's own scheduler].
+    #[arg(long)]
+    pub scheduler: Option<String>,
+    /// Denoising steps [default: 20; 50 for a Stable Diffusion folder, as diffusers].
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Images to make (default 16, or the batch of --init-noise).
     #[arg(long)]
     pub batch: Option<usize>,
@@ -93,6 +94,18 @@ pub struct SampleArgs {
     pub device: DeviceArgs,
 }
 
+impl SampleArgs {
+    /// The sampler asked for, or the default.
+    pub fn sampler(&self) -> &str {
+        self.scheduler.as_deref().unwrap_or(DEFAULT_SAMPLER)
+    }
+
+    /// The steps asked for, or the default.
+    pub fn step_count(&self) -> usize {
+        self.steps.unwrap_or(DEFAULT_STEPS)
+    }
+}
+
 /// The shard this process makes: `--shard I/N`, `--shard auto` (from the scheduler's environment),
 /// or the whole batch.
 fn shard(args: &SampleArgs) -> Result<Shard> {
@@ -123,6 +136,12 @@ pub struct Img2ImgArgs {
     /// (`sample`, diffusers' img2img default) or from its mean (`mode`).
     #[arg(long, default_value = "sample")]
     pub posterior: String,
+    /// A Stable Diffusion folder: what to draw (StableDiffusionImg2ImgPipeline).
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// A Stable Diffusion folder: what to steer away from (default "").
+    #[arg(long)]
+    pub negative_prompt: Option<String>,
     #[command(flatten)]
     pub sample: SampleArgs,
 }
@@ -141,7 +160,68 @@ pub fn run_img2img(args: &Img2ImgArgs) -> Result<()> {
         "mode" => Posterior::Mode,
         other => return Err(Error::Invalid(format!("--posterior {other}: sample or mode"))),
     };
+    let text_model = args
+        .sample
+        .model
+        .as_deref()
+        .is_some_and(|m| wgpu_diffusion::pipeline::index::read(m).is_ok_and(|c| c.is_text()));
+    if text_model || args.prompt.is_some() {
+        return run_text_img2img(args, posterior);
+    }
+    if args.negative_prompt.is_some() {
+        return Err(Error::Invalid(
+            "--negative-prompt goes with --prompt and a Stable Diffusion folder".into(),
+        ));
+    }
     run_edit(&args.sample, Some(&Img2Img { image: &args.image, strength: args.strength, posterior }))
+}
+
+/// `img2img --prompt` on a Stable Diffusion folder: StableDiffusionImg2ImgPipeline.
+fn run_text_img2img(args: &Img2ImgArgs, posterior: Posterior) -> Result<()> {
+    let s = &args.sample;
+    let Some(model) = s.model.as_deref() else {
+        return Err(Error::Invalid("--prompt needs --model with a Stable Diffusion pipeline folder".into()));
+    };
+    let Some(prompt) = args.prompt.as_deref() else {
+        return Err(Error::Invalid(format!("{}: a Stable Diffusion folder: give --prompt", model.display())));
+    };
+    let unused = [
+        ("--per-class", s.per_class.is_some()),
+        ("--class", s.classes.class.is_some()),
+        ("--null-class", s.classes.null_class.is_some()),
+        ("--check", s.check),
+        ("--no-latent-scaling", s.no_latent_scaling),
+        ("--eta", s.eta != 0.0),
+        ("--shard-count", s.shard_count.is_some()),
+    ];
+    if let Some((flag, _)) = unused.iter().find(|u| u.1) {
+        return Err(Error::Invalid(format!("{flag} does not apply to a Stable Diffusion folder")));
+    }
+    super::txt2img::execute(&super::txt2img::TextRun {
+        model,
+        prompt,
+        negative_prompt: args.negative_prompt.as_deref().unwrap_or(""),
+        guidance_scale: s
+            .classes
+            .guidance_scale
+            .map_or(wgpu_diffusion::pipeline::text::DEFAULT_GUIDANCE_SCALE, |g| g as f32),
+        scheduler: s.scheduler.as_deref(),
+        steps: s.steps.unwrap_or(wgpu_diffusion::pipeline::text::DEFAULT_STEPS),
+        height: None,
+        width: None,
+        batch: s.batch.unwrap_or(1),
+        seed: s.seed,
+        init_noise: s.init_noise.as_deref(),
+        save_npy: s.save_npy.as_deref(),
+        save_latents: s.save_latents.as_deref(),
+        out: &s.out,
+        out_dir: s.out_dir.as_deref(),
+        shard: s.shard.as_deref(),
+        vae_tiling: s.vae_tiling,
+        memory_budget_mib: s.memory_budget_mib,
+        device: &s.device,
+        edit: Some((&args.image, args.strength, posterior)),
+    })
 }
 
 /// img2img: the image every result starts from, and how far into the noise it goes.
@@ -168,8 +248,8 @@ fn png_text(
     };
     let parameters = format!(
         "wgpu-diffusion {command} --model {model} --scheduler {} --steps {} {} --seed {} --eta {}{}{}",
-        args.scheduler,
-        args.steps,
+        args.sampler(),
+        args.step_count(),
         args.per_class.map_or(format!("--batch {batch}"), |n| format!("--per-class {n}")),
         args.seed,
         args.eta,
@@ -179,8 +259,8 @@ fn png_text(
     let mut text = vec![
         ("Software", format!("wgpu-diffusion {}", env!("CARGO_PKG_VERSION"))),
         ("model", model),
-        ("sampler", args.scheduler.clone()),
-        ("steps", args.steps.to_string()),
+        ("sampler", args.sampler().to_string()),
+        ("steps", args.step_count().to_string()),
         ("seed", args.seed.to_string()),
         ("eta", args.eta.to_string()),
         ("batch", batch.to_string()),
@@ -204,9 +284,9 @@ pub fn run(args: &SampleArgs) -> Result<()> {
 /// `sample`, or with `edit` img2img: every image starts from the input image, noised to the
 /// strength's first kept timestep.
 pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
-    SamplerKind::parse(&args.scheduler)?;
+    SamplerKind::parse(args.sampler())?;
     let pipeline = Pipeline::open_or_bundled(args.model.as_deref())?;
-    let plan = pipeline.sampler_plan(&args.scheduler, args.steps, args.eta)?;
+    let plan = pipeline.sampler_plan(args.sampler(), args.step_count(), args.eta)?;
     // img2img: the input (read before any work) and where in the plan it starts.
     let start = match edit {
         Some(e) => pipeline.img2img_start(plan, e.image, e.strength)?,
@@ -315,8 +395,8 @@ pub fn run_edit(args: &SampleArgs, edit: Option<&Img2Img>) -> Result<()> {
         "{}: {} image(s) of {is}x{is}{latent_note}{share}, {} with {} steps, seed {}, on {}",
         pipeline.folder.root.display(),
         images.len(),
-        args.scheduler,
-        args.steps,
+        args.sampler(),
+        args.step_count(),
         args.seed,
         ctx.info.name
     );

@@ -2,15 +2,17 @@
 //! StableDiffusionPipeline runs it, every step on the GPU; PNGs carry the `parameters` text web
 //! UIs and image browsers read.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
 use wgpu_diffusion::diffusion::{SamplerKind, SamplerPlan, Shard};
 use wgpu_diffusion::gpu::Context;
 use wgpu_diffusion::io::npy;
-use wgpu_diffusion::pipeline::latent::{DecodePlan, Tiling};
-use wgpu_diffusion::pipeline::text::{TextJob, TextPipeline, DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS};
+use wgpu_diffusion::pipeline::latent::{DecodePlan, Posterior, Tiling};
+use wgpu_diffusion::pipeline::text::{
+    TextJob, TextPipeline, TextStart, DEFAULT_GUIDANCE_SCALE, DEFAULT_STEPS,
+};
 use wgpu_diffusion::{Error, Result};
 
 use super::output::{check_writable, Outputs};
@@ -89,34 +91,99 @@ fn sampler_name(kind: SamplerKind) -> &'static str {
     }
 }
 
+/// One text-conditioned run as the command line asks for it, from `txt2img` or from
+/// `img2img --prompt`.
+pub struct TextRun<'a> {
+    pub model: &'a Path,
+    pub prompt: &'a str,
+    pub negative_prompt: &'a str,
+    pub guidance_scale: f32,
+    pub scheduler: Option<&'a str>,
+    pub steps: usize,
+    pub height: Option<usize>,
+    pub width: Option<usize>,
+    pub batch: usize,
+    pub seed: u64,
+    pub init_noise: Option<&'a Path>,
+    pub save_npy: Option<&'a Path>,
+    pub save_latents: Option<&'a Path>,
+    pub out: &'a Path,
+    pub out_dir: Option<&'a Path>,
+    pub shard: Option<&'a str>,
+    pub vae_tiling: bool,
+    pub memory_budget_mib: Option<u64>,
+    pub device: &'a DeviceArgs,
+    /// img2img: the image, the strength, and the posterior's draw or mode.
+    pub edit: Option<(&'a Path, f64, Posterior)>,
+}
+
 pub fn run(args: &Txt2ImgArgs) -> Result<()> {
-    let pipeline = TextPipeline::open(&args.model)?;
-    let kind = args.scheduler.as_deref().map(SamplerKind::parse).transpose()?;
+    execute(&TextRun {
+        model: &args.model,
+        prompt: &args.prompt,
+        negative_prompt: &args.negative_prompt,
+        guidance_scale: args.guidance_scale,
+        scheduler: args.scheduler.as_deref(),
+        steps: args.steps,
+        height: args.height,
+        width: args.width,
+        batch: args.batch,
+        seed: args.seed,
+        init_noise: args.init_noise.as_deref(),
+        save_npy: args.save_npy.as_deref(),
+        save_latents: args.save_latents.as_deref(),
+        out: &args.out,
+        out_dir: args.out_dir.as_deref(),
+        shard: args.shard.as_deref(),
+        vae_tiling: args.vae_tiling,
+        memory_budget_mib: args.memory_budget_mib,
+        device: &args.device,
+        edit: None,
+    })
+}
+
+/// Runs `r`: txt2img, or img2img from `r.edit`.
+pub fn execute(r: &TextRun) -> Result<()> {
+    let pipeline = TextPipeline::open(r.model)?;
+    let kind = r.scheduler.map(SamplerKind::parse).transpose()?;
     let cfg = pipeline.scheduler(kind)?;
-    let plan = SamplerPlan::new(&cfg, args.steps, 0.0)?;
+    let mut plan = SamplerPlan::new(&cfg, r.steps, 0.0)?;
     let size = pipeline.default_size();
-    let (height, width) = (args.height.unwrap_or(size), args.width.unwrap_or(size));
+    let (mut height, mut width) = (r.height.unwrap_or(size), r.width.unwrap_or(size));
     let d = pipeline.downscale();
+    // img2img: the image's own size (floored to the grid), the plan cut to the strength.
+    let mut start = TextStart::Noise;
+    if let Some((path, strength, posterior)) = r.edit {
+        let (image, h, w) = wgpu_diffusion::io::images::load_rgb_floored(path, d)?;
+        let Some(cut) = plan.img2img(strength)? else {
+            return Err(Error::Invalid(format!(
+                "--strength {strength} runs none of the {} steps: raise --strength or --steps",
+                r.steps
+            )));
+        };
+        (height, width, plan) = (h, w, cut.plan);
+        start = TextStart::Img2Img { image, noising: cut.noising, posterior };
+    }
     for (flag, v) in [("--height", height), ("--width", width)] {
         if v == 0 || !v.is_multiple_of(d) {
             return Err(Error::Invalid(format!("{flag} {v}: a positive multiple of {d}")));
         }
     }
-    if args.batch == 0 {
+    if r.batch == 0 {
         return Err(Error::Invalid("--batch must be at least 1".into()));
     }
     if pipeline.is_inpainting() {
         return Err(Error::Invalid(format!(
             "{}: an inpainting unet ({} input channels): `inpaint --prompt` runs it",
-            args.model.display(),
+            r.model.display(),
             pipeline.unet_config.in_channels
         )));
     }
     let latent = (pipeline.vae_config.latent_width(), height / d, width / d);
-    let init = match &args.init_noise {
+    let init = match r.init_noise {
         Some(path) => {
             let (shape, v) = npy::read(path)?;
-            let want = [args.batch, latent.0, latent.1, latent.2];
+            let want = [r.batch, latent.0, latent.1, latent.2];
             if shape != want {
                 return Err(Error::Invalid(format!(
                     "--init-noise has shape {shape:?}, this run needs {want:?}"
@@ -126,46 +193,42 @@ pub fn run(args: &Txt2ImgArgs) -> Result<()> {
         }
         None => None,
     };
-    let shard = match &args.shard {
+    let shard = match r.shard {
         Some(s) => Shard::parse(s)?,
         None => Shard::WHOLE,
     };
-    let images = shard.range(args.batch);
+    let images = shard.range(r.batch);
     if images.is_empty() {
         eprintln!(
             "shard {} of {} has no images of a batch of {}: nothing to do",
-            shard.index, shard.count, args.batch
+            shard.index, shard.count, r.batch
         );
         return Ok(());
     }
-    let outputs = Outputs {
-        grid: &args.out,
-        out_dir: args.out_dir.as_deref(),
-        save_npy: args.save_npy.as_deref(),
-        folder: None,
-        columns: None,
-    };
+    let outputs =
+        Outputs { grid: r.out, out_dir: r.out_dir, save_npy: r.save_npy, folder: None, columns: None };
     outputs.check(images.start)?;
-    if let Some(p) = &args.save_latents {
+    if let Some(p) = r.save_latents {
         check_writable(p)?;
     }
     let job = TextJob {
-        prompts: vec![args.prompt.clone()],
-        image_prompts: vec![0; args.batch],
-        negative: args.negative_prompt.clone(),
-        guidance_scale: args.guidance_scale,
+        prompts: vec![r.prompt.to_string()],
+        image_prompts: vec![0; r.batch],
+        negative: r.negative_prompt.to_string(),
+        guidance_scale: r.guidance_scale,
         plan,
         height,
         width,
-        seed: args.seed,
-        batch: args.batch,
+        seed: r.seed,
+        batch: r.batch,
         images: images.clone(),
         init_noise: init,
-        tiling: if args.vae_tiling { Tiling::On } else { Tiling::Auto },
-        memory_budget: args.memory_budget_mib.map(|m| m << 20),
+        tiling: if r.vae_tiling { Tiling::On } else { Tiling::Auto },
+        memory_budget: r.memory_budget_mib.map(|m| m << 20),
+        start,
     };
 
-    let ctx = Context::new(&args.device.options()?)?;
+    let ctx = Context::new(&r.device.options()?)?;
     let mut loaded = pipeline.load(&ctx)?;
     if let DecodePlan::Tiled { reason, .. } = loaded.decode_plan(&ctx, &job)? {
         eprintln!("{reason}");
@@ -173,15 +236,15 @@ pub fn run(args: &Txt2ImgArgs) -> Result<()> {
     let kind = cfg.kind;
     eprintln!(
         "{}: {} image(s) of {width}x{height} from {}x{}x{} latents, {} with {} steps, guidance {}, seed {}, on {}",
-        args.model.display(),
+        r.model.display(),
         images.len(),
         latent.0,
         latent.1,
         latent.2,
         kind.class_name(),
-        args.steps,
+        r.steps,
         if job.guided() { job.guidance_scale.to_string() } else { "off".into() },
-        args.seed,
+        r.seed,
         ctx.info.name
     );
     let bar =
@@ -191,7 +254,7 @@ pub fn run(args: &Txt2ImgArgs) -> Result<()> {
     let made = loaded.run(
         &ctx,
         &job,
-        args.save_latents.is_some(),
+        r.save_latents.is_some(),
         &mut |done, total| {
             total_steps = total;
             bar.set_length(total as u64);
@@ -201,42 +264,42 @@ pub fn run(args: &Txt2ImgArgs) -> Result<()> {
     )?;
     bar.finish_and_clear();
     let secs = t0.elapsed().as_secs_f64();
-    let model = args.model.display().to_string();
+    let model = r.model.display().to_string();
     let parameters = {
-        let negative = if args.negative_prompt.is_empty() {
+        let negative = if r.negative_prompt.is_empty() {
             String::new()
         } else {
-            format!("\nNegative prompt: {}", args.negative_prompt)
+            format!("\nNegative prompt: {}", r.negative_prompt)
         };
         format!(
             "{}{negative}\nSteps: {}, Sampler: {}, CFG scale: {}, Seed: {}, Size: {width}x{height}, Model: {}",
-            args.prompt,
-            args.steps,
+            r.prompt,
+            r.steps,
             sampler_name(kind),
-            args.guidance_scale,
-            args.seed,
-            args.model.file_name().map_or(model.clone(), |n| n.to_string_lossy().to_string()),
-        )
+            r.guidance_scale,
+            r.seed,
+            r.model.file_name().map_or(model.clone(), |n| n.to_string_lossy().to_string()),
+        ) + &r.edit.map_or(String::new(), |(_, strength, _)| format!(", Denoising strength: {strength}"))
     };
     let text = |k: Option<usize>| {
         vec![
             ("parameters", parameters.clone()),
             ("Software", format!("wgpu-diffusion {}", env!("CARGO_PKG_VERSION"))),
             ("model", model.clone()),
-            ("prompt", args.prompt.clone()),
-            ("negative prompt", args.negative_prompt.clone()),
+            ("prompt", r.prompt.to_string()),
+            ("negative prompt", r.negative_prompt.to_string()),
             ("sampler", kind.class_name().to_string()),
-            ("steps", args.steps.to_string()),
-            ("guidance scale", args.guidance_scale.to_string()),
-            ("seed", args.seed.to_string()),
-            ("batch", args.batch.to_string()),
+            ("steps", r.steps.to_string()),
+            ("guidance scale", r.guidance_scale.to_string()),
+            ("seed", r.seed.to_string()),
+            ("batch", r.batch.to_string()),
             ("image index", k.map_or(format!("{}-{}", images.start, images.end - 1), |k| k.to_string())),
         ]
     };
     let non_finite = |k| format!("image {k} came out with NaN or infinite values, so nothing was written");
     let n = images.len();
     let written = outputs.write(&made.images, images.clone(), (3, height, width), &[], &text, &non_finite)?;
-    if let (Some(p), Some(latents)) = (&args.save_latents, &made.latents) {
+    if let (Some(p), Some(latents)) = (r.save_latents, &made.latents) {
         npy::write(p, &[n, latent.0, latent.1, latent.2], latents)?;
     }
     eprintln!(

@@ -125,6 +125,35 @@ pub fn load_as_sample(path: &Path, channels: usize, size: usize) -> Result<Vec<f
     Ok(bytes.iter().map(|&b| crate::kernels::data::scale_u8(b)).collect())
 }
 
+/// An RGB image [3, H, W] in [-1, 1] as diffusers' VaeImageProcessor prepares an img2img
+/// input: its own size with each side floored to a multiple of `multiple` (resized with
+/// Lanczos where that changes it), /255, 2x - 1. Returns (values, H, W).
+pub fn load_rgb_floored(path: &Path, multiple: usize) -> Result<(Vec<f32>, usize, usize)> {
+    let img = image::open(path)
+        .map_err(|e| Error::Invalid(format!("cannot read image {}: {e}", path.display())))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (fw, fh) = (w / multiple * multiple, h / multiple * multiple);
+    if fw == 0 || fh == 0 {
+        return Err(Error::Invalid(format!(
+            "{}: {w}x{h} is smaller than {multiple} pixels a side",
+            path.display()
+        )));
+    }
+    let img = if (fw, fh) != (w, h) {
+        img.resize_exact(fw as u32, fh as u32, image::imageops::FilterType::Lanczos3)
+    } else {
+        img
+    };
+    let rgb = img.to_rgb8();
+    let mut out = vec![0.0f32; 3 * fh * fw];
+    for (x, y, p) in rgb.enumerate_pixels() {
+        for c in 0..3 {
+            out[(c * fh + y as usize) * fw + x as usize] = crate::kernels::data::scale_u8(p[c]);
+        }
+    }
+    Ok((out, fh, fw))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -319,6 +319,19 @@ pub struct TextJob {
     pub init_noise: Option<Vec<f32>>,
     pub tiling: Tiling,
     pub memory_budget: Option<u64>,
+    /// Where the chain starts: noise, or an image's latents noised to the plan's first step.
+    pub start: TextStart,
+}
+
+/// Where a text-to-image chain starts.
+#[derive(Clone, Debug)]
+pub enum TextStart {
+    /// Latents of noise times init_noise_sigma (txt2img).
+    Noise,
+    /// StableDiffusionImg2ImgPipeline: `image` [3, H, W] in [-1, 1] (the job's size) encoded
+    /// (its posterior drawn, or its mode), scaled, then x = a z0 + b noise with `noising` (the
+    /// plan, already cut to the strength, starts at that step).
+    Img2Img { image: Vec<f32>, noising: (f64, f64), posterior: latent::Posterior },
 }
 
 impl TextJob {
@@ -397,12 +410,30 @@ impl LoadedText<'_> {
             rows: &rows,
             guidance: job.guided().then_some((0, job.guidance_scale)),
         };
+        // img2img: the image's latents, every image of the batch starting from them.
+        let start = match &job.start {
+            TextStart::Noise => None,
+            TextStart::Img2Img { image, noising, posterior } => {
+                let z0 = latent::encode_image(
+                    ctx,
+                    &mut self.vae,
+                    image,
+                    (lh, lw),
+                    *posterior,
+                    job.tiling,
+                    job.seed,
+                )?;
+                Some((z0, *noising))
+            }
+        };
         let input = ChainInput {
             seed: job.seed,
             batch: job.batch,
             images: job.images.clone(),
             init_noise: job.init_noise.as_deref(),
-            img2img: None,
+            img2img: start
+                .as_ref()
+                .map(|(z0, noising)| diffusion::Img2ImgStart { image: z0, noising: *noising }),
             conditioning: None,
             text: Some(text),
         };
