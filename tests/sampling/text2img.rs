@@ -7,7 +7,7 @@
 use serde_json::Value;
 use wgpu_diffusion::model::tensors::read_safetensors;
 use wgpu_diffusion::pipeline::latent::Tiling;
-use wgpu_diffusion::pipeline::text::{TextJob, TextPipeline};
+use wgpu_diffusion::pipeline::text::{TextJob, TextPipeline, TextStart};
 
 use crate::sd_pipeline::assemble;
 use crate::*;
@@ -47,6 +47,7 @@ fn run_case(case: &Value) {
         init_noise: Some(g[&key("latents_in")].data.clone()),
         tiling: Tiling::Auto,
         memory_budget: None,
+        start: TextStart::Noise,
     };
     let mut loaded = pipeline.load(ctx()).unwrap();
     let out = loaded.run(ctx(), &job, true, &mut |_, _| {}, &mut |w| panic!("{w}")).unwrap();
