@@ -974,3 +974,186 @@ fn info_plans_stable_diffusion_at_real_size_from_the_configs() {
     let (ok, _, err) = cli(&["info", "--model", dir.to_str().unwrap(), "--height", "500"]);
     assert_one_line_error(ok, &err, &["--height 500", "multiple of 8"]);
 }
+
+fn sd_golden(file: &str) -> String {
+    format!("{}/tests/golden/sd_pipeline/{file}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `img2img --prompt` and `inpaint --prompt` from the edit goldens' noise with the posteriors at
+/// their mode write diffusers' decoded images (StableDiffusionImg2ImgPipeline, and
+/// StableDiffusionInpaintPipeline with a 9-channel inpainting UNet).
+#[test]
+fn img2img_and_inpaint_with_a_prompt_write_diffusers_images() {
+    use wgpu_diffusion::model::tensors::read_safetensors;
+    let out = scratch("text-edit");
+    let worst = |npy: &std::path::Path, want: &[f32]| {
+        let (_, got) = wgpu_diffusion::io::npy::read(npy).unwrap();
+        assert_eq!(got.len(), want.len());
+        got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max)
+    };
+    // img2img, SD 1.x-shaped, strength 0.6.
+    let dir = sd_pipeline::assemble_as("sd1", "cli-img2img-prompt");
+    let g = read_safetensors(std::path::Path::new(&sd_golden("sd1-img2img.safetensors"))).unwrap();
+    let noise = out.join("noise.npy");
+    wgpu_diffusion::io::npy::write(&noise, &[1, 4, 8, 8], &g["img2img.noise"].data).unwrap();
+    let (png, npy) = (out.join("img2img.png"), out.join("img2img.npy"));
+    let (ok, _, err) = cli(&[
+        "img2img",
+        "--model",
+        dir.to_str().unwrap(),
+        "--image",
+        &sd_golden("input-64.png"),
+        "--prompt",
+        "a red fox in the snow",
+        "--negative-prompt",
+        "blurry",
+        "--strength",
+        "0.6",
+        "--steps",
+        "10",
+        "--posterior",
+        "mode",
+        "--init-noise",
+        noise.to_str().unwrap(),
+        "--save-npy",
+        npy.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let w = worst(&npy, &g["img2img.decoded"].data);
+    assert!(w <= 2e-3, "img2img --prompt differs from diffusers by {w}");
+    let text = wgpu_diffusion::io::images::png_text(&png).unwrap();
+    assert!(text.iter().any(|t| t.0 == "parameters" && t.1.ends_with("Denoising strength: 0.6")), "{text:?}");
+
+    // inpaint with the 9-channel UNet, strength 1.
+    let dir = sd_pipeline::assemble_with_unet("sd1", "cli-inpaint-prompt", "sd1-inpaint");
+    let g = read_safetensors(std::path::Path::new(&sd_golden("sd1-inpaint.safetensors"))).unwrap();
+    wgpu_diffusion::io::npy::write(&noise, &[1, 4, 8, 8], &g["inpaint9.noise"].data).unwrap();
+    let (png, npy) = (out.join("inpaint.png"), out.join("inpaint.npy"));
+    let (ok, _, err) = cli(&[
+        "inpaint",
+        "--model",
+        dir.to_str().unwrap(),
+        "--image",
+        &sd_golden("input-64.png"),
+        "--mask",
+        &sd_golden("mask-64.png"),
+        "--prompt",
+        "a red fox",
+        "--negative-prompt",
+        "blurry",
+        "--steps",
+        "6",
+        "--posterior",
+        "mode",
+        "--init-noise",
+        noise.to_str().unwrap(),
+        "--save-npy",
+        npy.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let w = worst(&npy, &g["inpaint9.decoded"].data);
+    assert!(w <= 2e-3, "inpaint --prompt differs from diffusers by {w}");
+    assert!(png.is_file());
+}
+
+/// Inpainting with SD's plain 4-channel UNet over a batch of 3 from the seed: every image keeps
+/// the image's latents (the posterior's mode, diffusers') exactly where the latent mask keeps,
+/// and the three differ in the hole.
+#[test]
+fn inpaint_blend_keeps_the_image_latents_outside_the_mask_for_every_image() {
+    use wgpu_diffusion::model::tensors::read_safetensors;
+    let out = scratch("inpaint-blend");
+    let dir = sd_pipeline::assemble_as("sd1", "cli-inpaint-blend");
+    let g = read_safetensors(std::path::Path::new(&sd_golden("sd1-inpaint.safetensors"))).unwrap();
+    let latents = out.join("latents.npy");
+    let (ok, _, err) = cli(&[
+        "inpaint",
+        "--model",
+        dir.to_str().unwrap(),
+        "--image",
+        &sd_golden("input-64.png"),
+        "--mask",
+        &sd_golden("mask-64.png"),
+        "--prompt",
+        "a red fox",
+        "--steps",
+        "4",
+        "--batch",
+        "3",
+        "--seed",
+        "5",
+        "--posterior",
+        "mode",
+        "--save-latents",
+        latents.to_str().unwrap(),
+        "--out-dir",
+        out.join("pngs").to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let (shape, got) = wgpu_diffusion::io::npy::read(&latents).unwrap();
+    assert_eq!(shape, vec![3, 4, 8, 8]);
+    let (image, mask) = (&g["inpaint4.image_latents"].data, &g["inpaint4.mask_latent"].data);
+    let (mut kept, mut hole) = (0, 0);
+    for (k, z) in got.chunks(256).enumerate() {
+        for (i, (&a, &b)) in z.iter().zip(image).enumerate() {
+            if mask[i % 64] == 0.0 {
+                assert!((a - b).abs() <= 1e-5, "image {k}, value {i}: {a} kept as {b}");
+                kept += 1;
+            } else if k > 0 && (a - got[i]).abs() > 1e-3 {
+                hole += 1;
+            }
+        }
+    }
+    assert!(kept > 0 && hole > 0, "kept {kept}, differing in the hole {hole}");
+    for k in 0..3 {
+        assert!(out.join(format!("pngs/{k:06}.png")).is_file());
+    }
+}
+
+#[test]
+fn bad_text_edit_input_is_one_line() {
+    let dir = sd_pipeline::assemble_as("sd1", "cli-bad-inpaint");
+    let inpaint = |extra: &[&str]| {
+        let mut args = vec!["inpaint", "--model", dir.to_str().unwrap(), "--prompt", "a fox", "--steps", "2"];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    let image = sd_golden("input-64.png");
+    let (ok, _, err) = inpaint(&["--image", &image, "--mask", &input("mask-centre.png")]);
+    assert_one_line_error(ok, &err, &["same size"]);
+    let black = scratch("bad-inpaint").join("black.png");
+    image::GrayImage::new(64, 64).save(&black).unwrap();
+    let (ok, _, err) = inpaint(&["--image", &image, "--mask", black.to_str().unwrap()]);
+    assert_one_line_error(ok, &err, &["black everywhere", "white is repainted"]);
+    let mask = sd_golden("mask-64.png");
+    let (ok, _, err) = inpaint(&["--image", &image, "--mask", &mask, "--jump-length", "3"]);
+    assert_one_line_error(ok, &err, &["--jump-length", "Stable Diffusion"]);
+    let (ok, _, err) = inpaint(&["--image", &image, "--mask", &mask, "--strength", "1.5"]);
+    assert_one_line_error(ok, &err, &["--strength 1.5"]);
+    // RePaint takes no prompt's flags; a prompt needs a Stable Diffusion folder.
+    let (ok, _, err) = cli(&["inpaint", "--image", &image, "--mask", &mask, "--strength", "0.5"]);
+    assert_one_line_error(ok, &err, &["--strength", "--prompt"]);
+    let (ok, _, err) = cli(&["inpaint", "--image", &image, "--mask", &mask, "--prompt", "a fox"]);
+    assert_one_line_error(ok, &err, &["--prompt needs --model"]);
+    // An inpainting UNet runs only under inpaint.
+    let dir = sd_pipeline::assemble_with_unet("sd1", "cli-inpaint-unet", "sd1-inpaint");
+    let (ok, _, err) =
+        cli(&["txt2img", "--model", dir.to_str().unwrap(), "--prompt", "a fox", "--steps", "2"]);
+    assert_one_line_error(ok, &err, &["inpainting unet", "inpaint --prompt"]);
+    let (ok, _, err) = cli(&[
+        "img2img",
+        "--model",
+        dir.to_str().unwrap(),
+        "--image",
+        &image,
+        "--prompt",
+        "a fox",
+        "--steps",
+        "2",
+    ]);
+    assert_one_line_error(ok, &err, &["inpainting unet", "inpaint --prompt"]);
+}

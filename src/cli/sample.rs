@@ -155,11 +155,7 @@ pub fn run_img2img(args: &Img2ImgArgs) -> Result<()> {
     if !(0.0..=1.0).contains(&args.strength) {
         return Err(Error::Invalid(format!("--strength {}: must be between 0 and 1", args.strength)));
     }
-    let posterior = match args.posterior.as_str() {
-        "sample" => Posterior::Sample,
-        "mode" => Posterior::Mode,
-        other => return Err(Error::Invalid(format!("--posterior {other}: sample or mode"))),
-    };
+    let posterior = parse_posterior(&args.posterior)?;
     let text_model = args
         .sample
         .model
@@ -174,6 +170,15 @@ pub fn run_img2img(args: &Img2ImgArgs) -> Result<()> {
         ));
     }
     run_edit(&args.sample, Some(&Img2Img { image: &args.image, strength: args.strength, posterior }))
+}
+
+/// `--posterior`: a draw of the encoder's posterior or its mean.
+pub fn parse_posterior(text: &str) -> Result<Posterior> {
+    match text {
+        "sample" => Ok(Posterior::Sample),
+        "mode" => Ok(Posterior::Mode),
+        other => Err(Error::Invalid(format!("--posterior {other}: sample or mode"))),
+    }
 }
 
 /// `img2img --prompt` on a Stable Diffusion folder: StableDiffusionImg2ImgPipeline.
@@ -220,7 +225,11 @@ fn run_text_img2img(args: &Img2ImgArgs, posterior: Posterior) -> Result<()> {
         vae_tiling: s.vae_tiling,
         memory_budget_mib: s.memory_budget_mib,
         device: &s.device,
-        edit: Some((&args.image, args.strength, posterior)),
+        edit: Some(super::txt2img::TextEdit::Img2Img {
+            image: &args.image,
+            strength: args.strength,
+            posterior,
+        }),
     })
 }
 

@@ -113,8 +113,26 @@ pub struct TextRun<'a> {
     pub vae_tiling: bool,
     pub memory_budget_mib: Option<u64>,
     pub device: &'a DeviceArgs,
-    /// img2img: the image, the strength, and the posterior's draw or mode.
-    pub edit: Option<(&'a Path, f64, Posterior)>,
+    /// img2img or inpainting instead of text to image.
+    pub edit: Option<TextEdit<'a>>,
+}
+
+/// What a text-conditioned run starts from besides noise.
+#[derive(Clone, Copy, Debug)]
+pub enum TextEdit<'a> {
+    /// StableDiffusionImg2ImgPipeline: the image, the strength, the posterior's draw or mode.
+    Img2Img { image: &'a Path, strength: f64, posterior: Posterior },
+    /// StableDiffusionInpaintPipeline: the image, its mask (white repaints), the strength, the
+    /// posterior's draw or mode.
+    Inpaint { image: &'a Path, mask: &'a Path, strength: f64, posterior: Posterior },
+}
+
+impl TextEdit<'_> {
+    fn strength(&self) -> f64 {
+        match self {
+            TextEdit::Img2Img { strength, .. } | TextEdit::Inpaint { strength, .. } => *strength,
+        }
+    }
 }
 
 pub fn run(args: &Txt2ImgArgs) -> Result<()> {
@@ -151,10 +169,13 @@ pub fn execute(r: &TextRun) -> Result<()> {
     let size = pipeline.default_size();
     let (mut height, mut width) = (r.height.unwrap_or(size), r.width.unwrap_or(size));
     let d = pipeline.downscale();
-    // img2img: the image's own size (floored to the grid), the plan cut to the strength.
+    // img2img and inpainting: the image's own size (floored to the grid), the plan cut to the
+    // strength.
     let mut start = TextStart::Noise;
-    if let Some((path, strength, posterior)) = r.edit {
+    if let Some(edit) = r.edit {
+        let (TextEdit::Img2Img { image: path, .. } | TextEdit::Inpaint { image: path, .. }) = edit;
         let (image, h, w) = wgpu_diffusion::io::images::load_rgb_floored(path, d)?;
+        let strength = edit.strength();
         let Some(cut) = plan.img2img(strength)? else {
             return Err(Error::Invalid(format!(
                 "--strength {strength} runs none of the {} steps: raise --strength or --steps",
@@ -162,7 +183,25 @@ pub fn execute(r: &TextRun) -> Result<()> {
             )));
         };
         (height, width, plan) = (h, w, cut.plan);
-        start = TextStart::Img2Img { image, noising: cut.noising, posterior };
+        start = match edit {
+            TextEdit::Img2Img { posterior, .. } => {
+                TextStart::Img2Img { image, noising: cut.noising, posterior }
+            }
+            TextEdit::Inpaint { mask, posterior, .. } => TextStart::Inpaint {
+                image,
+                mask: wgpu_diffusion::io::images::load_mask_floored(mask, path, d)?,
+                // Full strength starts from pure noise (diffusers' is_strength_max).
+                noising: (strength < 1.0).then_some(cut.noising),
+                posterior,
+            },
+        };
+    }
+    if pipeline.is_inpainting() && !matches!(start, TextStart::Inpaint { .. }) {
+        return Err(Error::Invalid(format!(
+            "{}: an inpainting unet ({} input channels): `inpaint --prompt` runs it",
+            r.model.display(),
+            pipeline.unet_config.in_channels
+        )));
     }
     for (flag, v) in [("--height", height), ("--width", width)] {
         if v == 0 || !v.is_multiple_of(d) {
@@ -171,13 +210,6 @@ pub fn execute(r: &TextRun) -> Result<()> {
     }
     if r.batch == 0 {
         return Err(Error::Invalid("--batch must be at least 1".into()));
-    }
-    if pipeline.is_inpainting() {
-        return Err(Error::Invalid(format!(
-            "{}: an inpainting unet ({} input channels): `inpaint --prompt` runs it",
-            r.model.display(),
-            pipeline.unet_config.in_channels
-        )));
     }
     let latent = (pipeline.vae_config.latent_width(), height / d, width / d);
     let init = match r.init_noise {
@@ -279,7 +311,7 @@ pub fn execute(r: &TextRun) -> Result<()> {
             r.guidance_scale,
             r.seed,
             r.model.file_name().map_or(model.clone(), |n| n.to_string_lossy().to_string()),
-        ) + &r.edit.map_or(String::new(), |(_, strength, _)| format!(", Denoising strength: {strength}"))
+        ) + &r.edit.map_or(String::new(), |e| format!(", Denoising strength: {}", e.strength()))
     };
     let text = |k: Option<usize>| {
         vec![

@@ -31,6 +31,19 @@ pub struct ChainInput<'a> {
     pub conditioning: Option<Conditioning<'a>>,
     /// The encoded prompts, for a text-conditioned model, with guidance or without.
     pub text: Option<TextInput<'a>>,
+    /// Latent inpainting: the inpainting UNet's further channels, or a blend after each step.
+    pub mask: Option<LatentMask<'a>>,
+}
+
+/// Latent inpainting as StableDiffusionInpaintPipeline runs it, for every image of the batch.
+#[derive(Clone, Copy, Debug)]
+pub enum LatentMask<'a> {
+    /// An inpainting UNet: its further input channels [E, H, W] (the latent mask, then the
+    /// masked image's latents), the same at every step and on every guidance row.
+    Channels(&'a [f32]),
+    /// Any UNet: after each step, where `mask` [H, W] is 0 (kept), x becomes `image` [C, H, W]
+    /// noised to the next step with the chain's starting noise, and `image` itself after the last.
+    Blend { image: &'a [f32], mask: &'a [f32] },
 }
 
 /// Encoded prompts on the device, and which one each image reads.
@@ -139,6 +152,35 @@ fn check_text(unet: &dyn Denoiser, text: Option<&TextInput>, batch: usize) -> Re
     }
 }
 
+/// Checks latent inpainting against the model: an inpainting UNet's further channels exactly
+/// when it has them, a mask of the latents' plane and latents of the sample's size to blend.
+fn check_mask(unet: &dyn Denoiser, mask: Option<&LatentMask>, per: usize) -> Result<()> {
+    let [_, h, w] = unet.sample_dims();
+    let extra = unet.extra_channels();
+    match (extra, mask) {
+        (0, None) => Ok(()),
+        (0, Some(LatentMask::Channels(_))) => {
+            Err(Error::Invalid("mask channels were given to a UNet that takes none".into()))
+        }
+        (e, Some(LatentMask::Channels(v))) if v.len() != e * h * w => Err(Error::Shape(format!(
+            "the inpainting UNet's further channels have {} values, it takes {e} x {h} x {w}",
+            v.len()
+        ))),
+        (_, Some(LatentMask::Channels(_))) => Ok(()),
+        (e, _) if e > 0 => Err(Error::Invalid(format!(
+            "an inpainting UNet ({e} further input channels): it needs an image and a mask"
+        ))),
+        (_, Some(LatentMask::Blend { image, mask })) if image.len() != per || mask.len() != h * w => {
+            Err(Error::Shape(format!(
+                "a blend of {} image and {} mask values, the latents are {per} of {h} x {w}",
+                image.len(),
+                mask.len()
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Where an img2img chain starts: x = a x0 + b z, with z the standard normal that would have
 /// been x_T (so keyed as in `sample`), at the plan's first row (`SamplerPlan::img2img`).
 #[derive(Clone, Copy, Debug)]
@@ -151,7 +193,16 @@ pub struct Img2ImgStart<'a> {
 impl<'a> ChainInput<'a> {
     /// Every image of a batch of `batch`.
     pub fn all(seed: u64, batch: usize, init_noise: Option<&'a [f32]>) -> Self {
-        Self { seed, batch, images: 0..batch, init_noise, img2img: None, conditioning: None, text: None }
+        Self {
+            seed,
+            batch,
+            images: 0..batch,
+            init_noise,
+            img2img: None,
+            conditioning: None,
+            text: None,
+            mask: None,
+        }
     }
 
     /// The guidance scale, where the chain guides (by class or by text).
@@ -204,6 +255,19 @@ struct Chain<'a> {
     /// its dispatch runs goes back to the pool, and another user (another thread's) could
     /// write it first.
     img2img: Option<(Tensor, Tensor, Tensor)>,
+    /// Latent inpainting's device state.
+    mask: Option<MaskState>,
+}
+
+/// What latent inpainting keeps on the device for a micro-batch.
+#[allow(clippy::large_enum_variant)] // one per chain
+enum MaskState {
+    /// An inpainting UNet's further channels, every row of an evaluation (written at each start).
+    Channels(Vec<f32>),
+    /// The blend (`repaint_mix` with its known region): the image's latents and the kept mask
+    /// (1 keeps) for every image, the starting noise kept past the steps' own, and the table
+    /// row by the counter after each advance (row k noises to step k, the last keeps the image).
+    Blend { image: Tensor, keep: Tensor, start_noise: Tensor, rows: Tensor },
 }
 
 impl<'a> Chain<'a> {
@@ -243,6 +307,7 @@ impl<'a> Chain<'a> {
         }
         check_conditioning(unet, input.conditioning.as_ref(), input.batch)?;
         check_text(unet, input.text.as_ref(), input.batch)?;
+        check_mask(unet, input.mask.as_ref(), per)?;
         let copies = input.copies();
         // Sized by the whole batch, not this process's share: a shard then runs the executable one
         // process would, and its images come out bit for bit the same on every device (on GPUs
@@ -269,6 +334,41 @@ impl<'a> Chain<'a> {
             }
             None => None,
         };
+        let mask = match input.mask {
+            None => None,
+            Some(LatentMask::Channels(extra)) => Some(MaskState::Channels(
+                extra.iter().copied().cycle().take(micro * copies * extra.len()).collect(),
+            )),
+            Some(LatentMask::Blend { image, mask }) => {
+                if plan.noising.len() != steps {
+                    return Err(Error::Invalid(format!(
+                        "this sampler's plan has {} noising rows for {steps} steps",
+                        plan.noising.len()
+                    )));
+                }
+                let keep: Vec<f32> = mask.iter().map(|&m| 1.0 - m).cycle().take(len).collect();
+                let repeated: Vec<f32> = image.iter().copied().cycle().take(len).collect();
+                let join = |(a, b): (f64, f64)| diffusion::MixRow {
+                    known_orig: a as f32,
+                    known_z: b as f32,
+                    keep: 1.0,
+                    fresh: 0.0,
+                    use_mask: 1.0,
+                    _pad: [0.0; 3],
+                };
+                let rows: Vec<diffusion::MixRow> = std::iter::once((0.0, 0.0))
+                    .chain(plan.noising[1..].iter().copied())
+                    .chain([(1.0, 0.0)])
+                    .map(join)
+                    .collect();
+                Some(MaskState::Blend {
+                    image: ctx.upload(&repeated, &[len])?,
+                    keep: ctx.upload(&keep, &[len])?,
+                    start_noise: ctx.zeros(&[len])?,
+                    rows: ctx.upload(bytemuck::cast_slice(&rows), &[rows.len() * 8])?,
+                })
+            }
+        };
         Ok(Self {
             ctx,
             input,
@@ -285,6 +385,7 @@ impl<'a> Chain<'a> {
             table: ctx.upload(bytemuck::cast_slice(&plan.rows), &[steps * diffusion::ROW_LEN])?,
             counter: ctx.upload_u32(&[0], &[1])?,
             img2img,
+            mask,
         })
     }
 
@@ -307,11 +408,31 @@ impl<'a> Chain<'a> {
         if let (Some(t), Some(buf)) = (&self.input.text, self.net.text_buffer()) {
             text.push(self.text_rows(t, buf, start));
         }
-        if let Some((image, row, zero_t)) = &self.img2img {
-            // z into the noise buffer, then x = a x0 + b z by the noising kernel with a one-row
-            // table at timestep 0 for every image.
+        if let (Some(MaskState::Channels(extra)), Some(buf)) = (&self.mask, self.net.extra_buffer()) {
+            ctx.queue.write_buffer(buf, 0, bytemuck::cast_slice(extra));
+        }
+        let blend_noise = match &self.mask {
+            Some(MaskState::Blend { start_noise, .. }) => Some(start_noise),
+            _ => None,
+        };
+        if self.img2img.is_some() || blend_noise.is_some() {
+            // z into the noise buffer (kept for the blend), then x from it.
             let mut list = self.standard_normal(start, None)?;
-            list.push(diffusion::add_noise(
+            if let Some(kept) = blend_noise {
+                let bytes = 4 * self.len() as u64;
+                let copy = CopyOp::buffer(&self.noise.buffer, 0, &kept.buffer, 0, bytes);
+                list.push(Dispatch::copies_only(
+                    "start noise",
+                    vec![copy],
+                    Cost { flops: 0, bytes: 2 * bytes },
+                ));
+            }
+            text.extend(list);
+        }
+        if let Some((image, row, zero_t)) = &self.img2img {
+            // x = a x0 + b z by the noising kernel with a one-row table at timestep 0 for every
+            // image.
+            text.push(diffusion::add_noise(
                 ctx,
                 self.micro,
                 per,
@@ -322,10 +443,14 @@ impl<'a> Chain<'a> {
                 &row.buffer,
                 &self.x.buffer,
             )?);
-            text.extend(list);
             return Ok(text);
         }
-        text.extend(self.standard_normal(start, Some(self.plan.init_noise_sigma as f32))?);
+        let sigma = self.plan.init_noise_sigma as f32;
+        if blend_noise.is_some() {
+            text.push(elementwise::affine(ctx, self.len(), sigma, 0.0, &self.noise.buffer, &self.x.buffer)?);
+            return Ok(text);
+        }
+        text.extend(self.standard_normal(start, Some(sigma))?);
         Ok(text)
     }
 
@@ -397,7 +522,18 @@ impl<'a> Chain<'a> {
             counter: &self.counter.buffer,
         };
         let ends = step_ends(self.ctx, &self.net, self.len(), self.plan.rows.len(), &state, self.guide())?;
-        let update = ends.update();
+        let mut update = ends.update();
+        if let Some(MaskState::Blend { image, keep, start_noise, rows }) = &self.mask {
+            let b = diffusion::MixBuffers {
+                x: &self.x.buffer,
+                orig: &image.buffer,
+                mask: &keep.buffer,
+                noise: &start_noise.buffer,
+                rows: &rows.buffer,
+                counter: &self.counter.buffer,
+            };
+            update.push(diffusion::repaint_mix(self.ctx, self.len(), self.plan.rows.len() + 1, &b)?);
+        }
         let prepare = ends.prepare;
         let mut noise = vec![];
         if self.plan.adds_noise {

@@ -22,6 +22,10 @@ pub trait Denoiser {
     fn text_row_len(&self) -> usize {
         0
     }
+    /// Input channels past the sample's (an inpainting UNet's mask and masked-image latents).
+    fn extra_channels(&self) -> usize {
+        0
+    }
 }
 
 impl Denoiser for UNet {
@@ -53,6 +57,11 @@ pub struct TextDenoiser<'a> {
 }
 
 impl TextDenoiser<'_> {
+    fn latent_channels(&self) -> usize {
+        let c = &self.unet.config;
+        c.in_channels.min(c.out_channels)
+    }
+
     fn shape(&self, batch: usize) -> CondShape {
         CondShape { batch, height: self.height, width: self.width, text_tokens: self.text_tokens }
     }
@@ -60,7 +69,7 @@ impl TextDenoiser<'_> {
 
 impl Denoiser for TextDenoiser<'_> {
     fn sample_dims(&self) -> [usize; 3] {
-        [self.unet.config.in_channels, self.height, self.width]
+        [self.latent_channels(), self.height, self.width]
     }
     fn out_channels(&self) -> usize {
         self.unet.config.out_channels
@@ -78,6 +87,7 @@ impl Denoiser for TextDenoiser<'_> {
             timesteps: g.timesteps,
             class_labels: None,
             text: Some(g.text),
+            extra: g.extra,
             output: g.output,
         })
     }
@@ -89,5 +99,8 @@ impl Denoiser for TextDenoiser<'_> {
     }
     fn text_row_len(&self) -> usize {
         self.unet.config.cross_attention_dim * self.text_tokens
+    }
+    fn extra_channels(&self) -> usize {
+        self.unet.config.in_channels - self.latent_channels()
     }
 }

@@ -9,7 +9,7 @@ pub mod shard;
 
 pub use chain::{
     check_first_step, sample, sample_then, AfterChain, ChainInput, Conditioning, Guidance, Img2ImgStart,
-    ReadBack, TextInput,
+    LatentMask, ReadBack, TextInput,
 };
 pub use denoiser::{Denoiser, TextDenoiser};
 pub use samplers::{Img2ImgPlan, SamplerKind, SamplerPlan, SchedulerConfig};

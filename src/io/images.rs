@@ -154,6 +154,48 @@ pub fn load_rgb_floored(path: &Path, multiple: usize) -> Result<(Vec<f32>, usize
     Ok((out, fh, fw))
 }
 
+/// An inpainting mask [H, W] as StableDiffusionInpaintPipeline's mask processor prepares it:
+/// grey by PIL's convert("L") (ITU-R 601-2), resized with Lanczos to `image`'s floored size
+/// where that changes it, /255, binarised at 0.5: 1 repaints, 0 keeps. The mask must be the
+/// image's size and hold both.
+pub fn load_mask_floored(path: &Path, image: &Path, multiple: usize) -> Result<Vec<f32>> {
+    let open = |p: &Path| {
+        image::open(p).map_err(|e| Error::Invalid(format!("cannot read image {}: {e}", p.display())))
+    };
+    let (m, i) = (open(path)?, open(image)?);
+    if (m.width(), m.height()) != (i.width(), i.height()) {
+        return Err(Error::Invalid(format!(
+            "the mask {} is {}x{}, the image {}x{}: they must be the same size",
+            path.display(),
+            m.width(),
+            m.height(),
+            i.width(),
+            i.height()
+        )));
+    }
+    let rgb = m.to_rgb8();
+    let luma = image::GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+        let [r, g, b] = rgb.get_pixel(x, y).0.map(u32::from);
+        image::Luma([((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8])
+    });
+    let (w, h) = (luma.width() as usize, luma.height() as usize);
+    let (fw, fh) = (w / multiple * multiple, h / multiple * multiple);
+    let luma = if (fw, fh) != (w, h) && fw > 0 && fh > 0 {
+        image::imageops::resize(&luma, fw as u32, fh as u32, image::imageops::FilterType::Lanczos3)
+    } else {
+        luma
+    };
+    let mask: Vec<f32> =
+        luma.pixels().map(|p| if p.0[0] as f32 / 255.0 >= 0.5 { 1.0 } else { 0.0 }).collect();
+    if mask.iter().all(|&v| v == 0.0) {
+        return Err(Error::Invalid(format!(
+            "the mask {} is black everywhere: nothing to repaint (white is repainted)",
+            path.display()
+        )));
+    }
+    Ok(mask)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

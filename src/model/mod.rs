@@ -112,6 +112,8 @@ pub struct UNetExecutable {
     pub class_labels: Option<TensorId>,
     /// Text states [batch, D, 1, T], for a text-conditioned model.
     pub text: Option<TensorId>,
+    /// An inpainting UNet's further input channels [batch, E, H, W].
+    pub extra: Option<TensorId>,
     pub output: TensorId,
 }
 
@@ -121,6 +123,9 @@ impl UNetExecutable {
     }
     pub fn text_buffer(&self) -> Option<&wgpu::Buffer> {
         self.text.map(|t| self.exe.buffer(t))
+    }
+    pub fn extra_buffer(&self) -> Option<&wgpu::Buffer> {
+        self.extra.map(|t| self.exe.buffer(t))
     }
     pub fn sample_buffer(&self) -> &wgpu::Buffer {
         self.exe.buffer(self.sample)
@@ -174,6 +179,7 @@ impl UNet {
             timesteps: g.timesteps,
             class_labels: g.class_labels,
             text: None,
+            extra: None,
             output: g.output,
         })
     }

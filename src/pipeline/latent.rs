@@ -195,7 +195,9 @@ pub enum Posterior {
 
 /// The latents an image [C, H, W] (the autoencoder's input size) starts img2img from, scaled as
 /// the diffusion model sees them: a KL posterior's sample (or mode) times the scaling factor, a
-/// VQModel's unquantized latents likewise.
+/// VQModel's unquantized latents likewise. A posterior's draw is keyed by (seed, stream): each
+/// image one run encodes takes its own stream.
+#[allow(clippy::too_many_arguments)]
 pub fn encode_image(
     ctx: &Context,
     vae: &mut Autoencoder,
@@ -204,6 +206,7 @@ pub fn encode_image(
     posterior: Posterior,
     tiling: Tiling,
     seed: u64,
+    stream: u32,
 ) -> Result<Vec<f32>> {
     let d = vae.config.downscale();
     let want = vae.config.in_channels * h * d * w * d;
@@ -234,7 +237,7 @@ pub fn encode_image(
             let eps = ctx.scratch_buffer("posterior noise", l * plane);
             let mode = posterior == Posterior::Mode;
             if !mode {
-                let key = rng::NoiseKey { seed, stream_base: 0, substream: POSTERIOR_SUBSTREAM };
+                let key = rng::NoiseKey { seed, stream_base: stream, substream: POSTERIOR_SUBSTREAM };
                 list.push(rng::normal(ctx, key, 1, l * plane, None, &eps)?);
             }
             list.push(elementwise::gaussian_sample(ctx, 1, l, plane, mode, scale, &encoded, &eps, &out)?);

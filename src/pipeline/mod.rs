@@ -413,6 +413,7 @@ impl Loaded<'_> {
                             job.posterior,
                             job.tiling,
                             job.seed,
+                            0,
                         )?;
                         Some((z, *noising))
                     }
@@ -426,6 +427,7 @@ impl Loaded<'_> {
                     img2img: start.as_ref().map(|(image, noising)| Img2ImgStart { image, noising: *noising }),
                     conditioning: job.conditioning(),
                     text: None,
+                    mask: None,
                 };
                 match self.autoencoder.as_mut() {
                     Some(vae) => {

@@ -332,6 +332,26 @@ pub enum TextStart {
     /// (its posterior drawn, or its mode), scaled, then x = a z0 + b noise with `noising` (the
     /// plan, already cut to the strength, starts at that step).
     Img2Img { image: Vec<f32>, noising: (f64, f64), posterior: latent::Posterior },
+    /// StableDiffusionInpaintPipeline: `image` [3, H, W] in [-1, 1] and `mask` [H, W] (1 repaints,
+    /// already binarised at 0.5). Below full strength `noising` starts from the image's latents
+    /// noised to the plan's first step (None: pure noise). An inpainting UNet reads the latent
+    /// mask and the masked image's latents as further channels; any other UNet's latents are
+    /// blended with the image's after each step.
+    Inpaint { image: Vec<f32>, mask: Vec<f32>, noising: Option<(f64, f64)>, posterior: latent::Posterior },
+}
+
+/// StableDiffusionInpaintPipeline's latent mask: the pixel mask [H, W] sampled at (d i, d j), as
+/// F.interpolate's nearest takes it.
+pub fn latent_mask(mask: &[f32], (lh, lw): (usize, usize), d: usize) -> Vec<f32> {
+    let width = lw * d;
+    (0..lh).flat_map(|i| (0..lw).map(move |j| mask[i * d * width + j * d])).collect()
+}
+
+/// The image with the repainted pixels (mask 1) set to 0, on every channel: what the inpainting
+/// UNet's masked-image latents encode (image * (mask < 0.5)).
+pub fn masked_image(image: &[f32], mask: &[f32]) -> Vec<f32> {
+    let plane = mask.len();
+    image.iter().enumerate().map(|(i, &v)| if mask[i % plane] < 0.5 { v } else { 0.0 }).collect()
 }
 
 impl TextJob {
@@ -410,22 +430,41 @@ impl LoadedText<'_> {
             rows: &rows,
             guidance: job.guided().then_some((0, job.guidance_scale)),
         };
-        // img2img: the image's latents, every image of the batch starting from them.
-        let start = match &job.start {
-            TextStart::Noise => None,
+        // img2img and inpainting below full strength: the image's latents, every image of the
+        // batch starting from them; inpainting's mask channels or blend.
+        let mut encode = |image: &[f32], posterior, stream| {
+            latent::encode_image(ctx, &mut self.vae, image, (lh, lw), posterior, job.tiling, job.seed, stream)
+        };
+        let inpainting = self.pipeline.is_inpainting();
+        let (start, mask) = match &job.start {
+            TextStart::Noise => (None, None),
             TextStart::Img2Img { image, noising, posterior } => {
-                let z0 = latent::encode_image(
-                    ctx,
-                    &mut self.vae,
-                    image,
-                    (lh, lw),
-                    *posterior,
-                    job.tiling,
-                    job.seed,
-                )?;
-                Some((z0, *noising))
+                (Some((encode(image, *posterior, 0)?, *noising)), None)
+            }
+            TextStart::Inpaint { image, mask, noising, posterior } => {
+                let m = latent_mask(mask, (lh, lw), self.pipeline.downscale());
+                let z0 = match noising.is_some() || !inpainting {
+                    true => Some(encode(image, *posterior, 0)?),
+                    false => None,
+                };
+                let spec = if inpainting {
+                    let mut extra = m;
+                    extra.extend(encode(&masked_image(image, mask), *posterior, 1)?);
+                    MaskSpec::Channels(extra)
+                } else {
+                    MaskSpec::Blend { image: z0.clone().expect("encoded above"), mask: m }
+                    // ok: encoded when not inpainting
+                };
+                (z0.zip(*noising), Some(spec))
             }
         };
+        if inpainting && mask.is_none() {
+            return Err(Error::Invalid(format!(
+                "{}: an inpainting unet ({} input channels): `inpaint --prompt` runs it",
+                self.pipeline.root.display(),
+                self.pipeline.unet_config.in_channels
+            )));
+        }
         let input = ChainInput {
             seed: job.seed,
             batch: job.batch,
@@ -436,6 +475,7 @@ impl LoadedText<'_> {
                 .map(|(z0, noising)| diffusion::Img2ImgStart { image: z0, noising: *noising }),
             conditioning: None,
             text: Some(text),
+            mask: mask.as_ref().map(MaskSpec::as_input),
         };
         let mut denoiser = TextDenoiser { unet: &mut self.unet, height: lh, width: lw, text_tokens: tokens };
         let copies = if job.guided() { 2 } else { 1 };
@@ -457,6 +497,21 @@ impl LoadedText<'_> {
         let images =
             diffusion::sample_then(ctx, &mut denoiser, &job.plan, &input, progress, decode.as_after())?;
         Ok(Output { images, latents: decode.take_latents() })
+    }
+}
+
+/// Latent inpainting's inputs, held for the chain.
+enum MaskSpec {
+    Channels(Vec<f32>),
+    Blend { image: Vec<f32>, mask: Vec<f32> },
+}
+
+impl MaskSpec {
+    fn as_input(&self) -> diffusion::LatentMask<'_> {
+        match self {
+            MaskSpec::Channels(extra) => diffusion::LatentMask::Channels(extra),
+            MaskSpec::Blend { image, mask } => diffusion::LatentMask::Blend { image, mask },
+        }
     }
 }
 

@@ -42,6 +42,14 @@ pub fn assemble_as(variant: &str, name: &str) -> PathBuf {
     dir
 }
 
+/// The `variant` pipeline named `name` with another golden UNet (unet_cond/<unet>) in unet/.
+pub fn assemble_with_unet(variant: &str, name: &str, unet: &str) -> PathBuf {
+    let dir = assemble_as(variant, name);
+    std::fs::remove_dir_all(dir.join("unet")).unwrap();
+    copy_dir(&golden(&format!("unet_cond/{unet}")), &dir.join("unet"));
+    dir
+}
+
 /// The `variant` pipeline under its own name.
 pub fn assemble(variant: &str) -> PathBuf {
     assemble_as(variant, variant)

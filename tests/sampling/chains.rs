@@ -146,6 +146,7 @@ fn every_sampler_image_k_alone_is_image_k_of_the_batch() {
                 img2img: None,
                 conditioning: None,
                 text: None,
+                mask: None,
             };
             diffusion::sample(ctx(), &mut unet, &plan, &input, &mut |_, _| {}).unwrap()
         };

@@ -8,6 +8,7 @@ mod latent;
 mod repaint;
 mod steps;
 mod text2img;
+mod text_edit;
 
 #[path = "../common/mod.rs"]
 mod common;

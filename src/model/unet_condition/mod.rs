@@ -30,7 +30,11 @@ pub struct UNetCondition {
 /// the model output [B, out, H, W] out.
 pub struct UNetConditionGraph {
     pub graph: Graph,
+    /// The latents [B, out_channels, H, W].
     pub sample: TensorId,
+    /// An inpainting UNet's further input channels [B, in - out, H, W] (the mask and the masked
+    /// image's latents), joined to the latents before conv_in; constant over a chain.
+    pub extra: Option<TensorId>,
     pub timesteps: TensorId,
     pub text: TensorId,
     pub output: TensorId,
@@ -133,7 +137,27 @@ impl UNetCondition {
                 }
             }
         }
-        for (id, data) in [(g.sample, sample), (g.timesteps, timesteps), (g.text, &channel_major[..])] {
+        // The latents and an inpainting UNet's further channels, each image's split.
+        let c_in = self.config.in_channels;
+        let c_lat = c_in.min(self.config.out_channels);
+        let plane = shape.height * shape.width;
+        if sample.len() != b * c_in * plane {
+            return Err(Error::Shape(format!(
+                "{} sample values for {c_in} channels at {shape:?}",
+                sample.len()
+            )));
+        }
+        let (mut latents, mut extra) = (vec![], vec![]);
+        for image in sample.chunks(c_in * plane) {
+            latents.extend_from_slice(&image[..c_lat * plane]);
+            extra.extend_from_slice(&image[c_lat * plane..]);
+        }
+        let mut inputs =
+            vec![(g.sample, &latents[..]), (g.timesteps, timesteps), (g.text, &channel_major[..])];
+        if let Some(e) = g.extra {
+            inputs.push((e, &extra[..]));
+        }
+        for (id, data) in inputs {
             let want: usize = g.graph.shape(id).iter().product();
             if data.len() != want {
                 return Err(Error::Shape(format!(
@@ -169,7 +193,10 @@ pub fn build(
     let c0 = cfg.block_out_channels[0];
     let td = cfg.time_embed_dim();
     let mut g = Graph::new();
-    let sample = g.input(&[batch, cfg.in_channels, height, width]);
+    let latents = cfg.in_channels.min(cfg.out_channels);
+    let sample = g.input(&[batch, latents, height, width]);
+    let extra =
+        (cfg.in_channels > latents).then(|| g.input(&[batch, cfg.in_channels - latents, height, width]));
     let timesteps = g.input(&[batch]);
     let text_states = g.input(&[batch, cfg.cross_attention_dim, 1, text_tokens]);
     let text = Text { states: text_states, dim: cfg.cross_attention_dim };
@@ -192,7 +219,11 @@ pub fn build(
     let mut b = Blocks { ctx, bank, g };
     let norm = Norm { groups: cfg.norm_num_groups, eps: cfg.norm_eps };
     let levels = cfg.block_out_channels.len();
-    let mut h = b.conv("conv_in", sample, c0, 3)?;
+    let input = match extra {
+        Some(e) => b.g.concat("conv_in.concat", sample, e)?,
+        None => sample,
+    };
+    let mut h = b.conv("conv_in", input, c0, 3)?;
     let mut skips = vec![h];
     for (i, block) in cfg.down_blocks.iter().enumerate() {
         let cout = cfg.block_out_channels[i];
@@ -257,5 +288,5 @@ pub fn build(
     let output = b.conv("conv_out", h, cfg.out_channels, 3)?;
     let mut graph = b.g;
     graph.mark_output(output);
-    Ok(UNetConditionGraph { graph, sample, timesteps, text: text_states, output })
+    Ok(UNetConditionGraph { graph, sample, extra, timesteps, text: text_states, output })
 }
