@@ -336,14 +336,17 @@ impl WeightBank {
         if per >= rows {
             return Ok(vec![TableRows { weight: self.table(ctx, name, rows, dim)?, start: 0, rows }]);
         }
-        let data = self.fetch(name, &[rows, dim])?;
+        let key = |start: usize, n: usize| format!("{name} (rows {start}..{})", start + n);
+        let parts: Vec<(usize, usize)> = (0..rows).step_by(per).map(|s| (s, per.min(rows - s))).collect();
+        // Built before (a second graph of the model): the parts are on the device and the host
+        // copy may be gone.
+        let cached = parts.iter().all(|&(s, n)| self.by_key.contains_key(&key(s, n)));
+        let data = if cached { vec![] } else { self.fetch(name, &[rows, dim])? };
         let mut out = vec![];
-        for start in (0..rows).step_by(per) {
-            let n = per.min(rows - start);
+        for (start, n) in parts {
             let layout = WeightLayout::Rows { name: name.to_string(), shape: vec![n, dim], start };
-            let slice = if self.planning { &data[..] } else { &data[start * dim..(start + n) * dim] };
-            let weight =
-                self.upload(ctx, format!("{name} (rows {start}..{})", start + n), layout, slice, n * dim);
+            let slice = if data.is_empty() { &data[..] } else { &data[start * dim..(start + n) * dim] };
+            let weight = self.upload(ctx, key(start, n), layout, slice, n * dim);
             out.push(TableRows { weight, start, rows: n });
         }
         Ok(out)

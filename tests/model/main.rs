@@ -14,6 +14,7 @@ mod train_step;
 mod trainer;
 mod unet_cond_golden;
 mod vae_golden;
+mod weight_bank;
 
 #[path = "../common/mod.rs"]
 mod common;
