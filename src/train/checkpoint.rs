@@ -69,15 +69,46 @@ pub fn scheduler_json(scheduler: &serde_json::Map<String, Value>, recipe: &Recip
 
 fn model_card(info: &CheckpointInfo, recipe: &Recipe, steps: u64, ema: bool) -> String {
     let recipe_json = serde_json::to_string_pretty(&recipe.to_json()).expect("JSON"); // ok: a Value
+    let config: Value = serde_json::from_str(info.unet_config).unwrap_or(Value::Null);
+    let classes = config.get("num_class_embeds").and_then(Value::as_u64);
+    let (tag, usage) = match classes {
+        // diffusers has no pipeline for a class-conditional UNet2DModel: the guided loop by hand.
+        Some(n) => {
+            let null = config.get("null_class_id").and_then(Value::as_u64).unwrap_or(n - 1);
+            let scale = crate::pipeline::DEFAULT_GUIDANCE_SCALE;
+            (
+                "class-conditional-image-generation",
+                format!(
+                    "```python\nimport torch\nfrom diffusers import DDIMScheduler, UNet2DModel\n\
+                     unet = UNet2DModel.from_pretrained(\"DIR\").eval()\n\
+                     scheduler = DDIMScheduler.from_pretrained(\"DIR\")\n\
+                     labels = torch.arange({classes})  # one image a class\n\
+                     null = torch.full_like(labels, {null})  # the unconditional label\n\
+                     size = unet.config.sample_size\n\
+                     x = torch.randn(len(labels), unet.config.in_channels, size, size)\n\
+                     scheduler.set_timesteps(50)\nfor t in scheduler.timesteps:\n\
+                     \x20   with torch.no_grad():\n\
+                     \x20       uncond, cond = unet(torch.cat([x, x]), t, class_labels=torch.cat([null, labels])).sample.chunk(2)\n\
+                     \x20   x = scheduler.step(uncond + {scale} * (cond - uncond), t, x).prev_sample\n```\n\n\
+                     or `wgpu-diffusion sample --model DIR --per-class 8` (guidance {scale}, `--class NAME` for one class).",
+                    classes = n.min(null),
+                ),
+            )
+        }
+        None => (
+            "unconditional-image-generation",
+            "```python\nfrom diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel\n\
+             unet = UNet2DModel.from_pretrained(\"DIR\")\nscheduler = DDPMScheduler.from_pretrained(\"DIR\")\n\
+             images = DDPMPipeline(unet=unet, scheduler=scheduler)(batch_size=16).images\n```\n\n\
+             or `wgpu-diffusion sample --model DIR`."
+                .to_string(),
+        ),
+    };
     format!(
-        "---\nlibrary_name: diffusers\ntags:\n- unconditional-image-generation\n- diffusion\n- wgpu-diffusion\n---\n\n\
+        "---\nlibrary_name: diffusers\ntags:\n- {tag}\n- diffusion\n- wgpu-diffusion\n---\n\n\
          # UNet2DModel trained with wgpu-diffusion\n\n\
          {steps} of {total} optimizer steps on `{data}`, from {start}. The weights in \
-         `{WEIGHTS_FILE}` are {which}.\n\n\
-         ```python\nfrom diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel\n\
-         unet = UNet2DModel.from_pretrained(\"DIR\")\nscheduler = DDPMScheduler.from_pretrained(\"DIR\")\n\
-         images = DDPMPipeline(unet=unet, scheduler=scheduler)(batch_size=16).images\n```\n\n\
-         or `wgpu-diffusion sample --model DIR`.\n\n## Recipe\n\n```json\n{recipe_json}\n```\n",
+         `{WEIGHTS_FILE}` are {which}.\n\n{usage}\n\n## Recipe\n\n```json\n{recipe_json}\n```\n",
         total = recipe.steps,
         data = info.data,
         start = info.started_from,
