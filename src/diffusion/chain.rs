@@ -743,7 +743,9 @@ pub fn check_first_step(
         let want = rng::reference(key, 0, chain.micro, chain.per);
         rows.push(OpCheck::new("step noise", "philox normal", &read(&chain.noise)?, &want));
     }
-    let (z, mut prev) = (read(&chain.noise)?, read(&chain.history)?);
+    // Every history slot: a PNDM step reads the older model outputs and the saved sample.
+    let (z, mut prev) =
+        (read(&chain.noise)?, ctx.read_buffer(&chain.history.buffer, diffusion::HISTORY_SLOTS * len)?);
     ctx.run(&update);
     let want = diffusion::reference_step(&row, &x, &model_out, &z, &mut prev);
     rows.push(OpCheck::new("sampler_step", "update", &read(&chain.x)?, &want));
