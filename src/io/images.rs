@@ -154,11 +154,8 @@ pub fn load_rgb_floored(path: &Path, multiple: usize) -> Result<(Vec<f32>, usize
     Ok((out, fh, fw))
 }
 
-/// An inpainting mask [H, W] as StableDiffusionInpaintPipeline's mask processor prepares it:
-/// grey by PIL's convert("L") (ITU-R 601-2), resized with Lanczos to `image`'s floored size
-/// where that changes it, /255, binarised at 0.5: 1 repaints, 0 keeps. The mask must be the
-/// image's size and hold both.
-pub fn load_mask_floored(path: &Path, image: &Path, multiple: usize) -> Result<Vec<f32>> {
+/// A mask image, which must be `image`'s size.
+pub fn open_mask(path: &Path, image: &Path) -> Result<image::DynamicImage> {
     let open = |p: &Path| {
         image::open(p).map_err(|e| Error::Invalid(format!("cannot read image {}: {e}", p.display())))
     };
@@ -173,6 +170,15 @@ pub fn load_mask_floored(path: &Path, image: &Path, multiple: usize) -> Result<V
             i.height()
         )));
     }
+    Ok(m)
+}
+
+/// An inpainting mask [H, W] as StableDiffusionInpaintPipeline's mask processor prepares it:
+/// grey by PIL's convert("L") (ITU-R 601-2), resized with Lanczos to `image`'s floored size
+/// where that changes it, /255, binarised at 0.5: 1 repaints, 0 keeps. The mask must be the
+/// image's size and hold both.
+pub fn load_mask_floored(path: &Path, image: &Path, multiple: usize) -> Result<Vec<f32>> {
+    let m = open_mask(path, image)?;
     let rgb = m.to_rgb8();
     let luma = image::GrayImage::from_fn(rgb.width(), rgb.height(), |x, y| {
         let [r, g, b] = rgb.get_pixel(x, y).0.map(u32::from);

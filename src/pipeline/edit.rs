@@ -9,20 +9,7 @@ use crate::{Error, Result};
 /// The mask as the pipeline prepares it: grey, thresholded at 0.5 (127 fills, 128 keeps), on
 /// every channel; it must be the image's size. [channels, size, size], 1 keeps, 0 fills.
 pub fn load_mask(path: &Path, image: &Path, channels: usize, size: usize) -> Result<Vec<f32>> {
-    let open = |p: &Path| {
-        image::open(p).map_err(|e| Error::Invalid(format!("cannot read image {}: {e}", p.display())))
-    };
-    let (m, i) = (open(path)?, open(image)?);
-    if (m.width(), m.height()) != (i.width(), i.height()) {
-        return Err(Error::Invalid(format!(
-            "the mask {} is {}x{}, the image {}x{}: they must be the same size",
-            path.display(),
-            m.width(),
-            m.height(),
-            i.width(),
-            i.height()
-        )));
-    }
+    let m = crate::io::images::open_mask(path, image)?;
     // The image's resize and crop, nearest so the mask stays binary.
     let m = dataset::resize_and_crop(m, size, image::imageops::FilterType::Nearest);
     let plane: Vec<f32> =
