@@ -1026,10 +1026,12 @@ fn img2img_and_inpaint_with_a_prompt_write_diffusers_images() {
     let text = wgpu_diffusion::io::images::png_text(&png).unwrap();
     assert!(text.iter().any(|t| t.0 == "parameters" && t.1.ends_with("Denoising strength: 0.6")), "{text:?}");
 
-    // inpaint with the 9-channel UNet, strength 1.
+    // inpaint with the 9-channel UNet, strength 1, three images of the golden's noise: each is
+    // diffusers' image (the further channels on every row of a micro-batch).
     let dir = sd_pipeline::assemble_with_unet("sd1", "cli-inpaint-prompt", "sd1-inpaint");
     let g = read_safetensors(std::path::Path::new(&sd_golden("sd1-inpaint.safetensors"))).unwrap();
-    wgpu_diffusion::io::npy::write(&noise, &[1, 4, 8, 8], &g["inpaint9.noise"].data).unwrap();
+    let three: Vec<f32> = g["inpaint9.noise"].data.repeat(3);
+    wgpu_diffusion::io::npy::write(&noise, &[3, 4, 8, 8], &three).unwrap();
     let (png, npy) = (out.join("inpaint.png"), out.join("inpaint.npy"));
     let (ok, _, err) = cli(&[
         "inpaint",
@@ -1045,6 +1047,8 @@ fn img2img_and_inpaint_with_a_prompt_write_diffusers_images() {
         "blurry",
         "--steps",
         "6",
+        "--batch",
+        "3",
         "--posterior",
         "mode",
         "--init-noise",
@@ -1055,7 +1059,7 @@ fn img2img_and_inpaint_with_a_prompt_write_diffusers_images() {
         png.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
-    let w = worst(&npy, &g["inpaint9.decoded"].data);
+    let w = worst(&npy, &g["inpaint9.decoded"].data.repeat(3));
     assert!(w <= 2e-3, "inpaint --prompt differs from diffusers by {w}");
     assert!(png.is_file());
 }
