@@ -81,7 +81,8 @@ fn model_card(info: &CheckpointInfo, recipe: &Recipe, steps: u64, ema: bool) -> 
                 format!(
                     "```python\nimport torch\nfrom diffusers import DDIMScheduler, UNet2DModel\n\
                      unet = UNet2DModel.from_pretrained(\"DIR\").eval()\n\
-                     scheduler = DDIMScheduler.from_pretrained(\"DIR\")\n\
+                     # clip_sample off: clipping x0 at the noisiest steps erases the class under guidance\n\
+                     scheduler = DDIMScheduler.from_pretrained(\"DIR\", clip_sample=False)\n\
                      labels = torch.arange({classes})  # one image a class\n\
                      null = torch.full_like(labels, {null})  # the unconditional label\n\
                      size = unet.config.sample_size\n\
@@ -112,7 +113,11 @@ fn model_card(info: &CheckpointInfo, recipe: &Recipe, steps: u64, ema: bool) -> 
         total = recipe.steps,
         data = info.data,
         start = info.started_from,
-        which = if ema { "the exponential moving average (EMAModel) of the trained weights" } else { "the trained weights (no EMA)" },
+        which = if ema {
+            "the exponential moving average (EMAModel) of the trained weights"
+        } else {
+            "the trained weights (no EMA)"
+        },
     )
 }
 
