@@ -131,6 +131,23 @@ impl TiledDecoder {
         Ok(Self { plan, c, h, w, out_c, exes, batch })
     }
 
+    /// The arithmetic of one image's tiles, every tile counted.
+    pub fn flops_per_image(&self) -> u64 {
+        let mut total = 0;
+        for &(_, th) in &self.plan.spans(self.h) {
+            for &(_, tw) in &self.plan.spans(self.w) {
+                let e = self.exe(th, tw);
+                total += e.exe.dispatches.iter().map(|d| d.cost.flops).sum::<u64>() / self.batch as u64;
+            }
+        }
+        total
+    }
+
+    /// The tiles of one image.
+    pub fn tiles(&self) -> usize {
+        self.plan.spans(self.h).len() * self.plan.spans(self.w).len()
+    }
+
     fn exe(&self, th: usize, tw: usize) -> &AutoencoderExecutable {
         &self.exes.iter().find(|(s, _)| *s == (th, tw)).expect("a tile shape planned in new").1
         // ok: new planned every span
