@@ -125,7 +125,9 @@ def run_engine(folder: Path, args, latents_npy: Path, out_npy: Path, png: Path) 
     if proc.returncode != 0:
         raise SystemExit(f"the engine failed:\n{proc.stderr}")
     lines = [l for l in proc.stderr.splitlines() if "XDG_RUNTIME_DIR" not in l]
-    return {"wall_s_with_load": wall, "report": lines, "info": info.splitlines()}
+    # The largest child's peak resident memory: on a CPU driver the device's buffers live in it too.
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    return {"wall_s_with_load": wall, "peak_rss_mib": peak, "report": lines, "info": info.splitlines()}
 
 
 def main() -> None:
