@@ -21,6 +21,7 @@ Both run on the same machine one after the other; on 2 cores the run takes about
 import argparse
 import gzip
 import json
+import re
 import resource
 import shutil
 import subprocess
@@ -127,7 +128,13 @@ def run_engine(folder: Path, args, latents_npy: Path, out_npy: Path, png: Path) 
     lines = [l for l in proc.stderr.splitlines() if "XDG_RUNTIME_DIR" not in l]
     # The largest child's peak resident memory: on a CPU driver the device's buffers live in it too.
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-    return {"wall_s_with_load": wall, "peak_rss_mib": peak, "report": lines, "info": info.splitlines()}
+    timing = {}
+    for line in lines:
+        m = re.search(r"wrote .*: ([\d.]+) s, .*\(([\d.]+) s to the last step.*, ([\d.]+) s a step; ([\d.]+) s after it", line)
+        if m:
+            timing = {"total_s": float(m[1]), "chain_s": float(m[2]), "unet_step_s": float(m[3]),
+                      "after_chain_s": float(m[4])}
+    return {"wall_s_with_load": wall, "peak_rss_mib": peak, **timing, "report": lines, "info": info.splitlines()}
 
 
 def main() -> None:
@@ -161,6 +168,11 @@ def main() -> None:
     a, b = np.load(ours_npy), np.load(torch_npy)
     diff = float(np.abs(a - b).max())
     print(f"decoded images: max |ours - torch| {diff:.3e} (values within {float(np.abs(b).max()):.2f})")
+    if "unet_step_s" in ours:
+        print(f"UNet step (guided: 2 rows): ours {ours['unet_step_s']:.2f} s, PyTorch {pt['unet_step_ms_median'] / 1e3:.2f} s "
+              f"({ours['unet_step_s'] / (pt['unet_step_ms_median'] / 1e3):.2f}x); end to end ours {ours['total_s']:.0f} s, "
+              f"PyTorch {pt['total_s']:.0f} s; peak resident ours {ours['peak_rss_mib']:.0f} MiB, PyTorch "
+              f"{pt['peak_rss_mib_after_run']:.0f} MiB")
     result = {"size": args.size, "steps": args.steps, "prompt": PROMPT, "torch": pt, "engine": ours,
               "max_abs_diff_decoded": diff}
     if args.json:

@@ -20,7 +20,7 @@ use wgpu_diffusion::train::{Recipe, StepOptions, TrainStep, Trainer};
 use wgpu_diffusion::{Error, Result};
 
 use super::DeviceArgs;
-use wgpu_diffusion::pipeline::Pipeline;
+use wgpu_diffusion::pipeline::{index, Pipeline};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -73,6 +73,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let mut vae = Autoencoder::random(&ctx, config, 0)?;
         let l = args.vae_size / d;
         return bench_decode(&ctx, &mut vae, &format!("--vae-arch {name} (random weights)"), args, l);
+    }
+    if let Some(dir) = &args.model {
+        if dir.join(index::INDEX_FILE).is_file() && index::read(dir)?.is_text() {
+            return bench_text(&ctx, dir, args);
+        }
     }
     let kind = SamplerKind::parse(&args.scheduler)?;
     let mut latent_vae = None;
@@ -154,6 +159,52 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A Stable Diffusion folder: one UNet evaluation of a step at the pipeline's size (--batch
+/// images, two rows each: guidance's unconditional and prompt rows), per-op GPU times, then its
+/// VAE's decode. The chain is timed by `txt2img` itself.
+fn bench_text(ctx: &Context, dir: &std::path::Path, args: &BenchArgs) -> Result<()> {
+    use wgpu_diffusion::model::unet_condition::{CondShape, UNetCondition};
+    let pipeline = wgpu_diffusion::pipeline::text::TextPipeline::open(dir)?;
+    let unet_dir = &pipeline.components.unet.as_ref().expect("checked by open").dir; // ok: open requires it
+    let mut unet = UNetCondition::load(ctx, unet_dir)?;
+    let side = pipeline.default_size();
+    let l = side / pipeline.downscale();
+    let shape =
+        CondShape { batch: 2 * args.batch, height: l, width: l, text_tokens: pipeline.tokenizer.max_length };
+    let (_, exe) = unet.executable(ctx, shape)?;
+    let flops: u64 = exe.dispatches.iter().map(|d| d.cost.flops).sum();
+    println!(
+        "{}: UNet2DConditionModel, {} parameters, one guided step of {} image(s) of {side}x{side} ({} rows of {l}x{l} latents, {} text tokens): {} ops, {:.2} GFLOP, on {}",
+        dir.display(),
+        super::info::thousands(unet.bank.parameters as u64),
+        args.batch,
+        shape.batch,
+        shape.text_tokens,
+        exe.dispatches.len(),
+        flops as f64 / 1e9,
+        ctx.info.name
+    );
+    println!(
+        "planned activation memory {:.2} MiB, weights {:.2} MiB",
+        exe.plan.peak_bytes as f64 / (1 << 20) as f64,
+        unet.bank.weight_bytes() as f64 / (1 << 20) as f64
+    );
+    ctx.run(&exe.dispatches);
+    ctx.wait()?;
+    let ms = wall_ms(ctx, &exe.dispatches, args.repeats)?;
+    println!(
+        "UNet step: {ms:.1} ms wall ({:.2} GFLOP/s; median of {})",
+        flops as f64 / ms / 1e6,
+        args.repeats
+    );
+    print_op_times(ctx, &exe.dispatches, args.repeats)?;
+    drop(exe);
+    drop(unet);
+    let vae_dir = pipeline.components.autoencoder.as_ref().expect("checked by open"); // ok: open requires it
+    let mut vae = Autoencoder::load(ctx, &vae_dir.dir, Some(&vae_dir.class))?;
+    bench_decode(ctx, &mut vae, &format!("{}'s AutoencoderKL", dir.display()), args, l)
 }
 
 /// A latent pipeline's decode of --batch images of `l` x `l` latents, apart from the UNet: wall

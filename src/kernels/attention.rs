@@ -2,10 +2,14 @@
 //! - composed: scores = Q^T K (matmul), softmax (softmax.wgsl), out = V P^T (matmul), with the
 //!   T x T scores in a scratch buffer. The matmul kernels are the fastest code here, so this is the
 //!   default wherever the scores fit a binding.
+//! - by head groups: the composed path over a few (batch, head) pairs at a time, their q, k and v
+//!   copied into shared scratch and their output copied back, where the whole score matrix is too
+//!   large but one head's fits (a 512x512 Stable Diffusion image's 4096-token self-attention:
+//!   64 MiB of scores a head, 1 GiB for a guided step's 16).
 //! - fused (shaders/attention.wgsl): an online softmax that never stores the scores; the fallback
-//!   for long sequences.
+//!   where even one head's scores do not fit a binding.
 
-use crate::gpu::{Binding, Context, Cost, Dispatch, KernelSpec};
+use crate::gpu::{Binding, Context, CopyOp, Cost, Dispatch, KernelSpec};
 use crate::kernels::matmul::{self, Bias, MatmulShape, Strides};
 use crate::kernels::{check_len, groups, softmax};
 use crate::{bail_shape, Result};
@@ -105,6 +109,10 @@ struct Params {
 /// 512x512 image's 4096-token autoencoder attention, 64 MiB of scores an image, among them).
 const MAX_SCORES_BYTES: u64 = 16 << 20;
 
+/// Largest score matrix of one head group: shared by every attention op (one scratch buffer per
+/// size), so a whole UNet's attention holds it once.
+const MAX_GROUP_SCORES_BYTES: u64 = 64 << 20;
+
 /// Loop iterations one invocation of the fused kernel may run on a CPU driver: lavapipe stops a
 /// shader's loops after 65535 iterations in all, silently (see group_norm.rs).
 const CPU_LOOP_LIMIT: usize = 60_000;
@@ -116,7 +124,8 @@ impl AttentionShape {
 }
 
 /// out = softmax(q k^T * scale) v per (batch, head): q and out [B, heads * D, T], k and v
-/// [B, heads * D, Tk]. Composed where the scores fit, else fused.
+/// [B, heads * D, Tk]. Composed where the scores fit, else composed by head groups where one
+/// head's fit, else fused.
 pub fn attention(
     ctx: &Context,
     s: &AttentionShape,
@@ -129,9 +138,81 @@ pub fn attention(
     let limit = ctx.max_binding_bytes().min(MAX_SCORES_BYTES);
     if scores_bytes <= limit && ctx.fits_texels(s.scores_len()) {
         attention_composed(ctx, s, q, k, v, out)
+    } else if let Some(group) = heads_per_group(ctx, s) {
+        attention_by_head_groups(ctx, s, group, q, k, v, out)
     } else {
         attention_fused(ctx, s, q, k, v, out)
     }
+}
+
+/// The most (batch, head) pairs whose scores fit one group's scratch, if one pair's do.
+fn heads_per_group(ctx: &Context, s: &AttentionShape) -> Option<usize> {
+    let per_head = 4 * (s.tokens * s.kv_tokens) as u64;
+    let limit = ctx.max_binding_bytes().min(MAX_GROUP_SCORES_BYTES);
+    let group = ((limit / per_head.max(1)) as usize).min(s.batch * s.heads);
+    (group > 0 && ctx.fits_texels(group * s.tokens * s.kv_tokens)).then_some(group)
+}
+
+/// The composed path over `group` (batch, head) pairs at a time: a pair's q, k and v are
+/// contiguous ([B * heads, D, T]), so each group is one copy of each into shared scratch, three
+/// dispatches there, and one copy of its output back. The scores' scratch is a group's, shared
+/// by every attention op.
+pub fn attention_by_head_groups(
+    ctx: &Context,
+    s: &AttentionShape,
+    group: usize,
+    q: &wgpu::Buffer,
+    k: &wgpu::Buffer,
+    v: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+) -> Result<Vec<Dispatch>> {
+    check_lengths(s, q, k, v, out)?;
+    let bh = s.batch * s.heads;
+    if group == 0 || group > bh {
+        bail_shape!("attention: groups of {group} of {bh} heads");
+    }
+    let (d, t, tk) = (s.head_dim, s.tokens, s.kv_tokens);
+    let scratch = Scratch {
+        q: ctx.shared_scratch("attention group: q", group * d * t),
+        k: ctx.shared_scratch("attention group: k", group * d * tk),
+        v: ctx.shared_scratch("attention group: v", group * d * tk),
+        out: ctx.shared_scratch("attention group: output", group * d * t),
+        scores: ctx.shared_scratch("attention group: scores", group * t * tk),
+        inv_sums: ctx.shared_scratch("attention group: softmax sums", group * t),
+    };
+    let mut list = vec![];
+    for first in (0..bh).step_by(group) {
+        let n = group.min(bh - first);
+        let part = AttentionShape { batch: n, heads: 1, ..*s };
+        let (qo, kvo) = ((first * d * t * 4) as u64, (first * d * tk * 4) as u64);
+        let (q_bytes, kv_bytes) = ((n * d * t * 4) as u64, (n * d * tk * 4) as u64);
+        let mut three = composed(ctx, &part, &scratch.q, &scratch.k, &scratch.v, &scratch.out, &scratch)?;
+        // The group's inputs land before its first kernel reads them (ahead of its texel copies).
+        let inputs = [
+            CopyOp::buffer(q, qo, &scratch.q, 0, q_bytes),
+            CopyOp::buffer(k, kvo, &scratch.k, 0, kv_bytes),
+            CopyOp::buffer(v, kvo, &scratch.v, 0, kv_bytes),
+        ];
+        three[0].copies.splice(0..0, inputs);
+        list.extend(three);
+        list.push(Dispatch::copies_only(
+            "attention.gather",
+            vec![CopyOp::buffer(&scratch.out, 0, out, qo, q_bytes)],
+            Cost { flops: 0, bytes: 2 * q_bytes },
+        ));
+    }
+    Ok(list)
+}
+
+/// Where a composed attention keeps its scores and softmax sums (and, by head groups, its
+/// inputs and output).
+struct Scratch {
+    q: wgpu::Buffer,
+    k: wgpu::Buffer,
+    v: wgpu::Buffer,
+    out: wgpu::Buffer,
+    scores: wgpu::Buffer,
+    inv_sums: wgpu::Buffer,
 }
 
 fn check_lengths(
@@ -161,9 +242,29 @@ pub fn attention_composed(
     out: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
     check_lengths(s, q, k, v, out)?;
+    let scratch = Scratch {
+        q: q.clone(),
+        k: k.clone(),
+        v: v.clone(),
+        out: out.clone(),
+        scores: ctx.scratch_buffer("attention scores", s.scores_len()),
+        inv_sums: ctx.scratch_buffer("attention softmax sums", s.batch * s.heads * s.tokens),
+    };
+    composed(ctx, s, q, k, v, out, &scratch)
+}
+
+/// The composed path's three dispatches, scores and sums in `scratch`.
+fn composed(
+    ctx: &Context,
+    s: &AttentionShape,
+    q: &wgpu::Buffer,
+    k: &wgpu::Buffer,
+    v: &wgpu::Buffer,
+    out: &wgpu::Buffer,
+    scratch: &Scratch,
+) -> Result<Vec<Dispatch>> {
     let (bh, d, t, tk) = (s.batch * s.heads, s.head_dim, s.tokens, s.kv_tokens);
-    let scores = ctx.scratch_buffer("attention scores", s.scores_len());
-    let inv_sums = ctx.scratch_buffer("attention softmax sums", bh * t);
+    let (scores, inv_sums) = (&scratch.scores, &scratch.inv_sums);
     // The scale, once per key column: the scores' matmul applies it as a column scale, so that
     // both matmuls are one pipeline (same override constants) and a cold first call compiles one.
     let scales = ctx.constant_buffer("attention scale", bh * tk, s.scale);
@@ -192,9 +293,9 @@ pub fn attention_composed(
     };
     let mask = if s.causal { softmax::Mask::Causal { queries: t } } else { softmax::Mask::None };
     let mut list = vec![
-        one_matmul(ctx, &qk, q, k, &scales, &scores)?,
-        softmax::softmax_unnormalized_masked(ctx, bh * t, tk, 1.0, mask, &scores, &scores, &inv_sums)?,
-        one_matmul(ctx, &pv, v, &scores, &inv_sums, out)?,
+        one_matmul(ctx, &qk, q, k, &scales, scores)?,
+        softmax::softmax_unnormalized_masked(ctx, bh * t, tk, 1.0, mask, scores, scores, inv_sums)?,
+        one_matmul(ctx, &pv, v, scores, inv_sums, out)?,
     ];
     for (dispatch, label) in list.iter_mut().zip(["attention.scores", "attention.softmax", "attention.mix"]) {
         dispatch.label = label;

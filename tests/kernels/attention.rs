@@ -19,6 +19,15 @@ fn check_shape(s: AttentionShape, amplitude: f32, seed: u64) {
     let composed = output(s.len());
     ctx().run(&attention::attention_composed(ctx(), &s, b, c.0, c.1, &composed.buffer).unwrap());
     assert_close(&format!("composed attention {s:?}"), &read(&composed), &want, RTOL);
+    // By head groups: one pair a group, a group that divides none evenly, all in one group.
+    let pairs = s.batch * s.heads;
+    for group in [1, 2.min(pairs), pairs.div_ceil(2).max(1), pairs] {
+        let grouped = output(s.len());
+        let list =
+            attention::attention_by_head_groups(ctx(), &s, group, b, c.0, c.1, &grouped.buffer).unwrap();
+        ctx().run(&list);
+        assert_close(&format!("attention by groups of {group} {s:?}"), &read(&grouped), &want, RTOL);
+    }
     if s.head_dim <= attention::MAX_HEAD_DIM {
         let fused = output(s.len());
         ctx().run(&attention::attention_fused(ctx(), &s, b, c.0, c.1, &fused.buffer).unwrap());
@@ -104,6 +113,44 @@ fn fused_attention_splits_long_sequences_into_key_ranges() {
     );
     // 4096 tokens x 64 dims: one dispatch would run 147,456 loop iterations.
     check(1, 1, 64, 4096, 41);
+}
+
+#[test]
+fn attention_by_head_groups_where_the_whole_scores_do_not_fit() {
+    // SD 1.x's first blocks at a 512x512 image: 4096 tokens, heads of 40, a guided step's two
+    // rows. The whole scores (2 x 2 heads here, 256 MiB) are past the composed path's limit, one
+    // head's (64 MiB) fit: `attention` takes groups of one head. Checked on every query of
+    // a few heads' first and last tokens against the f64 reference.
+    let s = AttentionShape::self_attention(2, 2, 40, 4096);
+    let mut r = rng(60);
+    let (q, k, v) = (random(&mut r, s.len()), random(&mut r, s.len()), random(&mut r, s.len()));
+    let (qt, kt, vt, out) = (upload(&q), upload(&k), upload(&v), output(s.len()));
+    let list = attention::attention(ctx(), &s, &qt.buffer, &kt.buffer, &vt.buffer, &out.buffer).unwrap();
+    assert!(list.iter().any(|d| d.label == "attention.gather"), "the graph's launch takes head groups");
+    ctx().run(&list);
+    let got = read(&out);
+    // The reference over a few queries only (the whole is 4 x 4096 x 4096 x 40 in f64).
+    let (d, t) = (s.head_dim, s.tokens);
+    let mut worst = 0.0f64;
+    for bh in 0..4 {
+        for i in [0, 1, 2047, 4095] {
+            let base = bh * d * t;
+            let scores: Vec<f64> = (0..t)
+                .map(|j| {
+                    (0..d).map(|c| q[base + c * t + i] as f64 * k[base + c * t + j] as f64).sum::<f64>()
+                        * s.scale as f64
+                })
+                .collect();
+            let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+            let w: Vec<f64> = scores.iter().map(|x| (x - m).exp()).collect();
+            let z: f64 = w.iter().sum();
+            for c in 0..d {
+                let want = (0..t).map(|j| w[j] * v[base + c * t + j] as f64).sum::<f64>() / z;
+                worst = worst.max((got[base + c * t + i] as f64 - want).abs());
+            }
+        }
+    }
+    assert!(worst < 1e-5, "largest error {worst}");
 }
 
 // Geometry. Composed: two matmuls with z = batch x heads (see matmul.rs) around a softmax that is
