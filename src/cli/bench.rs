@@ -193,6 +193,13 @@ fn bench_text(ctx: &Context, dir: &std::path::Path, args: &BenchArgs) -> Result<
     );
     ctx.run(&exe.dispatches);
     ctx.wait()?;
+    println!(
+        "after a step: texel staging textures {:.2} MiB, shared scratch {:.2} MiB (attention by head groups, split-K), \
+         kernels' own buffers {:.2} MiB",
+        ctx.texels.bytes() as f64 / (1 << 20) as f64,
+        ctx.scratch_bytes() as f64 / (1 << 20) as f64,
+        ctx.owned_bytes() as f64 / (1 << 20) as f64
+    );
     let ms = wall_ms(ctx, &exe.dispatches, args.repeats)?;
     println!(
         "UNet step: {ms:.1} ms wall ({:.2} GFLOP/s; median of {})",

@@ -80,18 +80,19 @@ fn print_text_pipeline(ctx: &Context, dir: &std::path::Path, args: &InfoArgs) ->
             String::new()
         };
         println!(
-            "    {}: {} parameters, {:.1} MiB of weights, {:.1} MiB of activations{largest}",
+            "    {}: {} parameters, {:.1} MiB of weights, {:.1} MiB of activations + {:.1} MiB of attention scratch{largest}",
             r.part,
             thousands(r.parameters as u64),
             mib(r.weight_bytes),
-            mib(r.activation_bytes)
+            mib(r.activation_bytes),
+            mib(r.scratch_bytes)
         );
     }
     let weights: u64 = rows.iter().map(|r| r.weight_bytes).sum();
-    let peak = rows.iter().map(|r| r.activation_bytes).max().unwrap_or(0);
+    let peak = rows.iter().map(|r| r.activation_bytes + r.scratch_bytes).max().unwrap_or(0);
     println!("    {decode}");
     println!(
-        "    in all: {:.1} MiB of weights + {:.1} MiB of activations at the peak = {:.1} MiB (this device: buffers up to {} MiB)",
+        "    in all: {:.1} MiB of weights + {:.1} MiB of activations and scratch at the peak = {:.1} MiB (this device: buffers up to {} MiB)",
         mib(weights),
         mib(peak),
         mib(weights + peak),

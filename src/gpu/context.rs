@@ -213,7 +213,7 @@ impl Context {
     /// checks that they fit `max_binding_bytes`. Rounded up to a power of two, but never past that
     /// limit (the whole buffer is bound). Readable as texels.
     pub fn shared_scratch(&self, role: &'static str, floats: usize) -> wgpu::Buffer {
-        let bytes = (4 * floats as u64).next_power_of_two().max(256).min(self.max_binding_bytes());
+        let bytes = self.shared_scratch_bytes(floats);
         let mut scratch = self.scratch.lock().unwrap_or_else(|p| p.into_inner());
         scratch
             .entry((role, bytes))
@@ -230,6 +230,12 @@ impl Context {
                 })
             })
             .clone()
+    }
+
+    /// The size `shared_scratch` gives a buffer of `floats` f32: memory plans add it before any
+    /// buffer is made.
+    pub fn shared_scratch_bytes(&self, floats: usize) -> u64 {
+        (4 * floats as u64).next_power_of_two().max(256).min(self.max_binding_bytes())
     }
 
     /// Bytes of every buffer a launcher has made its own so far (`scratch_buffer`,

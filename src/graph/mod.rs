@@ -215,3 +215,20 @@ impl Graph {
         }
     }
 }
+
+impl Graph {
+    /// The scratch this graph's attention ops will take on `ctx`'s device beside the planned
+    /// activations: each op's own buffers, and the shared ones once (see
+    /// `kernels::attention::planned_scratch`). For memory plans made before anything is lowered.
+    pub fn attention_scratch(&self, ctx: &crate::gpu::Context) -> u64 {
+        let (mut owned, mut shared) = (0, std::collections::BTreeSet::new());
+        for node in &self.nodes {
+            if let Op::Attention(a) = &node.op {
+                let (own, keys) = crate::kernels::attention::planned_scratch(ctx, &a.shape);
+                owned += own;
+                shared.extend(keys);
+            }
+        }
+        owned + shared.iter().map(|&(_, b)| b).sum::<u64>()
+    }
+}

@@ -145,6 +145,51 @@ pub fn attention(
     }
 }
 
+/// The scratch `attention` will take for `s` on this device, for memory plans made before any
+/// buffer exists: bytes the launch owns (the composed path's scores, sums and scale column, or the
+/// fused kernel's running state), and shared buffers by (role, bytes) as `Context::shared_scratch`
+/// keys them (the head groups'), which every op of a graph holds once.
+pub fn planned_scratch(ctx: &Context, s: &AttentionShape) -> (u64, Vec<(&'static str, u64)>) {
+    let limit = ctx.max_binding_bytes().min(MAX_SCORES_BYTES);
+    if 4 * s.scores_len() as u64 <= limit && ctx.fits_texels(s.scores_len()) {
+        let (scores, sums) = composed_scratch_floats(s);
+        return (4 * (scores + sums) as u64 + scale_bytes(s), vec![]);
+    }
+    if let Some(group) = heads_per_group(ctx, s) {
+        let bh = s.batch * s.heads;
+        let scales = (0..bh)
+            .step_by(group)
+            .map(|first| scale_bytes(&AttentionShape { batch: group.min(bh - first), heads: 1, ..*s }));
+        let shared = group_scratch_floats(s, group).map(|(role, n)| (role, ctx.shared_scratch_bytes(n)));
+        return (scales.sum(), shared.to_vec());
+    }
+    let state = if fused_key_chunk(ctx, s) < s.kv_tokens { fused_state_floats(s) } else { 0 };
+    (4 * state as u64, vec![])
+}
+
+/// The composed path's scores and softmax sums, in floats.
+fn composed_scratch_floats(s: &AttentionShape) -> (usize, usize) {
+    (s.scores_len(), s.batch * s.heads * s.tokens)
+}
+
+/// Bytes of the composed path's scale column (`constant_buffer` rounds to whole texels).
+fn scale_bytes(s: &AttentionShape) -> u64 {
+    16 * (s.batch * s.heads * s.kv_tokens).max(1).div_ceil(4) as u64
+}
+
+/// A head group's shared scratch, by role, in floats: its q, k, v and output, scores and sums.
+fn group_scratch_floats(s: &AttentionShape, group: usize) -> [(&'static str, usize); 6] {
+    let (d, t, tk) = (s.head_dim, s.tokens, s.kv_tokens);
+    [
+        ("attention group: q", group * d * t),
+        ("attention group: k", group * d * tk),
+        ("attention group: v", group * d * tk),
+        ("attention group: output", group * d * t),
+        ("attention group: scores", group * t * tk),
+        ("attention group: softmax sums", group * t),
+    ]
+}
+
 /// The most (batch, head) pairs whose scores fit one group's scratch, if one pair's do.
 fn heads_per_group(ctx: &Context, s: &AttentionShape) -> Option<usize> {
     let per_head = 4 * (s.tokens * s.kv_tokens) as u64;
@@ -172,14 +217,9 @@ pub fn attention_by_head_groups(
         bail_shape!("attention: groups of {group} of {bh} heads");
     }
     let (d, t, tk) = (s.head_dim, s.tokens, s.kv_tokens);
-    let scratch = Scratch {
-        q: ctx.shared_scratch("attention group: q", group * d * t),
-        k: ctx.shared_scratch("attention group: k", group * d * tk),
-        v: ctx.shared_scratch("attention group: v", group * d * tk),
-        out: ctx.shared_scratch("attention group: output", group * d * t),
-        scores: ctx.shared_scratch("attention group: scores", group * t * tk),
-        inv_sums: ctx.shared_scratch("attention group: softmax sums", group * t),
-    };
+    let [q_s, k_s, v_s, out_s, scores_s, sums_s] =
+        group_scratch_floats(s, group).map(|(r, n)| ctx.shared_scratch(r, n));
+    let scratch = Scratch { q: q_s, k: k_s, v: v_s, out: out_s, scores: scores_s, inv_sums: sums_s };
     let mut list = vec![];
     for first in (0..bh).step_by(group) {
         let n = group.min(bh - first);
@@ -242,13 +282,14 @@ pub fn attention_composed(
     out: &wgpu::Buffer,
 ) -> Result<Vec<Dispatch>> {
     check_lengths(s, q, k, v, out)?;
+    let (scores, sums) = composed_scratch_floats(s);
     let scratch = Scratch {
         q: q.clone(),
         k: k.clone(),
         v: v.clone(),
         out: out.clone(),
-        scores: ctx.scratch_buffer("attention scores", s.scores_len()),
-        inv_sums: ctx.scratch_buffer("attention softmax sums", s.batch * s.heads * s.tokens),
+        scores: ctx.scratch_buffer("attention scores", scores),
+        inv_sums: ctx.scratch_buffer("attention softmax sums", sums),
     };
     composed(ctx, s, q, k, v, out, &scratch)
 }
@@ -316,17 +357,10 @@ pub fn attention_fused(
         bail_shape!("attention: head dim {} is over the supported {MAX_HEAD_DIM}", s.head_dim);
     }
     check_lengths(s, q, k, v, out)?;
-    // Keys a dispatch walks: all of them, but where a CPU driver would cut the loops short.
-    let per_key = s.head_dim.div_ceil(2) + 4;
-    let chunk = if ctx.is_cpu() {
-        (CPU_LOOP_LIMIT / per_key / KEY_BLOCK * KEY_BLOCK).max(KEY_BLOCK)
-    } else {
-        s.kv_tokens
-    };
+    let chunk = fused_key_chunk(ctx, s);
     let chunks = s.kv_tokens.div_ceil(chunk);
-    // (m, l, o) of every query between dispatches: [bh, t, D + 2], a head's size, not T x T.
     let state = if chunks > 1 {
-        ctx.scratch_buffer("attention running state", s.batch * s.heads * s.tokens * (s.head_dim + 2))
+        ctx.scratch_buffer("attention running state", fused_state_floats(s))
     } else {
         ctx.dummy.clone()
     };
@@ -356,6 +390,21 @@ pub fn attention_fused(
         )?);
     }
     Ok(list)
+}
+
+/// Keys one fused dispatch walks: all of them, but where a CPU driver would cut the loops short.
+fn fused_key_chunk(ctx: &Context, s: &AttentionShape) -> usize {
+    let per_key = s.head_dim.div_ceil(2) + 4;
+    if ctx.is_cpu() {
+        (CPU_LOOP_LIMIT / per_key / KEY_BLOCK * KEY_BLOCK).max(KEY_BLOCK)
+    } else {
+        s.kv_tokens
+    }
+}
+
+/// (m, l, o) of every query between fused dispatches: [bh, t, D + 2], a head's size, not T x T.
+fn fused_state_floats(s: &AttentionShape) -> usize {
+    s.batch * s.heads * s.tokens * (s.head_dim + 2)
 }
 
 /// The buffers of attention's backward: the forward's inputs, d loss / d out, and the gradients it

@@ -214,6 +214,8 @@ pub struct PlanRow {
     pub parameters: usize,
     pub weight_bytes: u64,
     pub activation_bytes: u64,
+    /// Kernels' own scratch beside the activations (attention's scores), held while it runs.
+    pub scratch_bytes: u64,
     pub largest_tensor: u64,
 }
 
@@ -255,6 +257,7 @@ impl TextPipeline {
             parameters: text.bank.parameters,
             weight_bytes: text.bank.weight_bytes(),
             activation_bytes: plan(&e.0),
+            scratch_bytes: e.0.attention_scratch(ctx),
             largest_tensor: largest(&e.0),
         });
         let mut unet = UNetCondition { config: self.unet_config.clone(), bank: WeightBank::planning() };
@@ -276,6 +279,7 @@ impl TextPipeline {
             parameters: unet.bank.parameters,
             weight_bytes: unet.bank.weight_bytes(),
             activation_bytes: plan(&g.graph),
+            scratch_bytes: g.graph.attention_scratch(ctx),
             largest_tensor: largest(&g.graph),
         });
         let mut vae = Autoencoder { config: self.vae_config.clone(), bank: WeightBank::planning() };
@@ -286,12 +290,15 @@ impl TextPipeline {
             }
             DecodePlan::Tiled { batch, reason, .. } => (*batch, reason.clone()),
         };
-        let (peak, _) = vae.plan_bytes(ctx, crate::model::vae::Stage::DecodeLatents, db.max(1), lh, lw)?;
+        let stage = crate::model::vae::Stage::DecodeLatents;
+        let (peak, _) = vae.plan_bytes(ctx, stage, db.max(1), lh, lw)?;
+        let scratch = vae.plan_scratch(ctx, stage, db.max(1), lh, lw)?;
         rows.push(PlanRow {
             part: format!("vae decode ({} image(s) at once)", db.max(1)),
             parameters: vae.bank.parameters,
             weight_bytes: vae.bank.weight_bytes(),
             activation_bytes: peak,
+            scratch_bytes: scratch,
             largest_tensor: 0,
         });
         Ok((rows, note))

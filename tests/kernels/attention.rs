@@ -315,3 +315,39 @@ fn masked_or_cross_attention_has_no_backward_yet() {
     };
     assert!(attention::attention_backward(ctx(), &s, &g).is_err());
 }
+
+#[test]
+fn planned_scratch_is_what_each_path_takes() {
+    // `info`'s memory plan counts attention's scratch before any buffer exists: each path's plan
+    // against what lowering it makes, on a context of its own (other tests share the global one).
+    use wgpu_diffusion::gpu::{Context, ContextOptions};
+    let ctx = Context::new(&ContextOptions::default()).unwrap();
+    let buffer = |floats: usize| {
+        ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: 4 * floats as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    };
+    let shapes = [
+        (AttentionShape::self_attention(2, 4, 16, 64), "composed"),
+        (AttentionShape::self_attention(2, 2, 40, 4096), "attention.gather"),
+        (
+            AttentionShape { kv_tokens: 77, ..AttentionShape::self_attention(2, 8, 40, 4096) },
+            "attention.gather",
+        ),
+        (AttentionShape::self_attention(1, 1, 8, 8192), "attention"),
+    ];
+    for (s, label) in shapes {
+        let (q, k, v, out) = (buffer(s.len()), buffer(s.kv_len()), buffer(s.kv_len()), buffer(s.len()));
+        let (owned, shared) = (ctx.owned_bytes(), ctx.scratch_bytes());
+        let list = attention::attention(&ctx, &s, &q, &k, &v, &out).unwrap();
+        let (plan_owned, plan_shared) = attention::planned_scratch(&ctx, &s);
+        let path = list.iter().map(|d| d.label).collect::<Vec<_>>();
+        assert!(label == "composed" && path.len() == 3 || path.contains(&label), "{s:?}: {path:?}");
+        assert_eq!(ctx.owned_bytes() - owned, plan_owned, "{s:?}: owned scratch");
+        // Each shared role and size once: these shapes share none with an earlier one.
+        assert_eq!(ctx.scratch_bytes() - shared, plan_shared.iter().map(|&(_, b)| b).sum::<u64>(), "{s:?}");
+    }
+}

@@ -132,6 +132,20 @@ impl Autoencoder {
         Ok((plan.peak_bytes, plan.naive_bytes))
     }
 
+    /// Attention's scratch at this size, beside the planned activations (see
+    /// `Graph::attention_scratch`).
+    pub fn plan_scratch(
+        &mut self,
+        ctx: &Context,
+        stage: Stage,
+        batch: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<u64> {
+        let (g, ..) = build(ctx, &self.config, &mut self.bank, stage, batch, h, w)?;
+        Ok(g.attention_scratch(ctx))
+    }
+
     /// Runs `stage` on host data [B, C, H, W] (images to encode, or latents [B, D, h, w] to
     /// decode) and returns its output, and for a VQModel's decode the nearest codes.
     pub fn run(
