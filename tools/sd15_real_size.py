@@ -103,6 +103,18 @@ def run_torch(folder: Path, args, latents_npy: Path, out_npy: Path) -> dict:
         decoded = pipe.vae.decode(final / pipe.vae.config.scaling_factor).sample
         decode_s = time.perf_counter() - t1
     np.save(out_npy, decoded.numpy())
+    np.save(out_npy.with_name(out_npy.stem + "_latents.npy"), final.numpy())
+    # The decode in the tiles this engine takes where a whole 512x512 decode is past a 128 MiB
+    # binding (32x32 latents, diffusers' overlap and blend): GroupNorm's statistics are a tile's,
+    # so a tiled decode differs from the whole one by design.
+    if args.size // 8 > 32:
+        vae = pipe.vae
+        vae.enable_tiling()
+        vae.tile_latent_min_size, vae.tile_sample_min_size = 32, 256
+        with torch.no_grad():
+            tiled = vae.decode(final / vae.config.scaling_factor).sample
+        np.save(out_npy.with_name(out_npy.stem + "_tiled.npy"), tiled.numpy())
+        vae.disable_tiling()
     after = peak_mib()
     return {
         "threads": args.threads, "load_s": load_s, "unet_evaluations": len(unet_ms),
@@ -120,7 +132,8 @@ def run_engine(folder: Path, args, latents_npy: Path, out_npy: Path, png: Path) 
     t0 = time.perf_counter()
     proc = subprocess.run([args.bin, "txt2img", "--model", str(folder), "--prompt", PROMPT, "--steps",
                            str(args.steps), "--height", str(args.size), "--width", str(args.size), "--init-noise",
-                           str(latents_npy), "--save-npy", str(out_npy), "--out", str(png)],
+                           str(latents_npy), "--save-npy", str(out_npy), "--out", str(png), "--save-latents",
+                           str(out_npy.with_name(out_npy.stem + "_latents.npy"))],
                           capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -146,10 +159,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bin", default=str(ROOT / "target/release/wgpu-diffusion"))
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--work", type=Path, default=None, help="where the run's arrays go (default FOLDER/runs)")
     ap.add_argument("--skip-torch", action="store_true", help="reuse the PyTorch result already in the folder")
     args = ap.parse_args()
     make(args.folder)
-    work = args.folder / "runs"
+    work = args.work or args.folder / "runs"
     work.mkdir(exist_ok=True)
     latents, torch_npy, ours_npy = work / "latents.npy", work / "torch.npy", work / "ours.npy"
     torch_json = work / "torch.json"
@@ -168,13 +182,25 @@ def main() -> None:
     a, b = np.load(ours_npy), np.load(torch_npy)
     diff = float(np.abs(a - b).max())
     print(f"decoded images: max |ours - torch| {diff:.3e} (values within {float(np.abs(b).max()):.2f})")
+    lat_ours, lat_torch = (np.load(p.with_name(p.stem + "_latents.npy")) for p in (ours_npy, torch_npy))
+    lat_diff = float(np.abs(lat_ours - lat_torch).max())
+    print(f"final latents: max |ours - torch| {lat_diff:.3e} (values within {float(np.abs(lat_torch).max()):.2f})")
+    tiled = torch_npy.with_name(torch_npy.stem + "_tiled.npy")
+    tiles = {}
+    if tiled.is_file():
+        t = np.load(tiled)
+        tiles = {"max_abs_diff_decoded_vs_torch_tiled": float(np.abs(a - t).max()),
+                 "max_abs_diff_torch_tiled_vs_whole": float(np.abs(t - b).max())}
+        print(f"decoded images: max |ours - torch's decode in the same 32x32-latent tiles| "
+              f"{tiles['max_abs_diff_decoded_vs_torch_tiled']:.3e}; torch's tiled vs its whole decode "
+              f"{tiles['max_abs_diff_torch_tiled_vs_whole']:.3e}")
     if "unet_step_s" in ours:
         print(f"UNet step (guided: 2 rows): ours {ours['unet_step_s']:.2f} s, PyTorch {pt['unet_step_ms_median'] / 1e3:.2f} s "
               f"({ours['unet_step_s'] / (pt['unet_step_ms_median'] / 1e3):.2f}x); end to end ours {ours['total_s']:.0f} s, "
               f"PyTorch {pt['total_s']:.0f} s; peak resident ours {ours['peak_rss_mib']:.0f} MiB, PyTorch "
               f"{pt['peak_rss_mib_after_run']:.0f} MiB")
     result = {"size": args.size, "steps": args.steps, "prompt": PROMPT, "torch": pt, "engine": ours,
-              "max_abs_diff_decoded": diff}
+              "max_abs_diff_decoded": diff, "max_abs_diff_latents": lat_diff, **tiles}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
 
