@@ -153,23 +153,27 @@ pub fn planned_scratch(ctx: &Context, s: &AttentionShape) -> (u64, Vec<(&'static
     let limit = ctx.max_binding_bytes().min(MAX_SCORES_BYTES);
     if 4 * s.scores_len() as u64 <= limit && ctx.fits_texels(s.scores_len()) {
         let (scores, sums) = composed_scratch_floats(s);
-        return (4 * (scores + sums) as u64 + scale_bytes(s), vec![]);
+        return (scratch_bytes(scores) + scratch_bytes(sums) + scale_bytes(s), vec![]);
     }
     if let Some(group) = heads_per_group(ctx, s) {
-        let bh = s.batch * s.heads;
-        let scales = (0..bh)
-            .step_by(group)
-            .map(|first| scale_bytes(&AttentionShape { batch: group.min(bh - first), heads: 1, ..*s }));
-        let shared = group_scratch_floats(s, group).map(|(role, n)| (role, ctx.shared_scratch_bytes(n)));
-        return (scales.sum(), shared.to_vec());
+        let scales = scale_bytes(&AttentionShape { batch: group, heads: 1, ..*s });
+        let all = group_scratch_floats(s, group);
+        // One group runs on the op's own buffers: only its scores and sums are scratch.
+        let used = if group == s.batch * s.heads { &all[4..] } else { &all[..] };
+        return (scales, used.iter().map(|&(role, n)| (role, ctx.shared_scratch_bytes(n))).collect());
     }
     let state = if fused_key_chunk(ctx, s) < s.kv_tokens { fused_state_floats(s) } else { 0 };
-    (4 * state as u64, vec![])
+    (scratch_bytes(state), vec![])
 }
 
 /// The composed path's scores and softmax sums, in floats.
 fn composed_scratch_floats(s: &AttentionShape) -> (usize, usize) {
     (s.scores_len(), s.batch * s.heads * s.tokens)
+}
+
+/// Bytes of a buffer `Context::scratch_buffer` makes for `floats` f32 (whole 16-byte texels).
+fn scratch_bytes(floats: usize) -> u64 {
+    (4 * floats as u64).div_ceil(16).max(1) * 16
 }
 
 /// Bytes of the composed path's scale column (`constant_buffer` rounds to whole texels).
@@ -217,9 +221,25 @@ pub fn attention_by_head_groups(
         bail_shape!("attention: groups of {group} of {bh} heads");
     }
     let (d, t, tk) = (s.head_dim, s.tokens, s.kv_tokens);
+    // The scale column of a whole group, read by every group (the last may be shorter).
+    let scales = ctx.constant_buffer("attention scale", group * tk, s.scale);
+    if group == bh {
+        // One group: the op's own buffers, only the scores and sums in shared scratch.
+        let [.., (scores_role, scores), (sums_role, sums)] = group_scratch_floats(s, group);
+        let scratch = Scratch {
+            q: q.clone(),
+            k: k.clone(),
+            v: v.clone(),
+            out: out.clone(),
+            scores: ctx.shared_scratch(scores_role, scores),
+            inv_sums: ctx.shared_scratch(sums_role, sums),
+            scales,
+        };
+        return composed(ctx, s, q, k, v, out, &scratch);
+    }
     let [q_s, k_s, v_s, out_s, scores_s, sums_s] =
         group_scratch_floats(s, group).map(|(r, n)| ctx.shared_scratch(r, n));
-    let scratch = Scratch { q: q_s, k: k_s, v: v_s, out: out_s, scores: scores_s, inv_sums: sums_s };
+    let scratch = Scratch { q: q_s, k: k_s, v: v_s, out: out_s, scores: scores_s, inv_sums: sums_s, scales };
     let mut list = vec![];
     for first in (0..bh).step_by(group) {
         let n = group.min(bh - first);
@@ -253,6 +273,8 @@ struct Scratch {
     out: wgpu::Buffer,
     scores: wgpu::Buffer,
     inv_sums: wgpu::Buffer,
+    /// The scale per key column, [pairs, Tk].
+    scales: wgpu::Buffer,
 }
 
 fn check_lengths(
@@ -290,6 +312,7 @@ pub fn attention_composed(
         out: out.clone(),
         scores: ctx.scratch_buffer("attention scores", scores),
         inv_sums: ctx.scratch_buffer("attention softmax sums", sums),
+        scales: ctx.constant_buffer("attention scale", s.batch * s.heads * s.kv_tokens, s.scale),
     };
     composed(ctx, s, q, k, v, out, &scratch)
 }
@@ -305,10 +328,10 @@ fn composed(
     scratch: &Scratch,
 ) -> Result<Vec<Dispatch>> {
     let (bh, d, t, tk) = (s.batch * s.heads, s.head_dim, s.tokens, s.kv_tokens);
-    let (scores, inv_sums) = (&scratch.scores, &scratch.inv_sums);
-    // The scale, once per key column: the scores' matmul applies it as a column scale, so that
-    // both matmuls are one pipeline (same override constants) and a cold first call compiles one.
-    let scales = ctx.constant_buffer("attention scale", bh * tk, s.scale);
+    // The scale, once per key column (`scratch.scales`): the scores' matmul applies it as a
+    // column scale, so that both matmuls are one pipeline (same override constants) and a cold
+    // first call compiles one.
+    let (scores, inv_sums, scales) = (&scratch.scores, &scratch.inv_sums, &scratch.scales);
     // scores[bh, i, j] = scale * sum_d q[bh, d, i] k[bh, d, j]: A = q^T (rows along tokens), B = k.
     let qk = MatmulShape {
         batch: bh,
@@ -334,7 +357,7 @@ fn composed(
     };
     let mask = if s.causal { softmax::Mask::Causal { queries: t } } else { softmax::Mask::None };
     let mut list = vec![
-        one_matmul(ctx, &qk, q, k, &scales, scores)?,
+        one_matmul(ctx, &qk, q, k, scales, scores)?,
         softmax::softmax_unnormalized_masked(ctx, bh * t, tk, 1.0, mask, scores, scores, inv_sums)?,
         one_matmul(ctx, &pv, v, scores, inv_sums, out)?,
     ];
