@@ -290,9 +290,8 @@ impl TextPipeline {
             }
             DecodePlan::Tiled { batch, reason, .. } => (*batch, reason.clone()),
         };
-        let stage = crate::model::vae::Stage::DecodeLatents;
-        let (peak, _) = vae.plan_bytes(ctx, stage, db.max(1), lh, lw)?;
-        let scratch = vae.plan_scratch(ctx, stage, db.max(1), lh, lw)?;
+        let decode_graph = vae.plan_graph(ctx, crate::model::vae::Stage::DecodeLatents, db.max(1), lh, lw)?;
+        let (peak, scratch) = (plan(&decode_graph), decode_graph.attention_scratch(ctx));
         rows.push(PlanRow {
             part: format!("vae decode ({} image(s) at once)", db.max(1)),
             parameters: vae.bank.parameters,

@@ -118,6 +118,18 @@ impl Autoencoder {
         Ok((ctx.max_binding_bytes() / per_image.max(1)) as usize)
     }
 
+    /// The graph of `stage` for `batch` at a latent size of `h` x `w`, unlowered (memory plans).
+    pub fn plan_graph(
+        &mut self,
+        ctx: &Context,
+        stage: Stage,
+        batch: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<crate::graph::Graph> {
+        Ok(build(ctx, &self.config, &mut self.bank, stage, batch, h, w)?.0)
+    }
+
     /// Planned (peak, naive) activation bytes of `stage` for `batch` at a latent size of `h` x `w`.
     pub fn plan_bytes(
         &mut self,
@@ -127,23 +139,8 @@ impl Autoencoder {
         h: usize,
         w: usize,
     ) -> Result<(u64, u64)> {
-        let (g, ..) = build(ctx, &self.config, &mut self.bank, stage, batch, h, w)?;
-        let plan = crate::graph::Plan::new(&g);
+        let plan = crate::graph::Plan::new(&self.plan_graph(ctx, stage, batch, h, w)?);
         Ok((plan.peak_bytes, plan.naive_bytes))
-    }
-
-    /// Attention's scratch at this size, beside the planned activations (see
-    /// `Graph::attention_scratch`).
-    pub fn plan_scratch(
-        &mut self,
-        ctx: &Context,
-        stage: Stage,
-        batch: usize,
-        h: usize,
-        w: usize,
-    ) -> Result<u64> {
-        let (g, ..) = build(ctx, &self.config, &mut self.bank, stage, batch, h, w)?;
-        Ok(g.attention_scratch(ctx))
     }
 
     /// Runs `stage` on host data [B, C, H, W] (images to encode, or latents [B, D, h, w] to
