@@ -12,11 +12,16 @@ fn main() {
             ErrorKind::DisplayHelp
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
-            // Bad input is one line: clap's own error line, without its usage block.
+            // Bad input is one line: clap's own message, without its usage block. The message can
+            // run over lines ("required arguments were not provided:" then one line each), so
+            // everything before the first blank line is joined.
             _ => {
                 let text = e.render().to_string();
-                let first = text.lines().next().unwrap_or("error: bad arguments");
-                eprintln!("{first} (see --help)");
+                let message: Vec<&str> =
+                    text.lines().take_while(|l| !l.trim().is_empty()).map(str::trim).collect();
+                let line =
+                    if message.is_empty() { "error: bad arguments".to_string() } else { message.join(" ") };
+                eprintln!("{line} (see --help)");
                 std::process::exit(2);
             }
         },

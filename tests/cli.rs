@@ -77,6 +77,16 @@ fn bad_model_folder_is_one_line() {
 }
 
 #[test]
+fn a_missing_flag_is_one_line_that_names_it() {
+    // clap's message runs over lines; the one line must still name the flag (a resumed run once
+    // answered only "the following required arguments were not provided").
+    let (ok, _, err) = cli(&["train", "--out", "/nonexistent/run", "--resume"]);
+    assert_one_line_error(ok, &err, &["required arguments", "--data", "see --help"]);
+    let (ok, _, err) = cli(&["sample", "--steps", "ten"]);
+    assert_one_line_error(ok, &err, &["--steps", "ten"]);
+}
+
+#[test]
 fn bad_backend_and_adapter_are_one_line() {
     let (ok, _, err) = cli(&["info", "--backend", "foo"]);
     assert_one_line_error(ok, &err, &["unknown backend 'foo'"]);
